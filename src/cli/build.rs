@@ -1,0 +1,51 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::GlobalArgs;
+use crate::build::{build, BuildOptions};
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image file (images/<name>.toml).
+    pub image: PathBuf,
+    /// Output folder for the artifacts.
+    #[arg(long, default_value = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Debian mirror to bootstrap from (default: the image's, else mmdebstrap's default).
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+}
+
+pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
+    let image = crate::config::load_image(&a.image, &recipe_dir)?;
+    let opts = BuildOptions {
+        out_dir: a.out.clone(),
+        cache_dir: a.cache.clone().unwrap_or_else(crate::fsutil::cache_dir),
+        mirror: a.mirror.clone(),
+    };
+    let report =
+        build(&image, &opts).with_context(|| format!("building {} failed", a.image.display()))?;
+    for s in &report.stages {
+        println!("{:<10} {:>7.1} s", s.stage, s.seconds);
+    }
+    for art in &report.artifacts {
+        let path = a.out.join(&art.file);
+        let used = crate::fsutil::allocated_bytes(&path).unwrap_or(0);
+        println!(
+            "{} ({}, {} MiB, {} MiB allocated) sha256 {}",
+            path.display(),
+            art.format,
+            art.size >> 20,
+            used >> 20,
+            art.sha256
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,50 @@
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::GlobalArgs;
+use crate::doctor::HOST_TOOLS;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {}
+
+pub fn run(_g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let w = HOST_TOOLS.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    println!(
+        "{:<w$}  {:<8}  {:<20}  USED FOR",
+        "TOOL", "STATUS", "DEBIAN PACKAGE"
+    );
+    let mut missing = Vec::new();
+    for t in HOST_TOOLS {
+        let ok = t.present();
+        if !ok {
+            missing.push(t.package);
+        }
+        println!(
+            "{:<w$}  {:<8}  {:<20}  {}",
+            t.name,
+            if ok { "ok" } else { "MISSING" },
+            t.package,
+            t.used_for
+        );
+    }
+    let accel = crate::smoke::qemu::accel();
+    println!(
+        "\nvirtualisation: {}",
+        match accel {
+            crate::smoke::Accel::Kvm => "KVM works",
+            crate::smoke::Accel::Tcg =>
+                "KVM unusable here; boot tests use software emulation (TCG)",
+        }
+    );
+    println!("cache: {}", crate::fsutil::cache_dir().display());
+    if missing.is_empty() {
+        println!("all host tools present");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        missing.sort();
+        missing.dedup();
+        println!("missing: apt-get install {}", missing.join(" "));
+        Ok(ExitCode::FAILURE)
+    }
+}

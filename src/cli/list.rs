@@ -1,0 +1,147 @@
+//! `biovm list`: the recipes in the catalogue, as a table or JSON.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::GlobalArgs;
+use crate::config::{self, Diagnostic, Recipe};
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only list the recipes of this category.
+    #[arg(long, value_name = "CATEGORY")]
+    pub category: Option<String>,
+    /// Print a JSON array of recipe objects instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
+    let dir = config::default_recipe_dir(None, g.recipes.as_deref());
+    let catalog = config::load_catalog(std::slice::from_ref(&dir))?;
+    if let Some(c) = &a.category {
+        let categories = catalog.categories();
+        if !categories.contains(c) {
+            let d = Diagnostic::new(&dir, format!("unknown category `{c}`"))
+                .with_suggestion(c, categories.iter().map(String::as_str));
+            let d = if d.help.is_none() {
+                d.with_help(format!(
+                    "known categories: {}",
+                    config::quoted_list(&categories)
+                ))
+            } else {
+                d
+            };
+            return Err(anyhow::Error::new(config::Diagnostics::from(d)));
+        }
+    }
+    let recipes: Vec<&Recipe> = catalog
+        .recipes
+        .values()
+        .filter(|r| a.category.as_ref().map_or(true, |c| &r.category == c))
+        .collect();
+    if a.json {
+        let list: Vec<Value> = recipes.iter().map(|r| recipe_json(r)).collect();
+        emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 4]> = recipes
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.category.clone(),
+                sources(r).join(","),
+                r.summary.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME".to_string(),
+        "CATEGORY".to_string(),
+        "SOURCE".to_string(),
+        "SUMMARY".to_string(),
+    ];
+    let mut widths = [0usize; 3];
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        table.push_str(&format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}\n",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        ));
+    }
+    emit(&table)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write to standard output; a closed pipe (`biovm list | head`) is not an error.
+pub(super) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The kinds of install source a recipe uses: `debian`, `pypi`, `download`.
+pub(super) fn sources(r: &Recipe) -> Vec<&'static str> {
+    let mut s = Vec::new();
+    if !r.install.debian.is_empty() {
+        s.push("debian");
+    }
+    if !r.install.pypi.is_empty() {
+        s.push("pypi");
+    }
+    if !r.install.downloads.is_empty() {
+        s.push("download");
+    }
+    s
+}
+
+/// A pattern as written in the recipe (without the `(?m)` biovm adds).
+pub(super) fn pattern(re: &regex::Regex) -> &str {
+    re.as_str().strip_prefix("(?m)").unwrap_or(re.as_str())
+}
+
+/// One recipe as a JSON object (used by `list --json` and `show --json`).
+pub(super) fn recipe_json(r: &Recipe) -> Value {
+    json!({
+        "name": r.name,
+        "category": r.category,
+        "summary": r.summary,
+        "homepage": r.homepage,
+        "license": r.license,
+        "source": r.source.display().to_string(),
+        "install": {
+            "debian": r.install.debian.iter().map(|p| p.apt_spec()).collect::<Vec<_>>(),
+            "pypi": r.install.pypi.iter().map(|p| format!("{}=={}", p.name, p.version)).collect::<Vec<_>>(),
+            "downloads": r.install.downloads.iter().map(|d| json!({
+                "url": d.url,
+                "sha256": d.sha256,
+                "dest": d.dest,
+                "unpack": d.unpack,
+            })).collect::<Vec<_>>(),
+        },
+        "check": {
+            "command": r.check.command,
+            "expect": pattern(&r.check.expect),
+            "status": r.check.status,
+            "timeout": r.check.timeout_secs,
+        },
+        "tests": r.tests.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,108 @@
+//! Command-line interface: argument definitions and dispatch to one module
+//! per command. Exit status: 0 success, 1 failure, 2 invalid input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod build;
+mod check;
+mod doctor;
+mod list;
+mod plan;
+mod show;
+mod test;
+
+/// Exit status for invalid recipes, images or arguments.
+pub const EXIT_INVALID: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "biovm",
+    version,
+    about = "Build reproducible, boot-tested bioinformatics machine images from declarative recipes",
+    long_about = "biovm reads recipes (one per analysis tool, recipes/<category>/<tool>.toml) and image \
+definitions (images/<name>.toml), builds bootable disk images with mmdebstrap, and boots every image \
+in QEMU to check every tool in it."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Recipe folder (default: ./recipes, or the `recipes` folder next to the image's folder).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub recipes: Option<PathBuf>,
+    /// More log output (-v: info, -vv: debug, including every external command).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output: only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate recipe and image files; report every problem with file, line and column.
+    Check(check::CheckArgs),
+    /// List the recipes in the catalogue.
+    List(list::ListArgs),
+    /// Show one recipe in full.
+    Show(show::ShowArgs),
+    /// Show what an image will install and produce, without building it.
+    Plan(plan::PlanArgs),
+    /// Check that every host tool biovm needs is installed.
+    Doctor(doctor::DoctorArgs),
+    /// Build an image: bootstrap the root filesystem and assemble the disk.
+    Build(build::BuildArgs),
+    /// Boot a built disk in QEMU (UEFI and BIOS) and run every tool check inside it.
+    Test(test::TestArgs),
+}
+
+pub fn init_logging(g: &GlobalArgs) {
+    let level = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "warn,biovm=info",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().filter_or("BIOVM_LOG", level))
+        .format_target(false)
+        .init();
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let g = &cli.global;
+    let result = match cli.command {
+        Command::Check(a) => check::run(g, a),
+        Command::List(a) => list::run(g, a),
+        Command::Show(a) => show::run(g, a),
+        Command::Plan(a) => plan::run(g, a),
+        Command::Doctor(a) => doctor::run(g, a),
+        Command::Build(a) => build::run(g, a),
+        Command::Test(a) => test::run(g, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report_error(&e),
+    }
+}
+
+/// Print an error in the one style biovm uses and pick the exit status:
+/// invalid input (a `config::Diagnostics`) gives 2, anything else 1.
+pub fn report_error(e: &anyhow::Error) -> ExitCode {
+    if let Some(d) = e.downcast_ref::<crate::config::Diagnostics>() {
+        eprint!("{d}");
+        return ExitCode::from(EXIT_INVALID);
+    }
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}

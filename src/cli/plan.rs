@@ -1,0 +1,229 @@
+//! `biovm plan IMAGE`: what an image will install and produce, without
+//! building anything.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::list::{emit, sources};
+use super::GlobalArgs;
+use crate::config::{self, Image};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The image file (images/<name>.toml).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Output folder the artifacts would be written to.
+    #[arg(long, default_value = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: PlanArgs) -> anyhow::Result<ExitCode> {
+    let dir = config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
+    let image = config::load_image(&a.image, &dir)?;
+    if a.json {
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&plan_json(&image, &a.out))?
+        ))?;
+    } else {
+        emit(&render(&image, &a.out))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn artifacts(image: &Image, out: &Path) -> Vec<String> {
+    image
+        .formats
+        .iter()
+        .map(|f| {
+            out.join(format!("{}.{}", image.name, f.extension()))
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+fn pypi(image: &Image) -> Vec<String> {
+    let mut v: Vec<String> = image
+        .recipes
+        .iter()
+        .flat_map(|r| r.install.pypi.iter())
+        .map(|p| format!("{}=={}", p.name, p.version))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn boot_modes(image: &Image) -> Vec<&'static str> {
+    image.disk.boot.iter().map(|b| b.as_str()).collect()
+}
+
+fn render(image: &Image, out: &Path) -> String {
+    let mut s = String::new();
+    let kv = |s: &mut String, k: &str, v: &str| {
+        s.push_str(&format!("{:<14}{}\n", format!("{k}:"), v));
+    };
+    kv(
+        &mut s,
+        "image",
+        &format!("{} ({})", image.name, image.source.display()),
+    );
+    if !image.description.is_empty() {
+        kv(&mut s, "description", &image.description);
+    }
+    let b = &image.base;
+    kv(
+        &mut s,
+        "base",
+        &format!("{} {} {}", b.distribution, b.suite, b.architecture),
+    );
+    kv(
+        &mut s,
+        "mirror",
+        b.mirror.as_deref().unwrap_or("mmdebstrap default"),
+    );
+
+    s.push_str(&format!("recipes ({}):\n", image.recipes.len()));
+    let w = image
+        .recipes
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0);
+    let wc = image
+        .recipes
+        .iter()
+        .map(|r| r.category.len())
+        .max()
+        .unwrap_or(0);
+    for r in &image.recipes {
+        s.push_str(&format!(
+            "  {:<w$}  {:<wc$}  {}\n",
+            r.name,
+            r.category,
+            sources(r).join(",")
+        ));
+    }
+
+    let debs = crate::rootfs::requested_packages(image);
+    s.push_str(&format!("debian packages ({}):\n", debs.len()));
+    for p in &debs {
+        s.push_str(&format!("  {p}\n"));
+    }
+    let py = pypi(image);
+    if !py.is_empty() {
+        s.push_str(&format!("pypi packages ({}):\n", py.len()));
+        for p in &py {
+            s.push_str(&format!("  {p}\n"));
+        }
+    }
+    let downloads: Vec<_> = image
+        .recipes
+        .iter()
+        .flat_map(|r| r.install.downloads.iter())
+        .collect();
+    if !downloads.is_empty() {
+        s.push_str(&format!("downloads ({}):\n", downloads.len()));
+        for d in downloads {
+            s.push_str(&format!("  {} -> {}\n", d.url, d.dest));
+        }
+    }
+
+    s.push_str("system:\n");
+    let sys = &image.system;
+    kv(&mut s, "  hostname", &sys.hostname);
+    kv(&mut s, "  locale", &sys.locale);
+    kv(&mut s, "  timezone", &sys.timezone);
+    match &sys.user {
+        Some(u) => kv(
+            &mut s,
+            "  user",
+            &format!(
+                "{} (shell {}, {}, {} SSH key{})",
+                u.name,
+                u.shell,
+                if u.sudo { "sudo" } else { "no sudo" },
+                u.ssh_authorized_keys.len(),
+                if u.ssh_authorized_keys.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
+        ),
+        None => kv(&mut s, "  user", "none"),
+    }
+    for f in &sys.files {
+        kv(
+            &mut s,
+            "  file",
+            &format!("{} ({:04o}, {} bytes)", f.path, f.mode, f.content.len()),
+        );
+    }
+    s.push_str("disk:\n");
+    kv(
+        &mut s,
+        "  size",
+        &config::format_size(image.disk.size_bytes),
+    );
+    kv(&mut s, "  boot", &boot_modes(image).join(", "));
+    s.push_str("artifacts:\n");
+    for a in artifacts(image, out) {
+        s.push_str(&format!("  {a}\n"));
+    }
+    s
+}
+
+fn plan_json(image: &Image, out: &Path) -> Value {
+    let b = &image.base;
+    let sys = &image.system;
+    json!({
+        "name": image.name,
+        "description": image.description,
+        "source": image.source.display().to_string(),
+        "base": {
+            "distribution": b.distribution,
+            "suite": b.suite,
+            "architecture": b.architecture,
+            "mirror": b.mirror,
+            "packages": b.packages.iter().map(|p| p.apt_spec()).collect::<Vec<_>>(),
+        },
+        "recipes": image.recipes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+        "debian_packages": crate::rootfs::requested_packages(image),
+        "pypi_packages": pypi(image),
+        "downloads": image.recipes.iter().flat_map(|r| r.install.downloads.iter()).map(|d| json!({
+            "url": d.url, "sha256": d.sha256, "dest": d.dest, "unpack": d.unpack,
+        })).collect::<Vec<_>>(),
+        "system": {
+            "hostname": sys.hostname,
+            "locale": sys.locale,
+            "timezone": sys.timezone,
+            "user": sys.user.as_ref().map(|u| json!({
+                "name": u.name,
+                "shell": u.shell,
+                "sudo": u.sudo,
+                "ssh_authorized_keys": u.ssh_authorized_keys,
+            })),
+            "files": sys.files.iter().map(|f| json!({
+                "path": f.path,
+                "mode": format!("{:04o}", f.mode),
+                "bytes": f.content.len(),
+            })).collect::<Vec<_>>(),
+        },
+        "disk": {
+            "size": config::format_size(image.disk.size_bytes),
+            "size_bytes": image.disk.size_bytes,
+            "boot": boot_modes(image),
+        },
+        "formats": image.formats.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+        "artifacts": artifacts(image, out),
+    })
+}

@@ -1,0 +1,547 @@
+//! Images: `images/<name>.toml`, with the recipe selection resolved against
+//! the catalogue.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use toml::Spanned;
+
+use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
+use super::model::{
+    Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Recipe, System, User,
+};
+use super::raw::{RawBase, RawFile, RawImage, RawSelection, RawSystem};
+use super::recipe::{load_all, read_text};
+use super::validate::{self as v, Ctx, Invalid};
+
+pub const DEFAULT_SUITE: &str = "bookworm";
+pub const DEFAULT_ARCHITECTURE: &str = "amd64";
+pub const DEFAULT_HOSTNAME: &str = "biovm";
+pub const DEFAULT_LOCALE: &str = "C.UTF-8";
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+pub const DEFAULT_USER: &str = "biovm";
+pub const DEFAULT_SHELL: &str = "/bin/bash";
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
+
+/// Remove `.` and resolve `..` lexically, so paths print the way a person
+/// would write them (`images/../lab` becomes `lab`).
+pub fn normalize_path(p: &Path) -> PathBuf {
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.last() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
+                _ => out.push(c),
+            },
+            _ => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
+/// The recipe folder to use: the `--recipes` flag if given; else, for an
+/// image at `X/images/foo.toml`, `X/recipes` if it exists; else `./recipes`.
+pub fn default_recipe_dir(image: Option<&Path>, flag: Option<&Path>) -> PathBuf {
+    if let Some(f) = flag {
+        return f.to_path_buf();
+    }
+    if let Some(img) = image {
+        let dir = match img.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let named_images = dir
+            .canonicalize()
+            .ok()
+            .and_then(|c| c.file_name().map(|n| n == "images"))
+            .unwrap_or(false);
+        if named_images {
+            let candidate = normalize_path(&dir.join("..").join("recipes"));
+            if candidate.is_dir() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("recipes")
+}
+
+/// Load an image, its catalogue (`recipe_dir` plus the image's own
+/// `recipes.paths`), and resolve its recipe selection.
+pub fn load_image(path: &Path, recipe_dir: &Path) -> Result<Image, Diagnostics> {
+    load_image_and_catalog(path, recipe_dir).map(|(image, _)| image)
+}
+
+/// Like [`load_image`], also returning the whole catalogue the selection
+/// was made from.
+pub fn load_image_and_catalog(
+    path: &Path,
+    recipe_dir: &Path,
+) -> Result<(Image, Catalog), Diagnostics> {
+    let text = read_text(path)?;
+    let raw: RawImage = toml::from_str(&text).map_err(|e| from_toml_error(path, &text, &e))?;
+    let mut cx = Ctx::new(path, &text);
+    let image_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match &raw.name {
+        Some(n) => {
+            cx.check(n, |s| v::image_name(s));
+            n.get_ref().clone()
+        }
+        None => {
+            if let Err(e) = v::image_name(&stem) {
+                let mut d = Diagnostic::new(path, e.message);
+                d.help = Some("set `name` in the file, or rename it".to_string());
+                cx.push(d);
+            }
+            stem
+        }
+    };
+
+    let base = base(&mut cx, raw.base.get_ref());
+    let system = system(&mut cx, &raw.system, &image_dir);
+    let disk = disk(&mut cx, &raw);
+    let formats = formats(&mut cx, &raw);
+
+    // The catalogue: the recipe folder plus the image's extra folders.
+    let default_sel = RawSelection::default();
+    let sel = raw
+        .recipes
+        .as_ref()
+        .map(|s| s.get_ref())
+        .unwrap_or(&default_sel);
+    let mut dirs = vec![recipe_dir.to_path_buf()];
+    for p in &sel.paths {
+        let dir = normalize_path(&image_dir.join(p.get_ref()));
+        if p.get_ref().is_empty() {
+            cx.error(p.span(), "recipe folder path must not be empty");
+        } else if !dir.is_dir() {
+            let d = cx
+                .diag(
+                    p.span(),
+                    format!("recipe folder `{}` not found", dir.display()),
+                )
+                .with_help("paths are relative to the image file's folder");
+            cx.push(d);
+        } else if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let (loaded, catalog_diags) = load_all(&dirs);
+    let catalog = Catalog {
+        recipes: loaded
+            .into_iter()
+            .map(|l| (l.recipe.name.clone(), l.recipe))
+            .collect(),
+    };
+    let mut recipes = Vec::new();
+    if catalog_diags.is_empty() {
+        recipes = select(&mut cx, &raw, sel, &catalog);
+    }
+
+    let image = Image {
+        name,
+        description: raw.description.clone().unwrap_or_default(),
+        source: path.to_path_buf(),
+        base,
+        recipes,
+        system,
+        disk: disk.unwrap_or(Disk {
+            size_bytes: 0,
+            boot: Vec::new(),
+        }),
+        formats,
+    };
+    let mut diags = catalog_diags;
+    diags.extend(cx.finish());
+    diags.into_result((image, catalog))
+}
+
+fn deb_packages(cx: &mut Ctx<'_>, list: &[Spanned<String>]) -> Vec<DebPackage> {
+    list.iter()
+        .filter_map(|p| cx.check(p, |s| v::deb_package(s)))
+        .collect()
+}
+
+fn base(cx: &mut Ctx<'_>, b: &RawBase) -> Base {
+    let distribution = b.distribution.get_ref().clone();
+    if distribution != "debian" {
+        let d = cx
+            .diag(
+                b.distribution.span(),
+                format!("unsupported distribution `{distribution}`"),
+            )
+            .with_help("only \"debian\" is supported for now");
+        cx.push(d);
+    }
+    let suite = match &b.suite {
+        Some(s) => {
+            let ok = s
+                .get_ref()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase())
+                && s.get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                let d = cx
+                    .diag(s.span(), format!("invalid suite `{}`", s.get_ref()))
+                    .with_help("write a Debian suite or code name such as \"bookworm\"");
+                cx.push(d);
+            }
+            s.get_ref().clone()
+        }
+        None => DEFAULT_SUITE.to_string(),
+    };
+    let architecture = match &b.architecture {
+        Some(a) => {
+            if a.get_ref() != DEFAULT_ARCHITECTURE {
+                let d = cx
+                    .diag(
+                        a.span(),
+                        format!("unsupported architecture `{}`", a.get_ref()),
+                    )
+                    .with_help("only \"amd64\" is supported for now");
+                cx.push(d);
+            }
+            a.get_ref().clone()
+        }
+        None => DEFAULT_ARCHITECTURE.to_string(),
+    };
+    let mirror = b.mirror.as_ref().map(|m| {
+        cx.check(m, |s| v::mirror_url(s));
+        m.get_ref().clone()
+    });
+    Base {
+        distribution,
+        suite,
+        architecture,
+        mirror,
+        packages: deb_packages(cx, &b.packages),
+    }
+}
+
+fn string_or(
+    cx: &mut Ctx<'_>,
+    value: &Option<Spanned<String>>,
+    default: &str,
+    check: impl FnOnce(&str) -> Result<(), Invalid>,
+) -> String {
+    match value {
+        Some(s) => {
+            cx.check(s, |x| check(x));
+            s.get_ref().clone()
+        }
+        None => default.to_string(),
+    }
+}
+
+fn system(cx: &mut Ctx<'_>, s: &RawSystem, image_dir: &Path) -> System {
+    let hostname = string_or(cx, &s.hostname, DEFAULT_HOSTNAME, v::hostname);
+    let locale = string_or(cx, &s.locale, DEFAULT_LOCALE, v::locale);
+    let timezone = string_or(cx, &s.timezone, DEFAULT_TIMEZONE, v::timezone);
+    let user = s.user.as_ref().map(|u| {
+        let u = u.get_ref();
+        let name = string_or(cx, &u.name, DEFAULT_USER, v::user_name);
+        let shell = string_or(cx, &u.shell, DEFAULT_SHELL, |p| {
+            v::absolute_path(p, "shell").map_err(|mut e| {
+                e.help = Some("write the shell's full path, e.g. \"/bin/bash\"".to_string());
+                e
+            })
+        });
+        for k in &u.ssh_authorized_keys {
+            cx.check(k, |s| v::ssh_key(s));
+        }
+        User {
+            name,
+            shell,
+            sudo: u.sudo.unwrap_or(true),
+            ssh_authorized_keys: u
+                .ssh_authorized_keys
+                .iter()
+                .map(|k| k.get_ref().trim().to_string())
+                .collect(),
+        }
+    });
+    let mut files = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    for f in &s.files {
+        if !seen.insert(f.get_ref().path.get_ref().clone()) {
+            let p = &f.get_ref().path;
+            cx.error(p.span(), format!("file `{}` is listed twice", p.get_ref()));
+        }
+        if let Some(f) = extra_file(cx, f, image_dir) {
+            files.push(f);
+        }
+    }
+    System {
+        hostname,
+        locale,
+        timezone,
+        user,
+        files,
+    }
+}
+
+fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Option<ExtraFile> {
+    let span = f.span();
+    let f = f.get_ref();
+    let path = cx.check(&f.path, |p| {
+        v::absolute_path(p, "file path")?;
+        if p.ends_with('/') {
+            return Err(Invalid {
+                message: format!("file path `{p}` names a folder"),
+                help: Some("give the path of a file, without a trailing `/`".to_string()),
+            });
+        }
+        Ok(p.clone())
+    });
+    let mode = match &f.mode {
+        Some(m) => cx.check(m, |s| v::file_mode(s)),
+        None => Some(DEFAULT_FILE_MODE),
+    };
+    let content = match (&f.content, &f.source) {
+        (Some(c), None) => Some(c.get_ref().clone().into_bytes()),
+        (None, Some(src)) => {
+            let rel = Path::new(src.get_ref());
+            if src.get_ref().is_empty() || rel.is_absolute() {
+                let d = cx
+                    .diag(
+                        src.span(),
+                        format!("source `{}` must be a relative path", src.get_ref()),
+                    )
+                    .with_help("sources are relative to the image file's folder");
+                cx.push(d);
+                None
+            } else {
+                let full = normalize_path(&image_dir.join(rel));
+                match fs::read(&full) {
+                    Ok(bytes) => Some(bytes),
+                    Err(_) => {
+                        let d = cx
+                            .diag(
+                                src.span(),
+                                format!("source file `{}` not found", full.display()),
+                            )
+                            .with_help("sources are relative to the image file's folder");
+                        cx.push(d);
+                        None
+                    }
+                }
+            }
+        }
+        (Some(_), Some(src)) => {
+            let d = cx
+                .diag(src.span(), "a file has both `content` and `source`")
+                .with_help("give exactly one of them");
+            cx.push(d);
+            None
+        }
+        (None, None) => {
+            let d = cx
+                .diag(span, "a file has neither `content` nor `source`")
+                .with_help("give the text in `content`, or a file to copy in `source`");
+            cx.push(d);
+            None
+        }
+    };
+    Some(ExtraFile {
+        path: path?,
+        content: content?,
+        mode: mode?,
+    })
+}
+
+/// Check a non-empty list of distinct words, each one of `allowed`.
+fn word_list<T: Copy>(
+    cx: &mut Ctx<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    (field, what): (&str, &str),
+    allowed: &[(&str, T)],
+) -> Vec<T> {
+    let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+    if list.get_ref().is_empty() {
+        let d = cx
+            .diag(list.span(), format!("`{field}` must not be empty"))
+            .with_help(format!("give one or more of {}", quoted_list(&names)));
+        cx.push(d);
+    }
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for item in list.get_ref() {
+        let word = item.get_ref();
+        match allowed.iter().find(|(n, _)| n == word) {
+            Some((_, value)) => {
+                if !seen.insert(word.clone()) {
+                    cx.error(
+                        item.span(),
+                        format!("`{word}` is listed twice in `{field}`"),
+                    );
+                } else {
+                    out.push(*value);
+                }
+            }
+            None => {
+                let d = cx
+                    .diag(item.span(), format!("unknown {what} `{word}`"))
+                    .with_suggestion(word, names.iter().copied());
+                let d = if d.help.is_none() {
+                    d.with_help(format!("supported: {}", quoted_list(&names)))
+                } else {
+                    d
+                };
+                cx.push(d);
+            }
+        }
+    }
+    out
+}
+
+fn disk(cx: &mut Ctx<'_>, raw: &RawImage) -> Option<Disk> {
+    let d = raw.disk.get_ref();
+    let size = cx.check(&d.size, |s| v::size(s));
+    let boot = match &d.boot {
+        Some(list) => word_list(
+            cx,
+            list,
+            ("boot", "boot mode"),
+            &[("uefi", BootMode::Uefi), ("bios", BootMode::Bios)],
+        ),
+        None => vec![BootMode::Uefi, BootMode::Bios],
+    };
+    Some(Disk {
+        size_bytes: size?,
+        boot,
+    })
+}
+
+fn formats(cx: &mut Ctx<'_>, raw: &RawImage) -> Vec<Format> {
+    match raw.output.as_ref().and_then(|o| o.formats.as_ref()) {
+        Some(list) => word_list(cx, list, ("formats", "format"), &[("raw", Format::Raw)]),
+        None => vec![Format::Raw],
+    }
+}
+
+/// Resolve `[recipes]` against the catalogue: the selected recipes sorted by name.
+fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalog) -> Vec<Recipe> {
+    let names: Vec<&str> = catalog.recipes.keys().map(String::as_str).collect();
+    let categories = catalog.categories();
+    let mut by_category: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in catalog.recipes.values() {
+        by_category.entry(&r.category).or_default().push(&r.name);
+    }
+    let unknown_recipe = |cx: &mut Ctx<'_>, item: &Spanned<String>| {
+        let d = cx
+            .diag(item.span(), format!("unknown recipe `{}`", item.get_ref()))
+            .with_suggestion(item.get_ref(), names.iter().copied());
+        let d = if d.help.is_none() {
+            d.with_help("`biovm list` shows the recipes in the catalogue")
+        } else {
+            d
+        };
+        cx.push(d);
+    };
+
+    let errors_before = cx.diags.len();
+    let mut selected: BTreeSet<&str> = BTreeSet::new();
+    if sel.all {
+        selected.extend(names.iter().copied());
+    }
+    for item in &sel.include {
+        match catalog.recipes.get_key_value(item.get_ref()) {
+            Some((k, _)) => {
+                selected.insert(k.as_str());
+            }
+            None => unknown_recipe(cx, item),
+        }
+    }
+    for item in &sel.categories {
+        match by_category.get(item.get_ref().as_str()) {
+            Some(members) => selected.extend(members.iter().copied()),
+            None => {
+                let d = cx
+                    .diag(
+                        item.span(),
+                        format!("unknown category `{}`", item.get_ref()),
+                    )
+                    .with_suggestion(item.get_ref(), categories.iter().map(String::as_str));
+                let d = if d.help.is_none() {
+                    d.with_help(format!("known categories: {}", quoted_list(&categories)))
+                } else {
+                    d
+                };
+                cx.push(d);
+            }
+        }
+    }
+    for item in &sel.exclude {
+        let name = item.get_ref().as_str();
+        if !catalog.recipes.contains_key(name) {
+            unknown_recipe(cx, item);
+        } else if !selected.remove(name) {
+            let d = cx
+                .diag(
+                    item.span(),
+                    format!("`{name}` is excluded but was not selected"),
+                )
+                .with_help("remove it from `exclude`, or check the spelling");
+            cx.push(d);
+        }
+    }
+    if selected.is_empty() && cx.diags.len() == errors_before {
+        let span = raw.recipes.as_ref().map_or(0..0, |r| r.span());
+        let d = cx.diag(span, "the image selects no recipes").with_help(
+            "under [recipes], set `include = [...]`, `categories = [...]` or `all = true`",
+        );
+        cx.push(d);
+    }
+    selected
+        .into_iter()
+        .map(|n| catalog.recipes[n].clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(
+            normalize_path(Path::new("images/../lab")),
+            PathBuf::from("lab")
+        );
+        assert_eq!(
+            normalize_path(Path::new("./images/./x")),
+            PathBuf::from("images/x")
+        );
+        assert_eq!(
+            normalize_path(Path::new("../x/../y")),
+            PathBuf::from("../y")
+        );
+        assert_eq!(normalize_path(Path::new("a/..")), PathBuf::from("."));
+        assert_eq!(normalize_path(Path::new("/../a")), PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn recipe_dir_flag_wins() {
+        assert_eq!(
+            default_recipe_dir(Some(Path::new("images/x.toml")), Some(Path::new("my"))),
+            PathBuf::from("my")
+        );
+        assert_eq!(default_recipe_dir(None, None), PathBuf::from("recipes"));
+    }
+}

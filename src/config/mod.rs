@@ -1,0 +1,57 @@
+//! Load and validate recipes and images.
+//!
+//! Files are parsed into the raw structs of `raw.rs` (unknown keys are
+//! errors) and validated into the typed model of `model.rs`. Every problem
+//! becomes a [`Diagnostic`] pointing at file, line and column, with the
+//! offending text and a "did you mean" where it helps; loading goes on past
+//! the first problem so one run reports them all.
+
+use std::path::PathBuf;
+
+mod diag;
+mod image;
+pub mod model;
+pub mod raw;
+mod recipe;
+mod validate;
+
+pub use diag::{did_you_mean, quoted_list, Diagnostic, Diagnostics, Location};
+pub use image::{
+    default_recipe_dir, load_image, load_image_and_catalog, normalize_path, DEFAULT_ARCHITECTURE,
+    DEFAULT_FILE_MODE, DEFAULT_HOSTNAME, DEFAULT_LOCALE, DEFAULT_SHELL, DEFAULT_SUITE,
+    DEFAULT_TIMEZONE, DEFAULT_USER,
+};
+pub use model::*;
+pub use recipe::{load_recipe, DEFAULT_CHECK_TIMEOUT, DEFAULT_TEST_TIMEOUT};
+pub use validate::parse_size;
+
+/// Load every recipe file `<dir>/<category>/<name>.toml` under the folders
+/// into one catalogue. Reports every problem in every file, and duplicate
+/// names across files.
+pub fn load_catalog(dirs: &[PathBuf]) -> Result<Catalog, Diagnostics> {
+    recipe::load_catalog(dirs)
+}
+
+/// `1073741824` → `"1GiB"`; sizes that are not whole GiB print in MiB.
+pub fn format_size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes % GIB == 0 {
+        format!("{}GiB", bytes / GIB)
+    } else if bytes % MIB == 0 {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_trip() {
+        assert_eq!(format_size(parse_size("3GiB").unwrap()), "3GiB");
+        assert_eq!(format_size(parse_size("1536M").unwrap()), "1536MiB");
+    }
+}

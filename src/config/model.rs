@@ -1,0 +1,195 @@
+//! The validated, typed model of recipes and images.
+//!
+//! Raw TOML is parsed into the structs of `raw.rs` and validated into these;
+//! every later stage only ever sees these types.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use regex::Regex;
+
+/// One analysis tool: `recipes/<category>/<name>.toml`.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: String,
+    pub summary: String,
+    pub category: String,
+    pub homepage: String,
+    pub license: String,
+    pub install: Install,
+    pub check: Check,
+    /// Functional tests on tiny data (may be empty).
+    pub tests: Vec<FunctionalTest>,
+    /// The file the recipe came from.
+    pub source: PathBuf,
+}
+
+/// How a recipe is installed. At least one source is non-empty.
+#[derive(Debug, Clone, Default)]
+pub struct Install {
+    /// Debian binary packages, optionally pinned as `name=version`.
+    pub debian: Vec<DebPackage>,
+    /// PyPI requirements installed into the image's isolated environment.
+    pub pypi: Vec<PypiPackage>,
+    /// Files fetched over HTTP(S), checked against their sha256.
+    pub downloads: Vec<Download>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DebPackage {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+impl DebPackage {
+    /// The form apt and mmdebstrap take: `name` or `name=version`.
+    pub fn apt_spec(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}={}", self.name, v),
+            None => self.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PypiPackage {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub url: String,
+    pub sha256: String,
+    /// Absolute path inside the image the file (or unpacked archive) goes to.
+    pub dest: String,
+    /// Unpack a tar/zip archive into `dest` instead of copying the file.
+    pub unpack: bool,
+}
+
+/// A version check: `command` runs in the booted image under `sh -c`; it
+/// passes when it exits with `status` and its combined stdout and stderr
+/// match `expect`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub command: String,
+    pub expect: Regex,
+    pub status: i32,
+    pub timeout_secs: u32,
+}
+
+/// A functional test on tiny data shipped in the repository.
+#[derive(Debug, Clone)]
+pub struct FunctionalTest {
+    pub name: String,
+    pub script: String,
+    pub expect: Regex,
+    pub status: i32,
+    /// Files (relative to the recipe's folder) delivered to the guest next to the script.
+    pub data: Vec<PathBuf>,
+    pub timeout_secs: u32,
+}
+
+/// One image definition: `images/<name>.toml`, with its recipe selection resolved.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    pub description: String,
+    pub source: PathBuf,
+    pub base: Base,
+    /// The selected recipes, sorted by name.
+    pub recipes: Vec<Recipe>,
+    pub system: System,
+    pub disk: Disk,
+    pub formats: Vec<Format>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    pub distribution: String,
+    pub suite: String,
+    pub architecture: String,
+    /// `None` means the bootstrap tool's default mirror.
+    pub mirror: Option<String>,
+    /// Extra Debian packages beyond the recipes' (e.g. an editor).
+    pub packages: Vec<DebPackage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct System {
+    pub hostname: String,
+    pub locale: String,
+    pub timezone: String,
+    pub user: Option<User>,
+    pub files: Vec<ExtraFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub shell: String,
+    pub sudo: bool,
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExtraFile {
+    /// Absolute path inside the image.
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub size_bytes: u64,
+    pub boot: Vec<BootMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BootMode {
+    Uefi,
+    Bios,
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Uefi => "uefi",
+            BootMode::Bios => "bios",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Format {
+    Raw,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+        }
+    }
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+        }
+    }
+}
+
+/// All recipes found under the recipe folders, keyed by name.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub recipes: BTreeMap<String, Recipe>,
+}
+
+impl Catalog {
+    pub fn categories(&self) -> Vec<String> {
+        let mut c: Vec<String> = self.recipes.values().map(|r| r.category.clone()).collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+}

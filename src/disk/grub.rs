@@ -1,0 +1,160 @@
+//! GRUB for both firmware paths, built on the host and written into the
+//! disk image without running grub-install (which needs a block device):
+//!
+//! * UEFI: `grub-mkimage -O x86_64-efi` with an embedded config, copied to
+//!   the removable path `EFI/BOOT/BOOTX64.EFI` on the ESP.
+//! * BIOS: `grub-mkimage -O i386-pc` gives core.img, written to the BIOS
+//!   boot partition; boot.img goes to LBA 0 and is patched as GRUB's
+//!   `util/setup.c` would (core.img's LBA at 0x5C, boot drive byte at 0x64,
+//!   NOPs at 0x66; core.img's first blocklist points at its own remainder).
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::gpt::{Partition, SECTOR};
+use crate::cmd::Cmd;
+
+pub const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+pub const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
+
+/// Modules both images carry (everything the menu needs; nothing is loaded later).
+const COMMON_MODULES: &[&str] = &[
+    "part_gpt",
+    "part_msdos",
+    "ext2",
+    "fat",
+    "search",
+    "search_fs_uuid",
+    "search_label",
+    "normal",
+    "linux",
+    "configfile",
+    "echo",
+    "test",
+    "gzio",
+    "serial",
+    "terminal",
+    "boot",
+    "ls",
+    "cat",
+    "sleep",
+    "reboot",
+    "halt",
+];
+const EFI_MODULES: &[&str] = &["efi_gop", "efi_uga", "all_video"];
+const PC_MODULES: &[&str] = &["biosdisk", "vga_text"];
+
+/// The config embedded in both images: find the root filesystem by UUID
+/// and read the menu it carries.
+fn embedded_cfg(root_uuid: &str) -> String {
+    format!(
+        "search --no-floppy --fs-uuid --set=root {root_uuid}\n\
+set prefix=($root)/boot/grub\n\
+configfile ($root)/boot/grub/grub.cfg\n"
+    )
+}
+
+fn mkimage(
+    work: &Path,
+    format: &str,
+    dir: &str,
+    out: &str,
+    modules: &[&str],
+    root_uuid: &str,
+) -> Result<PathBuf> {
+    let cfg = work.join(format!("embedded-{format}.cfg"));
+    fs::write(&cfg, embedded_cfg(root_uuid))?;
+    let out = work.join(out);
+    Cmd::new("grub-mkimage")
+        .arg("-O")
+        .arg(format)
+        .arg("-d")
+        .arg(dir)
+        .arg("-p")
+        .arg("/boot/grub")
+        .arg("-c")
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&out)
+        .args(COMMON_MODULES)
+        .args(modules)
+        .run()
+        .with_context(|| format!("building the GRUB image for {format} failed"))?;
+    Ok(out)
+}
+
+/// Build BOOTX64.EFI in `work`.
+pub fn efi_image(work: &Path, root_uuid: &str) -> Result<PathBuf> {
+    mkimage(
+        work,
+        "x86_64-efi",
+        GRUB_EFI_DIR,
+        "BOOTX64.EFI",
+        EFI_MODULES,
+        root_uuid,
+    )
+}
+
+/// Build core.img in `work`.
+pub fn bios_core(work: &Path, root_uuid: &str) -> Result<PathBuf> {
+    mkimage(
+        work,
+        "i386-pc",
+        GRUB_PC_DIR,
+        "core.img",
+        PC_MODULES,
+        root_uuid,
+    )
+}
+
+// Offsets in boot.img, from GRUB's include/grub/i386/pc/boot.h.
+const KERNEL_SECTOR: usize = 0x5c;
+const BOOT_DRIVE: usize = 0x64;
+const DRIVE_CHECK: usize = 0x66;
+/// Where the protective MBR's own bytes (disk signature, partition table, 0x55AA) start.
+const MBR_TABLE: usize = 0x1b8;
+/// The first blocklist sits in the last 12 bytes of core.img's first sector.
+const BLOCKLIST: usize = 512 - 12;
+/// Segment core.img's remainder is loaded at: 0x800 + 512/16.
+const LOAD_SEGMENT: u16 = 0x820;
+
+/// The first 0x1B8 bytes for LBA 0: GRUB's boot.img patched to load
+/// core.img from `core_lba` on the drive the BIOS booted from.
+pub fn boot_code(core_lba: u64) -> Result<Vec<u8>> {
+    let p = Path::new(GRUB_PC_DIR).join("boot.img");
+    let mut b = fs::read(&p)
+        .with_context(|| format!("cannot read {} (package grub-pc-bin)", p.display()))?;
+    if b.len() != 512 {
+        bail!("{} is {} bytes, not 512", p.display(), b.len());
+    }
+    b[KERNEL_SECTOR..KERNEL_SECTOR + 8].copy_from_slice(&core_lba.to_le_bytes());
+    b[BOOT_DRIVE] = 0xff;
+    b[DRIVE_CHECK] = 0x90;
+    b[DRIVE_CHECK + 1] = 0x90;
+    b.truncate(MBR_TABLE);
+    Ok(b)
+}
+
+/// Write core.img into the BIOS boot partition with its blocklist set.
+pub fn install_core(disk: &File, core: &Path, part: &Partition) -> Result<()> {
+    let mut img = fs::read(core).with_context(|| format!("cannot read {}", core.display()))?;
+    let sectors = img.len().div_ceil(SECTOR as usize) as u64;
+    if sectors * SECTOR > part.size() {
+        bail!(
+            "GRUB core.img ({} bytes) does not fit the {}-byte BIOS boot partition",
+            img.len(),
+            part.size()
+        );
+    }
+    img.resize((sectors * SECTOR) as usize, 0);
+    let start = part.first_lba + 1;
+    let len = u16::try_from(sectors - 1).context("core.img too large")?;
+    img[BLOCKLIST..BLOCKLIST + 8].copy_from_slice(&start.to_le_bytes());
+    img[BLOCKLIST + 8..BLOCKLIST + 10].copy_from_slice(&len.to_le_bytes());
+    img[BLOCKLIST + 10..BLOCKLIST + 12].copy_from_slice(&LOAD_SEGMENT.to_le_bytes());
+    disk.write_all_at(&img, part.offset())?;
+    Ok(())
+}

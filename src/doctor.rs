@@ -1,0 +1,129 @@
+//! Every host tool biovm needs, in one place, with the Debian package that
+//! provides it. `biovm doctor` prints the list; stages call `require`.
+
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Build,
+    Test,
+}
+
+/// What biovm needs on the build host.
+pub struct HostTool {
+    /// A program on PATH, or an absolute path to a file.
+    pub name: &'static str,
+    /// Which command needs it.
+    pub needed_by: Need,
+    pub package: &'static str,
+    pub used_for: &'static str,
+}
+
+pub const HOST_TOOLS: &[HostTool] = &[
+    HostTool {
+        needed_by: Need::Build,
+        name: "mmdebstrap",
+        package: "mmdebstrap",
+        used_for: "bootstrapping the root filesystem",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "chroot",
+        package: "coreutils",
+        used_for: "configuring the root filesystem",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "mkfs.ext4",
+        package: "e2fsprogs",
+        used_for: "writing the root filesystem",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "mkfs.fat",
+        package: "dosfstools",
+        used_for: "writing the EFI system partition",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "mcopy",
+        package: "mtools",
+        used_for: "filling the EFI system partition",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "mmd",
+        package: "mtools",
+        used_for: "filling the EFI system partition",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "grub-mkimage",
+        package: "grub-common",
+        used_for: "building the boot loaders",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "/usr/lib/grub/x86_64-efi/linux.mod",
+        package: "grub-efi-amd64-bin",
+        used_for: "UEFI boot",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "/usr/lib/grub/i386-pc/boot.img",
+        package: "grub-pc-bin",
+        used_for: "BIOS boot",
+    },
+    HostTool {
+        needed_by: Need::Test,
+        name: "qemu-system-x86_64",
+        package: "qemu-system-x86",
+        used_for: "boot tests",
+    },
+    HostTool {
+        needed_by: Need::Test,
+        name: "qemu-img",
+        package: "qemu-utils",
+        used_for: "disk format checks",
+    },
+    HostTool {
+        needed_by: Need::Test,
+        name: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        package: "ovmf",
+        used_for: "UEFI boot tests",
+    },
+];
+
+impl HostTool {
+    pub fn present(&self) -> bool {
+        if self.name.starts_with('/') {
+            Path::new(self.name).exists()
+        } else {
+            which::which(self.name).is_ok()
+        }
+    }
+}
+
+/// The tools `need` requires that are missing.
+pub fn missing(need: Need) -> Vec<&'static HostTool> {
+    HOST_TOOLS
+        .iter()
+        .filter(|t| t.needed_by == need && !t.present())
+        .collect()
+}
+
+/// Fail early, naming the packages to install, when a tool `need` requires is missing.
+pub fn require(need: Need) -> anyhow::Result<()> {
+    let m = missing(need);
+    if m.is_empty() {
+        return Ok(());
+    }
+    let mut pkgs: Vec<&str> = m.iter().map(|t| t.package).collect();
+    pkgs.sort();
+    pkgs.dedup();
+    anyhow::bail!(
+        "missing host tools: {}; install them with: apt-get install {}",
+        m.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+        pkgs.join(" ")
+    )
+}

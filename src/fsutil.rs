@@ -1,0 +1,202 @@
+//! File helpers shared by every stage: outputs that appear under their final
+//! name only when complete, the cache location, hashing.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+/// A file being written in its destination folder under a temporary name.
+/// `commit` renames it into place; dropping it uncommitted removes it.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+/// The temporary name used for `dest` while it is written: hidden, and
+/// ending in `.tmp`, so no half-written file ever carries a final name.
+pub fn temp_name(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+impl AtomicFile {
+    /// Create (truncate) the temporary file for `dest`.
+    pub fn create(dest: &Path) -> Result<(AtomicFile, File)> {
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create folder {}", parent.display()))?;
+        }
+        let tmp = temp_name(dest);
+        let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok((
+            AtomicFile {
+                tmp,
+                dest: dest.to_path_buf(),
+                committed: false,
+            },
+            f,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Flush to disk and rename to the final name.
+    pub fn commit(mut self) -> Result<()> {
+        File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
+        fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.tmp.display(),
+                self.dest.display()
+            )
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Write `bytes` to `dest` atomically.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let (a, mut f) = AtomicFile::create(dest)?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", a.path().display()))?;
+    drop(f);
+    a.commit()
+}
+
+/// Remove temporary files an interrupted earlier run left in `dir`.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            log::info!("removing leftover {}", e.path().display());
+            let p = e.path();
+            let _ = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+        }
+    }
+}
+
+/// biovm's cache folder (package cache, stage outputs): `$BIOVM_CACHE_DIR`,
+/// else `$XDG_CACHE_HOME/biovm`, else `~/.cache/biovm`. Never inside an
+/// output folder, so builds into different folders share it.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BIOVM_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("biovm");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache").join("biovm")
+}
+
+/// Lowercase hex SHA-256 of a file's contents.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes actually allocated on disk for a (possibly sparse) file.
+pub fn allocated_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    Ok(m.blocks() * 512)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_file_appears_only_on_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("disk.raw");
+        let (a, mut f) = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"half").unwrap();
+        assert!(!dest.exists());
+        assert!(a
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with(".tmp"));
+        a.commit().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"half");
+    }
+
+    #[test]
+    fn dropped_atomic_file_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("disk.raw");
+        {
+            let (_a, mut f) = AtomicFile::create(&dest).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_others_kept() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(".disk.raw.123.tmp"), b"x").unwrap();
+        fs::create_dir(d.path().join(".rootfs.9.tmp")).unwrap();
+        fs::write(d.path().join("keep.raw"), b"x").unwrap();
+        remove_stale_temps(d.path());
+        let left: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["keep.raw".to_string()]);
+    }
+
+    #[test]
+    fn sha256_of_known_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! biovm: builds reproducible, boot-tested bioinformatics machine images
+//! from declarative recipes.
+//!
+//! The modules follow the pipeline: `config` (load + validate) →
+//! `rootfs` (mmdebstrap) → `disk` (GPT raw disk) → `smoke` (QEMU boot test).
+
+pub mod build;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod disk;
+pub mod doctor;
+pub mod fsutil;
+pub mod manifest;
+pub mod rootfs;
+pub mod smoke;

@@ -1,0 +1,132 @@
+//! `<image>.manifest.json`, written next to the artifacts by `biovm build`:
+//! what was built, and every tool with the check `biovm test` runs for it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BootMode, Image, Recipe};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub image: String,
+    pub description: String,
+    pub suite: String,
+    pub architecture: String,
+    pub boot: Vec<String>,
+    pub artifacts: Vec<Artifact>,
+    pub tools: Vec<Tool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Artifact {
+    pub format: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub category: String,
+    pub check: ToolCheck,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCheck {
+    pub command: String,
+    pub expect: String,
+    pub status: i32,
+    pub timeout: u32,
+}
+
+impl Tool {
+    pub fn from_recipe(r: &Recipe) -> Tool {
+        Tool {
+            name: r.name.clone(),
+            category: r.category.clone(),
+            check: ToolCheck {
+                command: r.check.command.clone(),
+                expect: r.check.expect.as_str().to_string(),
+                status: r.check.status,
+                timeout: r.check.timeout_secs,
+            },
+        }
+    }
+}
+
+impl Manifest {
+    pub fn new(image: &Image, artifacts: Vec<Artifact>) -> Manifest {
+        Manifest {
+            image: image.name.clone(),
+            description: image.description.clone(),
+            suite: image.base.suite.clone(),
+            architecture: image.base.architecture.clone(),
+            boot: image
+                .disk
+                .boot
+                .iter()
+                .map(|b| b.as_str().to_string())
+                .collect(),
+            artifacts,
+            tools: image.recipes.iter().map(Tool::from_recipe).collect(),
+        }
+    }
+
+    pub fn path_for(out_dir: &Path, image_name: &str) -> PathBuf {
+        out_dir.join(format!("{image_name}.manifest.json"))
+    }
+
+    pub fn write(&self, out_dir: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)? + "\n";
+        crate::fsutil::write_atomic(&Self::path_for(out_dir, &self.image), json.as_bytes())
+    }
+
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let s = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&s)
+            .with_context(|| format!("{} is not a biovm manifest", path.display()))
+    }
+
+    /// The manifest of the image an artifact belongs to: the
+    /// `*.manifest.json` in its folder that lists it.
+    pub fn for_artifact(artifact: &Path) -> Result<Manifest> {
+        let dir = artifact
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file = artifact
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rd = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read folder {}", dir.display()))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".manifest.json") {
+                let m = Manifest::read(&e.path())?;
+                if m.artifacts.iter().any(|a| a.file == file) {
+                    return Ok(m);
+                }
+            }
+        }
+        anyhow::bail!(
+            "no biovm manifest in {} lists {file}; pass the image file with --image",
+            dir.display()
+        )
+    }
+
+    pub fn boot_modes(&self) -> Vec<BootMode> {
+        self.boot
+            .iter()
+            .filter_map(|b| match b.as_str() {
+                "uefi" => Some(BootMode::Uefi),
+                "bios" => Some(BootMode::Bios),
+                _ => None,
+            })
+            .collect()
+    }
+}

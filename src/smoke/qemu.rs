@@ -1,0 +1,226 @@
+//! QEMU: accelerator probing and the command line for one test boot.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cmd::Cmd;
+use crate::config::BootMode;
+
+pub const QEMU: &str = "qemu-system-x86_64";
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// The CPU model under software emulation (override: BIOVM_TCG_CPU).
+pub const TCG_CPU: &str = "max";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// A boot sector that writes 0x2a to QEMU's isa-debug-exit port, which
+/// ends QEMU with status (0x2a << 1) | 1 = 85.
+fn probe_sector() -> Vec<u8> {
+    let mut b = vec![0xb0, 0x2a, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd]; // mov al,0x2a; out 0xf4,al; hlt; jmp $-1
+    b.resize(510, 0);
+    b.extend([0x55, 0xaa]);
+    b
+}
+const PROBE_EXIT: i32 = 85;
+
+/// Whether KVM really runs guest code here: /dev/kvm may exist and still
+/// fail (nested virtualisation), so boot a one-instruction guest under KVM
+/// and see it exit as expected within a few seconds. Cached per process.
+pub fn accel() -> Accel {
+    static A: OnceLock<Accel> = OnceLock::new();
+    *A.get_or_init(|| {
+        if std::env::var("BIOVM_ACCEL").as_deref() == Ok("tcg") {
+            return Accel::Tcg;
+        }
+        match probe_kvm() {
+            Ok(true) => Accel::Kvm,
+            Ok(false) => Accel::Tcg,
+            Err(e) => {
+                log::info!("KVM probe failed ({e:#}); using software emulation");
+                Accel::Tcg
+            }
+        }
+    })
+}
+
+fn probe_kvm() -> Result<bool> {
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        log::info!("/dev/kvm is not usable; using software emulation (TCG)");
+        return Ok(false);
+    }
+    let dir = tempfile::tempdir()?;
+    let img = dir.path().join("probe.img");
+    fs::write(&img, probe_sector())?;
+    let mut run = Cmd::new(QEMU)
+        .args(["-machine", "pc,accel=kvm", "-cpu", "host", "-m", "16"])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "none",
+            "-monitor",
+            "none",
+        ])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", img.display()))
+        .spawn()?;
+    let status = run.wait_timeout(Duration::from_secs(20));
+    let ok = status.and_then(|s| s.code()) == Some(PROBE_EXIT);
+    if !ok {
+        log::info!(
+            "KVM is present but did not run a test guest ({}); using software emulation (TCG)",
+            status
+                .map(crate::cmd::describe_status)
+                .unwrap_or_else(|| "timed out".into())
+        );
+    }
+    Ok(ok)
+}
+
+/// One test boot's virtual machine.
+pub struct Vm<'a> {
+    pub disk: &'a Path,
+    pub disk_format: &'a str,
+    pub checks_drive: &'a Path,
+    pub firmware: BootMode,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Folder for the console log, result log and firmware variables.
+    pub run_dir: &'a Path,
+}
+
+pub struct VmFiles {
+    pub console_log: PathBuf,
+    pub results_log: PathBuf,
+}
+
+impl Vm<'_> {
+    /// The QEMU command line. The disk is opened with `snapshot=on`: the
+    /// guest's writes go to a temporary overlay, never into the artifact.
+    /// No network device exists. The first serial port is the console, the
+    /// second carries the test results.
+    pub fn command(&self) -> Result<(Cmd, VmFiles)> {
+        let fw = self.firmware.as_str();
+        let files = VmFiles {
+            console_log: self.run_dir.join(format!("{fw}.serial.log")),
+            results_log: self.run_dir.join(format!("{fw}.results.log")),
+        };
+        let mut c = Cmd::new(QEMU);
+        let tcg_cpu = std::env::var("BIOVM_TCG_CPU").unwrap_or_else(|_| TCG_CPU.into());
+        let (accel, cpu) = match self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg => ("tcg", tcg_cpu.as_str()),
+        };
+        c.args(["-machine", &format!("q35,accel={accel}"), "-cpu", cpu])
+            .args([
+                "-smp",
+                &self.cpus.to_string(),
+                "-m",
+                &self.memory_mib.to_string(),
+            ])
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-monitor",
+                "none",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", files.console_log.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", files.results_log.display()))
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=os,file={},format={},snapshot=on",
+                self.disk.display(),
+                self.disk_format
+            ))
+            .args(["-device", "virtio-blk-pci,drive=os,bootindex=0"])
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=checks,file={},format=raw,readonly=on",
+                self.checks_drive.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=checks,serial=biovm-checks"]);
+        if self.firmware == BootMode::Uefi {
+            let vars = self.run_dir.join("uefi.vars.fd");
+            fs::copy(OVMF_VARS, &vars)
+                .with_context(|| format!("cannot copy {OVMF_VARS} (package ovmf)"))?;
+            c.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
+        Ok((c, files))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sector_is_a_boot_sector() {
+        let s = probe_sector();
+        assert_eq!(s.len(), 512);
+        assert_eq!(&s[510..], &[0x55, 0xaa]);
+    }
+
+    #[test]
+    fn command_line_has_no_network_and_a_snapshot_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let vm = Vm {
+            disk: Path::new("/x/minimal.raw"),
+            disk_format: "raw",
+            checks_drive: Path::new("/x/checks.tar"),
+            firmware: BootMode::Bios,
+            accel: Accel::Tcg,
+            cpus: 1,
+            memory_mib: 1024,
+            run_dir: d.path(),
+        };
+        let (c, _) = vm.command().unwrap();
+        let line = c.display();
+        assert!(
+            line.contains("file=/x/minimal.raw,format=raw,snapshot=on"),
+            "{line}"
+        );
+        assert!(line.contains("-nodefaults"), "{line}");
+        assert!(!line.contains("-nic") && !line.contains("netdev"), "{line}");
+        assert!(line.contains("serial=biovm-checks"), "{line}");
+        assert!(!line.contains("pflash"), "BIOS boots use SeaBIOS: {line}");
+    }
+}

@@ -1,0 +1,290 @@
+//! CLI tests of loading and validation: `biovm check` on broken inputs
+//! (tests/fixtures/broken/<case>/), and check/list/show/plan on the
+//! repository's real recipes and images.
+//!
+//! Each broken case is a small tree run with the case folder as the current
+//! folder. `args` (optional) holds the arguments after `biovm check`, one per
+//! line (none: check the default `recipes/` and `images/*.toml`);
+//! `expected.txt` holds the exact standard error. Run with
+//! `BIOVM_BLESS=1` to rewrite the `expected.txt` files from the output.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pretty_assertions::assert_eq;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn biovm(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_biovm"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("BIOVM_LOG")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run biovm")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn broken_cases() -> Vec<PathBuf> {
+    let dir = repo().join("tests/fixtures/broken");
+    let mut cases: Vec<PathBuf> = fs::read_dir(&dir)
+        .expect("tests/fixtures/broken")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn broken_inputs_are_reported_exactly() {
+    let bless = std::env::var_os("BIOVM_BLESS").is_some();
+    let cases = broken_cases();
+    assert!(cases.len() >= 18, "only {} broken cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let args_text = fs::read_to_string(case.join("args")).unwrap_or_default();
+        let mut args = vec!["check"];
+        args.extend(args_text.lines().map(str::trim).filter(|l| !l.is_empty()));
+        let out = biovm(case, &args);
+        let stderr = text(&out.stderr);
+        let expected_path = case.join("expected.txt");
+        if bless {
+            fs::write(&expected_path, &stderr).unwrap();
+        }
+        let expected = fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{name}: no expected.txt"));
+        if !expected.starts_with("error: ") {
+            failures.push(format!("{name}: expected.txt does not start with an error"));
+        }
+        if out.status.code() != Some(2) {
+            failures.push(format!(
+                "{name}: exit status {:?}, not 2",
+                out.status.code()
+            ));
+        }
+        if !out.stdout.is_empty() {
+            failures.push(format!("{name}: stdout not empty: {}", text(&out.stdout)));
+        }
+        if stderr != expected {
+            failures.push(format!(
+                "{name}: stderr differs\n--- expected\n{expected}--- got\n{stderr}"
+            ));
+        }
+        assert!(
+            !stderr.contains(&*repo().to_string_lossy()),
+            "{name}: absolute path in output"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn real_recipes_and_images_pass() {
+    let out = biovm(&repo(), &["check"]);
+    assert_eq!(text(&out.stderr), "");
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert!(stdout.contains("recipes, "), "{stdout}");
+
+    // Paths given explicitly: a recipe file, a category folder, an image.
+    let out = biovm(
+        &repo(),
+        &[
+            "check",
+            "recipes/alignment/bwa.toml",
+            "recipes/qc",
+            "images/minimal.toml",
+        ],
+    );
+    assert_eq!(text(&out.stderr), "");
+    assert!(out.status.success());
+}
+
+#[test]
+fn list_shows_the_catalogue() {
+    let out = biovm(&repo(), &["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "CATEGORY", "SOURCE", "SUMMARY"]);
+    let samtools = stdout
+        .lines()
+        .find(|l| l.starts_with("samtools "))
+        .expect("samtools row");
+    let cells: Vec<&str> = samtools.split_whitespace().collect();
+    assert_eq!(&cells[..3], ["samtools", "bam-vcf-utilities", "debian"]);
+
+    let out = biovm(&repo(), &["list", "--category", "alignment"]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("\nbwa "), "{stdout}");
+    assert!(stdout.contains("\nminimap2 "), "{stdout}");
+    assert!(!stdout.contains("samtools"), "{stdout}");
+}
+
+#[test]
+fn list_json() {
+    let out = biovm(&repo(), &["list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v.as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let bwa = list.iter().find(|r| r["name"] == "bwa").unwrap();
+    assert_eq!(bwa["category"], "alignment");
+    assert_eq!(bwa["license"], "GPL-3.0-only");
+    assert_eq!(bwa["homepage"], "https://github.com/lh3/bwa");
+    assert_eq!(bwa["install"]["debian"], serde_json::json!(["bwa"]));
+    assert_eq!(bwa["install"]["pypi"], serde_json::json!([]));
+    assert_eq!(bwa["install"]["downloads"], serde_json::json!([]));
+    assert_eq!(bwa["check"]["command"], "bwa");
+    assert_eq!(bwa["check"]["expect"], r"Version: 0\.7\.\d+");
+    assert_eq!(bwa["check"]["status"], 1);
+    assert!(bwa["tests"].is_array());
+}
+
+#[test]
+fn list_unknown_category_suggests() {
+    let out = biovm(&repo(), &["list", "--category", "alignmnt"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        "error: recipes: unknown category `alignmnt`\n  = help: did you mean `alignment`?\n"
+    );
+}
+
+#[test]
+fn show_one_recipe() {
+    let out = biovm(&repo(), &["show", "bwa"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for want in [
+        "name:      bwa\n",
+        "category:  alignment\n",
+        "license:   GPL-3.0-only\n",
+        "homepage:  https://github.com/lh3/bwa\n",
+        "file:      recipes/alignment/bwa.toml\n",
+        "  debian:  bwa\n",
+        "  command: bwa\n",
+        "  expect:  Version: 0\\.7\\.\\d+\n",
+        "  status:  1\n",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+    let out = biovm(&repo(), &["show", "--json", "samtools"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["install"]["debian"], serde_json::json!(["samtools"]));
+}
+
+#[test]
+fn show_unknown_tool_suggests() {
+    let out = biovm(&repo(), &["show", "samtool"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        text(&out.stderr),
+        "error: recipes: unknown recipe `samtool`\n  = help: did you mean `samtools`?\n"
+    );
+}
+
+#[test]
+fn plan_minimal_image() {
+    let out = biovm(&repo(), &["plan", "images/minimal.toml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for want in [
+        "image:        minimal (images/minimal.toml)\n",
+        "base:         debian bookworm amd64\n",
+        "mirror:       mmdebstrap default\n",
+        "recipes (5):\n",
+        "  bwa       alignment          debian\n",
+        "  samtools  bam-vcf-utilities  debian\n",
+        "  hostname:   biovm-minimal\n",
+        "  size:       3GiB\n",
+        "  boot:       uefi, bios\n",
+        "artifacts:\n  out/minimal.raw\n",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+    // Recipe packages, the image's own and the ones biovm always adds.
+    for pkg in [
+        "samtools",
+        "bwa",
+        "bcftools",
+        "minimap2",
+        "fastp",
+        "less",
+        "nano",
+        "openssh-server",
+    ] {
+        assert!(
+            stdout.contains(&format!("\n  {pkg}\n")),
+            "no package {pkg} in\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn plan_json() {
+    let out = biovm(
+        &repo(),
+        &["plan", "--json", "--out", "build", "images/minimal.toml"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "minimal");
+    assert_eq!(v["base"]["suite"], "bookworm");
+    assert_eq!(v["base"]["mirror"], serde_json::Value::Null);
+    assert_eq!(
+        v["recipes"],
+        serde_json::json!(["bcftools", "bwa", "fastp", "minimap2", "samtools"])
+    );
+    let debs: Vec<&str> = v["debian_packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for pkg in ["samtools", "bwa", "less", "nano"] {
+        assert!(debs.contains(&pkg), "{debs:?}");
+    }
+    assert_eq!(v["disk"]["size_bytes"], 3u64 << 30);
+    assert_eq!(v["disk"]["boot"], serde_json::json!(["uefi", "bios"]));
+    assert_eq!(v["system"]["user"]["name"], "biovm");
+    assert_eq!(v["system"]["files"][0]["path"], "/etc/motd");
+    assert_eq!(v["artifacts"], serde_json::json!(["build/minimal.raw"]));
+}
+
+#[test]
+fn plan_with_a_broken_image_builds_nothing() {
+    let case = repo().join("tests/fixtures/broken/image-bad-size");
+    let out = biovm(&case, &["plan", "images/x.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).starts_with("error: images/x.toml:"));
+}
+
+#[test]
+fn image_extra_recipe_folder() {
+    let dir = repo().join("tests/fixtures/lab");
+    let out = biovm(&dir, &["plan", "--json", "images/lab.toml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["recipes"], serde_json::json!(["labtool", "samtools"]));
+    let out = biovm(&dir, &["check"]);
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(text(&out.stdout), "ok: 3 recipes, 1 image\n");
+}
