@@ -83,11 +83,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     fsutil::remove_stale_temps(out);
     // Scratch space next to the outputs (same filesystem), hidden and
     // named like every other temporary so a later run cleans it up.
-    let work = tempfile::Builder::new()
-        .prefix(&format!(".{}.work.", image.name))
-        .suffix(".tmp")
-        .tempdir_in(out)
-        .context("cannot create a work folder")?;
+    let work = WorkDir::create(out, &image.name)?;
     let root = work.path().join("root");
     let ids = DiskIds::from_seed(&seed(&image));
     let time = FsTime {
@@ -126,6 +122,29 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
     )?;
     Ok(report)
+}
+
+/// The scratch folder of one build, removed (without crossing mounts) when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(out: &Path, name: &str) -> Result<WorkDir> {
+        let p = out.join(format!(".{name}.work.{}.tmp", std::process::id()));
+        fsutil::remove_tree(&p)?;
+        std::fs::create_dir(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        Ok(WorkDir(p))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = fsutil::remove_tree(&self.0) {
+            log::warn!("{e:#}");
+        }
+    }
 }
 
 fn artifact(format: Format, path: &Path) -> Result<Artifact> {

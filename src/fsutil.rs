@@ -90,12 +90,65 @@ pub fn remove_stale_temps(dir: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && name.ends_with(".tmp") {
             log::info!("removing leftover {}", e.path().display());
+            if let Err(err) = remove_tree(&e.path()) {
+                log::warn!("{err:#}");
+            }
+        }
+    }
+}
+
+/// Remove a file or a folder tree without ever crossing into another
+/// filesystem: an interrupted bootstrap can leave /proc or /dev mounted
+/// inside its tree, and those must not be emptied. Mount points are
+/// unmounted (lazily) first; if that fails the tree is left and reported.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    if !meta.is_dir() {
+        return fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()));
+    }
+    unmount_below(path);
+    fn walk(dir: &Path, dev: u64) -> Result<()> {
+        for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let e = e?;
             let p = e.path();
-            let _ = if p.is_dir() {
-                fs::remove_dir_all(&p)
+            let m = fs::symlink_metadata(&p)?;
+            if m.is_dir() {
+                if m.dev() != dev {
+                    anyhow::bail!("{} is a mount point; not removing {}", p.display(), dir.display());
+                }
+                walk(&p, dev)?;
+                fs::remove_dir(&p).with_context(|| format!("cannot remove {}", p.display()))?;
             } else {
-                fs::remove_file(&p)
-            };
+                fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+    walk(path, meta.dev())?;
+    fs::remove_dir(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+/// Lazily unmount every mount at or below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let Ok(canon) = dir.canonicalize() else { return };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(&canon))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        log::warn!("unmounting {} left by an interrupted build", p.display());
+        // SAFETY: umount2 with a valid NUL-terminated path.
+        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }
@@ -187,6 +240,18 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(left, vec!["keep.raw".to_string()]);
+    }
+
+    #[test]
+    fn remove_tree_removes_nested_folders_and_files() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join(".w.tmp");
+        fs::create_dir_all(t.join("a/b")).unwrap();
+        fs::write(t.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", t.join("a/link")).unwrap();
+        remove_tree(&t).unwrap();
+        assert!(!t.exists());
+        assert!(Path::new("/etc").exists(), "symlinks are not followed");
     }
 
     #[test]

@@ -112,7 +112,7 @@ set -eu
 dir=$(mktemp -d /run/biovm-smoke.XXXXXX)
 tar -xf "$1" -C "$dir"
 cd "$dir"
-exec sh ./run.sh
+DEVICE="$1" exec sh ./run.sh
 "#;
 
 const SMOKE_UDEV_RULE: &str = r#"# biovm: start the smoke-test agent when biovm's test drive is attached.
@@ -122,10 +122,17 @@ ACTION=="add", SUBSYSTEM=="block", ENV{DEVTYPE}=="disk", ENV{ID_SERIAL}=="*biovm
 const SMOKE_UNIT: &str = r#"[Unit]
 Description=biovm smoke tests from /dev/%i
 Documentation=man:biovm(1)
-After=local-fs.target
+# Start as soon as filesystems are mounted and set up, not after every
+# service of sysinit.target: the checks only need the tools' files.
+DefaultDependencies=no
+After=local-fs.target systemd-tmpfiles-setup.service
+Conflicts=shutdown.target
+Before=shutdown.target
 
 [Service]
-Type=oneshot
+# simple, not oneshot: the boot completes while the checks run, so they
+# can report on the finished boot.
+Type=simple
 ExecStart=/usr/libexec/biovm/smoke-agent /dev/%i
 "#;
 

@@ -91,6 +91,15 @@ emit start "$(cut -d' ' -f1 /proc/uptime)"
             timeout = t.check.timeout
         ));
     }
+    // Where the boot spent its time, for the report (after the checks, so it
+    // does not delay them).
+    s.push_str(
+        "info() { emit info \"$1\" \"$(sh -c \"$2\" 2>&1 | head -c 16384 | base64 -w0)\"; }\n\
+info system-state 'timeout 60 systemctl is-system-running --wait; systemctl --failed --no-legend --plain'\n\
+info time 'systemd-analyze time --no-pager'\n\
+info blame 'systemd-analyze blame --no-pager | head -n 25'\n\
+info critical-chain 'systemd-analyze critical-chain --no-pager \"biovm-smoke@$(basename \"$DEVICE\").service\"'\n",
+    );
     s.push_str("emit done\nsync\nsystemctl poweroff --force --force\n");
     s
 }
@@ -132,6 +141,7 @@ enum Line {
         millis: u64,
         output: String,
     },
+    Info { key: String, text: String },
     Done,
 }
 
@@ -146,6 +156,11 @@ fn parse_line(l: &str) -> Option<Line> {
     match f.next()? {
         "start" => Some(Line::Start(f.next()?.parse().ok()?)),
         "done" => Some(Line::Done),
+        "info" => {
+            let key = f.next()?.to_string();
+            let bytes = base64::engine::general_purpose::STANDARD.decode(f.next().unwrap_or("")).ok()?;
+            Some(Line::Info { key, text: String::from_utf8_lossy(&bytes).into_owned() })
+        }
         "check" => {
             let name = f.next()?.to_string();
             let status = f.next()?.parse().ok()?;
@@ -255,6 +270,9 @@ pub fn boot_and_check(
                                 seconds: millis as f64 / 1000.0,
                                 output,
                             });
+                        }
+                        Some(Line::Info { key, text }) => {
+                            report.boot_analysis.insert(key, text);
                         }
                         Some(Line::Done) => done = true,
                         None => {}

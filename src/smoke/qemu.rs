@@ -169,7 +169,10 @@ impl Vm<'_> {
                 "if=none,id=checks,file={},format=raw,readonly=on",
                 self.checks_drive.display()
             ))
-            .args(["-device", "virtio-blk-pci,drive=checks,serial=biovm-checks"]);
+            .args(["-device", "virtio-blk-pci,drive=checks,serial=biovm-checks"])
+            // Entropy from the host, as clouds provide: no boot stalls on getrandom().
+            .args(["-object", "rng-random,id=rng,filename=/dev/urandom"])
+            .args(["-device", "virtio-rng-pci,rng=rng"]);
         if self.firmware == BootMode::Uefi {
             let vars = self.run_dir.join("uefi.vars.fd");
             fs::copy(OVMF_VARS, &vars)

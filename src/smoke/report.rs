@@ -76,6 +76,8 @@ pub struct BootReport {
     /// Why the boot itself failed, if it did.
     pub error: Option<String>,
     pub serial_log: PathBuf,
+    /// What the guest said about its boot (systemd-analyze), by topic.
+    pub boot_analysis: std::collections::BTreeMap<String, String>,
 }
 
 impl BootReport {
@@ -90,6 +92,7 @@ impl BootReport {
             results: Vec::new(),
             error: None,
             serial_log,
+            boot_analysis: Default::default(),
         }
     }
 

@@ -1,0 +1,262 @@
+//! End to end: build images/minimal.toml for real (mmdebstrap from the
+//! Debian archive, root) and boot it in QEMU under UEFI and BIOS.
+//!
+//! These tests need root, the host packages `.ci/setup` installs, the
+//! network to the package archive and minutes, so they are `#[ignore]`d;
+//! `cargo test --release -- --include-ignored` (what `.ci/run` does) runs them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_biovm");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn biovm(args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run biovm");
+    eprintln!(
+        "$ biovm {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Boots share two cores; one at a time keeps their timings meaningful.
+static BOOTS: Mutex<()> = Mutex::new(());
+
+/// Build the minimal image once for every test in this file.
+fn minimal() -> &'static Path {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let out = scratch("e2e-minimal");
+        let o = biovm(&["build", "images/minimal.toml", "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "build failed");
+        out
+    })
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
+    let out = minimal();
+    let names = names_in(out);
+    assert_eq!(
+        names,
+        vec!["minimal.build.json", "minimal.manifest.json", "minimal.raw"],
+        "only final artifacts remain"
+    );
+    let disk = out.join("minimal.raw");
+    assert_eq!(fs::metadata(&disk).unwrap().len(), 3 << 30, "disk.size = 3GiB");
+
+    // An independent reader of the partition table.
+    let o = Command::new("sfdisk").arg("--json").arg(&disk).output().unwrap();
+    assert!(o.status.success(), "sfdisk rejects the table: {}", String::from_utf8_lossy(&o.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &t["partitiontable"];
+    assert_eq!(t["label"], "gpt");
+    let parts = t["partitions"].as_array().unwrap();
+    let types: Vec<&str> = parts.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "21686148-6449-6E6F-744E-656564454649",
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+            "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+        ]
+    );
+    // sfdisk reads both headers; `--verify` reports problems with them.
+    let v = Command::new("sfdisk").arg("--verify").arg(&disk).output().unwrap();
+    let vtext = String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
+    assert!(v.status.success() && !vtext.contains("rror"), "sfdisk --verify: {vtext}");
+
+    // The build report names every stage and the manifest every tool.
+    let b: serde_json::Value = serde_json::from_str(&fs::read_to_string(out.join("minimal.build.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = b["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, vec!["bootstrap", "configure", "disk"]);
+    let m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("minimal.manifest.json")).unwrap()).unwrap();
+    let tools: Vec<&str> = m["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tools, vec!["bcftools", "bwa", "fastp", "minimap2", "samtools"]);
+    assert_eq!(m["artifacts"][0]["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn boots_under_uefi_and_bios_and_every_check_passes() {
+    let out = minimal();
+    let disk = out.join("minimal.raw");
+    let before = fs::metadata(&disk).unwrap().modified().unwrap();
+    let sha_before = biovm_sha(&disk);
+    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let o = biovm(&["test", disk.to_str().unwrap()]);
+    assert!(o.status.success(), "biovm test failed");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for fw in ["uefi", "bios"] {
+        assert!(stdout.contains(&format!("{fw}: PASSED")), "{fw} did not pass:\n{stdout}");
+        for tool in ["bcftools", "bwa", "fastp", "minimap2", "samtools"] {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(fw) && l.split_whitespace().nth(1) == Some(tool))
+                .unwrap_or_else(|| panic!("no row for {tool} under {fw}:\n{stdout}"));
+            assert!(row.ends_with("passed"), "{row}");
+        }
+    }
+    // The report and serial logs are kept next to each other.
+    let rd = out.join("minimal.test");
+    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(rd.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.as_array().unwrap().len(), 2);
+    for r in report.as_array().unwrap() {
+        assert!(r["boot_secs"].as_f64().unwrap() > 0.0);
+        let log = fs::read_to_string(rd.join(format!("{}.serial.log", r["firmware"].as_str().unwrap()))).unwrap_or_default();
+        assert!(log.contains("Linux version"), "the serial log holds the guest's console");
+    }
+    // The artifact is exactly as it shipped.
+    assert_eq!(fs::metadata(&disk).unwrap().modified().unwrap(), before);
+    assert_eq!(biovm_sha(&disk), sha_before);
+}
+
+fn biovm_sha(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn a_wrong_check_pattern_fails_and_names_the_tool() {
+    let out = minimal();
+    // A copy of the catalogue where samtools expects a version it does not have.
+    let recipes = scratch("e2e-broken-recipes");
+    copy_tree(&repo().join("recipes"), &recipes);
+    let f = recipes.join("bam-vcf-utilities/samtools.toml");
+    let s = fs::read_to_string(&f).unwrap().replace(r"'^samtools 1\.\d+'", r"'^samtools 9\.\d+'");
+    assert!(s.contains("samtools 9"), "the recipe changed");
+    fs::write(&f, s).unwrap();
+    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let disk = out.join("minimal.raw");
+    let o = biovm(&[
+        "--recipes",
+        recipes.to_str().unwrap(),
+        "test",
+        disk.to_str().unwrap(),
+        "--image",
+        "images/minimal.toml",
+        "--firmware",
+        "bios",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("samtools under bios: FAILED: output does not match /^samtools 9\\.\\d+/"),
+        "{stderr}"
+    );
+    // Only samtools failed.
+    assert_eq!(stderr.matches("FAILED").count(), 1, "{stderr}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root and mmdebstrap"]
+fn a_failed_build_leaves_no_artifact() {
+    // Nothing listens on port 9: the bootstrap fails at its first download.
+    let out = scratch("e2e-failed-build");
+    let o = biovm(&[
+        "build",
+        "images/minimal.toml",
+        "--out",
+        out.to_str().unwrap(),
+        "--mirror",
+        "http://127.0.0.1:9/debian",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("`mmdebstrap "), "the error names the command: {stderr}");
+    assert!(stderr.contains("127.0.0.1:9"), "and the mirror: {stderr}");
+    assert!(names_in(&out).is_empty(), "nothing written: {:?}", names_in(&out));
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn an_interrupted_build_leaves_no_file_with_a_final_name() {
+    use std::os::unix::process::CommandExt;
+    let out = scratch("e2e-interrupted-build");
+    // Its own process group, so Ctrl-C can be simulated for biovm and its children.
+    let mut child = Command::new(BIN)
+        .args(["build", "images/minimal.toml", "--out", out.to_str().unwrap()])
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id().to_string();
+    // Interrupt it in the middle of bootstrapping.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(child.try_wait().unwrap().is_none(), "the build ended early");
+    }
+    let group = format!("-{pgid}");
+    assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    child.wait().unwrap();
+    // Wait for mmdebstrap and its children to wind down.
+    let t = Instant::now();
+    while Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status().unwrap().success() {
+        assert!(t.elapsed() < Duration::from_secs(60), "the build's processes did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for n in names_in(&out) {
+        assert!(n.starts_with('.') && n.ends_with(".tmp"), "{n} carries a final name");
+    }
+    // The next build in the same folder clears the leftovers first.
+    let o = biovm(&[
+        "build",
+        "images/minimal.toml",
+        "--out",
+        out.to_str().unwrap(),
+        "--mirror",
+        "http://127.0.0.1:9/debian",
+    ]);
+    assert!(!o.status.success());
+    assert!(names_in(&out).is_empty(), "leftovers removed: {:?}", names_in(&out));
+}
