@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::config::{Format, Image};
 use crate::disk::{self, DiskIds, FsTime};
 use crate::fsutil;
+use crate::lock::{Lock, LockedDownload};
 use crate::manifest::{Artifact, Manifest};
 use crate::rootfs;
 
@@ -33,6 +35,9 @@ pub struct BuildReport {
     pub stages: Vec<StageTime>,
     pub artifacts: Vec<Artifact>,
     pub root_tree_bytes: u64,
+    /// Whether the build followed a lock file.
+    pub locked: bool,
+    pub debian_packages: usize,
 }
 
 /// The seed every identifier in the image derives from.
@@ -85,16 +90,56 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     // named like every other temporary so a later run cleans it up.
     let work = WorkDir::create(out, &image.name)?;
     let root = work.path().join("root");
-    let ids = DiskIds::from_seed(&seed(&image));
+    let requested = rootfs::requested_packages(&image);
+    let lock_path = crate::lock::path_for(&image.source);
+    let lock = if lock_path.exists() {
+        let l = Lock::read(&lock_path)?;
+        l.check_matches(&image, &requested, &lock_path)?;
+        log::info!("installing exactly what {} says", lock_path.display());
+        Some(l)
+    } else {
+        log::warn!(
+            "{} does not exist: resolving packages from the mirror as of now \
+             (run `biovm lock {}` to pin them)",
+            lock_path.display(),
+            image.source.display()
+        );
+        None
+    };
+    let (packages, seed, epoch) = match &lock {
+        Some(l) => (l.apt_specs(), l.seed.clone(), l.source_date_epoch),
+        None => (requested.clone(), seed(&image), source_date_epoch()),
+    };
+    let ids = DiskIds::from_seed(&seed);
     let time = FsTime {
-        source_date_epoch: source_date_epoch(),
+        source_date_epoch: epoch,
     };
     let mut stages = Vec::new();
 
-    timed(&mut stages, "bootstrap", || {
-        rootfs::bootstrap(&image, &opts.cache_dir, &root)
+    // Downloads first: a bad hash stops the build before anything is written.
+    let downloads = timed(&mut stages, "downloads", || {
+        crate::fetch::fetch_all(&image.recipes, &opts.cache_dir)
+    })?;
+    let debs = timed(&mut stages, "bootstrap", || {
+        rootfs::bootstrap(&image, &packages, &opts.cache_dir, &root).map_err(|e| match &lock {
+            Some(_) => e.context(format!(
+                "a package pinned in {} may be gone from the mirror; run `biovm lock --update {}`",
+                lock_path.display(),
+                image.source.display()
+            )),
+            None => e,
+        })?;
+        let indices = crate::lock::read_indices(&root)?;
+        let debs = crate::lock::debs_of(&root, &indices)?;
+        if let Some(l) = &lock {
+            l.verify_tree(&debs, &lock_path)?;
+        }
+        Ok(debs)
     })?;
     timed(&mut stages, "configure", || {
+        for (file, d) in &downloads {
+            crate::fetch::install(file, d, &root)?;
+        }
         rootfs::configure(&image, &ids, &root)
     })?;
     let root_tree_bytes = tree_size(&root);
@@ -116,6 +161,8 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         stages,
         artifacts,
         root_tree_bytes,
+        locked: lock.is_some(),
+        debian_packages: debs.len(),
     };
     fsutil::write_atomic(
         &out.join(format!("{}.build.json", image.name)),
@@ -174,4 +221,58 @@ fn tree_size(dir: &Path) -> u64 {
         }
     }
     n
+}
+
+/// `biovm lock`: bootstrap the image once and record what it got.
+pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock, bool)> {
+    crate::doctor::require(crate::doctor::Need::Build)?;
+    let lock_path = crate::lock::path_for(&image.source);
+    let requested = rootfs::requested_packages(image);
+    if lock_path.exists() && !update {
+        let l = Lock::read(&lock_path)?;
+        l.check_matches(image, &requested, &lock_path)?;
+        return Ok((lock_path, l, false));
+    }
+    let downloads = crate::fetch::fetch_all(&image.recipes, cache)?;
+    let work_parent = cache.join("work");
+    std::fs::create_dir_all(&work_parent)?;
+    let work = WorkDir::create(&work_parent, &format!("lock-{}", image.name))?;
+    let root = work.path().join("root");
+    rootfs::bootstrap(image, &requested, cache, &root)?;
+    let indices = crate::lock::read_indices(&root)?;
+    let debian = crate::lock::debs_of(&root, &indices)?;
+    let epoch = source_date_epoch();
+    let seed_src = format!(
+        "{}:{epoch}:{}",
+        seed(image),
+        debian
+            .iter()
+            .map(|d| format!("{}={}", d.name, d.sha256))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let l = Lock {
+        image: image.name.clone(),
+        suite: image.base.suite.clone(),
+        architecture: image.base.architecture.clone(),
+        source_date_epoch: epoch,
+        seed: fsutil::hex(&sha2::Sha256::digest(seed_src.as_bytes())),
+        requested,
+        debian,
+        download: downloads
+            .iter()
+            .map(|(_, d)| LockedDownload {
+                recipe: image
+                    .recipes
+                    .iter()
+                    .find(|r| r.install.downloads.iter().any(|x| x.url == d.url))
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default(),
+                url: d.url.clone(),
+                sha256: d.sha256.clone(),
+            })
+            .collect(),
+    };
+    l.write(&lock_path)?;
+    Ok((lock_path, l, true))
 }

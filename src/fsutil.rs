@@ -119,7 +119,11 @@ pub fn remove_tree(path: &Path) -> Result<()> {
             let m = fs::symlink_metadata(&p)?;
             if m.is_dir() {
                 if m.dev() != dev {
-                    anyhow::bail!("{} is a mount point; not removing {}", p.display(), dir.display());
+                    anyhow::bail!(
+                        "{} is a mount point; not removing {}",
+                        p.display(),
+                        dir.display()
+                    );
                 }
                 walk(&p, dev)?;
                 fs::remove_dir(&p).with_context(|| format!("cannot remove {}", p.display()))?;
@@ -135,8 +139,12 @@ pub fn remove_tree(path: &Path) -> Result<()> {
 
 /// Lazily unmount every mount at or below `dir`, deepest first.
 fn unmount_below(dir: &Path) {
-    let Ok(canon) = dir.canonicalize() else { return };
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(canon) = dir.canonicalize() else {
+        return;
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let mut points: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))

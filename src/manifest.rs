@@ -49,7 +49,14 @@ impl Tool {
             category: r.category.clone(),
             check: ToolCheck {
                 command: r.check.command.clone(),
-                expect: r.check.expect.as_str().to_string(),
+                // The catalogue compiles patterns in multi-line mode; keep
+                // the pattern as the recipe wrote it.
+                expect: r
+                    .check
+                    .expect
+                    .as_str()
+                    .trim_start_matches("(?m)")
+                    .to_string(),
                 status: r.check.status,
                 timeout: r.check.timeout_secs,
             },

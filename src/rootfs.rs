@@ -61,8 +61,10 @@ pub fn deb_cache(cache: &Path, image: &Image) -> PathBuf {
         .join(format!("{}-{}", image.base.suite, image.base.architecture))
 }
 
-/// Bootstrap `image` into the (new, empty) folder `root`.
-pub fn bootstrap(image: &Image, cache: &Path, root: &Path) -> Result<()> {
+/// Bootstrap `image` into the (new, empty) folder `root`, installing
+/// `packages` (apt `name[=version]` specs). apt's package lists stay in the
+/// tree for `lock::read_indices`, which removes them.
+pub fn bootstrap(image: &Image, packages: &[String], cache: &Path, root: &Path) -> Result<()> {
     let debs = deb_cache(cache, image);
     fs::create_dir_all(&debs)
         .with_context(|| format!("cannot create package cache {}", debs.display()))?;
@@ -74,9 +76,14 @@ pub fn bootstrap(image: &Image, cache: &Path, root: &Path) -> Result<()> {
     c.arg("--variant=apt")
         .arg(format!("--architectures={}", image.base.architecture))
         .arg("--components=main")
-        .arg(format!("--include={}", requested_packages(image).join(",")))
-        // Keep every downloaded .deb (essential ones too) for the cache.
-        .args(["--skip=download/empty", "--skip=essential/unlink"])
+        .arg(format!("--include={}", packages.join(",")))
+        // Keep every downloaded .deb (essential ones too) for the cache, and
+        // the signed indices for the lock.
+        .args([
+            "--skip=download/empty",
+            "--skip=essential/unlink",
+            "--skip=cleanup/apt/lists",
+        ])
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
         .arg(format!(
             "--setup-hook=sync-in {debs_s} /var/cache/apt/archives/"

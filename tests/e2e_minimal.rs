@@ -43,15 +43,40 @@ fn biovm(args: &[&str]) -> Output {
 /// Boots share two cores; one at a time keeps their timings meaningful.
 static BOOTS: Mutex<()> = Mutex::new(());
 
-/// Build the minimal image once for every test in this file.
+/// Lock, then build, the minimal image once for every test in this file.
+/// The image file is copied to a scratch project so its lock is written there.
 fn minimal() -> &'static Path {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     OUT.get_or_init(|| {
+        let img = project_image("e2e-project");
+        let o = biovm(&["--recipes", "recipes", "lock", img.to_str().unwrap()]);
+        assert!(o.status.success(), "lock failed");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("minimal.lock written"));
         let out = scratch("e2e-minimal");
-        let o = biovm(&["build", "images/minimal.toml", "--out", out.to_str().unwrap()]);
+        let o = biovm(&[
+            "--recipes",
+            "recipes",
+            "build",
+            img.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "build failed");
         out
     })
+}
+
+/// A copy of images/minimal.toml in a scratch folder `name`/images/.
+fn project_image(name: &str) -> PathBuf {
+    let p = scratch(name).join("images");
+    fs::create_dir_all(&p).unwrap();
+    let img = p.join("minimal.toml");
+    fs::copy(repo().join("images/minimal.toml"), &img).unwrap();
+    img
+}
+
+fn lock_of(img: &Path) -> PathBuf {
+    img.with_extension("lock")
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -67,18 +92,34 @@ fn names_in(dir: &Path) -> Vec<String> {
 #[ignore = "needs root, network and minutes"]
 fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
     let out = minimal();
-    let names = names_in(out);
+    // (minimal.test/ holds the reports of the boot tests running alongside.)
+    let names: Vec<String> = names_in(out)
+        .into_iter()
+        .filter(|n| n != "minimal.test")
+        .collect();
     assert_eq!(
         names,
         vec!["minimal.build.json", "minimal.manifest.json", "minimal.raw"],
         "only final artifacts remain"
     );
     let disk = out.join("minimal.raw");
-    assert_eq!(fs::metadata(&disk).unwrap().len(), 3 << 30, "disk.size = 3GiB");
+    assert_eq!(
+        fs::metadata(&disk).unwrap().len(),
+        3 << 30,
+        "disk.size = 3GiB"
+    );
 
     // An independent reader of the partition table.
-    let o = Command::new("sfdisk").arg("--json").arg(&disk).output().unwrap();
-    assert!(o.status.success(), "sfdisk rejects the table: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "sfdisk rejects the table: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let t = &t["partitiontable"];
     assert_eq!(t["label"], "gpt");
@@ -93,18 +134,41 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
         ]
     );
     // sfdisk reads both headers; `--verify` reports problems with them.
-    let v = Command::new("sfdisk").arg("--verify").arg(&disk).output().unwrap();
-    let vtext = String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
-    assert!(v.status.success() && !vtext.contains("rror"), "sfdisk --verify: {vtext}");
+    let v = Command::new("sfdisk")
+        .arg("--verify")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let vtext =
+        String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
+    assert!(
+        v.status.success() && vtext.contains("No errors detected"),
+        "sfdisk --verify: {vtext}"
+    );
 
     // The build report names every stage and the manifest every tool.
-    let b: serde_json::Value = serde_json::from_str(&fs::read_to_string(out.join("minimal.build.json")).unwrap()).unwrap();
-    let stages: Vec<&str> = b["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
-    assert_eq!(stages, vec!["bootstrap", "configure", "disk"]);
+    let b: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("minimal.build.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = b["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, vec!["downloads", "bootstrap", "configure", "disk"]);
     let m: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("minimal.manifest.json")).unwrap()).unwrap();
-    let tools: Vec<&str> = m["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(tools, vec!["bcftools", "bwa", "fastp", "minimap2", "samtools"]);
+        serde_json::from_str(&fs::read_to_string(out.join("minimal.manifest.json")).unwrap())
+            .unwrap();
+    let tools: Vec<&str> = m["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        vec!["bcftools", "bwa", "fastp", "minimap2", "samtools"]
+    );
     assert_eq!(m["artifacts"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -120,7 +184,10 @@ fn boots_under_uefi_and_bios_and_every_check_passes() {
     assert!(o.status.success(), "biovm test failed");
     let stdout = String::from_utf8_lossy(&o.stdout);
     for fw in ["uefi", "bios"] {
-        assert!(stdout.contains(&format!("{fw}: PASSED")), "{fw} did not pass:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("{fw}: PASSED")),
+            "{fw} did not pass:\n{stdout}"
+        );
         for tool in ["bcftools", "bwa", "fastp", "minimap2", "samtools"] {
             let row = stdout
                 .lines()
@@ -131,12 +198,18 @@ fn boots_under_uefi_and_bios_and_every_check_passes() {
     }
     // The report and serial logs are kept next to each other.
     let rd = out.join("minimal.test");
-    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(rd.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(rd.join("report.json")).unwrap()).unwrap();
     assert_eq!(report.as_array().unwrap().len(), 2);
     for r in report.as_array().unwrap() {
         assert!(r["boot_secs"].as_f64().unwrap() > 0.0);
-        let log = fs::read_to_string(rd.join(format!("{}.serial.log", r["firmware"].as_str().unwrap()))).unwrap_or_default();
-        assert!(log.contains("Linux version"), "the serial log holds the guest's console");
+        let log =
+            fs::read_to_string(rd.join(format!("{}.serial.log", r["firmware"].as_str().unwrap())))
+                .unwrap_or_default();
+        assert!(
+            log.contains("Linux version"),
+            "the serial log holds the guest's console"
+        );
     }
     // The artifact is exactly as it shipped.
     assert_eq!(fs::metadata(&disk).unwrap().modified().unwrap(), before);
@@ -145,7 +218,11 @@ fn boots_under_uefi_and_bios_and_every_check_passes() {
 
 fn biovm_sha(p: &Path) -> String {
     let o = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -156,7 +233,9 @@ fn a_wrong_check_pattern_fails_and_names_the_tool() {
     let recipes = scratch("e2e-broken-recipes");
     copy_tree(&repo().join("recipes"), &recipes);
     let f = recipes.join("bam-vcf-utilities/samtools.toml");
-    let s = fs::read_to_string(&f).unwrap().replace(r"'^samtools 1\.\d+'", r"'^samtools 9\.\d+'");
+    let s = fs::read_to_string(&f)
+        .unwrap()
+        .replace(r"'^samtools 1\.\d+'", r"'^samtools 9\.\d+'");
     assert!(s.contains("samtools 9"), "the recipe changed");
     fs::write(&f, s).unwrap();
     let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,9 +288,16 @@ fn a_failed_build_leaves_no_artifact() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("`mmdebstrap "), "the error names the command: {stderr}");
+    assert!(
+        stderr.contains("`mmdebstrap "),
+        "the error names the command: {stderr}"
+    );
     assert!(stderr.contains("127.0.0.1:9"), "and the mirror: {stderr}");
-    assert!(names_in(&out).is_empty(), "nothing written: {:?}", names_in(&out));
+    assert!(
+        names_in(&out).is_empty(),
+        "nothing written: {:?}",
+        names_in(&out)
+    );
 }
 
 #[test]
@@ -221,7 +307,12 @@ fn an_interrupted_build_leaves_no_file_with_a_final_name() {
     let out = scratch("e2e-interrupted-build");
     // Its own process group, so Ctrl-C can be simulated for biovm and its children.
     let mut child = Command::new(BIN)
-        .args(["build", "images/minimal.toml", "--out", out.to_str().unwrap()])
+        .args([
+            "build",
+            "images/minimal.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .current_dir(repo())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -237,16 +328,32 @@ fn an_interrupted_build_leaves_no_file_with_a_final_name() {
         assert!(child.try_wait().unwrap().is_none(), "the build ended early");
     }
     let group = format!("-{pgid}");
-    assert!(Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap()
+        .success());
     child.wait().unwrap();
     // Wait for mmdebstrap and its children to wind down.
     let t = Instant::now();
-    while Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status().unwrap().success() {
-        assert!(t.elapsed() < Duration::from_secs(60), "the build's processes did not end");
+    while Command::new("kill")
+        .args(["-0", "--", &group])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the build's processes did not end"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     for n in names_in(&out) {
-        assert!(n.starts_with('.') && n.ends_with(".tmp"), "{n} carries a final name");
+        assert!(
+            n.starts_with('.') && n.ends_with(".tmp"),
+            "{n} carries a final name"
+        );
     }
     // The next build in the same folder clears the leftovers first.
     let o = biovm(&[
@@ -258,5 +365,120 @@ fn an_interrupted_build_leaves_no_file_with_a_final_name() {
         "http://127.0.0.1:9/debian",
     ]);
     assert!(!o.status.success());
-    assert!(names_in(&out).is_empty(), "leftovers removed: {:?}", names_in(&out));
+    assert!(
+        names_in(&out).is_empty(),
+        "leftovers removed: {:?}",
+        names_in(&out)
+    );
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
+    let out = minimal();
+    let img = out
+        .parent()
+        .unwrap()
+        .join("e2e-project/images/minimal.toml");
+    let lock = fs::read_to_string(lock_of(&img)).unwrap();
+    // Every package of the closure with version and sha256: the kernel and libc too.
+    for name in [
+        "linux-image-cloud-amd64",
+        "libc6",
+        "samtools",
+        "bwa",
+        "systemd",
+    ] {
+        assert!(
+            lock.contains(&format!("name = \"{name}\"")),
+            "{name} is locked"
+        );
+    }
+    assert!(lock.contains("source-date-epoch = "));
+    let bwa_block = lock
+        .split("[[debian]]")
+        .find(|b| b.contains("name = \"bwa\""))
+        .unwrap();
+    let sha = bwa_block.lines().find(|l| l.starts_with("sha256")).unwrap();
+    assert_eq!(sha.len(), "sha256 = \"\"".len() + 64, "{sha}");
+
+    // 1. The image asks for something the lock does not have: stopped at once.
+    let proj = project_image("e2e-lock-mismatch");
+    fs::copy(lock_of(&img), lock_of(&proj)).unwrap();
+    let text = fs::read_to_string(&proj).unwrap().replace(
+        "packages = [\"less\", \"nano\"]",
+        "packages = [\"less\", \"nano\", \"tree\"]",
+    );
+    fs::write(&proj, text).unwrap();
+    let o2 = scratch("e2e-lock-mismatch-out");
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "build",
+        proj.to_str().unwrap(),
+        "--out",
+        o2.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("no longer matches the image: now also asks for tree")
+            && e.contains("biovm lock --update"),
+        "{e}"
+    );
+    assert!(names_in(&o2).is_empty());
+
+    // 2. A locked version the mirror does not have: stopped before anything is written.
+    let proj = project_image("e2e-lock-gone");
+    let bwa_version = bwa_block
+        .lines()
+        .find(|l| l.starts_with("version"))
+        .unwrap();
+    fs::write(
+        lock_of(&proj),
+        lock.replace(bwa_version, "version = \"0.0.1-1\""),
+    )
+    .unwrap();
+    let o3 = scratch("e2e-lock-gone-out");
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "build",
+        proj.to_str().unwrap(),
+        "--out",
+        o3.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("bwa") && e.contains("0.0.1-1") && e.contains("biovm lock --update"),
+        "{e}"
+    );
+    assert!(names_in(&o3).is_empty(), "{:?}", names_in(&o3));
+
+    // 3. A tampered hash in the lock: the archive's signed index disagrees.
+    let proj = project_image("e2e-lock-tampered");
+    fs::write(
+        lock_of(&proj),
+        lock.replace(sha, &format!("sha256 = \"{}\"", "0".repeat(64))),
+    )
+    .unwrap();
+    let o4 = scratch("e2e-lock-tampered-out");
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "build",
+        proj.to_str().unwrap(),
+        "--out",
+        o4.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("package bwa ")
+            && e.contains(&"0".repeat(64))
+            && e.contains("refusing to build"),
+        "{e}"
+    );
+    assert!(names_in(&o4).is_empty(), "{:?}", names_in(&o4));
 }

@@ -10,6 +10,7 @@ mod build;
 mod check;
 mod doctor;
 mod list;
+mod lock;
 mod plan;
 mod show;
 mod test;
@@ -58,6 +59,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Check that every host tool biovm needs is installed.
     Doctor(doctor::DoctorArgs),
+    /// Pin an image's exact content (every Debian package with version and sha256) in <image>.lock.
+    Lock(lock::LockArgs),
     /// Build an image: bootstrap the root filesystem and assemble the disk.
     Build(build::BuildArgs),
     /// Boot a built disk in QEMU (UEFI and BIOS) and run every tool check inside it.
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Show(a) => show::run(g, a),
         Command::Plan(a) => plan::run(g, a),
         Command::Doctor(a) => doctor::run(g, a),
+        Command::Lock(a) => lock::run(g, a),
         Command::Build(a) => build::run(g, a),
         Command::Test(a) => test::run(g, a),
     };

@@ -141,7 +141,10 @@ enum Line {
         millis: u64,
         output: String,
     },
-    Info { key: String, text: String },
+    Info {
+        key: String,
+        text: String,
+    },
     Done,
 }
 
@@ -158,8 +161,13 @@ fn parse_line(l: &str) -> Option<Line> {
         "done" => Some(Line::Done),
         "info" => {
             let key = f.next()?.to_string();
-            let bytes = base64::engine::general_purpose::STANDARD.decode(f.next().unwrap_or("")).ok()?;
-            Some(Line::Info { key, text: String::from_utf8_lossy(&bytes).into_owned() })
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(f.next().unwrap_or(""))
+                .ok()?;
+            Some(Line::Info {
+                key,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            })
         }
         "check" => {
             let name = f.next()?.to_string();

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmark: build and boot-test images/minimal.toml with a warm package
+# cache and print the seconds of each stage and the image sizes.
+# Targets: build < 120 s with a warm cache; boot to the first check < 30 s
+# under software emulation on 2 cores.
+# Usage: tests/bench-minimal.sh [OUT_DIR]   (as root, after .ci/setup)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-/var/tmp/biovm-bench}
+cargo build --release -q
+bin=./target/release/biovm
+export BIOVM_CACHE_DIR=${BIOVM_CACHE_DIR:-/var/cache/biovm}
+
+if [ -z "$(ls -A "$BIOVM_CACHE_DIR/debs/bookworm-amd64" 2>/dev/null)" ]; then
+  echo "package cache is cold: warm-up build first (not measured)"
+  "$bin" build images/minimal.toml --out "$out" >/dev/null
+fi
+
+t0=$(date +%s.%N)
+"$bin" build images/minimal.toml --out "$out" >/dev/null
+t1=$(date +%s.%N)
+# One firmware at a time, so each boot has the machine to itself.
+"$bin" test "$out/minimal.raw" --firmware uefi --json > "$out/bench-uefi.json"
+"$bin" test "$out/minimal.raw" --firmware bios --json > "$out/bench-bios.json"
+
+python3 - "$out" "$t0" "$t1" <<'PY'
+import json, os, sys
+out, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+b = json.load(open(os.path.join(out, "minimal.build.json")))
+print("stage                       seconds")
+for s in b["stages"]:
+    print(f"{s['stage']:<27} {s['seconds']:7.1f}")
+print(f"{'build total (wall)':<27} {t1 - t0:7.1f}")
+for fw in ("uefi", "bios"):
+    r = json.load(open(os.path.join(out, f"bench-{fw}.json")))[0]
+    print(f"{fw + ' boot to first check':<27} {r['first_check_secs']:7.1f}   ({r['accel']}; guest uptime at start {r['guest_uptime_at_start']:.1f} s)")
+    print(f"{fw + ' all checks':<27} {sum(c['seconds'] for c in r['results']):7.1f}   ({len(r['results'])} checks, total boot {r['total_secs']:.1f} s)")
+raw = os.path.join(out, "minimal.raw")
+st = os.stat(raw)
+print(f"{'disk size (apparent)':<27} {st.st_size / 2**20:7.0f} MiB")
+print(f"{'disk size (allocated)':<27} {st.st_blocks * 512 / 2**20:7.0f} MiB")
+print(f"{'root tree':<27} {b['root_tree_bytes'] / 2**20:7.0f} MiB")
+PY
