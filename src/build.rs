@@ -10,6 +10,7 @@ use sha2::Digest;
 
 use crate::config::{Format, Image};
 use crate::disk::{self, DiskIds, FsTime};
+use crate::formats::{self, FormatContext};
 use crate::fsutil;
 use crate::lock::{Lock, LockedDownload};
 use crate::manifest::{Artifact, Manifest};
@@ -117,18 +118,23 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let mut stages = Vec::new();
 
     // Downloads first: a bad hash stops the build before anything is written.
-    let downloads = timed(&mut stages, "downloads", || {
-        crate::fetch::fetch_all(&image.recipes, &opts.cache_dir)
+    let (downloads, pypi_files) = timed(&mut stages, "downloads", || {
+        let d = crate::fetch::fetch_all(&image.recipes, &opts.cache_dir)?;
+        let locked = lock.as_ref().map(|l| l.pypi_hashes());
+        let p = crate::pypi::download(&image.recipes, &opts.cache_dir, locked.as_ref())?;
+        Ok((d, p))
     })?;
     let debs = timed(&mut stages, "bootstrap", || {
-        rootfs::bootstrap(&image, &packages, &opts.cache_dir, &root).map_err(|e| match &lock {
-            Some(_) => e.context(format!(
+        rootfs::bootstrap(&image, &packages, &opts.cache_dir, epoch, &root).map_err(
+            |e| match &lock {
+                Some(_) => e.context(format!(
                 "a package pinned in {} may be gone from the mirror; run `biovm lock --update {}`",
                 lock_path.display(),
                 image.source.display()
             )),
-            None => e,
-        })?;
+                None => e,
+            },
+        )?;
         let indices = crate::lock::read_indices(&root)?;
         let debs = crate::lock::debs_of(&root, &indices)?;
         if let Some(l) = &lock {
@@ -140,21 +146,27 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         for (file, d) in &downloads {
             crate::fetch::install(file, d, &root)?;
         }
-        rootfs::configure(&image, &ids, &root)
+        crate::pypi::install(&image.recipes, &pypi_files, &root)?;
+        rootfs::configure(&image, &ids, epoch, &root)
     })?;
     let root_tree_bytes = tree_size(&root);
-    let mut artifacts = Vec::new();
-    for f in &image.formats {
-        match f {
-            Format::Raw => {
-                let dest = out.join(format!("{}.{}", image.name, f.extension()));
-                timed(&mut stages, "disk", || {
-                    disk::assemble(&image, &ids, &root, work.path(), &time, &dest)
-                })?;
-                artifacts.push(artifact(*f, &dest)?);
-            }
-        }
+    timed(&mut stages, "clamp-times", || {
+        fsutil::clamp_mtimes(&root, epoch)
+    })?;
+    let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
+    let needs_raw = image.formats.iter().any(|f| f.is_disk());
+    if needs_raw {
+        timed(&mut stages, "disk", || {
+            disk::assemble(&image, &ids, &root, work.path(), &time, &raw)
+        })?;
     }
+    let version = env!("CARGO_PKG_VERSION");
+    let artifacts = timed(&mut stages, "formats", || {
+        let mut ctx = FormatContext::new(&image.name, version, &seed, epoch);
+        ctx.description = &image.description;
+        ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
+        convert_all(&image, &ctx, &raw, &root, out, work.path())
+    })?;
     Manifest::new(&image, artifacts.clone()).write(out)?;
     let report = BuildReport {
         image: image.name.clone(),
@@ -169,6 +181,120 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
     )?;
     Ok(report)
+}
+
+/// The path of an image's artifact in `out`.
+pub fn artifact_path(out: &Path, image: &str, f: Format) -> PathBuf {
+    out.join(format!("{image}.{}", f.extension()))
+}
+
+/// Write every format the image asks for, in parallel: one thread per
+/// chain (the OVA and the Vagrant box reuse the one VMDK), each reading
+/// the raw disk or the tree once. Returns the artifacts in `image.formats`
+/// order, then writes SHA256SUMS.
+fn convert_all(
+    image: &Image,
+    ctx: &FormatContext,
+    raw: &Path,
+    root: &Path,
+    out: &Path,
+    work: &Path,
+) -> Result<Vec<Artifact>> {
+    let want = |f: Format| image.formats.contains(&f);
+    let dest = |f: Format| artifact_path(out, &image.name, f);
+    type Job<'a> = Box<dyn FnOnce() -> Result<()> + Send + 'a>;
+    let mut jobs: Vec<(&str, Job)> = Vec::new();
+    if want(Format::Qcow2) {
+        jobs.push((
+            "qcow2",
+            Box::new(|| formats::write_qcow2(raw, &dest(Format::Qcow2), ctx)),
+        ));
+    }
+    if want(Format::Vdi) {
+        jobs.push((
+            "vdi",
+            Box::new(|| formats::write_vdi(raw, &dest(Format::Vdi), ctx)),
+        ));
+    }
+    if want(Format::Vmdk) || want(Format::Ova) || want(Format::Vagrant) {
+        jobs.push((
+            "vmdk",
+            Box::new(|| {
+                // The VMDK artifact, or a scratch one when only the OVA/box want it.
+                let vmdk = if want(Format::Vmdk) {
+                    dest(Format::Vmdk)
+                } else {
+                    work.join("disk.vmdk")
+                };
+                formats::write_vmdk(raw, &vmdk, ctx)?;
+                if want(Format::Ova) {
+                    formats::write_ova_from_vmdk(&vmdk, &dest(Format::Ova), ctx)?;
+                }
+                if want(Format::Vagrant) {
+                    formats::write_vagrant_box_from_vmdk(&vmdk, &dest(Format::Vagrant), ctx)?;
+                }
+                Ok(())
+            }),
+        ));
+    }
+    if want(Format::Oci) {
+        jobs.push((
+            "oci",
+            Box::new(|| formats::write_oci_layout(root, &dest(Format::Oci), ctx).map(|_| ())),
+        ));
+    }
+    if want(Format::DockerArchive) {
+        jobs.push((
+            "docker-archive",
+            Box::new(|| formats::write_docker_archive(root, &dest(Format::DockerArchive), ctx)),
+        ));
+    }
+    if want(Format::Sif) {
+        jobs.push((
+            "sif",
+            Box::new(|| formats::write_sif(root, &dest(Format::Sif), ctx)),
+        ));
+    }
+    if want(Format::Tarball) {
+        jobs.push((
+            "tarball",
+            Box::new(|| {
+                formats::write_rootfs_tarball(root, &dest(Format::Tarball), ctx).map(|_| ())
+            }),
+        ));
+    }
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|(name, job)| {
+                (
+                    name,
+                    s.spawn(move || {
+                        let t = Instant::now();
+                        let r = job();
+                        log::info!("{name}: {:.1} s", t.elapsed().as_secs_f64());
+                        r
+                    }),
+                )
+            })
+            .collect();
+        for (name, h) in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("writing {name} panicked"))?
+                .with_context(|| format!("writing the {name} format failed"))?;
+        }
+        Ok(())
+    })?;
+    let mut artifacts = Vec::new();
+    for f in &image.formats {
+        artifacts.push(artifact(*f, &dest(*f))?);
+    }
+    let sums: String = artifacts
+        .iter()
+        .map(|a| format!("{}  {}\n", a.sha256, a.file))
+        .collect();
+    fsutil::write_atomic(&out.join("SHA256SUMS"), sums.as_bytes())?;
+    Ok(artifacts)
 }
 
 /// The scratch folder of one build, removed (without crossing mounts) when dropped.
@@ -194,16 +320,26 @@ impl Drop for WorkDir {
     }
 }
 
+/// An artifact's size and sha256; an OCI layout folder is named by the
+/// sha256 of its index.json (which pins every blob by digest).
 fn artifact(format: Format, path: &Path) -> Result<Artifact> {
+    let (file, hashed) = if path.is_dir() {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        (format!("{name}/index.json"), path.join("index.json"))
+    } else {
+        (
+            path.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            path.to_path_buf(),
+        )
+    };
     Ok(Artifact {
         format: format.as_str().into(),
-        file: path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        size: std::fs::metadata(path)?.len(),
-        sha256: fsutil::sha256_file(path)?,
+        file,
+        size: std::fs::metadata(&hashed)?.len(),
+        sha256: fsutil::sha256_file(&hashed)?,
     })
 }
 
@@ -234,14 +370,15 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
         return Ok((lock_path, l, false));
     }
     let downloads = crate::fetch::fetch_all(&image.recipes, cache)?;
+    let pypi_files = crate::pypi::download(&image.recipes, cache, None)?;
     let work_parent = cache.join("work");
     std::fs::create_dir_all(&work_parent)?;
     let work = WorkDir::create(&work_parent, &format!("lock-{}", image.name))?;
     let root = work.path().join("root");
-    rootfs::bootstrap(image, &requested, cache, &root)?;
+    let epoch = source_date_epoch();
+    rootfs::bootstrap(image, &requested, cache, epoch, &root)?;
     let indices = crate::lock::read_indices(&root)?;
     let debian = crate::lock::debs_of(&root, &indices)?;
-    let epoch = source_date_epoch();
     let seed_src = format!(
         "{}:{epoch}:{}",
         seed(image),
@@ -270,6 +407,14 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
                     .unwrap_or_default(),
                 url: d.url.clone(),
                 sha256: d.sha256.clone(),
+            })
+            .collect(),
+        pypi: pypi_files
+            .iter()
+            .map(|p| crate::lock::LockedPypi {
+                recipe: p.recipe.clone(),
+                file: p.file.clone(),
+                sha256: p.sha256.clone(),
             })
             .collect(),
     };

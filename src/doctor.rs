@@ -81,10 +81,16 @@ pub const HOST_TOOLS: &[HostTool] = &[
         used_for: "boot tests",
     },
     HostTool {
-        needed_by: Need::Test,
+        needed_by: Need::Build,
         name: "qemu-img",
         package: "qemu-utils",
-        used_for: "disk format checks",
+        used_for: "the qcow2 format",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "mksquashfs",
+        package: "squashfs-tools",
+        used_for: "the SIF format",
     },
     HostTool {
         needed_by: Need::Test,

@@ -161,6 +161,45 @@ fn unmount_below(dir: &Path) {
     }
 }
 
+/// Set every mtime in the tree that is later than `epoch` to `epoch`
+/// (symlinks themselves, not their targets), so filesystems and archives
+/// made from the tree do not depend on when it was built.
+pub fn clamp_mtimes(dir: &Path, epoch: u64) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    fn walk(p: &Path, epoch: i64) -> Result<()> {
+        let m = fs::symlink_metadata(p).with_context(|| format!("cannot stat {}", p.display()))?;
+        if m.is_dir() {
+            for e in fs::read_dir(p)? {
+                walk(&e?.path(), epoch)?;
+            }
+        }
+        if m.mtime() > epoch {
+            let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+            let t = libc::timespec {
+                tv_sec: epoch,
+                tv_nsec: 0,
+            };
+            let times = [t, t];
+            // SAFETY: valid path and two timespecs, as utimensat requires.
+            let r = unsafe {
+                libc::utimensat(
+                    libc::AT_FDCWD,
+                    c.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("cannot set the time of {}", p.display()));
+            }
+        }
+        Ok(())
+    }
+    walk(dir, epoch as i64)
+}
+
 /// biovm's cache folder (package cache, stage outputs): `$BIOVM_CACHE_DIR`,
 /// else `$XDG_CACHE_HOME/biovm`, else `~/.cache/biovm`. Never inside an
 /// output folder, so builds into different folders share it.
@@ -260,6 +299,28 @@ mod tests {
         remove_tree(&t).unwrap();
         assert!(!t.exists());
         assert!(Path::new("/etc").exists(), "symlinks are not followed");
+    }
+
+    #[test]
+    fn clamp_mtimes_only_lowers() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        fs::write(d.path().join("sub/new"), b"x").unwrap();
+        std::os::unix::fs::symlink("/nonexistent", d.path().join("link")).unwrap();
+        clamp_mtimes(d.path(), 1_000_000).unwrap();
+        for p in ["sub", "sub/new", "link"] {
+            assert_eq!(
+                fs::symlink_metadata(d.path().join(p)).unwrap().mtime(),
+                1_000_000,
+                "{p}"
+            );
+        }
+        clamp_mtimes(d.path(), 2_000_000_000).unwrap();
+        assert_eq!(
+            fs::metadata(d.path().join("sub/new")).unwrap().mtime(),
+            1_000_000
+        );
     }
 
     #[test]

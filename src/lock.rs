@@ -32,6 +32,16 @@ pub struct Lock {
     pub debian: Vec<LockedDeb>,
     #[serde(default)]
     pub download: Vec<LockedDownload>,
+    #[serde(default)]
+    pub pypi: Vec<LockedPypi>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPypi {
+    pub recipe: String,
+    pub file: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -248,6 +258,14 @@ impl Lock {
         Ok(())
     }
 
+    /// PyPI file name → sha256.
+    pub fn pypi_hashes(&self) -> BTreeMap<String, String> {
+        self.pypi
+            .iter()
+            .map(|p| (p.file.clone(), p.sha256.clone()))
+            .collect()
+    }
+
     /// What mmdebstrap must install: every locked package at its version.
     pub fn apt_specs(&self) -> Vec<String> {
         self.debian
@@ -333,6 +351,7 @@ mod tests {
                 sha256: "aa".into(),
             }],
             download: vec![],
+            pypi: vec![],
         }
     }
 

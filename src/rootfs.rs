@@ -39,6 +39,10 @@ pub fn requested_packages(image: &Image) -> Vec<String> {
     if needs_locales(&image.system.locale) {
         set.insert("locales".into());
     }
+    if image.recipes.iter().any(|r| !r.install.pypi.is_empty()) {
+        // The isolated environment PyPI packages go into.
+        set.insert("python3-venv".into());
+    }
     for p in &image.base.packages {
         set.insert(p.apt_spec());
     }
@@ -64,7 +68,13 @@ pub fn deb_cache(cache: &Path, image: &Image) -> PathBuf {
 /// Bootstrap `image` into the (new, empty) folder `root`, installing
 /// `packages` (apt `name[=version]` specs). apt's package lists stay in the
 /// tree for `lock::read_indices`, which removes them.
-pub fn bootstrap(image: &Image, packages: &[String], cache: &Path, root: &Path) -> Result<()> {
+pub fn bootstrap(
+    image: &Image,
+    packages: &[String],
+    cache: &Path,
+    epoch: u64,
+    root: &Path,
+) -> Result<()> {
     let debs = deb_cache(cache, image);
     fs::create_dir_all(&debs)
         .with_context(|| format!("cannot create package cache {}", debs.display()))?;
@@ -73,6 +83,8 @@ pub fn bootstrap(image: &Image, packages: &[String], cache: &Path, root: &Path) 
         bail!("the cache folder {debs_s} contains whitespace, which mmdebstrap's hooks cannot take; set BIOVM_CACHE_DIR");
     }
     let mut c = Cmd::new("mmdebstrap");
+    // mmdebstrap (and dpkg, initramfs-tools, useradd) take their timestamps from it.
+    c.env("SOURCE_DATE_EPOCH", epoch.to_string());
     c.arg("--variant=apt")
         .arg(format!("--architectures={}", image.base.architecture))
         .arg("--components=main")
@@ -190,7 +202,7 @@ menuentry 'Debian GNU/Linux ({name})' {{\n\
 }
 
 /// Apply the image's system settings to the bootstrapped tree at `root`.
-pub fn configure(image: &Image, ids: &DiskIds, root: &Path) -> Result<()> {
+pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Result<()> {
     let sys = &image.system;
     let mut files = vec![
         Owned {
@@ -320,7 +332,11 @@ pub fn configure(image: &Image, ids: &DiskIds, root: &Path) -> Result<()> {
     let _ = fs::remove_file(root.join("var/lib/systemd/random-seed"));
 
     let chroot = |args: &[&str]| -> Result<()> {
-        Cmd::new("chroot").arg(root).args(args).run()?;
+        Cmd::new("chroot")
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .arg(root)
+            .args(args)
+            .run()?;
         Ok(())
     };
     chroot(&[

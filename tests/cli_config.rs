@@ -265,7 +265,21 @@ fn plan_json() {
     assert_eq!(v["disk"]["boot"], serde_json::json!(["uefi", "bios"]));
     assert_eq!(v["system"]["user"]["name"], "biovm");
     assert_eq!(v["system"]["files"][0]["path"], "/etc/motd");
-    assert_eq!(v["artifacts"], serde_json::json!(["build/minimal.raw"]));
+    let artifacts: Vec<&str> = v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(artifacts.len(), 10, "{artifacts:?}");
+    for a in [
+        "build/minimal.raw",
+        "build/minimal.qcow2",
+        "build/minimal.ova",
+        "build/minimal.sif",
+    ] {
+        assert!(artifacts.contains(&a), "{artifacts:?}");
+    }
 }
 
 #[test]

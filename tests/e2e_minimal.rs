@@ -99,7 +99,21 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
         .collect();
     assert_eq!(
         names,
-        vec!["minimal.build.json", "minimal.manifest.json", "minimal.raw"],
+        vec![
+            "SHA256SUMS",
+            "minimal.box",
+            "minimal.build.json",
+            "minimal.docker.tar",
+            "minimal.manifest.json",
+            "minimal.oci",
+            "minimal.ova",
+            "minimal.qcow2",
+            "minimal.raw",
+            "minimal.rootfs.tar.gz",
+            "minimal.sif",
+            "minimal.vdi",
+            "minimal.vmdk",
+        ],
         "only final artifacts remain"
     );
     let disk = out.join("minimal.raw");
@@ -155,7 +169,17 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
         .iter()
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
-    assert_eq!(stages, vec!["downloads", "bootstrap", "configure", "disk"]);
+    assert_eq!(
+        stages,
+        vec![
+            "downloads",
+            "bootstrap",
+            "configure",
+            "clamp-times",
+            "disk",
+            "formats"
+        ]
+    );
     let m: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(out.join("minimal.manifest.json")).unwrap())
             .unwrap();
@@ -481,4 +505,62 @@ fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
         "{e}"
     );
     assert!(names_in(&o4).is_empty(), "{:?}", names_in(&o4));
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn two_builds_from_one_lock_are_bit_for_bit_identical() {
+    let first = minimal();
+    let img = first
+        .parent()
+        .unwrap()
+        .join("e2e-project/images/minimal.toml");
+    // Another folder, another wall-clock time.
+    std::thread::sleep(Duration::from_secs(2));
+    let second = scratch("e2e-minimal-again");
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "build",
+        img.to_str().unwrap(),
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "second build failed");
+    let sums = fs::read_to_string(first.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 10, "every format is summed:\n{sums}");
+    let mut compared = 0;
+    for name in names_in(first) {
+        if name.ends_with(".build.json") || name == "minimal.test" {
+            continue; // timings, and reports of the boot tests
+        }
+        compare_trees(&first.join(&name), &second.join(&name));
+        compared += 1;
+    }
+    assert_eq!(compared, 12, "artifacts, SHA256SUMS and the manifest");
+    assert_eq!(sums, fs::read_to_string(second.join("SHA256SUMS")).unwrap());
+}
+
+fn compare_trees(a: &Path, b: &Path) {
+    if a.is_dir() {
+        let (na, nb) = (names_in(a), names_in(b));
+        assert_eq!(
+            na,
+            nb,
+            "{} and {} hold different files",
+            a.display(),
+            b.display()
+        );
+        for n in na {
+            compare_trees(&a.join(&n), &b.join(&n));
+        }
+        return;
+    }
+    let o = Command::new("cmp").arg(a).arg(b).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{} differs between the builds: {}",
+        a.display(),
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

@@ -78,7 +78,18 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
         memory_mib: a.memory,
     };
     let dir = smoke::report_dir_for(&a.artifact);
-    let reports = smoke::test_disk(&a.artifact, "raw", &tools, &modes, &dir, &opts)?;
+    // QEMU reads these formats directly (through its snapshot overlay).
+    let format = match a.artifact.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        Some("vmdk") => "vmdk",
+        Some("vdi") => "vdi",
+        Some("raw") | Some("img") => "raw",
+        _ => bail!(
+            "{}: biovm test boots .raw, .qcow2, .vmdk and .vdi disks",
+            a.artifact.display()
+        ),
+    };
+    let reports = smoke::test_disk(&a.artifact, format, &tools, &modes, &dir, &opts)?;
     let json = serde_json::to_string_pretty(&reports)? + "\n";
     crate::fsutil::write_atomic(&dir.join("report.json"), json.as_bytes())?;
     if a.json {

@@ -430,7 +430,10 @@ fn disk(cx: &mut Ctx<'_>, raw: &RawImage) -> Option<Disk> {
 
 fn formats(cx: &mut Ctx<'_>, raw: &RawImage) -> Vec<Format> {
     match raw.output.as_ref().and_then(|o| o.formats.as_ref()) {
-        Some(list) => word_list(cx, list, ("formats", "format"), &[("raw", Format::Raw)]),
+        Some(list) => {
+            let known: Vec<(&str, Format)> = Format::ALL.iter().map(|f| (f.as_str(), *f)).collect();
+            word_list(cx, list, ("formats", "format"), &known)
+        }
         None => vec![Format::Raw],
     }
 }

@@ -164,18 +164,73 @@ impl BootMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
     Raw,
+    Qcow2,
+    Vmdk,
+    Vdi,
+    Ova,
+    Vagrant,
+    Oci,
+    DockerArchive,
+    Sif,
+    Tarball,
 }
 
 impl Format {
+    pub const ALL: [Format; 10] = [
+        Format::Raw,
+        Format::Qcow2,
+        Format::Vmdk,
+        Format::Vdi,
+        Format::Ova,
+        Format::Vagrant,
+        Format::Oci,
+        Format::DockerArchive,
+        Format::Sif,
+        Format::Tarball,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
+            Format::Ova => "ova",
+            Format::Vagrant => "vagrant",
+            Format::Oci => "oci",
+            Format::DockerArchive => "docker-archive",
+            Format::Sif => "sif",
+            Format::Tarball => "tarball",
         }
     }
+
+    /// The artifact's file (or, for OCI, folder) name suffix.
     pub fn extension(self) -> &'static str {
         match self {
             Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
+            Format::Ova => "ova",
+            Format::Vagrant => "box",
+            Format::Oci => "oci",
+            Format::DockerArchive => "docker.tar",
+            Format::Sif => "sif",
+            Format::Tarball => "rootfs.tar.gz",
         }
+    }
+
+    /// Whether the format holds a bootable disk (versus a container or tree).
+    pub fn is_disk(self) -> bool {
+        matches!(
+            self,
+            Format::Raw
+                | Format::Qcow2
+                | Format::Vmdk
+                | Format::Vdi
+                | Format::Ova
+                | Format::Vagrant
+        )
     }
 }
 

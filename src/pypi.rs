@@ -1,0 +1,238 @@
+//! PyPI packages named by recipes. pip on the build host downloads every
+//! recipe's pinned requirements with their whole dependency closure, as
+//! wheels for the image's Python, into biovm's cache (pip's default index,
+//! or the one `PIP_INDEX_URL` names). Every file's sha256 is recorded in the
+//! lock and checked on later builds. The image gets one isolated
+//! environment, /opt/biovm/venv, installed offline from those files with
+//! hashes required; the system Python is left alone. Entry points are
+//! linked into /usr/local/bin.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::Cmd;
+use crate::config::Recipe;
+use crate::fsutil;
+
+/// Where the environment lives in the image.
+pub const VENV: &str = "/opt/biovm/venv";
+/// The Python of Debian bookworm, which the wheels must fit.
+const PYTHON_VERSION: &str = "3.11";
+
+/// One downloaded distribution file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PypiFile {
+    pub recipe: String,
+    pub file: String,
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+/// A PyPI file whose content is not what the lock pinned.
+#[derive(Debug, thiserror::Error)]
+#[error("recipe {recipe}: PyPI file {file} has sha256 {actual}, but the lock says {expected}")]
+pub struct PypiHashMismatch {
+    pub recipe: String,
+    pub file: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+pub fn requirements(r: &Recipe) -> Vec<String> {
+    r.install
+        .pypi
+        .iter()
+        .map(|p| format!("{}=={}", p.name, p.version))
+        .collect()
+}
+
+/// Download every recipe's requirements (with dependencies) into the cache.
+/// `locked` maps file name → sha256 from the lock; a file that differs is
+/// refused.
+pub fn download(
+    recipes: &[Recipe],
+    cache: &Path,
+    locked: Option<&BTreeMap<String, String>>,
+) -> Result<Vec<PypiFile>> {
+    let mut files = Vec::new();
+    for r in recipes.iter().filter(|r| !r.install.pypi.is_empty()) {
+        // A fresh folder per recipe and run holds exactly this closure
+        // (pip's own HTTP cache keeps repeated downloads cheap).
+        let dir = cache.join("pypi").join(&r.name);
+        fsutil::remove_tree(&dir)?;
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let reqs = requirements(r);
+        Cmd::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--quiet",
+            ])
+            .args(["--only-binary=:all:", "--python-version", PYTHON_VERSION])
+            .args([
+                "--platform",
+                "manylinux2014_x86_64",
+                "--platform",
+                "manylinux_2_28_x86_64",
+            ])
+            .args(["--implementation", "cp", "--dest"])
+            .arg(&dir)
+            .args(&reqs)
+            .run()
+            .with_context(|| {
+                format!(
+                    "recipe {}: downloading {} from PyPI failed",
+                    r.name,
+                    reqs.join(" ")
+                )
+            })?;
+        let mut names: Vec<String> = fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let sha = fsutil::sha256_file(&path)?;
+            if let Some(expected) = locked.and_then(|l| l.get(&name)) {
+                if *expected != sha {
+                    return Err(PypiHashMismatch {
+                        recipe: r.name.clone(),
+                        file: name,
+                        expected: expected.clone(),
+                        actual: sha,
+                    }
+                    .into());
+                }
+            } else if locked.is_some() {
+                bail!(
+                    "recipe {}: PyPI file {name} is not in the lock; run `biovm lock --update`",
+                    r.name
+                );
+            }
+            files.push(PypiFile {
+                recipe: r.name.clone(),
+                file: name,
+                sha256: sha,
+                path,
+            });
+        }
+    }
+    Ok(files)
+}
+
+/// Install `files` into the image's environment at `root`.
+pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let wheels = root.join("tmp/biovm-wheels");
+    fs::create_dir_all(&wheels)?;
+    let mut hashed = String::new();
+    for f in files {
+        fs::copy(&f.path, wheels.join(&f.file))?;
+    }
+    for r in recipes {
+        for req in requirements(r) {
+            hashed.push_str(&req);
+            hashed.push('\n');
+        }
+    }
+    fs::write(wheels.join("requirements.txt"), hashed)?;
+    let chroot = |args: &[&str]| -> Result<()> {
+        Cmd::new("chroot").arg(root).args(args).run()?;
+        Ok(())
+    };
+    chroot(&["python3", "-m", "venv", VENV])?;
+    let pip = format!("{VENV}/bin/pip");
+    chroot(&[
+        &pip,
+        "install",
+        "--disable-pip-version-check",
+        "--no-index",
+        "--no-cache-dir",
+        "--find-links",
+        "/tmp/biovm-wheels",
+        "--requirement",
+        "/tmp/biovm-wheels/requirements.txt",
+    ])
+    .context("installing the PyPI packages into the image failed")?;
+    fsutil::remove_tree(&wheels)?;
+    link_entry_points(root)
+}
+
+/// Link the environment's programs (not Python itself, pip or activate
+/// scripts) into /usr/local/bin so checks and users find them on PATH.
+fn link_entry_points(root: &Path) -> Result<()> {
+    let bin = root.join(VENV.trim_start_matches('/')).join("bin");
+    let dest = root.join("usr/local/bin");
+    fs::create_dir_all(&dest)?;
+    for e in fs::read_dir(&bin)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        let skip = name.starts_with("python")
+            || name.starts_with("pip")
+            || name.starts_with("activate")
+            || name.starts_with("Activate");
+        if skip || dest.join(&name).exists() {
+            continue;
+        }
+        std::os::unix::fs::symlink(format!("{VENV}/bin/{name}"), dest.join(&name))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(dir: &Path) -> Recipe {
+        let p = dir.join("recipes/utilities/humanize.toml");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(
+            &p,
+            "name = \"humanize\"\nsummary = \"s\"\ncategory = \"utilities\"\n\
+             homepage = \"https://example.org\"\nlicense = \"MIT\"\n\
+             [install]\npypi = [\"humanize==4.9.0\"]\n\
+             [check]\ncommand = \"true\"\nexpect = \"x\"\n",
+        )
+        .unwrap();
+        crate::config::load_recipe(&p).unwrap()
+    }
+
+    #[test]
+    #[ignore = "needs the network to PyPI"]
+    fn downloads_wheels_and_refuses_a_changed_hash() {
+        let d = tempfile::tempdir().unwrap();
+        let r = recipe(d.path());
+        let cache = d.path().join("cache");
+        let files = download(std::slice::from_ref(&r), &cache, None).unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].file, "humanize-4.9.0-py3-none-any.whl");
+        assert_eq!(files[0].recipe, "humanize");
+        // The same file, locked: accepted.
+        let ok: BTreeMap<String, String> = files
+            .iter()
+            .map(|f| (f.file.clone(), f.sha256.clone()))
+            .collect();
+        assert_eq!(
+            download(std::slice::from_ref(&r), &cache, Some(&ok)).unwrap(),
+            files
+        );
+        // A lock that pins another hash: refused, naming recipe and both hashes.
+        let bad: BTreeMap<String, String> = files
+            .iter()
+            .map(|f| (f.file.clone(), "0".repeat(64)))
+            .collect();
+        let e = download(std::slice::from_ref(&r), &cache, Some(&bad)).unwrap_err();
+        let m = e.downcast_ref::<PypiHashMismatch>().expect("typed");
+        assert_eq!(
+            (m.recipe.as_str(), m.expected.as_str()),
+            ("humanize", "0".repeat(64).as_str())
+        );
+        assert_eq!(m.actual, files[0].sha256);
+    }
+}
