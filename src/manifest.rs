@@ -40,9 +40,41 @@ pub struct ToolCheck {
     pub expect: String,
     pub status: i32,
     pub timeout: u32,
+    /// Files (absolute paths on the host) the test needs, delivered to the
+    /// guest on the test drive, never baked into the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
 }
 
 impl Tool {
+    /// The recipe's version check (named after the recipe) and each of its
+    /// functional tests (named `recipe/test`).
+    pub fn all_from_recipe(r: &Recipe) -> Vec<Tool> {
+        let mut v = vec![Tool::from_recipe(r)];
+        for t in &r.tests {
+            let dir = r.source.parent().unwrap_or(Path::new("."));
+            v.push(Tool {
+                name: format!("{}/{}", r.name, t.name),
+                category: r.category.clone(),
+                check: ToolCheck {
+                    command: t.script.clone(),
+                    expect: t.expect.as_str().trim_start_matches("(?m)").to_string(),
+                    status: t.status,
+                    timeout: t.timeout_secs,
+                    data: t
+                        .data
+                        .iter()
+                        .map(|d| {
+                            let p = dir.join(d);
+                            p.canonicalize().unwrap_or(p).to_string_lossy().into_owned()
+                        })
+                        .collect(),
+                },
+            });
+        }
+        v
+    }
+
     pub fn from_recipe(r: &Recipe) -> Tool {
         Tool {
             name: r.name.clone(),
@@ -59,6 +91,7 @@ impl Tool {
                     .to_string(),
                 status: r.check.status,
                 timeout: r.check.timeout_secs,
+                data: Vec::new(),
             },
         }
     }
@@ -78,7 +111,11 @@ impl Manifest {
                 .map(|b| b.as_str().to_string())
                 .collect(),
             artifacts,
-            tools: image.recipes.iter().map(Tool::from_recipe).collect(),
+            tools: image
+                .recipes
+                .iter()
+                .flat_map(Tool::all_from_recipe)
+                .collect(),
         }
     }
 

@@ -113,6 +113,22 @@ pub fn bootstrap(
     Ok(())
 }
 
+/// Ask apt, against the image's mirror, whether `packages` install together
+/// (`mmdebstrap --simulate`: indices only, no package downloads).
+pub fn simulate(image: &Image, packages: &[String]) -> Result<()> {
+    let mut c = Cmd::new("mmdebstrap");
+    c.args(["--simulate", "--variant=apt", "--components=main"])
+        .arg(format!("--architectures={}", image.base.architecture))
+        .arg(format!("--include={}", packages.join(",")))
+        .arg(&image.base.suite)
+        .arg("/dev/null");
+    if let Some(m) = &image.base.mirror {
+        c.arg(m);
+    }
+    c.run()?;
+    Ok(())
+}
+
 /// A file the image gets from biovm itself.
 struct Owned<'a> {
     path: &'a str,

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
 
@@ -22,11 +23,25 @@ pub struct PlanArgs {
     /// Print a JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also ask the mirror whether every Debian package and its
+    /// dependencies can be installed together (an apt simulation; nothing
+    /// is downloaded beyond the package indices).
+    #[arg(long)]
+    pub resolve: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: PlanArgs) -> anyhow::Result<ExitCode> {
     let dir = config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
     let image = config::load_image(&a.image, &dir)?;
+    if a.resolve {
+        let packages = crate::rootfs::requested_packages(&image);
+        crate::rootfs::simulate(&image, &packages)
+            .with_context(|| format!("the packages of {} do not resolve", a.image.display()))?;
+        eprintln!(
+            "resolved: {} Debian packages install together",
+            packages.len()
+        );
+    }
     if a.json {
         emit(&format!(
             "{}\n",

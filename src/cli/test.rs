@@ -50,7 +50,11 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
             let dir = crate::config::default_recipe_dir(Some(img), g.recipes.as_deref());
             let image = crate::config::load_image(img, &dir)?;
             (
-                image.recipes.iter().map(Tool::from_recipe).collect(),
+                image
+                    .recipes
+                    .iter()
+                    .flat_map(Tool::all_from_recipe)
+                    .collect(),
                 image.disk.boot.clone(),
             )
         }

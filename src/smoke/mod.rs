@@ -85,8 +85,13 @@ emit start "$(cut -d' ' -f1 /proc/uptime)"
         limit = OUTPUT_LIMIT
     );
     for t in tools {
+        let data = if t.check.data.is_empty() {
+            "-".to_string()
+        } else {
+            format!("\"$here/data/{}\"", t.name)
+        };
         s.push_str(&format!(
-            "check {name} {timeout} \"$here/checks/{name}.sh\"\n",
+            "check {name} {timeout} \"$here/checks/{name}.sh\" {data}\n",
             name = t.name,
             timeout = t.check.timeout
         ));
@@ -126,6 +131,13 @@ pub fn write_checks_drive(tools: &[Tool], path: &Path) -> Result<()> {
             format!("{}\n", t.check.command).as_bytes(),
             0o644,
         )?;
+        for d in &t.check.data {
+            let p = Path::new(d);
+            let bytes = fs::read(p)
+                .with_context(|| format!("{}: cannot read its test data {d}", t.name))?;
+            let base = p.file_name().unwrap_or_default().to_string_lossy();
+            add(&format!("data/{}/{base}", t.name), &bytes, 0o644)?;
+        }
     }
     b.into_inner()?.sync_all()?;
     Ok(())
@@ -409,6 +421,7 @@ mod tests {
                 expect: expect.into(),
                 status,
                 timeout: 60,
+                data: vec![],
             },
         }
     }
@@ -471,6 +484,31 @@ mod tests {
     }
 
     #[test]
+    fn functional_test_data_travels_on_the_drive() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("ref.fa");
+        fs::write(&data, ">chr1\nACGT\n").unwrap();
+        let mut t = tool("x", 0);
+        t.name = "bwa/index".into();
+        t.check.data = vec![data.to_string_lossy().into_owned()];
+        let p = d.path().join("c.tar");
+        write_checks_drive(std::slice::from_ref(&t), &p).unwrap();
+        let mut a = tar::Archive::new(fs::File::open(&p).unwrap());
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["run.sh", "checks/bwa/index.sh", "data/bwa/index/ref.fa"]
+        );
+        assert!(run_script(&[t]).contains(
+            "check bwa/index 60 \"$here/checks/bwa/index.sh\" \"$here/data/bwa/index\"\n"
+        ));
+    }
+
+    #[test]
     fn checks_drive_holds_script_and_checks() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("c.tar");
@@ -483,7 +521,7 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["run.sh", "checks/bwa.sh"]);
         let script = run_script(&[tool("x", 0)]);
-        assert!(script.contains("check bwa 60 \"$here/checks/bwa.sh\""));
+        assert!(script.contains("check bwa 60 \"$here/checks/bwa.sh\" -\n"));
         assert!(script.contains("emit done"));
     }
 }
