@@ -74,3 +74,20 @@ fn a_package_the_archive_lacks_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn the_committed_catalogue_page_is_current() {
+    let o = biovm(&["list", "--markdown"]);
+    assert!(o.status.success());
+    let page = String::from_utf8(o.stdout).unwrap();
+    let rows = page.lines().filter(|l| l.starts_with("| [")).count();
+    assert!(rows >= 150, "{rows} rows");
+    let committed = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("recipes/CATALOGUE.md"),
+    )
+    .unwrap();
+    assert_eq!(
+        page, committed,
+        "run `biovm list --markdown > recipes/CATALOGUE.md`"
+    );
+}

@@ -16,6 +16,13 @@ pub struct ListArgs {
     /// Print a JSON array of recipe objects instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Print the catalogue page (Markdown): tool, category, version, source, check.
+    /// Versions come from the lock of the image given with --lock-image.
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
+    /// Image whose lock gives the versions for --markdown (default: images/biolinux.toml).
+    #[arg(long, value_name = "IMAGE", default_value = "images/biolinux.toml")]
+    pub lock_image: std::path::PathBuf,
 }
 
 pub fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
@@ -42,6 +49,10 @@ pub fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
         .values()
         .filter(|r| a.category.as_ref().map_or(true, |c| &r.category == c))
         .collect();
+    if a.markdown {
+        emit(&markdown(&recipes, &a.lock_image)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.json {
         let list: Vec<Value> = recipes.iter().map(|r| recipe_json(r)).collect();
         emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))?;
@@ -144,4 +155,52 @@ pub(super) fn recipe_json(r: &Recipe) -> Value {
         },
         "tests": r.tests.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
     })
+}
+
+/// The catalogue page: one row per recipe, the version of its first Debian
+/// package from the lock when there is one.
+fn markdown(recipes: &[&Recipe], lock_image: &std::path::Path) -> anyhow::Result<String> {
+    let lock_path = crate::lock::path_for(lock_image);
+    let versions: std::collections::BTreeMap<String, String> = if lock_path.exists() {
+        crate::lock::Lock::read(&lock_path)?
+            .debian
+            .into_iter()
+            .map(|d| (d.name, d.version))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let mut out = String::from(
+        "# The biovm catalogue\n\n| tool | category | version | source | check |\n|---|---|---|---|---|\n",
+    );
+    for r in recipes {
+        let version = r
+            .install
+            .debian
+            .first()
+            .and_then(|p| p.version.clone().or_else(|| versions.get(&p.name).cloned()))
+            .or_else(|| r.install.pypi.first().map(|p| p.version.clone()))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "| [{}]({}) | {} | {} | {} | `{}` |\n",
+            r.name,
+            r.homepage,
+            r.category,
+            cell(&version),
+            sources(r).join(", "),
+            cell(&r.check.command)
+        ));
+    }
+    out.push_str(&format!(
+        "\n{} tools. Versions are those of {} ({}).\n",
+        recipes.len(),
+        lock_path.display(),
+        if versions.is_empty() {
+            "no lock yet: run `biovm lock` to fill them in"
+        } else {
+            "locked"
+        }
+    ));
+    Ok(out)
 }
