@@ -434,23 +434,13 @@ fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
         "packages = [\"less\", \"nano\", \"tree\"]",
     );
     fs::write(&proj, text).unwrap();
-    let o2 = scratch("e2e-lock-mismatch-out");
-    let o = biovm(&[
-        "--recipes",
-        "recipes",
-        "build",
-        proj.to_str().unwrap(),
-        "--out",
-        o2.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        e.contains("no longer matches the image: now also asks for tree")
-            && e.contains("biovm lock --update"),
-        "{e}"
+    build_fails_writing_nothing(
+        &proj,
+        &[
+            "no longer matches the image: now also asks for tree",
+            "biovm lock --update",
+        ],
     );
-    assert!(names_in(&o2).is_empty());
 
     // 2. A locked version the mirror does not have: stopped before anything is written.
     let proj = project_image("e2e-lock-gone");
@@ -463,48 +453,43 @@ fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
         lock.replace(bwa_version, "version = \"0.0.1-1\""),
     )
     .unwrap();
-    let o3 = scratch("e2e-lock-gone-out");
-    let o = biovm(&[
-        "--recipes",
-        "recipes",
-        "build",
-        proj.to_str().unwrap(),
-        "--out",
-        o3.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        e.contains("bwa") && e.contains("0.0.1-1") && e.contains("biovm lock --update"),
-        "{e}"
-    );
-    assert!(names_in(&o3).is_empty(), "{:?}", names_in(&o3));
+    build_fails_writing_nothing(&proj, &["bwa", "0.0.1-1", "biovm lock --update"]);
 
     // 3. A tampered hash in the lock: the archive's signed index disagrees.
     let proj = project_image("e2e-lock-tampered");
+    let zeros = "0".repeat(64);
     fs::write(
         lock_of(&proj),
-        lock.replace(sha, &format!("sha256 = \"{}\"", "0".repeat(64))),
+        lock.replace(sha, &format!("sha256 = \"{zeros}\"")),
     )
     .unwrap();
-    let o4 = scratch("e2e-lock-tampered-out");
+    build_fails_writing_nothing(&proj, &["package bwa ", &zeros, "refusing to build"]);
+}
+
+/// Build `img` into a fresh folder: it must fail with an error containing
+/// every one of `needles` and leave the folder empty.
+fn build_fails_writing_nothing(img: &Path, needles: &[&str]) {
+    // The project folder is <scratch>/<project>/images/minimal.toml.
+    let project = img
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .unwrap();
+    let out = scratch(&format!("{}-out", project.to_string_lossy()));
     let o = biovm(&[
         "--recipes",
         "recipes",
         "build",
-        proj.to_str().unwrap(),
+        img.to_str().unwrap(),
         "--out",
-        o4.to_str().unwrap(),
+        out.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        e.contains("package bwa ")
-            && e.contains(&"0".repeat(64))
-            && e.contains("refusing to build"),
-        "{e}"
-    );
-    assert!(names_in(&o4).is_empty(), "{:?}", names_in(&o4));
+    for n in needles {
+        assert!(e.contains(n), "missing {n:?} in: {e}");
+    }
+    assert!(names_in(&out).is_empty(), "{:?}", names_in(&out));
 }
 
 #[test]
