@@ -72,8 +72,10 @@ exec >{tty} 2>&1 </dev/null
 stty -F {tty} raw -echo 2>/dev/null || true
 emit() {{ printf 'BIOVM %s\n' "$*"; }}
 check() {{
+    # name timeout script data-folder|-
     t0=$(date +%s%N)
-    out=$(cd /root && timeout -k 5 "$2" sh "$3" 2>&1 </dev/null)
+    if [ "$4" = - ]; then w=/root; else w=$(mktemp -d /tmp/biovm-test.XXXXXX); cp -r "$4/." "$w"; fi
+    out=$(cd "$w" && timeout -k 5 "$2" sh "$3" 2>&1 </dev/null)
     rc=$?
     t1=$(date +%s%N)
     emit check "$1" "$rc" "$(( (t1 - t0) / 1000000 ))" "$(printf '%s' "$out" | head -c {limit} | base64 -w0)"
