@@ -53,14 +53,7 @@ fn minimal() -> &'static Path {
         assert!(o.status.success(), "lock failed");
         assert!(String::from_utf8_lossy(&o.stdout).contains("minimal.lock written"));
         let out = scratch("e2e-minimal");
-        let o = biovm(&[
-            "--recipes",
-            "recipes",
-            "build",
-            img.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = build_into(&img, &out);
         assert!(o.status.success(), "build failed");
         out
     })
@@ -77,6 +70,18 @@ fn project_image(name: &str) -> PathBuf {
 
 fn lock_of(img: &Path) -> PathBuf {
     img.with_extension("lock")
+}
+
+/// `biovm build IMG --out OUT` with the repository's recipes.
+fn build_into(img: &Path, out: &Path) -> Output {
+    biovm(&[
+        "--recipes",
+        "recipes",
+        "build",
+        img.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -482,14 +487,7 @@ fn build_fails_writing_nothing(img: &Path, needles: &[&str]) {
         .and_then(Path::file_name)
         .unwrap();
     let out = scratch(&format!("{}-out", project.to_string_lossy()));
-    let o = biovm(&[
-        "--recipes",
-        "recipes",
-        "build",
-        img.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = build_into(img, &out);
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     for n in needles {
@@ -509,14 +507,7 @@ fn two_builds_from_one_lock_give_identical_container_artifacts() {
     // Another folder, another wall-clock time.
     std::thread::sleep(Duration::from_secs(2));
     let second = scratch("e2e-minimal-again");
-    let o = biovm(&[
-        "--recipes",
-        "recipes",
-        "build",
-        img.to_str().unwrap(),
-        "--out",
-        second.to_str().unwrap(),
-    ]);
+    let o = build_into(&img, &second);
     assert!(o.status.success(), "second build failed");
     let sums = fs::read_to_string(first.join("SHA256SUMS")).unwrap();
     assert_eq!(sums.lines().count(), 10, "every format is summed:\n{sums}");

@@ -485,6 +485,14 @@ mod tests {
         );
     }
 
+    fn entry_names(tar_file: &Path) -> Vec<String> {
+        tar::Archive::new(fs::File::open(tar_file).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn functional_test_data_travels_on_the_drive() {
         let d = tempfile::tempdir().unwrap();
@@ -495,12 +503,7 @@ mod tests {
         t.check.data = vec![data.to_string_lossy().into_owned()];
         let p = d.path().join("c.tar");
         write_checks_drive(std::slice::from_ref(&t), &p).unwrap();
-        let mut a = tar::Archive::new(fs::File::open(&p).unwrap());
-        let names: Vec<String> = a
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names = entry_names(&p);
         assert_eq!(
             names,
             vec!["run.sh", "checks/bwa/index.sh", "data/bwa/index/ref.fa"]
@@ -515,12 +518,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("c.tar");
         write_checks_drive(&[tool("x", 0)], &p).unwrap();
-        let mut a = tar::Archive::new(fs::File::open(&p).unwrap());
-        let names: Vec<String> = a
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
+        let names = entry_names(&p);
         assert_eq!(names, vec!["run.sh", "checks/bwa.sh"]);
         let script = run_script(&[tool("x", 0)]);
         assert!(script.contains("check bwa 60 \"$here/checks/bwa.sh\" -\n"));
