@@ -4,8 +4,8 @@
 //!
 //! The checks travel on a second, read-only drive with serial
 //! `biovm-checks`: a tar archive holding `run.sh` and one script per check.
-//! The image's own agent (see `rootfs::SMOKE_AGENT`) runs it when that
-//! drive appears. Results come back as lines on the second serial port:
+//! The image's own agent (see `rootfs::SMOKE_AGENT`), started early in
+//! sysinit, finds that drive through sysfs and runs it. Results come back as lines on the second serial port:
 //!
 //! ```text
 //! BIOVM start <guest uptime seconds>
@@ -74,13 +74,17 @@ emit() {{ printf 'BIOVM %s\n' "$*"; }}
 check() {{
     # name timeout script data-folder|-
     t0=$(date +%s%N)
-    if [ "$4" = - ]; then w=/root; else w=$(mktemp -d /tmp/biovm-test.XXXXXX); cp -r "$4/." "$w"; fi
+    if [ "$4" = - ]; then w=$HOME; else w=$(mktemp -d "$here/work.XXXXXX"); cp -r "$4/." "$w"; fi
     out=$(cd "$w" && timeout -k 5 "$2" sh "$3" 2>&1 </dev/null)
     rc=$?
     t1=$(date +%s%N)
     emit check "$1" "$rc" "$(( (t1 - t0) / 1000000 ))" "$(printf '%s' "$out" | head -c {limit} | base64 -w0)"
 }}
 here=$(pwd)
+# The checks may start before the root filesystem is writable: they work
+# in /run (a tmpfs), never in the image.
+export HOME="$here/home" TMPDIR="$here/tmp"
+mkdir -p "$HOME" "$TMPDIR"
 emit start "$(cut -d' ' -f1 /proc/uptime)"
 "#,
         tty = RESULTS_TTY,
@@ -105,7 +109,7 @@ emit start "$(cut -d' ' -f1 /proc/uptime)"
 info system-state 'timeout 60 systemctl is-system-running --wait; systemctl --failed --no-legend --plain'\n\
 info time 'systemd-analyze time --no-pager'\n\
 info blame 'systemd-analyze blame --no-pager | head -n 25'\n\
-info critical-chain 'systemd-analyze critical-chain --no-pager \"biovm-smoke@$(basename \"$DEVICE\").service\"'\n",
+info critical-chain 'systemd-analyze critical-chain --no-pager biovm-smoke.service'\n",
     );
     s.push_str("emit done\nsync\nsystemctl poweroff --force --force\n");
     s
