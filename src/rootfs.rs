@@ -14,15 +14,14 @@ use crate::cmd::Cmd;
 use crate::config::Image;
 use crate::disk::DiskIds;
 
-/// Debian packages every image gets, whatever its recipes: a kernel that
-/// boots on KVM, Xen/EC2 and VirtualBox, systemd, SSH and the basics a
-/// researcher expects on a server.
+/// Debian packages every image gets, whatever its recipes, beside its
+/// kernel (`config::Kernel`): systemd, SSH and the basics a researcher
+/// expects on a server.
 pub const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
     "dbus",
     "e2fsprogs",
     "initramfs-tools",
-    "linux-image-cloud-amd64",
     "netbase",
     "openssh-server",
     "sudo",
@@ -36,6 +35,7 @@ pub const BASE_PACKAGES: &[&str] = &[
 /// image's own list, and `BASE_PACKAGES`), in apt's `name[=version]` form.
 pub fn requested_packages(image: &Image) -> Vec<String> {
     let mut set: BTreeSet<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
+    set.insert(image.base.kernel.package().into());
     if needs_locales(&image.system.locale) {
         set.insert("locales".into());
     }

@@ -207,48 +207,158 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
     assert_eq!(m["artifacts"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
+/// The VM artifacts of the minimal image and the controller each boots on.
+const VM_CELLS: &[(&str, &str)] = &[
+    ("minimal.raw", "nvme"),
+    ("minimal.qcow2", "virtio"),
+    ("minimal.vmdk", "ahci"),
+    ("minimal.vdi", "ahci"),
+    ("minimal.ova", "ahci"),
+    ("minimal.box", "ahci"),
+];
+
 #[test]
 #[ignore = "needs root, network and minutes"]
-fn boots_under_uefi_and_bios_and_every_check_passes() {
+fn the_whole_vm_matrix_boots_and_every_check_passes() {
     let out = minimal();
-    let disk = out.join("minimal.raw");
-    let before = fs::metadata(&disk).unwrap().modified().unwrap();
-    let sha_before = biovm_sha(&disk);
+    let before: Vec<(String, String)> = VM_CELLS
+        .iter()
+        .map(|(a, _)| (a.to_string(), biovm_sha(&out.join(a))))
+        .collect();
     let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
-    let o = biovm(&["test", disk.to_str().unwrap()]);
+    let t0 = Instant::now();
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "test",
+        "images/minimal.toml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    eprintln!("matrix: {:.0} s", t0.elapsed().as_secs_f64());
     assert!(o.status.success(), "biovm test failed");
     let stdout = String::from_utf8_lossy(&o.stdout);
-    for fw in ["uefi", "bios"] {
-        assert!(
-            stdout.contains(&format!("{fw}: PASSED")),
-            "{fw} did not pass:\n{stdout}"
-        );
-        for tool in ["bcftools", "bwa", "fastp", "minimap2", "samtools"] {
-            let row = stdout
-                .lines()
-                .find(|l| l.starts_with(fw) && l.split_whitespace().nth(1) == Some(tool))
-                .unwrap_or_else(|| panic!("no row for {tool} under {fw}:\n{stdout}"));
-            assert!(row.ends_with("passed"), "{row}");
+    for (art, bus) in VM_CELLS {
+        for fw in ["uefi", "bios"] {
+            assert!(
+                stdout.contains(&format!("{art} {fw}: PASSED (tcg, {bus},"))
+                    || stdout.contains(&format!("{art} {fw}: PASSED (kvm, {bus},")),
+                "{art} under {fw} did not pass on {bus}:\n{stdout}"
+            );
+            for tool in ["bcftools", "bwa", "fastp", "minimap2", "samtools"] {
+                let row = stdout
+                    .lines()
+                    .find(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.len() > 2 && f[0] == *art && f[1] == fw && f[2] == tool
+                    })
+                    .unwrap_or_else(|| panic!("no row for {tool} in {art} under {fw}:\n{stdout}"));
+                assert!(row.ends_with("passed"), "{row}");
+            }
         }
     }
-    // The report and serial logs are kept next to each other.
+    // JSON and JUnit reports, and every boot's console log, side by side.
     let rd = out.join("minimal.test");
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(rd.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report.as_array().unwrap().len(), 2);
+    assert_eq!(report.as_array().unwrap().len(), 2 * VM_CELLS.len());
     for r in report.as_array().unwrap() {
         assert!(r["boot_secs"].as_f64().unwrap() > 0.0);
-        let log =
-            fs::read_to_string(rd.join(format!("{}.serial.log", r["firmware"].as_str().unwrap())))
-                .unwrap_or_default();
+        let log = fs::read_to_string(r["serial_log"].as_str().unwrap()).unwrap_or_default();
         assert!(
             log.contains("Linux version"),
-            "the serial log holds the guest's console"
+            "the serial log holds the guest's console: {r}"
         );
     }
-    // The artifact is exactly as it shipped.
-    assert_eq!(fs::metadata(&disk).unwrap().modified().unwrap(), before);
-    assert_eq!(biovm_sha(&disk), sha_before);
+    let junit = fs::read_to_string(rd.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testsuite ").count(), 2 * VM_CELLS.len());
+    assert!(junit.contains("name=\"minimal.box bios\""), "{junit}");
+    assert!(!junit.contains("<failure"), "{junit}");
+    // The artifacts are exactly as they shipped.
+    for (a, sha) in before {
+        assert_eq!(biovm_sha(&out.join(&a)), sha, "{a} changed");
+    }
+}
+
+/// Breaking one firmware's bootloader fails exactly that firmware's cell;
+/// breaking one format's disk fails exactly that format's cells; both fail
+/// fast (the console shows it), not after the boot timeout.
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
+    let out = minimal();
+    let d = scratch("e2e-sabotage");
+    // A build folder with two artifacts: the raw disk without its UEFI
+    // bootloader, and a qcow2 disk whose root filesystem is gone.
+    let raw = d.join("minimal.raw");
+    fs::copy(out.join("minimal.raw"), &raw).unwrap();
+    let o = Command::new("mdel")
+        .arg("-i")
+        .arg(format!("{}@@2M", raw.display()))
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let broken = d.join("broken.raw");
+    fs::copy(out.join("minimal.raw"), &broken).unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&broken).unwrap();
+        // The ext4 superblock (1 KiB into the root partition at 66 MiB).
+        f.seek(SeekFrom::Start((66 << 20) + 1024)).unwrap();
+        f.write_all(&[0u8; 1024]).unwrap();
+    }
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&broken)
+        .arg(d.join("minimal.qcow2"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::remove_file(&broken).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("minimal.manifest.json")).unwrap())
+            .unwrap();
+    m["artifacts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|a| a["format"] == "raw" || a["format"] == "qcow2");
+    fs::write(d.join("minimal.manifest.json"), m.to_string()).unwrap();
+
+    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "test",
+        "images/minimal.toml",
+        "--out",
+        d.to_str().unwrap(),
+        "--boot-timeout",
+        "400",
+    ]);
+    let secs = t0.elapsed().as_secs();
+    assert_eq!(o.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stdout.contains("minimal.raw bios: PASSED"), "{stdout}");
+    for cell in [
+        "minimal.raw uefi",
+        "minimal.qcow2 uefi",
+        "minimal.qcow2 bios",
+    ] {
+        assert!(
+            stdout.contains(&format!("{cell}: FAILED")),
+            "{cell}: {stdout}"
+        );
+        assert!(
+            stderr.contains(&format!("{cell}: ")),
+            "{cell} named at the end: {stderr}"
+        );
+    }
+    assert!(stderr.starts_with("3 of 4 boots failed"), "{stderr}");
+    // Failing fast: well before the 400 s boot timeout.
+    assert!(secs < 400, "took {secs} s");
 }
 
 fn biovm_sha(p: &Path) -> String {
@@ -288,7 +398,9 @@ fn a_wrong_check_pattern_fails_and_names_the_tool() {
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains("samtools under bios: FAILED: output does not match /^samtools 9\\.\\d+/"),
+        stderr.contains(
+            "samtools in minimal.raw under bios: FAILED: output does not match /^samtools 9\\.\\d+/"
+        ),
         "{stderr}"
     );
     // Only samtools failed.

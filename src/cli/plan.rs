@@ -105,6 +105,11 @@ fn render(image: &Image, out: &Path) -> String {
         "mirror",
         b.mirror.as_deref().unwrap_or("mmdebstrap default"),
     );
+    kv(
+        &mut s,
+        "kernel",
+        &format!("{} ({})", b.kernel.as_str(), b.kernel.package()),
+    );
 
     s.push_str(&format!("recipes ({}):\n", image.recipes.len()));
     let w = image
@@ -209,6 +214,7 @@ fn plan_json(image: &Image, out: &Path) -> Value {
             "suite": b.suite,
             "architecture": b.architecture,
             "mirror": b.mirror,
+            "kernel": b.kernel.as_str(),
             "packages": b.packages.iter().map(|p| p.apt_spec()).collect::<Vec<_>>(),
         },
         "recipes": image.recipes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),

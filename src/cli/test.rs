@@ -1,14 +1,14 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
 use super::GlobalArgs;
-use crate::config::BootMode;
+use crate::config::{BootMode, Format};
 use crate::manifest::{Manifest, Tool};
-use crate::smoke::{self, report, TestOptions};
+use crate::smoke::{self, report, Cell, TestOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Firmware {
@@ -18,19 +18,24 @@ pub enum Firmware {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// A built disk (e.g. out/minimal.raw).
-    pub artifact: PathBuf,
+    /// An image file (images/minimal.toml: test every artifact its build
+    /// wrote to --out) or one built artifact (out/minimal.qcow2).
+    pub target: PathBuf,
     /// Take the checks from this image file (and its recipes) instead of the
-    /// manifest written next to the artifact at build time.
+    /// manifest written next to the artifacts at build time.
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<PathBuf>,
+    /// Where the build wrote the artifacts (when TARGET is an image file).
+    #[arg(long, default_value = "out", value_name = "DIR")]
+    pub out: PathBuf,
     /// Firmware to boot with (repeatable; default: the image's boot modes).
     #[arg(long, value_enum)]
     pub firmware: Vec<Firmware>,
     /// Guests booted at once (default: one per core).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// Seconds to wait for the guest to reach its checks.
+    /// Seconds to wait for a guest to reach its checks; a guest that does
+    /// not is killed and reported.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub boot_timeout: u64,
     /// Guest memory in MiB.
@@ -41,31 +46,120 @@ pub struct TestArgs {
     pub json: bool,
 }
 
-pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
-    if !a.artifact.is_file() {
-        bail!("{} does not exist or is not a file", a.artifact.display());
-    }
-    let (tools, boot): (Vec<Tool>, Vec<BootMode>) = match &a.image {
-        Some(img) => {
-            let dir = crate::config::default_recipe_dir(Some(img), g.recipes.as_deref());
-            let image = crate::config::load_image(img, &dir)?;
-            (
-                image
-                    .recipes
-                    .iter()
-                    .flat_map(Tool::all_from_recipe)
-                    .collect(),
-                image.disk.boot.clone(),
+/// What to test: artifacts (path and format), the checks, the firmware.
+struct Plan {
+    artifacts: Vec<(PathBuf, Format)>,
+    tools: Vec<Tool>,
+    boot: Vec<BootMode>,
+    /// Where the reports go.
+    report_dir: PathBuf,
+}
+
+fn format_named(name: &str) -> Option<Format> {
+    Format::ALL.iter().copied().find(|f| f.as_str() == name)
+}
+
+fn tools_of_image(
+    g: &GlobalArgs,
+    img: &Path,
+) -> anyhow::Result<(String, Vec<Tool>, Vec<BootMode>)> {
+    let dir = crate::config::default_recipe_dir(Some(img), g.recipes.as_deref());
+    let image = crate::config::load_image(img, &dir)?;
+    let tools = image
+        .recipes
+        .iter()
+        .flat_map(Tool::all_from_recipe)
+        .collect();
+    Ok((image.name.clone(), tools, image.disk.boot.clone()))
+}
+
+fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
+    let is_image = a.target.extension().is_some_and(|e| e == "toml");
+    if is_image {
+        let (name, tools, boot) = tools_of_image(g, &a.target)?;
+        let mpath = Manifest::path_for(&a.out, &name);
+        let m = Manifest::read(&mpath).with_context(|| {
+            format!(
+                "no build of {} in {} (run `biovm build {} --out {}` first)",
+                a.target.display(),
+                a.out.display(),
+                a.target.display(),
+                a.out.display()
             )
+        })?;
+        let mut artifacts = Vec::new();
+        for art in &m.artifacts {
+            let f = format_named(&art.format)
+                .with_context(|| format!("{}: unknown format {:?}", mpath.display(), art.format))?;
+            let p = a.out.join(&art.file);
+            if !p.is_file() {
+                bail!(
+                    "{} lists {} but it is missing",
+                    mpath.display(),
+                    p.display()
+                );
+            }
+            artifacts.push((p, f));
         }
-        None => {
-            let m = Manifest::for_artifact(&a.artifact)?;
-            let b = m.boot_modes();
-            (m.tools, b)
+        return Ok(Plan {
+            artifacts,
+            tools,
+            boot,
+            report_dir: a.out.join(format!("{name}.test")),
+        });
+    }
+    if !a.target.is_file() {
+        bail!("{} does not exist or is not a file", a.target.display());
+    }
+    let file = a
+        .target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let manifest = Manifest::for_artifact(&a.target);
+    let (tools, boot) = match (&a.image, &manifest) {
+        (Some(img), _) => {
+            let (_, t, b) = tools_of_image(g, img)?;
+            (t, b)
         }
+        (None, Ok(m)) => (m.tools.clone(), m.boot_modes()),
+        (None, Err(e)) => bail!("{e:#}"),
     };
+    let from_manifest = manifest.ok().and_then(|m| {
+        m.artifacts
+            .iter()
+            .find(|x| x.file == file)
+            .and_then(|x| format_named(&x.format))
+    });
+    let format = match from_manifest {
+        Some(f) => f,
+        None => match a.target.extension().and_then(|e| e.to_str()) {
+            Some("raw") | Some("img") => Format::Raw,
+            Some(e) => Format::ALL
+                .iter()
+                .copied()
+                .find(|f| f.is_disk() && f.extension().trim_start_matches('.') == e)
+                .with_context(|| {
+                    format!(
+                        "{}: not a disk biovm can boot (.raw, .qcow2, .vmdk, .vdi, .ova, .box)",
+                        a.target.display()
+                    )
+                })?,
+            None => bail!("{}: cannot tell its format", a.target.display()),
+        },
+    };
+    Ok(Plan {
+        artifacts: vec![(a.target.clone(), format)],
+        tools,
+        boot,
+        report_dir: smoke::report_dir_for(&a.target),
+    })
+}
+
+pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
+    let p = plan(g, &a)?;
     let modes: Vec<BootMode> = if a.firmware.is_empty() {
-        boot
+        p.boot.clone()
     } else {
         a.firmware
             .iter()
@@ -75,37 +169,55 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
             })
             .collect()
     };
+    let cells: Vec<Cell> = smoke::vm_cells(&p.artifacts, &modes);
+    let skipped: Vec<String> = p
+        .artifacts
+        .iter()
+        .filter(|(_, f)| !f.is_disk())
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    if cells.is_empty() {
+        bail!(
+            "nothing to boot: {} (container artifacts are checked by their own runner)",
+            skipped.join(", ")
+        );
+    }
     crate::doctor::require(crate::doctor::Need::Test)?;
     let opts = TestOptions {
         boot_timeout: Duration::from_secs(a.boot_timeout),
         jobs: a.jobs.unwrap_or_else(smoke::default_jobs),
         memory_mib: a.memory,
     };
-    let dir = smoke::report_dir_for(&a.artifact);
-    // QEMU reads these formats directly (through its snapshot overlay).
-    let format = match a.artifact.extension().and_then(|e| e.to_str()) {
-        Some("qcow2") => "qcow2",
-        Some("vmdk") => "vmdk",
-        Some("vdi") => "vdi",
-        Some("raw") | Some("img") => "raw",
-        _ => bail!(
-            "{}: biovm test boots .raw, .qcow2, .vmdk and .vdi disks",
-            a.artifact.display()
-        ),
-    };
-    let reports = smoke::test_disk(&a.artifact, format, &tools, &modes, &dir, &opts)?;
+    let reports: Vec<report::BootReport> = smoke::run_cells(&cells, &p.tools, &p.report_dir, &opts)
+        .into_iter()
+        .zip(&cells)
+        .map(|(r, c)| r.unwrap_or_else(|e| report::BootReport::failed_to_start(c, &e)))
+        .collect();
     let json = serde_json::to_string_pretty(&reports)? + "\n";
-    crate::fsutil::write_atomic(&dir.join("report.json"), json.as_bytes())?;
+    crate::fsutil::write_atomic(&p.report_dir.join("report.json"), json.as_bytes())?;
+    crate::fsutil::write_atomic(
+        &p.report_dir.join("junit.xml"),
+        report::junit(&reports).as_bytes(),
+    )?;
     if a.json {
         print!("{json}");
     } else {
-        print!("{}", report::table(&a.artifact, &reports));
+        print!("{}", report::table(&reports));
+        println!(
+            "reports: {} (JSON), {} (JUnit)",
+            p.report_dir.join("report.json").display(),
+            p.report_dir.join("junit.xml").display()
+        );
     }
     let failures = report::failures(&reports);
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} failed:", a.artifact.display());
+        eprintln!(
+            "{} of {} boots failed:",
+            reports.iter().filter(|r| !r.passed()).count(),
+            reports.len()
+        );
         for f in failures {
             eprintln!("  {f}");
         }

@@ -9,7 +9,8 @@ use toml::Spanned;
 
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
 use super::model::{
-    Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Recipe, System, User,
+    Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe, System,
+    User,
 };
 use super::raw::{RawBase, RawFile, RawImage, RawSelection, RawSystem};
 use super::recipe::{load_all, read_text};
@@ -114,6 +115,8 @@ pub fn load_image_and_catalog(
     let system = system(&mut cx, &raw.system, &image_dir);
     let disk = disk(&mut cx, &raw);
     let formats = formats(&mut cx, &raw);
+    let mut base = base;
+    base.kernel = kernel(&mut cx, raw.base.get_ref(), &formats);
 
     // The catalogue: the recipe folder plus the image's extra folders.
     let default_sel = RawSelection::default();
@@ -231,6 +234,56 @@ fn base(cx: &mut Ctx<'_>, b: &RawBase) -> Base {
         architecture,
         mirror,
         packages: deb_packages(cx, &b.packages),
+        // Settled by `kernel` once the formats are known.
+        kernel: Kernel::Cloud,
+    }
+}
+
+/// `base.kernel`: as written, or `generic` when a VirtualBox format is
+/// built (the cloud kernel has no AHCI driver), else `cloud`.
+fn kernel(cx: &mut Ctx<'_>, b: &RawBase, formats: &[Format]) -> Kernel {
+    let virtualbox: Vec<&str> = formats
+        .iter()
+        .filter(|f| f.for_virtualbox())
+        .map(|f| f.as_str())
+        .collect();
+    let Some(k) = &b.kernel else {
+        return if virtualbox.is_empty() {
+            Kernel::Cloud
+        } else {
+            Kernel::Generic
+        };
+    };
+    let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.as_str()).collect();
+    match Kernel::ALL.iter().find(|x| x.as_str() == k.get_ref()) {
+        Some(Kernel::Cloud) if !virtualbox.is_empty() => {
+            let d = cx
+                .diag(
+                    k.span(),
+                    format!(
+                        "kernel `cloud` cannot boot the VirtualBox formats {}",
+                        quoted_list(&virtualbox)
+                    ),
+                )
+                .with_help(
+                    "the cloud kernel has no AHCI (SATA) driver; use kernel = \"generic\" or drop those formats",
+                );
+            cx.push(d);
+            Kernel::Cloud
+        }
+        Some(x) => *x,
+        None => {
+            let d = cx
+                .diag(k.span(), format!("unknown kernel `{}`", k.get_ref()))
+                .with_suggestion(k.get_ref(), names.iter().copied());
+            let d = if d.help.is_none() {
+                d.with_help(format!("supported: {}", quoted_list(&names)))
+            } else {
+                d
+            };
+            cx.push(d);
+            Kernel::Cloud
+        }
     }
 }
 

@@ -113,6 +113,37 @@ pub struct Base {
     pub mirror: Option<String>,
     /// Extra Debian packages beyond the recipes' (e.g. an editor).
     pub packages: Vec<DebPackage>,
+    pub kernel: Kernel,
+}
+
+/// Which Debian kernel the image boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// `linux-image-cloud-amd64`: small, for KVM clouds and EC2 (virtio,
+    /// NVMe, ENA, Xen), without the drivers of physical or VirtualBox
+    /// hardware (no AHCI).
+    Cloud,
+    /// `linux-image-amd64`: every driver, for VirtualBox and hardware too.
+    Generic,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 2] = [Kernel::Cloud, Kernel::Generic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kernel::Cloud => "cloud",
+            Kernel::Generic => "generic",
+        }
+    }
+
+    /// The Debian package (its metapackage, following the suite's kernel).
+    pub fn package(self) -> &'static str {
+        match self {
+            Kernel::Cloud => "linux-image-cloud-amd64",
+            Kernel::Generic => "linux-image-amd64",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +207,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// Formats made for VirtualBox, whose disks sit on an AHCI (SATA)
+    /// controller.
+    pub fn for_virtualbox(self) -> bool {
+        matches!(
+            self,
+            Format::Vmdk | Format::Vdi | Format::Ova | Format::Vagrant
+        )
+    }
+
     pub const ALL: [Format; 10] = [
         Format::Raw,
         Format::Qcow2,

@@ -127,6 +127,9 @@ pub struct RawBase {
     pub architecture: Option<Spanned<String>>,
     /// A Debian mirror URL; default: the bootstrap tool's default mirror.
     pub mirror: Option<Spanned<String>>,
+    /// `cloud` or `generic`; default: `generic` when a VirtualBox format
+    /// is built, else `cloud`.
+    pub kernel: Option<Spanned<String>>,
     /// Extra Debian packages: `name` or `name=version`.
     #[serde(default)]
     pub packages: Vec<Spanned<String>>,

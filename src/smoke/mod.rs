@@ -27,9 +27,9 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use regex::Regex;
 
-use crate::config::BootMode;
+use crate::config::{BootMode, Format};
 use crate::manifest::Tool;
-pub use qemu::Accel;
+pub use qemu::{Accel, Bus};
 pub use report::{BootReport, CheckOutcome, CheckResult};
 
 /// The serial device the results go to inside the guest.
@@ -110,7 +110,6 @@ emit start "$(cut -d' ' -f1 /proc/uptime)"
     s.push_str(
         "if [ -z \"${BIOVM_CONTAINER:-}\" ]; then\n\
 info() { emit info \"$1\" \"$(sh -c \"$2\" 2>&1 | head -c 16384 | base64 -w0)\"; }\n\
-info system-state 'timeout 60 systemctl is-system-running --wait; systemctl --failed --no-legend --plain'\n\
 info time 'systemd-analyze time --no-pager'\n\
 info blame 'systemd-analyze blame --no-pager | head -n 25'\n\
 info critical-chain 'systemd-analyze critical-chain --no-pager biovm-smoke.service'\n\
@@ -211,6 +210,32 @@ fn parse_line(l: &str) -> Option<Line> {
     }
 }
 
+/// What firmware, GRUB, the kernel and the initramfs print when a boot has
+/// failed for good.
+const FATAL_CONSOLE: &[&str] = &[
+    "No bootable device",
+    "No bootable option or device was found",
+    "error: no such device",
+    "grub rescue>",
+    "Kernel panic - not syncing",
+    "Dropping to a shell",
+];
+
+/// The first console line (after byte `seen`) that shows a failed boot.
+/// Only complete lines are examined; `seen` advances past them.
+fn fatal_console_line(console: &Path, seen: &mut usize) -> Option<String> {
+    let bytes = fs::read(console).ok()?;
+    let end = bytes[..].iter().rposition(|b| *b == b'\n')? + 1;
+    if end <= *seen {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&bytes[*seen..end]).into_owned();
+    *seen = end;
+    text.lines()
+        .find(|l| FATAL_CONSOLE.iter().any(|p| l.contains(p)))
+        .map(|l| l.trim().chars().filter(|c| !c.is_control()).collect())
+}
+
 /// Judge one check's result against its tool's expectations.
 pub fn judge(tool: &Tool, status: i32, output: &str) -> CheckOutcome {
     if status == 124 || status == 137 {
@@ -233,23 +258,138 @@ pub fn judge(tool: &Tool, status: i32, output: &str) -> CheckOutcome {
     }
 }
 
-/// Boot `disk` once under `firmware` and run every check.
+/// One cell of the test matrix: an artifact booted under one firmware on
+/// its destination's disk controller.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub artifact: PathBuf,
+    pub format: Format,
+    pub firmware: BootMode,
+    pub bus: Bus,
+}
+
+impl Cell {
+    /// `raw-uefi`, `ova-bios`...: names the cell's logs.
+    pub fn label(&self) -> String {
+        format!("{}-{}", self.format.as_str(), self.firmware.as_str())
+    }
+}
+
+/// The VM cells for `artifacts` (disk formats only), every firmware each.
+pub fn vm_cells(artifacts: &[(PathBuf, Format)], modes: &[BootMode]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (path, format) in artifacts {
+        if !format.is_disk() {
+            continue;
+        }
+        for m in modes {
+            cells.push(Cell {
+                artifact: path.clone(),
+                format: *format,
+                firmware: *m,
+                bus: Bus::for_format(*format),
+            });
+        }
+    }
+    cells
+}
+
+/// The disk QEMU boots for `cell`, and its QEMU format name. OVA and
+/// Vagrant boxes carry a streamOptimized VMDK inside a tar (gzip-compressed
+/// for Vagrant): it is copied out to `scratch`, as VirtualBox would import it.
+fn bootable_disk(cell: &Cell, scratch: &Path) -> Result<(PathBuf, &'static str)> {
+    Ok(match cell.format {
+        Format::Raw => (cell.artifact.clone(), "raw"),
+        Format::Qcow2 => (cell.artifact.clone(), "qcow2"),
+        Format::Vmdk => (cell.artifact.clone(), "vmdk"),
+        Format::Vdi => (cell.artifact.clone(), "vdi"),
+        Format::Ova | Format::Vagrant => {
+            extract_vmdk(&cell.artifact, scratch)?;
+            (scratch.to_path_buf(), "vmdk")
+        }
+        f => anyhow::bail!(
+            "{}: a {} artifact is not a disk to boot",
+            cell.artifact.display(),
+            f.as_str()
+        ),
+    })
+}
+
+/// Copy the first `.vmdk` member of the (possibly gzip-compressed) tar
+/// `archive` to `dest`.
+pub fn extract_vmdk(archive: &Path, dest: &Path) -> Result<()> {
+    use std::io::Read;
+    let open =
+        || fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()));
+    let mut magic = [0u8; 2];
+    let gz = open()?.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(open()?))
+    } else {
+        Box::new(open()?)
+    };
+    let mut ar = tar::Archive::new(reader);
+    for e in ar
+        .entries()
+        .with_context(|| format!("{} is not a tar archive", archive.display()))?
+    {
+        let mut e = e.with_context(|| format!("reading {}", archive.display()))?;
+        let name = e.path()?.to_string_lossy().into_owned();
+        if name.ends_with(".vmdk") {
+            let mut out = fs::File::create(dest)
+                .with_context(|| format!("cannot create {}", dest.display()))?;
+            std::io::copy(&mut e, &mut out)
+                .with_context(|| format!("extracting {name} from {}", archive.display()))?;
+            return Ok(());
+        }
+    }
+    anyhow::bail!("{} holds no .vmdk disk", archive.display())
+}
+
+/// Checks of the booted system itself, run after the tools' checks in
+/// every VM boot (not in containers).
+pub fn system_checks() -> Vec<Tool> {
+    vec![Tool {
+        name: "system/boot-finished".into(),
+        category: "system".into(),
+        check: crate::manifest::ToolCheck {
+            // `running` means every unit started; otherwise the failed ones
+            // are listed.
+            command: "timeout 240 systemctl is-system-running --wait\nsystemctl --failed --no-legend --plain"
+                .into(),
+            expect: "^running$".into(),
+            status: 0,
+            timeout: 260,
+            data: vec![],
+        },
+    }]
+}
+
+/// Boot `cell` once and run every check.
 pub fn boot_and_check(
-    disk: &Path,
-    disk_format: &str,
+    cell: &Cell,
     tools: &[Tool],
-    firmware: BootMode,
     run_dir: &Path,
     cpus: u32,
     opts: &TestOptions,
 ) -> Result<BootReport> {
     fs::create_dir_all(run_dir)?;
-    let checks = run_dir.join(format!("{}.checks.tar", firmware.as_str()));
+    let label = cell.label();
+    let firmware = cell.firmware;
+    let all: Vec<Tool> = tools.iter().cloned().chain(system_checks()).collect();
+    let tools = &all[..];
+    let checks = run_dir.join(format!("{label}.checks.tar"));
     write_checks_drive(tools, &checks)?;
+    let scratch = run_dir.join(format!("{label}.disk.tmp"));
+    let t_prepare = Instant::now();
+    let (disk, disk_format) = bootable_disk(cell, &scratch)?;
+    let prepare_secs = t_prepare.elapsed().as_secs_f64();
     let accel = qemu::accel();
     let vm = qemu::Vm {
-        disk,
+        disk: &disk,
         disk_format,
+        bus: cell.bus,
+        label: &label,
         checks_drive: &checks,
         firmware,
         accel,
@@ -262,11 +402,20 @@ pub fn boot_and_check(
         let _ = fs::remove_file(p);
     }
     let mut report = BootReport::new(firmware, accel, files.console_log.clone());
+    report.artifact = cell
+        .artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    report.format = cell.format.as_str();
+    report.bus = cell.bus.as_str();
+    report.prepare_secs = prepare_secs;
     let t0 = Instant::now();
     let mut guest = cmd.spawn()?;
     let checks_budget: u64 = tools.iter().map(|t| u64::from(t.check.timeout) + 5).sum();
     let deadline = opts.boot_timeout + Duration::from_secs(checks_budget + 60);
     let mut consumed = 0usize;
+    let mut console_seen = 0usize;
     let mut pending = String::new();
     let mut done = false;
     loop {
@@ -315,6 +464,16 @@ pub fn boot_and_check(
         }
         if done || exited.is_some() {
             break;
+        }
+        // A boot that has visibly failed ends now, not at the timeout.
+        if report.boot_secs.is_none() {
+            if let Some(line) = fatal_console_line(&files.console_log, &mut console_seen) {
+                report.error = Some(format!(
+                    "the guest failed to boot: \"{line}\" (see {})",
+                    files.console_log.display()
+                ));
+                break;
+            }
         }
         let elapsed = t0.elapsed();
         if report.boot_secs.is_none() && elapsed > opts.boot_timeout {
@@ -371,44 +530,43 @@ pub fn boot_and_check(
         }
     }
     let _ = fs::remove_file(&checks);
-    let _ = fs::remove_file(run_dir.join("uefi.vars.fd"));
+    let _ = fs::remove_file(&scratch);
+    let _ = fs::remove_file(run_dir.join(format!("{label}.vars.fd")));
     Ok(report)
 }
 
-/// Boot under every firmware in `modes`, up to `opts.jobs` guests at once.
-pub fn test_disk(
-    disk: &Path,
-    disk_format: &str,
+/// Boot every cell, up to `opts.jobs` guests at once (each with its share
+/// of the cores); reports in the cells' order.
+pub fn run_cells(
+    cells: &[Cell],
     tools: &[Tool],
-    modes: &[BootMode],
     run_dir: &Path,
     opts: &TestOptions,
-) -> Result<Vec<BootReport>> {
-    let jobs = opts.jobs.clamp(1, modes.len().max(1));
+) -> Vec<Result<BootReport>> {
+    let jobs = opts.jobs.clamp(1, cells.len().max(1));
     let cpus = (default_jobs() / jobs).max(1) as u32;
-    let mut reports: Vec<Option<Result<BootReport>>> = (0..modes.len()).map(|_| None).collect();
-    for chunk in modes.iter().enumerate().collect::<Vec<_>>().chunks(jobs) {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|(i, m)| {
-                    let h = s.spawn(move || {
-                        boot_and_check(disk, disk_format, tools, **m, run_dir, cpus, opts)
-                    });
-                    (*i, h)
-                })
-                .collect();
-            for (i, h) in handles {
-                reports[i] = Some(
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("test thread panicked"))),
-                );
-            }
-        });
-    }
-    reports
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<BootReport>>>> =
+        cells.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(cell) = cells.get(i) else { break };
+                log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
+                let r = boot_and_check(cell, tools, run_dir, cpus, opts);
+                *slots[i].lock().unwrap() = Some(r);
+            });
+        }
+    });
+    slots
         .into_iter()
-        .map(|r| r.expect("every boot ran"))
+        .zip(cells)
+        .map(|(m, c)| {
+            m.into_inner()
+                .unwrap()
+                .unwrap_or_else(|| Err(anyhow::anyhow!("{}: the test thread died", c.label())))
+        })
         .collect()
 }
 
@@ -584,6 +742,28 @@ mod tests {
         assert_eq!(lines.len(), 4, "{text}");
         // The test data was copied, never written in place.
         assert!(!root.join("data/reads/data/out").exists());
+    }
+
+    #[test]
+    fn a_failed_boot_is_seen_on_the_console() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("c.log");
+        let mut seen = 0;
+        fs::write(&log, "SeaBIOS\nBooting from Hard Disk...\n").unwrap();
+        assert_eq!(fatal_console_line(&log, &mut seen), None);
+        // A partial line is not judged yet.
+        fs::write(
+            &log,
+            "SeaBIOS\nBooting from Hard Disk...\nALERT!  UUID=1 does not exist.  Dropping to",
+        )
+        .unwrap();
+        assert_eq!(fatal_console_line(&log, &mut seen), None);
+        fs::write(&log, "SeaBIOS\nBooting from Hard Disk...\nALERT!  UUID=1 does not exist.  Dropping to a shell!\r\n").unwrap();
+        assert_eq!(
+            fatal_console_line(&log, &mut seen).as_deref(),
+            Some("ALERT!  UUID=1 does not exist.  Dropping to a shell!")
+        );
+        assert_eq!(fatal_console_line(&log, &mut seen), None, "each line once");
     }
 
     #[test]

@@ -103,10 +103,56 @@ fn probe_kvm() -> Result<bool> {
     Ok(ok)
 }
 
+/// The controller the image's disk sits on, as its destination has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bus {
+    /// KVM clouds (OpenStack, Eucalyptus on KVM) and plain QEMU.
+    Virtio,
+    /// EC2 Nitro instances expose EBS volumes as NVMe.
+    Nvme,
+    /// VirtualBox's default SATA controller.
+    Ahci,
+}
+
+impl Bus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bus::Virtio => "virtio",
+            Bus::Nvme => "nvme",
+            Bus::Ahci => "ahci",
+        }
+    }
+
+    /// The destination a disk format is made for: raw disks go to EC2,
+    /// qcow2 to KVM clouds, VMDK/VDI/OVA/Vagrant boxes to VirtualBox.
+    pub fn for_format(f: crate::config::Format) -> Bus {
+        if f.for_virtualbox() {
+            Bus::Ahci
+        } else if f == crate::config::Format::Raw {
+            Bus::Nvme
+        } else {
+            Bus::Virtio
+        }
+    }
+
+    /// QEMU's `-device` for the boot disk on drive `os` (q35 has its AHCI
+    /// controller built in, buses ide.0 to ide.5).
+    fn device(self) -> &'static str {
+        match self {
+            Bus::Virtio => "virtio-blk-pci,drive=os,bootindex=0",
+            Bus::Nvme => "nvme,drive=os,serial=biovm-os,bootindex=0",
+            Bus::Ahci => "ide-hd,drive=os,bus=ide.0,bootindex=0",
+        }
+    }
+}
+
 /// One test boot's virtual machine.
 pub struct Vm<'a> {
     pub disk: &'a Path,
     pub disk_format: &'a str,
+    pub bus: Bus,
+    /// Names the console and result logs: `<label>.serial.log`.
+    pub label: &'a str,
     pub checks_drive: &'a Path,
     pub firmware: BootMode,
     pub accel: Accel,
@@ -127,10 +173,9 @@ impl Vm<'_> {
     /// No network device exists. The first serial port is the console, the
     /// second carries the test results.
     pub fn command(&self) -> Result<(Cmd, VmFiles)> {
-        let fw = self.firmware.as_str();
         let files = VmFiles {
-            console_log: self.run_dir.join(format!("{fw}.serial.log")),
-            results_log: self.run_dir.join(format!("{fw}.results.log")),
+            console_log: self.run_dir.join(format!("{}.serial.log", self.label)),
+            results_log: self.run_dir.join(format!("{}.results.log", self.label)),
         };
         let mut c = Cmd::new(QEMU);
         let tcg_cpu = std::env::var("BIOVM_TCG_CPU").unwrap_or_else(|_| TCG_CPU.into());
@@ -163,7 +208,7 @@ impl Vm<'_> {
                 self.disk.display(),
                 self.disk_format
             ))
-            .args(["-device", "virtio-blk-pci,drive=os,bootindex=0"])
+            .args(["-device", self.bus.device()])
             .arg("-drive")
             .arg(format!(
                 "if=none,id=checks,file={},format=raw,readonly=on",
@@ -174,7 +219,7 @@ impl Vm<'_> {
             .args(["-object", "rng-random,id=rng,filename=/dev/urandom"])
             .args(["-device", "virtio-rng-pci,rng=rng"]);
         if self.firmware == BootMode::Uefi {
-            let vars = self.run_dir.join("uefi.vars.fd");
+            let vars = self.run_dir.join(format!("{}.vars.fd", self.label));
             fs::copy(OVMF_VARS, &vars)
                 .with_context(|| format!("cannot copy {OVMF_VARS} (package ovmf)"))?;
             c.arg("-drive")
@@ -208,6 +253,8 @@ mod tests {
         let vm = Vm {
             disk: Path::new("/x/minimal.raw"),
             disk_format: "raw",
+            bus: Bus::Nvme,
+            label: "raw-bios",
             checks_drive: Path::new("/x/checks.tar"),
             firmware: BootMode::Bios,
             accel: Accel::Tcg,
@@ -225,5 +272,13 @@ mod tests {
         assert!(!line.contains("-nic") && !line.contains("netdev"), "{line}");
         assert!(line.contains("serial=biovm-checks"), "{line}");
         assert!(!line.contains("pflash"), "BIOS boots use SeaBIOS: {line}");
+        assert!(line.contains("-device nvme,drive=os,"), "{line}");
+        assert!(
+            line.contains(&format!(
+                "file:{}",
+                d.path().join("raw-bios.serial.log").display()
+            )),
+            "{line}"
+        );
     }
 }

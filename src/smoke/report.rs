@@ -1,7 +1,7 @@
 //! Test results: per-boot reports, the terminal table and the JSON report.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -63,7 +63,13 @@ pub struct CheckResult {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BootReport {
+    /// The artifact's file name.
+    pub artifact: String,
+    pub format: &'static str,
     pub firmware: &'static str,
+    /// The boot disk's controller (`virtio`, `nvme`, `ahci`), or
+    /// `container` for a container artifact's checks.
+    pub bus: &'static str,
     pub accel: &'static str,
     /// Seconds from QEMU start to the guest's first report line.
     pub boot_secs: Option<f64>,
@@ -71,6 +77,8 @@ pub struct BootReport {
     pub first_check_secs: Option<f64>,
     /// The guest's own uptime when the checks started.
     pub guest_uptime_at_start: Option<f64>,
+    /// Seconds spent getting the disk ready to boot (e.g. out of an OVA).
+    pub prepare_secs: f64,
     pub total_secs: f64,
     pub results: Vec<CheckResult>,
     /// Why the boot itself failed, if it did.
@@ -83,7 +91,11 @@ pub struct BootReport {
 impl BootReport {
     pub fn new(firmware: BootMode, accel: Accel, serial_log: PathBuf) -> BootReport {
         BootReport {
+            artifact: String::new(),
+            format: "",
             firmware: firmware.as_str(),
+            bus: "",
+            prepare_secs: 0.0,
             accel: accel.as_str(),
             boot_secs: None,
             first_check_secs: None,
@@ -106,11 +118,33 @@ impl BootReport {
     }
 }
 
+impl BootReport {
+    /// The report of a cell whose boot could not even be set up.
+    pub fn failed_to_start(cell: &super::Cell, e: &anyhow::Error) -> BootReport {
+        let mut r = BootReport::new(cell.firmware, super::qemu::accel(), PathBuf::new());
+        r.artifact = cell
+            .artifact
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        r.format = cell.format.as_str();
+        r.bus = cell.bus.as_str();
+        r.error = Some(format!("{e:#}"));
+        r
+    }
+
+    /// `minimal.raw uefi`: how a cell is named in tables and failures.
+    pub fn cell(&self) -> String {
+        format!("{} {}", self.artifact, self.firmware)
+    }
+}
+
 /// Output lines shown per failed check.
 const FAIL_LINES: usize = 6;
 
-/// The terminal table: firmware, tool, result, seconds, output on failure.
-pub fn table(artifact: &Path, reports: &[BootReport]) -> String {
+/// The terminal table: artifact, firmware, tool, seconds, result, and the
+/// output of failed checks; then one summary line per boot.
+pub fn table(reports: &[BootReport]) -> String {
     let mut s = String::new();
     let w = reports
         .iter()
@@ -118,17 +152,23 @@ pub fn table(artifact: &Path, reports: &[BootReport]) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
-    let _ = writeln!(s, "{}", artifact.display());
+    let aw = reports
+        .iter()
+        .map(|r| r.artifact.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let _ = writeln!(
         s,
-        "{:<8} {:<w$} {:>7}  RESULT",
-        "FIRMWARE", "TOOL", "SECONDS"
+        "{:<aw$} {:<8} {:<w$} {:>7}  RESULT",
+        "ARTIFACT", "FIRMWARE", "TOOL", "SECONDS"
     );
     for r in reports {
         for c in &r.results {
             let _ = writeln!(
                 s,
-                "{:<8} {:<w$} {:>7.2}  {}",
+                "{:<aw$} {:<8} {:<w$} {:>7.2}  {}",
+                r.artifact,
                 r.firmware,
                 c.tool,
                 c.seconds,
@@ -137,12 +177,13 @@ pub fn table(artifact: &Path, reports: &[BootReport]) -> String {
             if !c.outcome.passed() && !c.output.is_empty() {
                 let lines: Vec<&str> = c.output.lines().collect();
                 for l in lines.iter().take(FAIL_LINES) {
-                    let _ = writeln!(s, "{:<8} {:<w$} {:>7}  | {l}", "", "", "");
+                    let _ = writeln!(s, "{:<aw$} {:<8} {:<w$} {:>7}  | {l}", "", "", "", "");
                 }
                 if lines.len() > FAIL_LINES {
                     let _ = writeln!(
                         s,
-                        "{:<8} {:<w$} {:>7}  | ... ({} more lines)",
+                        "{:<aw$} {:<8} {:<w$} {:>7}  | ... ({} more lines)",
+                        "",
                         "",
                         "",
                         "",
@@ -158,38 +199,242 @@ pub fn table(artifact: &Path, reports: &[BootReport]) -> String {
             (Some(b), None) => format!("boot {b:.1} s"),
             _ => "did not boot".into(),
         };
+        let prepare = if r.prepare_secs >= 0.05 {
+            format!("disk out of its archive {:.1} s, ", r.prepare_secs)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "{}: {} ({}, {timing}, checks {:.1} s, total {:.1} s) serial log: {}",
-            r.firmware,
+            "{}: {} ({}, {}, {prepare}{timing}, checks {:.1} s, total {:.1} s) serial log: {}",
+            r.cell(),
             if r.passed() { "PASSED" } else { "FAILED" },
             r.accel,
+            r.bus,
             r.checks_secs(),
             r.total_secs,
             r.serial_log.display()
         );
         if let Some(e) = &r.error {
-            let _ = writeln!(s, "{}: error: {e}", r.firmware);
+            let _ = writeln!(s, "{}: error: {e}", r.cell());
         }
     }
     s
 }
 
-/// One line per failure, naming tool and firmware, for the end of the output.
+/// One line per failure, naming tool, artifact and firmware, for the end
+/// of the output.
 pub fn failures(reports: &[BootReport]) -> Vec<String> {
     let mut v = Vec::new();
     for r in reports {
         if let Some(e) = &r.error {
-            v.push(format!("{}: {e}", r.firmware));
+            v.push(format!("{}: {e}", r.cell()));
         }
         for c in r.results.iter().filter(|c| !c.outcome.passed()) {
             v.push(format!(
-                "{} under {}: {}",
+                "{} in {} under {}: {}",
                 c.tool,
+                r.artifact,
                 r.firmware,
                 c.outcome.describe()
             ));
         }
     }
     v
+}
+
+/// Text made safe for XML: markup escaped, characters XML 1.0 forbids
+/// (most control characters) replaced.
+fn xml_escape(t: &str) -> String {
+    let mut o = String::with_capacity(t.len());
+    for ch in t.chars() {
+        match ch {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            '\t' | '\n' | '\r' => o.push(ch),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('\u{fffd}'),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// JUnit XML (the dialect Jenkins, GitLab and GitHub reporters read): one
+/// `testsuite` per boot (artifact and firmware), one `testcase` per check,
+/// plus a `boot` test case that fails when the guest never reached its
+/// checks.
+pub fn junit(reports: &[BootReport]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let total: usize = reports.iter().map(|r| r.results.len() + 1).sum();
+    let failed: usize = reports
+        .iter()
+        .map(|r| {
+            r.results.iter().filter(|c| !c.outcome.passed()).count()
+                + usize::from(r.error.is_some())
+        })
+        .sum();
+    let time: f64 = reports.iter().map(|r| r.total_secs).sum();
+    let _ = writeln!(
+        s,
+        "<testsuites name=\"biovm test\" tests=\"{total}\" failures=\"{failed}\" time=\"{time:.3}\">"
+    );
+    for r in reports {
+        let class = xml_escape(&format!("{}.{}", r.artifact, r.firmware));
+        let fails = r.results.iter().filter(|c| !c.outcome.passed()).count()
+            + usize::from(r.error.is_some());
+        let _ = writeln!(
+            s,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{fails}\" time=\"{:.3}\">",
+            xml_escape(&r.cell()),
+            r.results.len() + 1,
+            r.total_secs
+        );
+        let _ = writeln!(s, "    <properties>");
+        for (k, v) in [
+            ("artifact", r.artifact.as_str()),
+            ("format", r.format),
+            ("firmware", r.firmware),
+            ("bus", r.bus),
+            ("accel", r.accel),
+        ] {
+            let _ = writeln!(
+                s,
+                "      <property name=\"{k}\" value=\"{}\"/>",
+                xml_escape(v)
+            );
+        }
+        let _ = writeln!(s, "    </properties>");
+        let boot_time = r.boot_secs.unwrap_or(r.total_secs);
+        match &r.error {
+            None => {
+                let _ = writeln!(
+                    s,
+                    "    <testcase classname=\"{class}\" name=\"boot\" time=\"{boot_time:.3}\"/>"
+                );
+            }
+            Some(e) => {
+                let _ = writeln!(
+                    s,
+                    "    <testcase classname=\"{class}\" name=\"boot\" time=\"{boot_time:.3}\">\n      <failure message=\"{}\">serial log: {}</failure>\n    </testcase>",
+                    xml_escape(e),
+                    xml_escape(&r.serial_log.display().to_string())
+                );
+            }
+        }
+        for c in &r.results {
+            let name = xml_escape(&c.tool);
+            if c.outcome.passed() {
+                let _ = writeln!(
+                    s,
+                    "    <testcase classname=\"{class}\" name=\"{name}\" time=\"{:.3}\"/>",
+                    c.seconds
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "    <testcase classname=\"{class}\" name=\"{name}\" time=\"{:.3}\">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                    c.seconds,
+                    xml_escape(&c.outcome.describe()),
+                    xml_escape(&c.output)
+                );
+            }
+        }
+        let _ = writeln!(s, "  </testsuite>");
+    }
+    s.push_str("</testsuites>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(fw: BootMode, results: Vec<(&str, CheckOutcome, &str)>) -> BootReport {
+        let mut r = BootReport::new(fw, Accel::Tcg, PathBuf::from("/o/minimal.test/x.log"));
+        r.artifact = "minimal.ova".into();
+        r.format = "ova";
+        r.bus = "ahci";
+        r.total_secs = 12.5;
+        r.boot_secs = Some(7.0);
+        r.results = results
+            .into_iter()
+            .map(|(t, o, out)| CheckResult {
+                tool: t.into(),
+                outcome: o,
+                status: 0,
+                seconds: 1.25,
+                output: out.into(),
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn junit_has_a_case_per_check_and_per_boot_and_parses() {
+        let mut broken = report(BootMode::Bios, vec![("bwa", CheckOutcome::NotRun, "")]);
+        broken.error = Some("the guest did not reach the checks within 300 s".into());
+        let reports = vec![
+            report(
+                BootMode::Uefi,
+                vec![
+                    ("bwa", CheckOutcome::Passed, "Version: 0.7"),
+                    (
+                        "samtools/sort",
+                        CheckOutcome::NoMatch {
+                            pattern: "^x<y".into(),
+                        },
+                        "bad \u{1b}[0m <output> & more",
+                    ),
+                ],
+            ),
+            broken,
+        ];
+        let xml = junit(&reports);
+        // An independent parser reads it and counts what it holds.
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("junit.xml");
+        std::fs::write(&f, &xml).unwrap();
+        let py = "import sys, xml.etree.ElementTree as E\n\
+r = E.parse(sys.argv[1]).getroot()\n\
+cases = r.findall('./testsuite/testcase')\n\
+print(r.get('tests'), r.get('failures'), len(r.findall('testsuite')), len(cases), sum(1 for c in cases if c.find('failure') is not None))\n\
+print([c.get('classname') + ':' + c.get('name') for c in cases if c.find('failure') is not None])\n\
+print(r.find('./testsuite/testcase[@name=\"samtools/sort\"]/failure').text)";
+        let out = crate::cmd::Cmd::new("python3")
+            .args(["-c", py])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        // 2 boots + 3 checks = 5 cases; failures: samtools, bios boot, bwa not run.
+        assert_eq!(lines[0], "5 3 2 5 3", "{xml}");
+        assert_eq!(
+            lines[1],
+            "['minimal.ova.uefi:samtools/sort', 'minimal.ova.bios:boot', 'minimal.ova.bios:bwa']"
+        );
+        assert_eq!(lines[2], "bad \u{fffd}[0m <output> & more");
+    }
+
+    #[test]
+    fn failures_name_tool_artifact_and_firmware() {
+        let r = report(
+            BootMode::Bios,
+            vec![
+                ("bwa", CheckOutcome::Passed, ""),
+                ("samtools", CheckOutcome::TimedOut, ""),
+            ],
+        );
+        assert_eq!(
+            failures(std::slice::from_ref(&r)),
+            vec!["samtools in minimal.ova under bios: FAILED: timed out"]
+        );
+        let t = table(&[r]);
+        assert!(
+            t.contains("minimal.ova bios: FAILED (tcg, ahci, boot 7.0 s"),
+            "{t}"
+        );
+    }
 }
