@@ -114,6 +114,13 @@ pub fn load_image_and_catalog(
     let system = system(&mut cx, &raw.system, &image_dir);
     let disk = disk(&mut cx, &raw);
     let formats = formats(&mut cx, &raw);
+    let targets = super::targets::targets(
+        &mut cx,
+        raw.targets.as_ref(),
+        disk.as_ref().map(|d| d.boot.as_slice()).unwrap_or(&[]),
+        disk.as_ref().map(|d| d.size_bytes),
+        &image_dir,
+    );
 
     // The catalogue: the recipe folder plus the image's extra folders.
     let default_sel = RawSelection::default();
@@ -163,6 +170,7 @@ pub fn load_image_and_catalog(
             boot: Vec::new(),
         }),
         formats,
+        targets,
     };
     let mut diags = catalog_diags;
     diags.extend(cx.finish());
