@@ -73,7 +73,7 @@ pub enum ApiError {
         access_key_id: String,
         action: String,
     },
-    #[error("{what}: {url} answered HTTP {status} {code}: {message}")]
+    #[error("{what}: {url} answered HTTP {status}{}: {message}", fmt_code(.code))]
     Status {
         what: String,
         url: String,
@@ -93,6 +93,14 @@ pub enum ApiError {
         attempts: u32,
         last: Box<ApiError>,
     },
+}
+
+fn fmt_code(code: &str) -> String {
+    if code.is_empty() {
+        String::new()
+    } else {
+        format!(" {code}")
+    }
 }
 
 impl ApiError {
@@ -468,7 +476,9 @@ pub fn error_code_and_message(r: &Response) -> (String, String) {
         }
     }
     if message.is_empty() {
-        let t: String = text.trim().chars().take(300).collect();
+        // An HTML error page or the like: its words, on one line.
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let t: String = words.chars().take(300).collect();
         message = if t.is_empty() {
             "(no message)".to_string()
         } else {

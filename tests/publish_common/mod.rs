@@ -240,6 +240,9 @@ pub struct Faults {
     pub stall: Duration,
     /// Access key IDs the "cloud" rejects, with the error code to answer.
     pub reject_keys: Vec<(String, &'static str)>,
+    /// A region name moto does not know, and the one to tell moto instead
+    /// (moto keeps its data per known region; it checks no signature).
+    pub region_alias: Option<(String, String)>,
 }
 
 impl Default for Faults {
@@ -249,6 +252,7 @@ impl Default for Faults {
             seed: 1,
             stall: Duration::from_secs(3),
             reject_keys: Vec::new(),
+            region_alias: None,
         }
     }
 }
@@ -477,6 +481,13 @@ fn handle(
         if k.eq_ignore_ascii_case("connection") {
             continue;
         }
+        let v = match (
+            &faults.region_alias,
+            k.eq_ignore_ascii_case("authorization"),
+        ) {
+            (Some((ours, moto)), true) => v.replace(&format!("/{ours}/"), &format!("/{moto}/")),
+            _ => v.clone(),
+        };
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("Connection: close\r\n\r\n");
