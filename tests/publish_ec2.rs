@@ -527,3 +527,130 @@ fn a_canary_secret_never_appears_in_any_output_or_file() {
         .iter()
         .any(|r| r.headers.get("x-amz-security-token").map(String::as_str) == Some(token)));
 }
+
+/// The benchmark (tests/bench-publish.sh runs it with `--nocapture`):
+/// publishes `$BIOVM_BENCH_DISK` (default: a synthetic 96 MiB disk with
+/// 40 MiB of data in runs, as a filesystem lays files out) to moto through
+/// the proxy and prints bytes uploaded against the disk's non-zero data and
+/// the upload throughput. The byte target is asserted on the synthetic
+/// disk at the snapshot's granularity; nothing is timed.
+#[test]
+#[ignore = "benchmark: tests/bench-publish.sh"]
+fn bench_publish() {
+    use std::io::Read;
+    let moto = Moto::start();
+    let proxy = Proxy::start(moto.port, Faults::default());
+    let (dir, _) = workspace(&proxy.url(), 1);
+    let root = dir.path();
+    let given = std::env::var_os("BIOVM_BENCH_DISK").map(std::path::PathBuf::from);
+    let disk = match &given {
+        Some(p) => std::fs::canonicalize(p).expect("BIOVM_BENCH_DISK"),
+        None => {
+            let p = root.join("out/tiny.raw");
+            let mut d = vec![0u8; 96 << 20];
+            let mut x: u64 = 88172645463325252;
+            let mut fill = |range: std::ops::Range<usize>, d: &mut Vec<u8>| {
+                for b in &mut d[range] {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+            };
+            // Runs of data of 1 to 9 MiB, starting at 4 KiB boundaries.
+            let mut off = 1 << 20;
+            for i in 0..8usize {
+                let len = (1 + i % 9) << 20;
+                fill(off + 4096 * i..off + 4096 * i + len, &mut d);
+                off += len + (5 << 20);
+            }
+            std::fs::write(&p, &d).unwrap();
+            p
+        }
+    };
+    // Non-zero data: the 4 KiB blocks (the filesystem's block) holding any
+    // byte, and the 512 KiB blocks (the snapshot's) holding any byte.
+    let mut f = std::fs::File::open(&disk).unwrap();
+    let size = f.metadata().unwrap().len();
+    let mut buf = vec![0u8; BLOCK];
+    let (mut nonzero, mut nonzero_blocks) = (0u64, 0u64);
+    loop {
+        let mut n = 0;
+        while n < BLOCK {
+            let r = f.read(&mut buf[n..]).unwrap();
+            if r == 0 {
+                break;
+            }
+            n += r;
+        }
+        if n == 0 {
+            break;
+        }
+        for c in buf[..n].chunks(4096) {
+            if c.iter().any(|&b| b != 0) {
+                nonzero += c.len() as u64;
+            }
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            nonzero_blocks += BLOCK as u64;
+        }
+    }
+    let disk_s = disk.to_str().unwrap();
+    let out = biovm(
+        root,
+        &[
+            "publish",
+            "--target",
+            "ec2",
+            disk_s,
+            "--image",
+            "images/tiny.toml",
+            "--json",
+        ],
+        &KEYS,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let u = &o["upload"];
+    let block_bytes = u["block_bytes"].as_u64().unwrap();
+    let sent = o["bytes_sent"].as_u64().unwrap();
+    let secs = u["seconds"].as_f64().unwrap();
+    let ratio = sent as f64 / nonzero as f64;
+    let block_ratio = sent as f64 / nonzero_blocks as f64;
+    println!(
+        "disk                 {} ({} MiB)",
+        disk.display(),
+        size >> 20
+    );
+    println!(
+        "non-zero data        {:.1} MiB (4 KiB blocks holding data)",
+        nonzero as f64 / 1048576.0
+    );
+    println!(
+        "blocks written       {} of {} ({} KiB each)",
+        u["blocks_written"],
+        u["blocks_total"],
+        u["block_size"].as_u64().unwrap() >> 10
+    );
+    println!(
+        "bytes uploaded       {:.1} MiB of block data, {:.1} MiB of request bodies",
+        block_bytes as f64 / 1048576.0,
+        sent as f64 / 1048576.0
+    );
+    println!("uploaded / non-zero  {ratio:.3} of the 4 KiB-block data (target: at most 1.05)");
+    println!("uploaded / non-zero  {block_ratio:.3} of the 512 KiB-block data (what EBS can take)");
+    println!(
+        "upload               {secs:.1} s, {:.1} MiB/s to moto on 127.0.0.1",
+        block_bytes as f64 / 1048576.0 / secs
+    );
+    println!(
+        "whole publish        {:.1} s, {} requests",
+        o["seconds"].as_f64().unwrap(),
+        o["requests"]
+    );
+    // Nothing but the non-zero snapshot blocks, each once.
+    assert!(
+        block_ratio <= 1.05,
+        "uploaded {sent} bytes for {nonzero_blocks} bytes of non-zero blocks"
+    );
+}
