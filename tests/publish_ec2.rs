@@ -298,7 +298,7 @@ fn injected_faults_are_retried_and_the_snapshot_still_equals_the_disk() {
         Faults {
             rate: 0.1,
             seed: 20261126,
-            stall: std::time::Duration::from_millis(2500),
+            stall: std::time::Duration::from_secs(5),
             ..Faults::default()
         },
     );
@@ -429,7 +429,7 @@ fn a_canary_secret_never_appears_in_any_output_or_file() {
         Faults {
             rate: 0.15,
             seed: 99,
-            stall: std::time::Duration::from_millis(1500),
+            stall: std::time::Duration::from_secs(5),
             ..Faults::default()
         },
     );
@@ -440,7 +440,7 @@ fn a_canary_secret_never_appears_in_any_output_or_file() {
     std::fs::create_dir_all(root.join(".aws")).unwrap();
     std::fs::write(
         root.join(".aws/credentials"),
-        format!("[canary]\naws_access_key_id = AKIDCANARY\naws_secret_access_key = {secret}\naws_session_token = {token}\n"),
+        format!("[canary]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = {secret}\naws_session_token = {token}\n"),
     )
     .unwrap();
     std::fs::write(
@@ -475,7 +475,7 @@ fn a_canary_secret_never_appears_in_any_output_or_file() {
     assert!(first.status.success(), "{}", text(&first.stderr));
     let second = run(&["--json"]);
     assert!(second.status.success(), "{}", text(&second.stderr));
-    // A failing run too: the session token is refused and the error printed.
+    // A failing run too: a profile that does not exist, and its error.
     let mut outputs = vec![first, second];
     let bad = biovm(
         root,

@@ -418,8 +418,8 @@ fn handle(
         let status = if *code == "AuthFailure" { 401 } else { 403 };
         rec.status = status;
         rec.fault = Some("rejected");
-        conn.write_all(&error_answer(&service, status, code))?;
         log.lock().unwrap().push(rec);
+        conn.write_all(&error_answer(&service, status, code))?;
         return Ok(());
     }
 
@@ -445,8 +445,8 @@ fn handle(
     match fault {
         Some("500") => {
             rec.status = 500;
-            conn.write_all(&error_answer(&service, 500, "InternalError"))?;
             log.lock().unwrap().push(rec);
+            conn.write_all(&error_answer(&service, 500, "InternalError"))?;
             return Ok(());
         }
         Some("throttle") => {
@@ -456,8 +456,8 @@ fn handle(
                 _ => (503, "RequestLimitExceeded"),
             };
             rec.status = status;
-            conn.write_all(&error_answer(&service, status, code))?;
             log.lock().unwrap().push(rec);
+            conn.write_all(&error_answer(&service, status, code))?;
             return Ok(());
         }
         Some("reset") => {
@@ -526,10 +526,12 @@ fn handle(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         resp_body.len()
     ));
+    // Recorded before the client has its answer, so a test that reads the
+    // log after biovm ends sees every request.
+    log.lock().unwrap().push(rec);
     conn.write_all(out.as_bytes())?;
     conn.write_all(&resp_body)?;
     conn.flush()?;
-    log.lock().unwrap().push(rec);
     Ok(())
 }
 
