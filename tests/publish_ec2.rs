@@ -529,7 +529,8 @@ fn a_canary_secret_never_appears_in_any_output_or_file() {
 }
 
 /// The benchmark (tests/bench-publish.sh runs it with `--nocapture`):
-/// publishes `$BIOVM_BENCH_DISK` (default: a synthetic 96 MiB disk with
+/// publishes `$BIOVM_BENCH_DISK` (a disk `biovm build` wrote, next to its
+/// manifest; default: a synthetic 96 MiB disk with
 /// 40 MiB of data in runs, as a filesystem lays files out) to moto through
 /// the proxy and prints bytes uploaded against the disk's non-zero data and
 /// the upload throughput. The byte target is asserted on the synthetic
@@ -603,8 +604,12 @@ fn bench_publish() {
             "--target",
             "ec2",
             disk_s,
-            "--image",
-            "images/tiny.toml",
+            "--region",
+            "us-east-1",
+            "--ec2-endpoint",
+            &proxy.url(),
+            "--ebs-endpoint",
+            &proxy.url(),
             "--json",
         ],
         &KEYS,
