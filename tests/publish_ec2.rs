@@ -528,6 +528,119 @@ fn a_canary_secret_never_appears_in_any_output_or_file() {
         .any(|r| r.headers.get("x-amz-security-token").map(String::as_str) == Some(token)));
 }
 
+#[test]
+fn snapshot_failures_are_reported_and_an_interrupted_publish_resumes() {
+    let moto = Moto::start();
+    // The cloud fails the snapshot, with its own message.
+    let failing = Proxy::start(
+        moto.port,
+        Faults {
+            snapshot_status: Some(
+                "<status>error</status><statusMessage>Internal error while copying blocks</statusMessage>".into(),
+            ),
+            ..Faults::default()
+        },
+    );
+    let (dir, disk) = workspace(&failing.url(), 17);
+    let root = dir.path();
+    let out = biovm(
+        root,
+        &["publish", "--target", "ec2", "images/tiny.toml"],
+        &KEYS,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("failed (error): Internal error while copying blocks"),
+        "{err}"
+    );
+
+    // A snapshot that never completes: the wait is bounded and says how far it got.
+    let slow = Proxy::start(
+        moto.port,
+        Faults {
+            snapshot_status: Some("<status>pending</status><progress>40%</progress>".into()),
+            ..Faults::default()
+        },
+    );
+    let slow_url = slow.url();
+    let endpoints = ["--ec2-endpoint", &slow_url, "--ebs-endpoint", &slow_url];
+    let mut args = vec![
+        "publish",
+        "--target",
+        "ec2",
+        "images/tiny.toml",
+        "--snapshot-wait",
+        "1",
+    ];
+    args.extend_from_slice(&endpoints);
+    let out = biovm(root, &args, &KEYS);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is still `pending` (40% done) after 1 s"),
+        "{err}"
+    );
+
+    // RegisterImage fails once: the next publish reuses the completed
+    // snapshot (no second upload) and registers it. (A fresh moto: in this
+    // one the snapshots above are complete, whatever the proxies said.)
+    let moto = Moto::start();
+    let flaky = Proxy::start(
+        moto.port,
+        Faults {
+            fail_once: vec![("RegisterImage", "InvalidParameterValue")],
+            ..Faults::default()
+        },
+    );
+    let url = flaky.url();
+    let endpoints = [
+        "--ec2-endpoint",
+        url.as_str(),
+        "--ebs-endpoint",
+        url.as_str(),
+    ];
+    let mut args = vec![
+        "publish",
+        "--target",
+        "ec2",
+        "out/tiny.raw",
+        "--region",
+        "us-east-1",
+        "--json",
+    ];
+    args.extend_from_slice(&endpoints);
+    let out = biovm(root, &args, &KEYS);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("InvalidParameterValue"),
+        "{}",
+        text(&out.stderr)
+    );
+    let first = flaky.take();
+    let snapshot = first
+        .iter()
+        .find(|r| r.path.starts_with("/snapshots/completion/"))
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .expect("the first run completed its snapshot");
+    let out = biovm(root, &args, &KEYS);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(o["created"], true);
+    assert_eq!(o["snapshot_id"], snapshot.as_str());
+    let second = flaky.take();
+    assert!(
+        second.iter().all(|r| r.service() != "ebs"),
+        "uploaded again"
+    );
+    let reg = second
+        .iter()
+        .find(|r| r.action().as_deref() == Some("RegisterImage"))
+        .unwrap();
+    assert_eq!(reg.form()["BlockDeviceMapping.1.Ebs.SnapshotId"], snapshot);
+    assert_snapshot_equals_disk(moto.port, &snapshot, &disk);
+}
+
 /// The benchmark (tests/bench-publish.sh runs it with `--nocapture`):
 /// publishes `$BIOVM_BENCH_DISK` (a disk `biovm build` wrote, next to its
 /// manifest; default: a synthetic 96 MiB disk with

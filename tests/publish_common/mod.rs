@@ -243,6 +243,11 @@ pub struct Faults {
     /// A region name moto does not know, and the one to tell moto instead
     /// (moto keeps its data per known region; it checks no signature).
     pub region_alias: Option<(String, String)>,
+    /// Replaces `<status>completed</status>` in DescribeSnapshots answers
+    /// (a snapshot the cloud failed, or one that never finishes).
+    pub snapshot_status: Option<String>,
+    /// EC2 actions answered with this error code (HTTP 400) the first time.
+    pub fail_once: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Faults {
@@ -253,6 +258,8 @@ impl Default for Faults {
             stall: Duration::from_secs(3),
             reject_keys: Vec::new(),
             region_alias: None,
+            snapshot_status: None,
+            fail_once: Vec::new(),
         }
     }
 }
@@ -377,6 +384,10 @@ fn error_answer(service: &str, status: u16, code: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// (moto port, action) pairs already failed once.
+static FAILED_ONCE: Mutex<std::collections::BTreeSet<(u16, String)>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
 fn handle(
     conn: TcpStream,
     upstream: u16,
@@ -441,6 +452,19 @@ fn handle(
             None
         }
     };
+    if let Some(action) = rec.action() {
+        let mut done = FAILED_ONCE.lock().unwrap();
+        if let Some((a, code)) = faults.fail_once.iter().find(|(a, _)| *a == action) {
+            if done.insert((upstream, a.to_string())) {
+                rec.status = 400;
+                rec.fault = Some("fail-once");
+                log.lock().unwrap().push(rec);
+                conn.write_all(&error_answer(&service, 400, code))?;
+                return Ok(());
+            }
+        }
+    }
+
     rec.fault = fault;
     match fault {
         Some("500") => {
@@ -501,6 +525,13 @@ fn handle(
         reset(&conn);
         return Ok(());
     };
+    if let (Some(st), Some("DescribeSnapshots")) =
+        (&faults.snapshot_status, rec.action().as_deref())
+    {
+        resp_body = text(&resp_body)
+            .replace("<status>completed</status>", st)
+            .into_bytes();
+    }
     // The real API's block size (moto answers 512).
     if service == "ebs" && method == "POST" && rec.path == "/snapshots" && status < 300 {
         if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&resp_body) {
