@@ -193,6 +193,18 @@ fn the_bundle_round_trips_registers_and_a_rerun_changes_nothing() {
         std::fs::read(&restored).unwrap() == disk,
         "the unbundled disk differs"
     );
+    // The secret key is in no output and no file (the bundle included).
+    for t in [text(&out.stdout), text(&out.stderr), py.clone()] {
+        assert!(!t.contains("euca-secret-key-value"), "{t}");
+    }
+    for f in all_files(root) {
+        let data = std::fs::read(&f).unwrap();
+        assert!(
+            !data.windows(21).any(|w| w == b"euca-secret-key-value"),
+            "secret in {}",
+            f.display()
+        );
+    }
     // The bundle also stays next to the disk, complete, under its final name only.
     assert!(root.join("out/tiny.bundle/tiny.manifest.xml").is_file());
     assert!(std::fs::read_dir(root.join("out")).unwrap().all(|e| !e
