@@ -2,7 +2,8 @@
 //! from declarative recipes.
 //!
 //! The modules follow the pipeline: `config` (load + validate) →
-//! `rootfs` (mmdebstrap) → `disk` (GPT raw disk) → `smoke` (QEMU boot test).
+//! `rootfs` (mmdebstrap) → `disk` (GPT raw disk) → `smoke` (QEMU boot test)
+//! → `publish` (EC2, Eucalyptus).
 
 pub mod build;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod formats;
 pub mod fsutil;
 pub mod lock;
 pub mod manifest;
+pub mod publish;
 pub mod pypi;
 pub mod rootfs;
 pub mod smoke;

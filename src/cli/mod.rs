@@ -12,6 +12,7 @@ mod doctor;
 mod list;
 mod lock;
 mod plan;
+mod publish;
 mod show;
 mod test;
 
@@ -65,6 +66,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Boot a built disk in QEMU (UEFI and BIOS) and run every tool check inside it.
     Test(test::TestArgs),
+    /// Publish a built disk to EC2 or a Eucalyptus-compatible cloud (once: a rerun changes nothing).
+    Publish(Box<publish::PublishArgs>),
 }
 
 pub fn init_logging(g: &GlobalArgs) {
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lock(a) => lock::run(g, a),
         Command::Build(a) => build::run(g, a),
         Command::Test(a) => test::run(g, a),
+        Command::Publish(a) => publish::run(g, *a),
     };
     match result {
         Ok(code) => code,

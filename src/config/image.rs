@@ -117,6 +117,13 @@ pub fn load_image_and_catalog(
     let formats = formats(&mut cx, &raw);
     let mut base = base;
     base.kernel = kernel(&mut cx, raw.base.get_ref(), &formats);
+    let targets = super::targets::targets(
+        &mut cx,
+        raw.targets.as_ref(),
+        disk.as_ref().map(|d| d.boot.as_slice()).unwrap_or(&[]),
+        disk.as_ref().map(|d| d.size_bytes),
+        &image_dir,
+    );
 
     // The catalogue: the recipe folder plus the image's extra folders.
     let default_sel = RawSelection::default();
@@ -166,6 +173,7 @@ pub fn load_image_and_catalog(
             boot: Vec::new(),
         }),
         formats,
+        targets,
     };
     let mut diags = catalog_diags;
     diags.extend(cx.finish());

@@ -13,6 +13,7 @@ mod image;
 pub mod model;
 pub mod raw;
 mod recipe;
+mod targets;
 mod validate;
 
 pub use diag::{did_you_mean, quoted_list, Diagnostic, Diagnostics, Location};
@@ -23,6 +24,7 @@ pub use image::{
 };
 pub use model::*;
 pub use recipe::{load_recipe, DEFAULT_CHECK_TIMEOUT, DEFAULT_TEST_TIMEOUT};
+pub use targets::{check_account_id, check_bucket};
 pub use validate::parse_size;
 
 /// Load every recipe file `<dir>/<category>/<name>.toml` under the folders

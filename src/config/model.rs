@@ -102,6 +102,7 @@ pub struct Image {
     pub system: System,
     pub disk: Disk,
     pub formats: Vec<Format>,
+    pub targets: Targets,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,4 +288,102 @@ impl Catalog {
         c.dedup();
         c
     }
+}
+
+/// `[targets]`: where `biovm publish` puts the image.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub ec2: Option<Ec2Target>,
+    pub eucalyptus: Option<EucalyptusTarget>,
+}
+
+/// How EC2 boots the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ec2BootMode {
+    Uefi,
+    LegacyBios,
+    UefiPreferred,
+}
+
+impl Ec2BootMode {
+    pub const ALL: [(&'static str, Ec2BootMode); 3] = [
+        ("uefi", Ec2BootMode::Uefi),
+        ("legacy-bios", Ec2BootMode::LegacyBios),
+        ("uefi-preferred", Ec2BootMode::UefiPreferred),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ec2BootMode::Uefi => "uefi",
+            Ec2BootMode::LegacyBios => "legacy-bios",
+            Ec2BootMode::UefiPreferred => "uefi-preferred",
+        }
+    }
+
+    /// The mode a disk booting `modes` gets: a hybrid disk prefers UEFI.
+    pub fn for_disk(modes: &[BootMode]) -> Ec2BootMode {
+        match (
+            modes.contains(&BootMode::Uefi),
+            modes.contains(&BootMode::Bios),
+        ) {
+            (true, true) => Ec2BootMode::UefiPreferred,
+            (false, true) => Ec2BootMode::LegacyBios,
+            _ => Ec2BootMode::Uefi,
+        }
+    }
+
+    /// Whether a disk booting `modes` boots this way.
+    pub fn fits(self, modes: &[BootMode]) -> bool {
+        match self {
+            Ec2BootMode::Uefi => modes.contains(&BootMode::Uefi),
+            Ec2BootMode::LegacyBios => modes.contains(&BootMode::Bios),
+            Ec2BootMode::UefiPreferred => {
+                modes.contains(&BootMode::Uefi) && modes.contains(&BootMode::Bios)
+            }
+        }
+    }
+}
+
+pub const EC2_VOLUME_TYPES: [&str; 5] = ["gp3", "gp2", "io1", "io2", "standard"];
+
+/// `[targets.ec2]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Target {
+    pub region: Option<String>,
+    pub ec2_endpoint: Option<String>,
+    pub ebs_endpoint: Option<String>,
+    pub volume_type: String,
+    pub volume_size_bytes: Option<u64>,
+    /// `None`: from the disk's boot modes.
+    pub boot_mode: Option<Ec2BootMode>,
+    pub ena: bool,
+    pub imds_v2: bool,
+}
+
+impl Default for Ec2Target {
+    fn default() -> Self {
+        Ec2Target {
+            region: None,
+            ec2_endpoint: None,
+            ebs_endpoint: None,
+            volume_type: "gp3".to_string(),
+            volume_size_bytes: None,
+            boot_mode: None,
+            ena: true,
+            imds_v2: true,
+        }
+    }
+}
+
+/// `[targets.eucalyptus]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EucalyptusTarget {
+    pub region: String,
+    pub ec2_endpoint: String,
+    pub s3_endpoint: String,
+    pub bucket: String,
+    pub cloud_cert: PathBuf,
+    pub user_cert: Option<PathBuf>,
+    pub user_key: Option<PathBuf>,
+    pub account_id: Option<String>,
 }

@@ -113,6 +113,8 @@ pub struct RawImage {
     pub disk: Spanned<RawDisk>,
     /// Artifacts to produce.
     pub output: Option<RawOutput>,
+    /// Where `biovm publish` puts the image.
+    pub targets: Option<RawTargets>,
 }
 
 /// `[base]`: the distribution.
@@ -220,4 +222,56 @@ pub struct RawDisk {
 pub struct RawOutput {
     /// Only `raw` for now (the default).
     pub formats: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[targets]`: clouds the image is published to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawTargets {
+    pub ec2: Option<Spanned<RawEc2Target>>,
+    pub eucalyptus: Option<Spanned<RawEucalyptusTarget>>,
+}
+
+/// `[targets.ec2]`: an AMI registered from an EBS snapshot.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawEc2Target {
+    /// Default: `AWS_REGION`, `AWS_DEFAULT_REGION` or the profile's region.
+    pub region: Option<Spanned<String>>,
+    /// The EC2 API URL (default `https://ec2.<region>.amazonaws.com`).
+    pub ec2_endpoint: Option<Spanned<String>>,
+    /// The EBS direct API URL (default `https://ebs.<region>.amazonaws.com`).
+    pub ebs_endpoint: Option<Spanned<String>>,
+    /// Root volume type: `gp3` (default), `gp2`, `io1`, `io2` or `standard`.
+    pub volume_type: Option<Spanned<String>>,
+    /// Root volume size, at least the disk's (default: the disk's, in whole GiB).
+    pub volume_size: Option<Spanned<String>>,
+    /// `uefi`, `legacy-bios` or `uefi-preferred` (default: from `[disk] boot`).
+    pub boot_mode: Option<Spanned<String>>,
+    /// ENA networking (default true).
+    pub ena: Option<bool>,
+    /// Instances must use IMDSv2 (default true).
+    pub imds_v2: Option<bool>,
+}
+
+/// `[targets.eucalyptus]`: an instance-store image from an AMI bundle in S3.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawEucalyptusTarget {
+    /// Any region name the cloud uses (default `eucalyptus`).
+    pub region: Option<Spanned<String>>,
+    /// The cloud's EC2 API URL.
+    pub ec2_endpoint: Spanned<String>,
+    /// The cloud's S3 API URL (path-style addressing).
+    pub s3_endpoint: Spanned<String>,
+    /// The bucket the bundle goes to; it must exist.
+    pub bucket: Spanned<String>,
+    /// The cloud's certificate (PEM), relative to the image file's folder.
+    pub cloud_cert: Spanned<String>,
+    /// Your certificate (PEM); default `EC2_CERT`.
+    pub user_cert: Option<Spanned<String>>,
+    /// Your private key (PEM); default `EC2_PRIVATE_KEY`.
+    pub user_key: Option<Spanned<String>>,
+    /// Your 12-digit account number; default `EC2_USER_ID`.
+    pub account_id: Option<Spanned<String>>,
 }
