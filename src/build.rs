@@ -379,6 +379,14 @@ pub fn compare_outputs(a: &Path, b: &Path, names: &[String]) -> Result<u64> {
         let mb = std::fs::symlink_metadata(b).ok();
         let (ma, mb) = match (ma, mb) {
             (Some(x), Some(y)) => (x, y),
+            (None, None) => {
+                return Err(NotReproducible {
+                    artifact: rel.to_string(),
+                    offset: None,
+                    what: "is written by neither build".into(),
+                }
+                .into())
+            }
             (x, _) => {
                 let (has, lacks) = if x.is_some() {
                     ("first", "second")
