@@ -22,6 +22,9 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// Overrides the image's mirror.
     pub mirror: Option<String>,
+    /// SOURCE_DATE_EPOCH for a build without a lock (default: the
+    /// environment's, else now); a lock's always wins.
+    pub source_date_epoch: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +39,8 @@ pub struct BuildReport {
     pub stages: Vec<StageTime>,
     pub artifacts: Vec<Artifact>,
     pub root_tree_bytes: u64,
+    /// Every timestamp in the artifacts.
+    pub source_date_epoch: u64,
     /// Whether the build followed a lock file.
     pub locked: bool,
     pub debian_packages: usize,
@@ -109,7 +114,11 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     };
     let (packages, seed, epoch) = match &lock {
         Some(l) => (l.apt_specs(), l.seed.clone(), l.source_date_epoch),
-        None => (requested.clone(), seed(&image), source_date_epoch()),
+        None => (
+            requested.clone(),
+            seed(&image),
+            opts.source_date_epoch.unwrap_or_else(source_date_epoch),
+        ),
     };
     let ids = DiskIds::from_seed(&seed);
     let time = FsTime {
@@ -167,12 +176,41 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
         convert_all(&image, &ctx, &raw, &root, out, work.path())
     })?;
+    let sbom = formats::spdx::sbom_path(out, &image.name);
+    formats::spdx::write_sbom(
+        &sbom,
+        &formats::spdx::SbomInput {
+            image: &image.name,
+            description: &image.description,
+            suite: &image.base.suite,
+            tool_version: version,
+            seed: &seed,
+            source_date_epoch: epoch,
+            debian: &debs,
+            pypi: pypi_files
+                .iter()
+                .map(|p| (p.file.clone(), p.sha256.clone()))
+                .collect(),
+            downloads: image
+                .recipes
+                .iter()
+                .flat_map(|r| {
+                    r.install
+                        .downloads
+                        .iter()
+                        .map(|d| (r.name.clone(), d.url.clone(), d.sha256.clone()))
+                })
+                .collect(),
+        },
+    )?;
+    write_sums(out, &artifacts, &sbom)?;
     Manifest::new(&image, artifacts.clone()).write(out)?;
     let report = BuildReport {
         image: image.name.clone(),
         stages,
         artifacts,
         root_tree_bytes,
+        source_date_epoch: epoch,
         locked: lock.is_some(),
         debian_packages: debs.len(),
     };
@@ -191,7 +229,7 @@ pub fn artifact_path(out: &Path, image: &str, f: Format) -> PathBuf {
 /// Write every format the image asks for, in parallel: one thread per
 /// chain (the OVA and the Vagrant box reuse the one VMDK), each reading
 /// the raw disk or the tree once. Returns the artifacts in `image.formats`
-/// order, then writes SHA256SUMS.
+/// order.
 fn convert_all(
     image: &Image,
     ctx: &FormatContext,
@@ -289,12 +327,151 @@ fn convert_all(
     for f in &image.formats {
         artifacts.push(artifact(*f, &dest(*f))?);
     }
-    let sums: String = artifacts
+    Ok(artifacts)
+}
+
+/// SHA256SUMS (`sha256sum -c` reads it): every artifact, then the SBOM.
+fn write_sums(out: &Path, artifacts: &[Artifact], sbom: &Path) -> Result<()> {
+    let mut sums: String = artifacts
         .iter()
         .map(|a| format!("{}  {}\n", a.sha256, a.file))
         .collect();
-    fsutil::write_atomic(&out.join("SHA256SUMS"), sums.as_bytes())?;
-    Ok(artifacts)
+    let sbom_name = sbom.file_name().unwrap_or_default().to_string_lossy();
+    sums.push_str(&format!("{}  {sbom_name}\n", fsutil::sha256_file(sbom)?));
+    fsutil::write_atomic(&out.join("SHA256SUMS"), sums.as_bytes())
+}
+
+/// Files that two builds from one lock must give byte for byte: every
+/// artifact (an OCI layout folder file by file), SHA256SUMS, the SBOM and
+/// the manifest. (`<image>.build.json` holds timings and is left out.)
+pub fn reproducible_outputs(image: &Image) -> Vec<String> {
+    let mut v: Vec<String> = image
+        .formats
+        .iter()
+        .map(|f| format!("{}.{}", image.name, f.extension()))
+        .collect();
+    v.push("SHA256SUMS".into());
+    v.push(format!("{}.spdx.json", image.name));
+    v.push(
+        crate::manifest::Manifest::path_for(Path::new(""), &image.name)
+            .to_string_lossy()
+            .into_owned(),
+    );
+    v
+}
+
+/// Two builds gave different bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("not reproducible: {artifact} {what}")]
+pub struct NotReproducible {
+    /// The file, relative to the output folder (`minimal.oci/blobs/sha256/...`).
+    pub artifact: String,
+    /// The first differing byte, when both builds wrote the file.
+    pub offset: Option<u64>,
+    what: String,
+}
+
+/// Compare `names` (files or folders) in the output folders `a` and `b`;
+/// the first difference is named with its file and offset.
+pub fn compare_outputs(a: &Path, b: &Path, names: &[String]) -> Result<u64> {
+    fn walk(a: &Path, b: &Path, rel: &str, compared: &mut u64) -> Result<()> {
+        let ma = std::fs::symlink_metadata(a).ok();
+        let mb = std::fs::symlink_metadata(b).ok();
+        let (ma, mb) = match (ma, mb) {
+            (Some(x), Some(y)) => (x, y),
+            (None, None) => {
+                return Err(NotReproducible {
+                    artifact: rel.to_string(),
+                    offset: None,
+                    what: "is written by neither build".into(),
+                }
+                .into())
+            }
+            (x, _) => {
+                let (has, lacks) = if x.is_some() {
+                    ("first", "second")
+                } else {
+                    ("second", "first")
+                };
+                return Err(NotReproducible {
+                    artifact: rel.to_string(),
+                    offset: None,
+                    what: format!("is written by the {has} build but not by the {lacks}"),
+                }
+                .into());
+            }
+        };
+        if ma.is_dir() != mb.is_dir() {
+            return Err(NotReproducible {
+                artifact: rel.to_string(),
+                offset: None,
+                what: "is a folder in one build and a file in the other".into(),
+            }
+            .into());
+        }
+        if ma.is_dir() {
+            let names = |d: &Path| -> Result<std::collections::BTreeSet<String>> {
+                let mut s = std::collections::BTreeSet::new();
+                for e in
+                    std::fs::read_dir(d).with_context(|| format!("cannot read {}", d.display()))?
+                {
+                    s.insert(e?.file_name().to_string_lossy().into_owned());
+                }
+                Ok(s)
+            };
+            let all: std::collections::BTreeSet<String> =
+                names(a)?.union(&names(b)?).cloned().collect();
+            for n in all {
+                walk(&a.join(&n), &b.join(&n), &format!("{rel}/{n}"), compared)?;
+            }
+            return Ok(());
+        }
+        if let Some(off) = fsutil::first_difference(a, b)? {
+            let what = if ma.len() != mb.len() && off == ma.len().min(mb.len()) {
+                format!(
+                    "differs between the two builds from byte {off} on: one is {} bytes, the other {}",
+                    ma.len(),
+                    mb.len()
+                )
+            } else {
+                format!("differs between the two builds at byte {off} (0x{off:x})")
+            };
+            return Err(NotReproducible {
+                artifact: rel.to_string(),
+                offset: Some(off),
+                what,
+            }
+            .into());
+        }
+        *compared += ma.len();
+        Ok(())
+    }
+    let mut compared = 0;
+    for n in names {
+        walk(&a.join(n), &b.join(n), n, &mut compared)?;
+    }
+    Ok(compared)
+}
+
+/// `biovm build --verify-reproducible`: after the build `first` into
+/// `opts.out_dir`, build again into a hidden temporary folder inside it
+/// (same lock, same SOURCE_DATE_EPOCH, another folder and time), compare
+/// every output and remove the second build. Returns the bytes compared.
+pub fn verify_reproducible(image: &Image, opts: &BuildOptions, first: &BuildReport) -> Result<u64> {
+    let second = WorkDir::create_named(
+        &opts.out_dir,
+        &format!(".{}.verify.{}.tmp", image.name, std::process::id()),
+    )?;
+    let mut o = opts.clone();
+    o.out_dir = second.path().to_path_buf();
+    o.source_date_epoch = Some(first.source_date_epoch);
+    log::info!(
+        "building {} again into {} to compare",
+        image.name,
+        second.path().display()
+    );
+    build(image, &o).context("the second build (--verify-reproducible) failed")?;
+    compare_outputs(&opts.out_dir, second.path(), &reproducible_outputs(image))
 }
 
 /// The scratch folder of one build, removed (without crossing mounts) when dropped.
@@ -302,7 +479,10 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn create(out: &Path, name: &str) -> Result<WorkDir> {
-        let p = out.join(format!(".{name}.work.{}.tmp", std::process::id()));
+        WorkDir::create_named(out, &format!(".{name}.work.{}.tmp", std::process::id()))
+    }
+    fn create_named(out: &Path, file: &str) -> Result<WorkDir> {
+        let p = out.join(file);
         fsutil::remove_tree(&p)?;
         std::fs::create_dir(&p).with_context(|| format!("cannot create {}", p.display()))?;
         Ok(WorkDir(p))
@@ -420,4 +600,88 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
     };
     l.write(&lock_path)?;
     Ok((lock_path, l, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for o in [&a, &b] {
+            std::fs::create_dir_all(o.join("x.oci/blobs/sha256")).unwrap();
+            std::fs::write(o.join("x.raw"), vec![1u8; 10_000]).unwrap();
+            std::fs::write(o.join("x.oci/index.json"), b"{}").unwrap();
+            std::fs::write(o.join("x.oci/blobs/sha256/abc"), b"layer").unwrap();
+        }
+        (d, a, b)
+    }
+
+    fn names() -> Vec<String> {
+        vec!["x.raw".into(), "x.oci".into()]
+    }
+
+    fn mismatch(e: anyhow::Error) -> NotReproducible {
+        e.downcast::<NotReproducible>()
+            .expect("a NotReproducible error")
+    }
+
+    #[test]
+    fn identical_outputs_compare_equal() {
+        let (_d, a, b) = setup();
+        assert_eq!(compare_outputs(&a, &b, &names()).unwrap(), 10_000 + 2 + 5);
+    }
+
+    #[test]
+    fn a_difference_names_the_file_and_offset() {
+        let (_d, a, b) = setup();
+        let mut v = vec![1u8; 10_000];
+        v[4242] = 2;
+        std::fs::write(b.join("x.raw"), v).unwrap();
+        let e = compare_outputs(&a, &b, &names()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not reproducible: x.raw differs between the two builds at byte 4242 (0x1092)"
+        );
+        let m = mismatch(e);
+        assert_eq!((m.artifact.as_str(), m.offset), ("x.raw", Some(4242)));
+    }
+
+    #[test]
+    fn a_difference_inside_a_folder_and_a_missing_file_are_named() {
+        let (_d, a, b) = setup();
+        std::fs::write(b.join("x.oci/blobs/sha256/abc"), b"layers").unwrap();
+        let m = mismatch(compare_outputs(&a, &b, &names()).unwrap_err());
+        assert_eq!(m.artifact, "x.oci/blobs/sha256/abc");
+        assert_eq!(m.offset, Some(5), "the shorter file's length");
+        assert!(m.to_string().contains("one is 5 bytes, the other 6"), "{m}");
+        std::fs::write(b.join("x.oci/blobs/sha256/abc"), b"layer").unwrap();
+        std::fs::write(b.join("x.oci/blobs/sha256/def"), b"extra").unwrap();
+        let m = mismatch(compare_outputs(&a, &b, &names()).unwrap_err());
+        assert_eq!(m.artifact, "x.oci/blobs/sha256/def");
+        assert!(
+            m.to_string()
+                .contains("written by the second build but not by the first"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn every_artifact_and_the_sums_sbom_and_manifest_are_compared() {
+        let img = crate::config::load_image(Path::new("images/minimal.toml"), Path::new("recipes"))
+            .unwrap();
+        let v = reproducible_outputs(&img);
+        assert_eq!(v.len(), img.formats.len() + 3);
+        for n in [
+            "minimal.raw",
+            "minimal.oci",
+            "minimal.box",
+            "SHA256SUMS",
+            "minimal.spdx.json",
+            "minimal.manifest.json",
+        ] {
+            assert!(v.iter().any(|x| x == n), "{n} in {v:?}");
+        }
+    }
 }

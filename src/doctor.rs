@@ -40,6 +40,18 @@ pub const HOST_TOOLS: &[HostTool] = &[
     },
     HostTool {
         needed_by: Need::Build,
+        name: "dumpe2fs",
+        package: "e2fsprogs",
+        used_for: "listing the root filesystem's inodes",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "debugfs",
+        package: "e2fsprogs",
+        used_for: "fixing the root filesystem's inode times",
+    },
+    HostTool {
+        needed_by: Need::Build,
         name: "mkfs.fat",
         package: "dosfstools",
         used_for: "writing the EFI system partition",
@@ -49,6 +61,12 @@ pub const HOST_TOOLS: &[HostTool] = &[
         name: "mcopy",
         package: "mtools",
         used_for: "filling the EFI system partition",
+    },
+    HostTool {
+        needed_by: Need::Build,
+        name: "mlabel",
+        package: "mtools",
+        used_for: "stamping the EFI system partition's label",
     },
     HostTool {
         needed_by: Need::Build,

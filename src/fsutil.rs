@@ -235,6 +235,47 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The offset of the first byte where files `a` and `b` differ; when one
+/// is a prefix of the other, the shorter one's length. `None` when they
+/// are identical.
+pub fn first_difference(a: &Path, b: &Path) -> Result<Option<u64>> {
+    let open = |p: &Path| File::open(p).with_context(|| format!("cannot open {}", p.display()));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut pos = 0u64;
+    loop {
+        let na =
+            read_full(&mut fa, &mut ba).with_context(|| format!("cannot read {}", a.display()))?;
+        let nb =
+            read_full(&mut fb, &mut bb).with_context(|| format!("cannot read {}", b.display()))?;
+        let n = na.min(nb);
+        if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
+            return Ok(Some(pos + i as u64));
+        }
+        if na != nb {
+            return Ok(Some(pos + n as u64));
+        }
+        if na == 0 {
+            return Ok(None);
+        }
+        pos += n as u64;
+    }
+}
+
+/// Fill `buf` as far as the file allows; returns the bytes read.
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Bytes actually allocated on disk for a (possibly sparse) file.
 pub fn allocated_bytes(path: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -321,6 +362,23 @@ mod tests {
             fs::metadata(d.path().join("sub/new")).unwrap().mtime(),
             1_000_000
         );
+    }
+
+    #[test]
+    fn first_difference_finds_the_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let mut v = vec![7u8; (1 << 20) + 5000];
+        fs::write(&a, &v).unwrap();
+        fs::write(&b, &v).unwrap();
+        assert_eq!(first_difference(&a, &b).unwrap(), None);
+        v[(1 << 20) + 17] = 8;
+        fs::write(&b, &v).unwrap();
+        assert_eq!(first_difference(&a, &b).unwrap(), Some((1 << 20) + 17));
+        v.truncate(100);
+        fs::write(&b, &v).unwrap();
+        assert_eq!(first_difference(&a, &b).unwrap(), Some(100), "shorter file");
+        assert_eq!(first_difference(&b, &a).unwrap(), Some(100));
     }
 
     #[test]

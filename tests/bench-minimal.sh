@@ -49,4 +49,16 @@ st = os.stat(raw)
 print(f"{'disk size (apparent)':<27} {st.st_size / 2**20:7.0f} MiB")
 print(f"{'disk size (allocated)':<27} {st.st_blocks * 512 / 2**20:7.0f} MiB")
 print(f"{'root tree':<27} {b['root_tree_bytes'] / 2**20:7.0f} MiB")
+# Every artifact: sparse stays sparse (allocated <= apparent).
+print("artifact                    apparent  allocated")
+for a in b["artifacts"]:
+    p = os.path.join(out, a["file"])
+    if a["file"].endswith("/index.json"):
+        p = os.path.dirname(p)
+        sizes = [os.lstat(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs]
+        app, alloc = sum(x.st_size for x in sizes), sum(x.st_blocks * 512 for x in sizes)
+    else:
+        st = os.stat(p)
+        app, alloc = st.st_size, st.st_blocks * 512
+    print(f"{a['file']:<27} {app / 2**20:7.0f} MiB {alloc / 2**20:6.0f} MiB")
 PY

@@ -3,8 +3,9 @@
 //!
 //! Host tools (Debian 12 packages): qemu-img (qemu-utils), mksquashfs and
 //! unsquashfs (squashfs-tools), skopeo, umoci, podman, siftool, mkfs.ext4
-//! (e2fsprogs), python3. A missing tool fails the test with its name; no
-//! test passes without running its check.
+//! (e2fsprogs), python3; and the Common OVF Tool (`cot`, PyPI) from the
+//! checkers' virtual environment `.ci/setup` makes. A missing tool fails the
+//! test with its name; no test passes without running its check.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -119,6 +120,21 @@ fn make_rootfs(dir: &Path) -> PathBuf {
     r
 }
 
+/// A program from the checkers' virtual environment (`.ci/setup` makes it
+/// at $BIOVM_CHECK_VENV, default /var/cache/biovm-ci/venv-check).
+pub fn checker(name: &str) -> PathBuf {
+    let venv = std::env::var_os("BIOVM_CHECK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/biovm-ci/venv-check"));
+    let p = venv.join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run .ci/setup (it installs the independent checkers)",
+        p.display()
+    );
+    p
+}
+
 fn qemu_img_check_and_compare(fmt: &str, file: &Path, raw: &Path) {
     run(Cmd::new("qemu-img").args(["check", "-f", fmt]).arg(file));
     let out = run(Cmd::new("qemu-img")
@@ -192,8 +208,11 @@ fn disk_formats_pass_qemu_img_check_and_compare() {
     qemu_img_check_and_compare("vmdk", &inner, &raw);
 }
 
-/// The OVF read by Python's xml.etree (an independent parser), and the
-/// manifest checked against the members' digests.
+/// The OVA read by two independent parsers: the Common OVF Tool (which
+/// opens the OVA, parses the OVF 1.0 envelope, checks every file reference,
+/// size and the manifest's SHA-1 digests, and reports the virtual hardware)
+/// and Python's xml.etree (the exact elements VirtualBox reads); the
+/// manifest is also checked against the members' digests here.
 #[test]
 fn ova_descriptor_parses_and_manifest_matches() {
     let d = tempfile::tempdir().unwrap();
@@ -212,14 +231,64 @@ fn ova_descriptor_parses_and_manifest_matches() {
     let ovf = tar_member(&ova, "biotest.ovf", false);
     let vmdk = tar_member(&ova, "biotest-disk001.vmdk", false);
     let mf = String::from_utf8(tar_member(&ova, "biotest.mf", false)).unwrap();
-    let sha = |b: &[u8]| biovm::fsutil::hex(&<sha2::Sha256 as sha2::Digest>::digest(b));
+    let sha1 = |b: &[u8]| biovm::fsutil::hex(&<sha1::Sha1 as sha1::Digest>::digest(b));
     assert_eq!(
         mf,
         format!(
-            "SHA256(biotest.ovf)= {}\nSHA256(biotest-disk001.vmdk)= {}\n",
-            sha(&ovf),
-            sha(&vmdk)
+            "SHA1(biotest.ovf)= {}\nSHA1(biotest-disk001.vmdk)= {}\n",
+            sha1(&ovf),
+            sha1(&vmdk)
         )
+    );
+
+    let report = cot_info(&ova);
+    for want in [
+        "Product:  biotest",
+        "Version:  1.2.3",
+        "Annotation: biovm format test image",
+        "System types:             virtualbox-2.2",
+        "Ethernet device types:    virtio",
+        "NAT  \"Logical network used by this appliance.\"",
+        "Ethernet adapter on 'NAT' : NAT",
+    ] {
+        assert!(report.contains(want), "cot info lacks {want:?}:\n{report}");
+    }
+    let disk_row = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("biotest-disk001.vmdk"))
+        .unwrap_or_else(|| panic!("no disk row:\n{report}"));
+    assert!(
+        disk_row.contains("64 MiB") && disk_row.contains("harddisk @ SATA 0:0"),
+        "{disk_row}"
+    );
+    let profile = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("None (default)"))
+        .unwrap_or_else(|| panic!("no configuration row:\n{report}"));
+    let cols: Vec<&str> = profile.split_whitespace().collect();
+    assert_eq!(
+        &cols[2..],
+        ["3", "3", "GiB", "1", "0", "1", "/", "64", "MiB"],
+        "3 CPUs, 3 GiB, one NIC, one 64 MiB disk: {profile}"
+    );
+
+    // A tampered disk is caught by cot through the manifest, so the check
+    // above is a real one.
+    let bad = d.path().join("tampered.ova");
+    let mut bytes = fs::read(&ova).unwrap();
+    let at = tar::Archive::new(&bytes[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some("biotest-disk001.vmdk"))
+        .map(|e| e.raw_file_position() + e.size() / 2)
+        .unwrap() as usize;
+    bytes[at] ^= 0xff;
+    fs::write(&bad, &bytes).unwrap();
+    let out = cot_output(&bad);
+    assert!(
+        out.contains("checksum for file 'biotest-disk001.vmdk'"),
+        "cot did not notice a changed disk:\n{out}"
     );
 
     let ovf_path = d.path().join("biotest.ovf");
@@ -265,6 +334,28 @@ for item in hw.findall(O + "Item"):
         ],
         "{out}"
     );
+}
+
+/// `cot info` of an OVA with its log lines (stderr) included.
+fn cot_output(ova: &Path) -> String {
+    let cot = checker("cot");
+    run(Cmd::new("sh").args([
+        "-c",
+        &format!("'{}' info '{}' 2>&1", cot.display(), ova.display()),
+    ]))
+}
+
+/// `cot info` of an OVA that must give no warning or error.
+pub fn cot_info(ova: &Path) -> String {
+    let out = cot_output(ova);
+    for l in out.lines() {
+        assert!(
+            !l.contains("ERROR") && !l.contains("WARNING"),
+            "cot complains about {}: {l}\n{out}",
+            ova.display()
+        );
+    }
+    out
 }
 
 #[test]
@@ -484,4 +575,61 @@ fn every_format_is_byte_identical_across_runs() {
             "{f} ignores the seed"
         );
     }
+}
+
+/// The SBOM of a synthetic package set read and validated by the SPDX
+/// project's own tools (pyspdxtools parses the JSON into its SPDX 2.3 model
+/// and runs its validation), and an invalid one refused by the same check.
+#[test]
+fn sbom_passes_the_spdx_validator() {
+    let d = tempfile::tempdir().unwrap();
+    let debs = vec![
+        biovm::lock::LockedDeb {
+            name: "libstdc++6".into(),
+            version: "12.2.0-14+deb12u1".into(),
+            architecture: "amd64".into(),
+            sha256: "1f".repeat(32),
+        },
+        biovm::lock::LockedDeb {
+            name: "bsdutils".into(),
+            version: "1:2.38.1-5+deb12u3".into(),
+            architecture: "amd64".into(),
+            sha256: "2e".repeat(32),
+        },
+    ];
+    let input = formats::spdx::SbomInput {
+        image: "biotest",
+        description: "biovm format test image",
+        suite: "bookworm",
+        tool_version: "1.2.3",
+        seed: "test-seed",
+        source_date_epoch: SDE,
+        debian: &debs,
+        pypi: vec![("multiqc-1.14-py3-none-any.whl".into(), "3d".repeat(32))],
+        downloads: vec![(
+            "tool".into(),
+            "https://example.org/tool-1.0.tar.gz".into(),
+            "4c".repeat(32),
+        )],
+    };
+    let sbom = d.path().join("biotest.spdx.json");
+    formats::spdx::write_sbom(&sbom, &input).unwrap();
+    let out = spdx_validate(&sbom);
+    eprintln!("{out}");
+
+    // The same validator refuses a document it must refuse.
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&sbom).unwrap()).unwrap();
+    v["packages"][1]["checksums"][0]["checksumValue"] = "xyz".into();
+    let bad = d.path().join("bad.spdx.json");
+    fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = Cmd::new(checker("pyspdxtools"))
+        .arg("-i")
+        .arg(&bad)
+        .output();
+    assert!(o.is_err(), "an invalid checksum passed: {o:?}");
+}
+
+/// Validate an SPDX document with pyspdxtools; fails the test when it is not valid.
+pub fn spdx_validate(doc: &Path) -> String {
+    run(Cmd::new(checker("pyspdxtools")).arg("-i").arg(doc))
 }

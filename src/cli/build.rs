@@ -20,6 +20,11 @@ pub struct BuildArgs {
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Build a second time (in a temporary folder inside --out, removed
+    /// afterwards) and compare every artifact byte for byte; a difference
+    /// fails, naming the file and the first differing offset.
+    #[arg(long)]
+    pub verify_reproducible: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -29,6 +34,7 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         out_dir: a.out.clone(),
         cache_dir: a.cache.clone().unwrap_or_else(crate::fsutil::cache_dir),
         mirror: a.mirror.clone(),
+        source_date_epoch: None,
     };
     let report =
         build(&image, &opts).with_context(|| format!("building {} failed", a.image.display()))?;
@@ -45,6 +51,25 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
             art.size >> 20,
             used >> 20,
             art.sha256
+        );
+    }
+    println!(
+        "{} (SPDX 2.3 SBOM), {} and {}",
+        crate::formats::spdx::sbom_path(&a.out, &image.name).display(),
+        a.out.join("SHA256SUMS").display(),
+        crate::manifest::Manifest::path_for(&a.out, &image.name).display()
+    );
+    if a.verify_reproducible {
+        let bytes =
+            crate::build::verify_reproducible(&image, &opts, &report).with_context(|| {
+                format!(
+                    "verifying that {} is reproducible failed",
+                    a.image.display()
+                )
+            })?;
+        println!(
+            "reproducible: a second build gave the same {} bytes in every artifact, SHA256SUMS, the SBOM and the manifest",
+            bytes
         );
     }
     Ok(ExitCode::SUCCESS)

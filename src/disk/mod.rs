@@ -4,6 +4,7 @@
 //! straight into the partitions' byte ranges, mtools fills the ESP, and the
 //! partition table and boot code are written by biovm itself.
 
+pub mod ext4;
 pub mod gpt;
 pub mod grub;
 
@@ -157,6 +158,8 @@ pub fn assemble(
                 image.source.display()
             )
         })?;
+    // mkfs copies each inode's ctime and atime from the staging tree.
+    ext4::normalize_times(&disk, rootp.offset(), time.source_date_epoch, work)?;
 
     // EFI system partition: built as its own small file (mkfs.fat sizes
     // its clusters from the file it is given), then copied into place.
@@ -187,28 +190,39 @@ fn write_esp(
     size: u64,
 ) -> Result<()> {
     let _ = std::fs::remove_file(esp_img);
+    // mkfs.fat stamps the volume label's folder entry with the current time
+    // (4.2 ignores SOURCE_DATE_EPOCH); --invariant makes that a constant,
+    // and mlabel below restamps it with SOURCE_DATE_EPOCH. The volume ID
+    // comes from the seed: -i must follow --invariant, which otherwise
+    // replaces it with its own constant.
     Cmd::new("mkfs.fat")
-        .args(["-F", "32", "-n", "EFI", "-i", &ids.esp_volume_id, "-C"])
+        .args(["-F", "32", "-n", "EFI", "--invariant"])
+        .args(["-i", &ids.esp_volume_id])
+        .arg("-C")
         .arg(esp_img)
         .arg((size / 1024).to_string())
         .run()
         .context("creating the EFI system partition failed")?;
-    if !image.disk.boot.contains(&BootMode::Uefi) {
-        return Ok(());
-    }
-    let efi = grub::efi_image(work, root_uuid)?;
-    set_mtime(&efi, epoch.parse().unwrap_or(0))?;
+    // mtools takes "now" from SOURCE_DATE_EPOCH and writes FAT times (which
+    // are local times) in TZ's zone: UTC, so the host's zone does not matter.
     let mtools = |args: &[&str]| -> Result<()> {
         let img = esp_img.to_string_lossy();
         let mut c = Cmd::new(args[0]);
         c.env("MTOOLS_SKIP_CHECK", "1")
             .env("SOURCE_DATE_EPOCH", epoch)
+            .env("TZ", "UTC")
             .args(["-i", &img])
             .args(&args[1..])
             .run()
             .context("filling the EFI system partition failed")?;
         Ok(())
     };
+    mtools(&["mlabel", "::EFI"])?;
+    if !image.disk.boot.contains(&BootMode::Uefi) {
+        return Ok(());
+    }
+    let efi = grub::efi_image(work, root_uuid)?;
+    set_mtime(&efi, epoch.parse().unwrap_or(0))?;
     mtools(&["mmd", "::/EFI"])?;
     mtools(&["mmd", "::/EFI/BOOT"])?;
     mtools(&[

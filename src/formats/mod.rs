@@ -25,6 +25,7 @@ pub mod ova;
 pub mod qcow2;
 pub mod sif;
 pub mod sparse;
+pub mod spdx;
 pub mod tarball;
 pub mod vagrant;
 pub mod vdi;

@@ -3,7 +3,9 @@
 //! Follows DMTF DSP0243 *Open Virtualization Format Specification* 1.0.0:
 //! section 5.3 (OVA = tar of the descriptor first, then the files it
 //! references, then the manifest; ustar), 5.1 (manifest lines
-//! `SHA256(file)= hex`; VirtualBox accepts SHA-256), 7 (Envelope with
+//! `SHA1(file)= hex`: OVF 1.x manifests carry SHA-1 digests, SHA-256 came
+//! with OVF 2.0, and strict readers such as COT check 1.0 packages with
+//! SHA-1; `SHA256SUMS` covers the whole OVA with SHA-256), 7 (Envelope with
 //! `References`), 9.1 `DiskSection` (capacity in bytes, format URI of
 //! streamOptimized VMDK), 9.2 `NetworkSection`, 9.4
 //! `OperatingSystemSection` (CIM OS id 96 = Debian 64-bit, which VirtualBox
@@ -182,12 +184,30 @@ pub(crate) fn add_ovf_package<W: std::io::Write>(
         .len();
     let ovf = ovf_descriptor(ctx, &disk_name, file_size, vmdk_capacity(vmdk)?);
     let ovf_name = format!("{base}.ovf");
-    let ovf_sha = fsutil::hex(&<sha2::Sha256 as sha2::Digest>::digest(ovf.as_bytes()));
-    let vmdk_sha = fsutil::sha256_file(vmdk)?;
-    let mf = format!("SHA256({ovf_name})= {ovf_sha}\nSHA256({disk_name})= {vmdk_sha}\n");
+    let ovf_sha = fsutil::hex(&<sha1::Sha1 as sha1::Digest>::digest(ovf.as_bytes()));
+    let vmdk_sha = sha1_file(vmdk)?;
+    let mf = format!("SHA1({ovf_name})= {ovf_sha}\nSHA1({disk_name})= {vmdk_sha}\n");
     t.add_bytes(&ovf_name, ovf.as_bytes())?;
     t.add_file(&disk_name, vmdk)?;
     t.add_bytes(&format!("{base}.mf"), mf.as_bytes())
+}
+
+/// Lowercase hex SHA-1 of a file (the OVF 1.0 manifest digest).
+fn sha1_file(path: &Path) -> Result<String> {
+    use sha1::Digest;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = sha1::Sha1::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            return Ok(fsutil::hex(&h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// A hidden temporary streamOptimized VMDK beside `dest`, removed when the
@@ -231,6 +251,19 @@ pub fn write_ova_from_vmdk(vmdk: &Path, dest: &Path, ctx: &FormatContext) -> Res
 mod tests {
     use super::*;
 
+    fn tar_bytes(tar: &[u8], name: &str) -> Vec<u8> {
+        let mut ar = tar::Archive::new(tar);
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some(name) {
+                let mut v = Vec::new();
+                e.read_to_end(&mut v).unwrap();
+                return v;
+            }
+        }
+        panic!("{name} not in the archive");
+    }
+
     #[test]
     fn descriptor_carries_hardware_and_escapes() {
         let mut ctx = FormatContext::new("a<b", "1", "s", 0);
@@ -269,8 +302,14 @@ mod tests {
             names.push(n);
         }
         assert_eq!(names, ["bio.ovf", "bio-disk001.vmdk", "bio.mf"]);
-        assert!(mf.starts_with("SHA256(bio.ovf)= "), "{mf}");
-        assert!(mf.contains("SHA256(bio-disk001.vmdk)= "), "{mf}");
+        assert!(mf.starts_with("SHA1(bio.ovf)= "), "{mf}");
+        assert!(mf.contains("SHA1(bio-disk001.vmdk)= "), "{mf}");
+        let vmdk = tar_bytes(&bytes, "bio-disk001.vmdk");
+        let want = fsutil::hex(&<sha1::Sha1 as sha1::Digest>::digest(&vmdk));
+        assert!(
+            mf.ends_with(&format!("SHA1(bio-disk001.vmdk)= {want}\n")),
+            "{mf}"
+        );
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(left.len(), 2, "only the raw disk and the OVA remain");
     }
