@@ -395,9 +395,9 @@ fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
         "--out",
         d.to_str().unwrap(),
         "--boot-timeout",
-        "400",
+        "300",
     ]);
-    let secs = t0.elapsed().as_secs();
+    eprintln!("sabotaged matrix: {:.0} s", t0.elapsed().as_secs_f64());
     assert_eq!(o.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -416,9 +416,28 @@ fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
             "{cell} named at the end: {stderr}"
         );
     }
-    assert!(stderr.starts_with("3 of 4 boots failed"), "{stderr}");
-    // Failing fast: well before the 400 s boot timeout.
-    assert!(secs < 400, "took {secs} s");
+    assert!(stderr.contains("3 of 4 boots failed:"), "{stderr}");
+    // A boot that shows its failure on the serial console fails at once
+    // (OVMF's shell, GRUB's error); GRUB's BIOS core image, which cannot
+    // reach its serial setup without the root filesystem, only by timeout.
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(d.join("minimal.test/report.json")).unwrap())
+            .unwrap();
+    for r in report.as_array().unwrap() {
+        let cell = format!(
+            "{} {}",
+            r["artifact"].as_str().unwrap(),
+            r["firmware"].as_str().unwrap()
+        );
+        let err = r["error"].as_str().unwrap_or("");
+        match cell.as_str() {
+            "minimal.raw bios" => assert!(err.is_empty(), "{r}"),
+            "minimal.raw uefi" | "minimal.qcow2 uefi" => {
+                assert!(err.contains("the guest failed to boot"), "{cell}: {err}")
+            }
+            _ => assert!(!err.is_empty(), "{r}"),
+        }
+    }
 }
 
 fn biovm_sha(p: &Path) -> String {

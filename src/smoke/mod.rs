@@ -219,19 +219,23 @@ const FATAL_CONSOLE: &[&str] = &[
     "grub rescue>",
     "Kernel panic - not syncing",
     "Dropping to a shell",
+    // OVMF found nothing to boot and started its shell.
+    "Shell> ",
 ];
 
 /// The first console line (after byte `seen`) that shows a failed boot.
-/// Only complete lines are examined; `seen` advances past them.
+/// `seen` advances past complete lines; the unfinished last line is looked
+/// at too (a prompt such as OVMF's `Shell> ` never ends its line).
 fn fatal_console_line(console: &Path, seen: &mut usize) -> Option<String> {
     let bytes = fs::read(console).ok()?;
-    let end = bytes[..].iter().rposition(|b| *b == b'\n')? + 1;
-    if end <= *seen {
+    if bytes.len() <= *seen {
         return None;
     }
-    let text = String::from_utf8_lossy(&bytes[*seen..end]).into_owned();
-    *seen = end;
-    text.lines()
+    let text = String::from_utf8_lossy(&bytes[*seen..]).into_owned();
+    if let Some(nl) = bytes[*seen..].iter().rposition(|b| *b == b'\n') {
+        *seen += nl + 1;
+    }
+    text.split(['\n', '\r'])
         .find(|l| FATAL_CONSOLE.iter().any(|p| l.contains(p)))
         .map(|l| l.trim().chars().filter(|c| !c.is_control()).collect())
 }
@@ -751,7 +755,7 @@ mod tests {
         let mut seen = 0;
         fs::write(&log, "SeaBIOS\nBooting from Hard Disk...\n").unwrap();
         assert_eq!(fatal_console_line(&log, &mut seen), None);
-        // A partial line is not judged yet.
+        // A partial line is looked at (and again once it is complete).
         fs::write(
             &log,
             "SeaBIOS\nBooting from Hard Disk...\nALERT!  UUID=1 does not exist.  Dropping to",
@@ -764,6 +768,13 @@ mod tests {
             Some("ALERT!  UUID=1 does not exist.  Dropping to a shell!")
         );
         assert_eq!(fatal_console_line(&log, &mut seen), None, "each line once");
+        // OVMF without a bootloader on the disk ends in its shell, whose
+        // prompt ends no line (as captured from a real boot).
+        let ovmf = "\x1b[16;01HPress \x1b[1m\x1b[37m\x1b[40mESC\x1b[0m\x1b[37m\x1b[40m in 1 seconds to skip \x1b[1m\x1b[33m\x1b[40mstartup.nsh\x1b[0m\x1b[37m\x1b[40m or any other key to continue.\r\n\x1b[17;01H\x1b[1m\x1b[33m\x1b[40mShell> \x1b[0m\x1b[37m\x1b[40m";
+        let mut seen = 0;
+        fs::write(&log, ovmf).unwrap();
+        let line = fatal_console_line(&log, &mut seen).unwrap();
+        assert!(line.contains("Shell> "), "{line}");
     }
 
     #[test]
