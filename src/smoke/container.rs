@@ -1332,6 +1332,12 @@ mod tests {
                     "wrong under {label}: FAILED: output does not match /^version 9\\./"
                 )]
             );
+            // The table's columns line up, whatever the format's name.
+            let table = super::super::report::table(file, std::slice::from_ref(&r));
+            let lines: Vec<&str> = table.lines().collect();
+            let col = lines[1].find("TOOL").unwrap();
+            let row = lines.iter().find(|l| l.contains("greet")).unwrap();
+            assert_eq!(row.find("greet"), Some(col), "{table}");
             // Only the results are left behind.
             let left: Vec<String> = fs::read_dir(&run)
                 .unwrap()

@@ -118,17 +118,24 @@ pub fn table(artifact: &Path, reports: &[BootReport]) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
+    // Wide enough for a container format's name ("docker-archive").
+    let fw = reports
+        .iter()
+        .map(|r| r.firmware.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let _ = writeln!(s, "{}", artifact.display());
     let _ = writeln!(
         s,
-        "{:<8} {:<w$} {:>7}  RESULT",
+        "{:<fw$} {:<w$} {:>7}  RESULT",
         "FIRMWARE", "TOOL", "SECONDS"
     );
     for r in reports {
         for c in &r.results {
             let _ = writeln!(
                 s,
-                "{:<8} {:<w$} {:>7.2}  {}",
+                "{:<fw$} {:<w$} {:>7.2}  {}",
                 r.firmware,
                 c.tool,
                 c.seconds,
@@ -137,12 +144,12 @@ pub fn table(artifact: &Path, reports: &[BootReport]) -> String {
             if !c.outcome.passed() && !c.output.is_empty() {
                 let lines: Vec<&str> = c.output.lines().collect();
                 for l in lines.iter().take(FAIL_LINES) {
-                    let _ = writeln!(s, "{:<8} {:<w$} {:>7}  | {l}", "", "", "");
+                    let _ = writeln!(s, "{:<fw$} {:<w$} {:>7}  | {l}", "", "", "");
                 }
                 if lines.len() > FAIL_LINES {
                     let _ = writeln!(
                         s,
-                        "{:<8} {:<w$} {:>7}  | ... ({} more lines)",
+                        "{:<fw$} {:<w$} {:>7}  | ... ({} more lines)",
                         "",
                         "",
                         "",
