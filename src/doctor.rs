@@ -108,6 +108,12 @@ pub const HOST_TOOLS: &[HostTool] = &[
     },
     HostTool {
         needed_by: Need::ContainerTest,
+        name: "setpriv",
+        package: "util-linux",
+        used_for: "container tests (a container's capabilities)",
+    },
+    HostTool {
+        needed_by: Need::ContainerTest,
         name: "mount",
         package: "mount",
         used_for: "container tests (/proc, /dev, /run, /tmp)",

@@ -13,9 +13,9 @@
 //! lower layers put there; OCI image-spec `layer.md`). Nothing is ever
 //! written or removed through a symbolic link that leads out of the tree.
 //!
-//! [`test_container`] then runs the checks as root in private mount, PID,
-//! network (loopback only), IPC and UTS namespaces (`unshare`), chrooted
-//! into the tree, with a fresh `/proc`, a read-only `/sys`, a minimal `/dev`
+//! [`test_container`] then runs the checks as root (with podman's default
+//! capabilities) in private mount, PID, network (loopback only), IPC and
+//! UTS namespaces (`unshare`), chrooted into the tree, with a fresh `/proc`, a read-only `/sys`, a minimal `/dev`
 //! (tmpfs with the usual character devices, `/dev/pts`, `/dev/shm`), and
 //! tmpfs `/run` and `/tmp`, as podman would give a container. The checks
 //! run from `/run/biovm-checks` (as in a booted image: a tmpfs) and report
@@ -620,12 +620,20 @@ const MOUNT_POINTS: &[(&str, u32)] = &[
     ("tmp", 0o1777),
 ];
 
+/// The capabilities root keeps inside the container: podman's default set
+/// (containers.conf `default_capabilities`), so a check that needs more
+/// (mounting, raw sockets, loading modules) fails here as it would under
+/// podman. Hex: 0x800405fb.
+const CAPABILITIES: &str = "-all,+chown,+dac_override,+fowner,+fsetid,+kill,+net_bind_service,\
++setfcap,+setgid,+setpcap,+setuid,+sys_chroot";
+
 /// Run by the host's `sh` as PID 1 of the new namespaces: the mounts a
-/// container runtime makes, then the checks, chrooted into the tree, with
-/// a clean environment (the one the image's config sets, plus HOME).
-/// Arguments: root, checks archive, results folder, host name.
+/// container runtime makes, then the checks, chrooted into the tree, as
+/// root with a container's capabilities and a clean environment (the one
+/// the image's config sets, plus HOME).
+/// Arguments: root, checks archive, results folder, host name, capabilities.
 const SETUP: &str = r#"set -eu
-root=$1 checks=$2 results=$3 name=$4
+root=$1 checks=$2 results=$3 name=$4 caps=$5
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$root/run"
 mkdir -m 0700 "$root/run/biovm-checks" "$root/run/biovm-results"
 tar -xf "$checks" -C "$root/run/biovm-checks"
@@ -650,7 +658,8 @@ ln -s /proc/self/fd/1 "$root/dev/stdout"
 ln -s /proc/self/fd/2 "$root/dev/stderr"
 hostname "$name"
 ip link set lo up
-exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+exec setpriv --bounding-set="$caps" \
+    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
     HOME=/root BIOVM_CONTAINER=1 BIOVM_RESULTS=/run/biovm-results/results.log \
     chroot "$root" /bin/sh -c 'cd /run/biovm-checks && exec sh ./run.sh'
 "#;
@@ -787,7 +796,8 @@ pub fn test_container(
     .arg(&root)
     .arg(&checks)
     .arg(&results_dir)
-    .arg(hostname_of(&root));
+    .arg(hostname_of(&root))
+    .arg(CAPABILITIES);
     let run_t0 = Instant::now();
     let mut child = cmd.spawn()?;
     let mut consumed = 0usize;
@@ -795,7 +805,7 @@ pub fn test_container(
     let mut done = false;
     loop {
         let exited = child.try_wait();
-        if let Ok(bytes) = fs::read(&results) {
+        if let Ok(bytes) = read_no_follow(&results) {
             if bytes.len() > consumed {
                 pending.push_str(&String::from_utf8_lossy(&bytes[consumed..]));
                 consumed = bytes.len();
@@ -867,6 +877,19 @@ pub fn test_container(
         t_rm.elapsed().as_secs_f64()
     );
     Ok(report)
+}
+
+/// A file's content, refusing a symbolic link (the container can write in
+/// the results folder, and must not make the host read its files).
+fn read_no_follow(p: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)?;
+    Ok(v)
 }
 
 /// Take one result line into the report; true at `done`.
@@ -1296,6 +1319,12 @@ mod tests {
             functional,
             // Private namespaces: only loopback, a fresh PID space, the
             // image's host name, a writable /tmp and /dev/null.
+            // podman's default capabilities, nothing more.
+            tool(
+                "capabilities",
+                "cat /proc/self/status",
+                r"^CapEff:\s+00000000800405fb$",
+            ),
             tool(
                 "isolated",
                 "wc -l < /proc/net/dev; cut -d' ' -f1 /proc/self/stat; cat /proc/sys/kernel/hostname; \
@@ -1311,8 +1340,8 @@ mod tests {
             assert!(r.error.is_none(), "{label}: {:?}", r.error);
             let by_name: BTreeMap<&str, &CheckResult> =
                 r.results.iter().map(|c| (c.tool.as_str(), c)).collect();
-            assert_eq!(by_name.len(), 4, "{label}: {:?}", r.results);
-            for ok in ["greet", "reader/count", "isolated"] {
+            assert_eq!(by_name.len(), 5, "{label}: {:?}", r.results);
+            for ok in ["greet", "reader/count", "isolated", "capabilities"] {
                 assert!(
                     by_name[ok].outcome.passed(),
                     "{label} {ok}: {:?} {:?}",
@@ -1346,6 +1375,34 @@ mod tests {
             assert_eq!(left, vec![format!("{label}.results.log")], "{label}");
             fs::remove_dir_all(&run).unwrap();
         }
+    }
+
+    #[test]
+    fn an_image_without_a_shell_fails_saying_why() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        fs::create_dir_all(tree.join("etc")).unwrap();
+        let file = d.path().join("empty.rootfs.tar.gz");
+        let ctx = FormatContext::new("empty", "1", "seed", 0);
+        formats::write_rootfs_tarball(&tree, &file, &ctx).unwrap();
+        let tools = vec![tool("greet", "echo hello", "^hello$")];
+        let run = d.path().join("run");
+        let r = test_container(
+            &file,
+            Format::Tarball,
+            &tools,
+            &run,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let err = r.error.clone().unwrap_or_default();
+        assert!(
+            err.starts_with("the container ended (exit status 127) before the checks finished")
+                && err.contains("/bin/sh"),
+            "{err}"
+        );
+        assert_eq!(r.results[0].outcome, CheckOutcome::NotRun);
+        assert_eq!(fs::read_dir(&run).unwrap().count(), 0, "nothing left");
     }
 
     #[test]
