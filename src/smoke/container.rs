@@ -15,9 +15,12 @@
 //!
 //! [`test_container`] then runs the checks as root (with podman's default
 //! capabilities) in private mount, PID, network (loopback only), IPC and
-//! UTS namespaces (`unshare`), chrooted into the tree, with a fresh `/proc`, a read-only `/sys`, a minimal `/dev`
-//! (tmpfs with the usual character devices, `/dev/pts`, `/dev/shm`), and
-//! tmpfs `/run` and `/tmp`, as podman would give a container. The checks
+//! UTS namespaces (`unshare`), chrooted into the tree, with a fresh
+//! `/proc`, a read-only `/sys`, a minimal `/dev` (tmpfs with the usual
+//! character devices, `/dev/pts`, `/dev/shm`), and tmpfs `/run` and
+//! `/tmp`, as podman would give a container. This is a faithful test
+//! harness, not a sandbox for hostile images: root keeps CAP_SYS_CHROOT
+//! and the tree is entered with chroot, not pivot_root. The checks
 //! run from `/run/biovm-checks` (as in a booted image: a tmpfs) and report
 //! to a results file the host reads as it grows; the report is judged
 //! exactly as a boot's. The whole namespace is killed when the timeout
