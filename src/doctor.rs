@@ -7,6 +7,8 @@ use std::path::Path;
 pub enum Need {
     Build,
     Test,
+    /// Running the checks inside a container artifact.
+    ContainerTest,
 }
 
 /// What biovm needs on the build host.
@@ -115,6 +117,42 @@ pub const HOST_TOOLS: &[HostTool] = &[
         name: "/usr/share/OVMF/OVMF_CODE_4M.fd",
         package: "ovmf",
         used_for: "UEFI boot tests",
+    },
+    HostTool {
+        needed_by: Need::ContainerTest,
+        name: "unshare",
+        package: "util-linux",
+        used_for: "container tests (private namespaces)",
+    },
+    HostTool {
+        needed_by: Need::ContainerTest,
+        name: "setpriv",
+        package: "util-linux",
+        used_for: "container tests (a container's capabilities)",
+    },
+    HostTool {
+        needed_by: Need::ContainerTest,
+        name: "mount",
+        package: "mount",
+        used_for: "container tests (/proc, /dev, /run, /tmp)",
+    },
+    HostTool {
+        needed_by: Need::ContainerTest,
+        name: "ip",
+        package: "iproute2",
+        used_for: "container tests (loopback network)",
+    },
+    HostTool {
+        needed_by: Need::ContainerTest,
+        name: "hostname",
+        package: "hostname",
+        used_for: "container tests (host name)",
+    },
+    HostTool {
+        needed_by: Need::ContainerTest,
+        name: "unsquashfs",
+        package: "squashfs-tools",
+        used_for: "container tests of SIF images",
     },
 ];
 

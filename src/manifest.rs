@@ -136,7 +136,8 @@ impl Manifest {
     }
 
     /// The manifest of the image an artifact belongs to: the
-    /// `*.manifest.json` in its folder that lists it.
+    /// `*.manifest.json` in its folder that lists it (an OCI layout folder
+    /// is listed by its `index.json`).
     pub fn for_artifact(artifact: &Path) -> Result<Manifest> {
         let dir = artifact
             .parent()
@@ -152,7 +153,10 @@ impl Manifest {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".manifest.json") {
                 let m = Manifest::read(&e.path())?;
-                if m.artifacts.iter().any(|a| a.file == file) {
+                let listed = |a: &Artifact| {
+                    a.file == file || a.file.strip_prefix(&file) == Some("/index.json")
+                };
+                if m.artifacts.iter().any(listed) {
                     return Ok(m);
                 }
             }
@@ -172,5 +176,38 @@ impl Manifest {
                 _ => None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifact_finds_its_manifest_and_an_oci_folder_too() {
+        let d = tempfile::tempdir().unwrap();
+        let m = Manifest {
+            image: "bio".into(),
+            description: String::new(),
+            suite: "bookworm".into(),
+            architecture: "amd64".into(),
+            boot: vec![],
+            artifacts: ["bio.raw", "bio.oci/index.json"]
+                .iter()
+                .map(|f| Artifact {
+                    format: String::new(),
+                    file: f.to_string(),
+                    size: 0,
+                    sha256: String::new(),
+                })
+                .collect(),
+            tools: vec![],
+        };
+        m.write(d.path()).unwrap();
+        for a in ["bio.raw", "bio.oci"] {
+            assert_eq!(Manifest::for_artifact(&d.path().join(a)).unwrap(), m, "{a}");
+        }
+        let err = Manifest::for_artifact(&d.path().join("bio.sif")).unwrap_err();
+        assert!(err.to_string().contains("lists bio.sif"), "{err}");
     }
 }

@@ -16,6 +16,7 @@
 //! The guest only reports; the host decides pass or fail, so check patterns
 //! are Rust regexes wherever they run.
 
+pub mod container;
 pub mod qemu;
 pub mod report;
 
@@ -157,7 +158,7 @@ pub fn write_checks_drive(tools: &[Tool], path: &Path) -> Result<()> {
 
 /// A parsed result line.
 #[derive(Debug, PartialEq)]
-enum Line {
+pub(crate) enum Line {
     Start(f64),
     Check {
         name: String,
@@ -172,7 +173,7 @@ enum Line {
     Done,
 }
 
-fn parse_line(l: &str) -> Option<Line> {
+pub(crate) fn parse_line(l: &str) -> Option<Line> {
     // Firmware may leave escape sequences on the port before our first line.
     let l = &l[l.find("BIOVM ")?..];
     let l = l.trim_end_matches('\r');

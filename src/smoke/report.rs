@@ -152,6 +152,13 @@ pub fn table(reports: &[BootReport]) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
+    // Wide enough for "container" as well as the firmware names.
+    let fw = reports
+        .iter()
+        .map(|r| r.firmware.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let aw = reports
         .iter()
         .map(|r| r.artifact.len())
@@ -160,14 +167,14 @@ pub fn table(reports: &[BootReport]) -> String {
         .max(8);
     let _ = writeln!(
         s,
-        "{:<aw$} {:<8} {:<w$} {:>7}  RESULT",
+        "{:<aw$} {:<fw$} {:<w$} {:>7}  RESULT",
         "ARTIFACT", "FIRMWARE", "TOOL", "SECONDS"
     );
     for r in reports {
         for c in &r.results {
             let _ = writeln!(
                 s,
-                "{:<aw$} {:<8} {:<w$} {:>7.2}  {}",
+                "{:<aw$} {:<fw$} {:<w$} {:>7.2}  {}",
                 r.artifact,
                 r.firmware,
                 c.tool,
@@ -177,12 +184,12 @@ pub fn table(reports: &[BootReport]) -> String {
             if !c.outcome.passed() && !c.output.is_empty() {
                 let lines: Vec<&str> = c.output.lines().collect();
                 for l in lines.iter().take(FAIL_LINES) {
-                    let _ = writeln!(s, "{:<aw$} {:<8} {:<w$} {:>7}  | {l}", "", "", "", "");
+                    let _ = writeln!(s, "{:<aw$} {:<fw$} {:<w$} {:>7}  | {l}", "", "", "", "");
                 }
                 if lines.len() > FAIL_LINES {
                     let _ = writeln!(
                         s,
-                        "{:<aw$} {:<8} {:<w$} {:>7}  | ... ({} more lines)",
+                        "{:<aw$} {:<fw$} {:<w$} {:>7}  | ... ({} more lines)",
                         "",
                         "",
                         "",
