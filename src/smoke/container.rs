@@ -37,7 +37,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{judge, parse_line, write_checks_drive, BootReport, CheckOutcome, CheckResult, Line};
+use super::{write_checks_drive, BootReport};
 use crate::cmd::Cmd;
 use crate::config::Format;
 use crate::fsutil;
@@ -821,7 +821,7 @@ pub fn test_container(
                 consumed = bytes.len();
                 while let Some(nl) = pending.find('\n') {
                     let line: String = pending.drain(..=nl).collect();
-                    done |= record(&mut report, tools, line.trim_end(), t0);
+                    done |= report.record_line(tools, line.trim_end(), t0, false);
                 }
             }
         }
@@ -855,17 +855,7 @@ pub fn test_container(
     }
     child.kill();
     report.total_secs = t0.elapsed().as_secs_f64();
-    for t in tools {
-        if !report.results.iter().any(|r| r.tool == t.name) {
-            report.results.push(CheckResult {
-                tool: t.name.clone(),
-                outcome: CheckOutcome::NotRun,
-                status: -1,
-                seconds: 0.0,
-                output: String::new(),
-            });
-        }
-    }
+    report.mark_not_run(tools);
     match fs::rename(&results, &log_path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -902,45 +892,12 @@ fn read_no_follow(p: &Path) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Take one result line into the report; true at `done`.
-fn record(report: &mut BootReport, tools: &[Tool], line: &str, t0: Instant) -> bool {
-    match parse_line(line) {
-        Some(Line::Start(_)) => report.boot_secs = Some(t0.elapsed().as_secs_f64()),
-        Some(Line::Check {
-            name,
-            status,
-            millis,
-            output,
-        }) => {
-            if report.first_check_secs.is_none() {
-                report.first_check_secs = Some(t0.elapsed().as_secs_f64());
-            }
-            let outcome = match tools.iter().find(|t| t.name == name) {
-                Some(t) => judge(t, status, &output),
-                None => CheckOutcome::Unexpected,
-            };
-            report.results.push(CheckResult {
-                tool: name,
-                outcome,
-                status,
-                seconds: millis as f64 / 1000.0,
-                output,
-            });
-        }
-        Some(Line::Info { key, text }) => {
-            report.boot_analysis.insert(key, text);
-        }
-        Some(Line::Done) => return true,
-        None => {}
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::formats::{self, FormatContext};
     use crate::manifest::ToolCheck;
+    use crate::smoke::{CheckOutcome, CheckResult};
     use std::collections::BTreeMap;
     use std::os::unix::fs::{symlink, MetadataExt};
 

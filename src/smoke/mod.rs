@@ -158,7 +158,7 @@ pub fn write_checks_drive(tools: &[Tool], path: &Path) -> Result<()> {
 
 /// A parsed result line.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Line {
+enum Line {
     Start(f64),
     Check {
         name: String,
@@ -173,7 +173,7 @@ pub(crate) enum Line {
     Done,
 }
 
-pub(crate) fn parse_line(l: &str) -> Option<Line> {
+fn parse_line(l: &str) -> Option<Line> {
     // Firmware may leave escape sequences on the port before our first line.
     let l = &l[l.find("BIOVM ")?..];
     let l = l.trim_end_matches('\r');
@@ -208,6 +208,71 @@ pub(crate) fn parse_line(l: &str) -> Option<Line> {
             })
         }
         _ => None,
+    }
+}
+
+impl BootReport {
+    /// Take one result line (guest or container) into the report, judging
+    /// checks against `tools`; `t0` is when the run started. `guest` keeps
+    /// the guest's own uptime from the start line (a container's
+    /// /proc/uptime is the host's). True at `done`.
+    pub(crate) fn record_line(
+        &mut self,
+        tools: &[Tool],
+        line: &str,
+        t0: Instant,
+        guest: bool,
+    ) -> bool {
+        match parse_line(line) {
+            Some(Line::Start(uptime)) => {
+                if guest {
+                    self.guest_uptime_at_start = Some(uptime);
+                }
+                self.boot_secs = Some(t0.elapsed().as_secs_f64());
+            }
+            Some(Line::Check {
+                name,
+                status,
+                millis,
+                output,
+            }) => {
+                if self.first_check_secs.is_none() {
+                    self.first_check_secs = Some(t0.elapsed().as_secs_f64());
+                }
+                let outcome = match tools.iter().find(|t| t.name == name) {
+                    Some(t) => judge(t, status, &output),
+                    None => CheckOutcome::Unexpected,
+                };
+                self.results.push(CheckResult {
+                    tool: name,
+                    outcome,
+                    status,
+                    seconds: millis as f64 / 1000.0,
+                    output,
+                });
+            }
+            Some(Line::Info { key, text }) => {
+                self.boot_analysis.insert(key, text);
+            }
+            Some(Line::Done) => return true,
+            None => {}
+        }
+        false
+    }
+
+    /// Every tool that never reported becomes a `NotRun` failure.
+    pub(crate) fn mark_not_run(&mut self, tools: &[Tool]) {
+        for t in tools {
+            if !self.results.iter().any(|r| r.tool == t.name) {
+                self.results.push(CheckResult {
+                    tool: t.name.clone(),
+                    outcome: CheckOutcome::NotRun,
+                    status: -1,
+                    seconds: 0.0,
+                    output: String::new(),
+                });
+            }
+        }
     }
 }
 
@@ -432,38 +497,7 @@ pub fn boot_and_check(
                 consumed = bytes.len();
                 while let Some(nl) = pending.find('\n') {
                     let line: String = pending.drain(..=nl).collect();
-                    match parse_line(line.trim_end()) {
-                        Some(Line::Start(uptime)) => {
-                            report.guest_uptime_at_start = Some(uptime);
-                            report.boot_secs = Some(t0.elapsed().as_secs_f64());
-                        }
-                        Some(Line::Check {
-                            name,
-                            status,
-                            millis,
-                            output,
-                        }) => {
-                            if report.first_check_secs.is_none() {
-                                report.first_check_secs = Some(t0.elapsed().as_secs_f64());
-                            }
-                            let outcome = match tools.iter().find(|t| t.name == name) {
-                                Some(t) => judge(t, status, &output),
-                                None => CheckOutcome::Unexpected,
-                            };
-                            report.results.push(CheckResult {
-                                tool: name,
-                                outcome,
-                                status,
-                                seconds: millis as f64 / 1000.0,
-                                output,
-                            });
-                        }
-                        Some(Line::Info { key, text }) => {
-                            report.boot_analysis.insert(key, text);
-                        }
-                        Some(Line::Done) => done = true,
-                        None => {}
-                    }
+                    done |= report.record_line(tools, line.trim_end(), t0, true);
                 }
             }
         }
@@ -522,18 +556,7 @@ pub fn boot_and_check(
     }
     guest.kill();
     report.total_secs = t0.elapsed().as_secs_f64();
-    // Tools that never reported.
-    for t in tools {
-        if !report.results.iter().any(|r| r.tool == t.name) {
-            report.results.push(CheckResult {
-                tool: t.name.clone(),
-                outcome: CheckOutcome::NotRun,
-                status: -1,
-                seconds: 0.0,
-                output: String::new(),
-            });
-        }
-    }
+    report.mark_not_run(tools);
     let _ = fs::remove_file(&checks);
     let _ = fs::remove_file(&scratch);
     let _ = fs::remove_file(run_dir.join(format!("{label}.vars.fd")));
