@@ -293,12 +293,17 @@ const FATAL_CONSOLE: &[&str] = &[
 /// `seen` advances past complete lines; the unfinished last line is looked
 /// at too (a prompt such as OVMF's `Shell> ` never ends its line).
 fn fatal_console_line(console: &Path, seen: &mut usize) -> Option<String> {
-    let bytes = fs::read(console).ok()?;
-    if bytes.len() <= *seen {
+    use std::io::{Read, Seek, SeekFrom};
+    // Only what arrived since the last complete line is read.
+    let mut f = fs::File::open(console).ok()?;
+    f.seek(SeekFrom::Start(*seen as u64)).ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    if bytes.is_empty() {
         return None;
     }
-    let text = String::from_utf8_lossy(&bytes[*seen..]).into_owned();
-    if let Some(nl) = bytes[*seen..].iter().rposition(|b| *b == b'\n') {
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if let Some(nl) = bytes.iter().rposition(|b| *b == b'\n') {
         *seen += nl + 1;
     }
     text.split(['\n', '\r'])
