@@ -204,7 +204,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         },
     )?;
     write_sums(out, &artifacts, &sbom)?;
-    Manifest::new(&image, artifacts.clone()).write(out)?;
+    Manifest::new(&image, artifacts.clone())?.write(out)?;
     let report = BuildReport {
         image: image.name.clone(),
         stages,

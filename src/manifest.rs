@@ -40,19 +40,64 @@ pub struct ToolCheck {
     pub expect: String,
     pub status: i32,
     pub timeout: u32,
-    /// Files (absolute paths on the host) the test needs, delivered to the
-    /// guest on the test drive, never baked into the image.
+    /// Files the test needs, carried in the manifest itself so an artifact
+    /// can be tested anywhere later; delivered to the guest on the test
+    /// drive, never baked into the image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub data: Vec<String>,
+    pub data: Vec<DataFile>,
+}
+
+/// One test data file: its base name and its bytes (base64 in JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DataFile {
+    pub name: String,
+    #[serde(with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl DataFile {
+    /// Read `path` (a recipe's test data file).
+    pub fn read(path: &Path) -> Result<DataFile> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path
+            .file_name()
+            .with_context(|| format!("{}: not a file name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        Ok(DataFile { name, bytes })
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Tool {
     /// The recipe's version check (named after the recipe) and each of its
-    /// functional tests (named `recipe/test`).
-    pub fn all_from_recipe(r: &Recipe) -> Vec<Tool> {
+    /// functional tests (named `recipe/test`), with the tests' data read in.
+    pub fn all_from_recipe(r: &Recipe) -> Result<Vec<Tool>> {
         let mut v = vec![Tool::from_recipe(r)];
+        let dir = r.source.parent().unwrap_or(Path::new("."));
         for t in &r.tests {
-            let dir = r.source.parent().unwrap_or(Path::new("."));
+            let data = t
+                .data
+                .iter()
+                .map(|d| DataFile::read(&dir.join(d)))
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("recipe {}, test {}", r.name, t.name))?;
             v.push(Tool {
                 name: format!("{}/{}", r.name, t.name),
                 category: r.category.clone(),
@@ -61,18 +106,20 @@ impl Tool {
                     expect: t.expect.as_str().trim_start_matches("(?m)").to_string(),
                     status: t.status,
                     timeout: t.timeout_secs,
-                    data: t
-                        .data
-                        .iter()
-                        .map(|d| {
-                            let p = dir.join(d);
-                            p.canonicalize().unwrap_or(p).to_string_lossy().into_owned()
-                        })
-                        .collect(),
+                    data,
                 },
             });
         }
-        v
+        Ok(v)
+    }
+
+    /// Every check of `recipes`, in order.
+    pub fn all_from_recipes(recipes: &[Recipe]) -> Result<Vec<Tool>> {
+        let mut v = Vec::new();
+        for r in recipes {
+            v.extend(Tool::all_from_recipe(r)?);
+        }
+        Ok(v)
     }
 
     pub fn from_recipe(r: &Recipe) -> Tool {
@@ -98,8 +145,8 @@ impl Tool {
 }
 
 impl Manifest {
-    pub fn new(image: &Image, artifacts: Vec<Artifact>) -> Manifest {
-        Manifest {
+    pub fn new(image: &Image, artifacts: Vec<Artifact>) -> Result<Manifest> {
+        Ok(Manifest {
             image: image.name.clone(),
             description: image.description.clone(),
             suite: image.base.suite.clone(),
@@ -111,12 +158,8 @@ impl Manifest {
                 .map(|b| b.as_str().to_string())
                 .collect(),
             artifacts,
-            tools: image
-                .recipes
-                .iter()
-                .flat_map(Tool::all_from_recipe)
-                .collect(),
-        }
+            tools: Tool::all_from_recipes(&image.recipes)?,
+        })
     }
 
     pub fn path_for(out_dir: &Path, image_name: &str) -> PathBuf {

@@ -277,6 +277,14 @@ const VM_CELLS: &[(&str, &str)] = &[
     ("minimal.box", "ahci"),
 ];
 
+/// The container artifacts, whose checks run in their unpacked trees.
+const CONTAINERS: &[&str] = &[
+    "minimal.oci",
+    "minimal.docker.tar",
+    "minimal.sif",
+    "minimal.rootfs.tar.gz",
+];
+
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn the_whole_vm_matrix_boots_and_every_check_passes() {
@@ -317,21 +325,52 @@ fn the_whole_vm_matrix_boots_and_every_check_passes() {
             }
         }
     }
+    for art in CONTAINERS {
+        assert!(
+            stdout.contains(&format!("{art} container: PASSED (container, namespaces,")),
+            "the checks in {art} did not pass:\n{stdout}"
+        );
+    }
     // JSON and JUnit reports, and every boot's console log, side by side.
     let rd = out.join("minimal.test");
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(rd.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report.as_array().unwrap().len(), 2 * VM_CELLS.len());
+    let n = 2 * VM_CELLS.len() + CONTAINERS.len();
+    assert_eq!(report.as_array().unwrap().len(), n);
     for r in report.as_array().unwrap() {
         assert!(r["boot_secs"].as_f64().unwrap() > 0.0);
+        if r["firmware"] == "container" {
+            assert!(r["results"].as_array().unwrap().len() >= 5, "{r}");
+            continue;
+        }
         let log = fs::read_to_string(r["serial_log"].as_str().unwrap()).unwrap_or_default();
         assert!(
             log.contains("Linux version"),
             "the serial log holds the guest's console: {r}"
         );
     }
+    // The containers' unpacked trees are gone; their results logs stay.
+    let left: Vec<String> = fs::read_dir(&rd)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".container"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    for art in CONTAINERS {
+        let r = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["artifact"] == *art)
+            .unwrap();
+        let log = fs::read_to_string(r["serial_log"].as_str().unwrap()).unwrap();
+        assert!(
+            log.starts_with("BIOVM start ") && log.ends_with("BIOVM done\n"),
+            "{art}"
+        );
+    }
     let junit = fs::read_to_string(rd.join("junit.xml")).unwrap();
-    assert_eq!(junit.matches("<testsuite ").count(), 2 * VM_CELLS.len());
+    assert_eq!(junit.matches("<testsuite ").count(), n);
     assert!(junit.contains("name=\"minimal.box bios\""), "{junit}");
     assert!(!junit.contains("<failure"), "{junit}");
     // The artifacts are exactly as they shipped.
@@ -484,6 +523,31 @@ fn a_wrong_check_pattern_fails_and_names_the_tool() {
     );
     // Only samtools failed.
     assert_eq!(stderr.matches("FAILED").count(), 1, "{stderr}");
+
+    // The same inside a container artifact.
+    let oci = out.join("minimal.oci");
+    let o = biovm(&[
+        "--recipes",
+        recipes.to_str().unwrap(),
+        "test",
+        oci.to_str().unwrap(),
+        "--image",
+        "images/minimal.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(
+            "samtools in minimal.oci under container: FAILED: output does not match /^samtools 9\\.\\d+/"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("FAILED").count(), 1, "{stderr}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("samtools 1."),
+        "the failing output is shown: {stdout}"
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {

@@ -64,7 +64,7 @@ pub enum Command {
     Lock(lock::LockArgs),
     /// Build an image: bootstrap the root filesystem and assemble the disk.
     Build(build::BuildArgs),
-    /// Boot a built disk in QEMU (UEFI and BIOS) and run every tool check inside it.
+    /// Boot each built disk in QEMU (UEFI and BIOS), unpack each container artifact, and run every tool check inside.
     Test(test::TestArgs),
     /// Publish a built disk to EC2 or a Eucalyptus-compatible cloud (once: a rerun changes nothing).
     Publish(Box<publish::PublishArgs>),

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use super::GlobalArgs;
 use crate::config::{BootMode, Format};
 use crate::manifest::{Manifest, Tool};
-use crate::smoke::{self, report, Cell, TestOptions};
+use crate::smoke::{self, report, TestOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Firmware {
@@ -65,11 +65,7 @@ fn tools_of_image(
 ) -> anyhow::Result<(String, Vec<Tool>, Vec<BootMode>)> {
     let dir = crate::config::default_recipe_dir(Some(img), g.recipes.as_deref());
     let image = crate::config::load_image(img, &dir)?;
-    let tools = image
-        .recipes
-        .iter()
-        .flat_map(Tool::all_from_recipe)
-        .collect();
+    let tools = Tool::all_from_recipes(&image.recipes)?;
     Ok((image.name.clone(), tools, image.disk.boot.clone()))
 }
 
@@ -108,8 +104,8 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
             report_dir: a.out.join(format!("{name}.test")),
         });
     }
-    if !a.target.is_file() {
-        bail!("{} does not exist or is not a file", a.target.display());
+    if !a.target.exists() {
+        bail!("{} does not exist", a.target.display());
     }
     let file = a
         .target
@@ -133,20 +129,20 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
     });
     let format = match from_manifest {
         Some(f) => f,
-        None => match a.target.extension().and_then(|e| e.to_str()) {
-            Some("raw") | Some("img") => Format::Raw,
-            Some(e) => Format::ALL
-                .iter()
-                .copied()
-                .find(|f| f.is_disk() && f.extension().trim_start_matches('.') == e)
-                .with_context(|| {
-                    format!(
-                        "{}: not a disk biovm can boot (.raw, .qcow2, .vmdk, .vdi, .ova, .box)",
-                        a.target.display()
-                    )
-                })?,
-            None => bail!("{}: cannot tell its format", a.target.display()),
-        },
+        None if file.ends_with(".img") => Format::Raw,
+        // The longest matching suffix: `.rootfs.tar.gz` before `.gz`.
+        None => Format::ALL
+            .iter()
+            .copied()
+            .filter(|f| file.ends_with(&format!(".{}", f.extension())))
+            .max_by_key(|f| f.extension().len())
+            .with_context(|| {
+                format!(
+                    "{}: not an artifact biovm can test (.raw, .qcow2, .vmdk, .vdi, .ova, .box, \
+                     .oci, .docker.tar, .sif, .rootfs.tar.gz)",
+                    a.target.display()
+                )
+            })?,
     };
     Ok(Plan {
         artifacts: vec![(a.target.clone(), format)],
@@ -169,36 +165,13 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
             })
             .collect()
     };
-    let cells: Vec<Cell> = smoke::vm_cells(&p.artifacts, &modes);
-    let skipped: Vec<String> = p
-        .artifacts
-        .iter()
-        .filter(|(_, f)| !f.is_disk())
-        .map(|(path, _)| path.display().to_string())
-        .collect();
-    if cells.is_empty() {
-        bail!(
-            "nothing to boot: {} (container artifacts are checked by their own runner)",
-            skipped.join(", ")
-        );
-    }
-    crate::doctor::require(crate::doctor::Need::Test)?;
     let opts = TestOptions {
         boot_timeout: Duration::from_secs(a.boot_timeout),
         jobs: a.jobs.unwrap_or_else(smoke::default_jobs),
         memory_mib: a.memory,
     };
-    let reports: Vec<report::BootReport> = smoke::run_cells(&cells, &p.tools, &p.report_dir, &opts)
-        .into_iter()
-        .zip(&cells)
-        .map(|(r, c)| r.unwrap_or_else(|e| report::BootReport::failed_to_start(c, &e)))
-        .collect();
+    let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;
     let json = serde_json::to_string_pretty(&reports)? + "\n";
-    crate::fsutil::write_atomic(&p.report_dir.join("report.json"), json.as_bytes())?;
-    crate::fsutil::write_atomic(
-        &p.report_dir.join("junit.xml"),
-        report::junit(&reports).as_bytes(),
-    )?;
     if a.json {
         print!("{json}");
     } else {

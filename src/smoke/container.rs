@@ -66,13 +66,9 @@ pub fn unpack_rootfs(artifact: &Path, format: Format, dest: &Path) -> Result<()>
         Format::Oci => unpack_oci(artifact, dest),
         Format::DockerArchive => unpack_docker_archive(artifact, dest),
         Format::Sif => unpack_sif(artifact, dest),
-        _ => apply_stream(
-            File::open(artifact).context("cannot open it")?,
-            dest,
-            false,
-            None,
-            None,
-        ),
+        _ => File::open(artifact)
+            .context("cannot open it")
+            .and_then(|f| apply_stream(f, dest, false, None, None)),
     };
     r.with_context(|| {
         format!(
@@ -1279,7 +1275,7 @@ mod tests {
         let data = d.path().join("reads.txt");
         fs::write(&data, "read1 planted\n").unwrap();
         let mut functional = tool("reader/count", "cat reads.txt; wc -l < reads.txt", "^1$");
-        functional.check.data = vec![data.to_string_lossy().into_owned()];
+        functional.check.data = vec![crate::manifest::DataFile::read(&data).unwrap()];
         let tools = vec![
             tool("greet", "echo hello; echo to-stderr >&2", "^hello$"),
             tool("wrong", "echo version 1.0", r"^version 9\."),

@@ -17,6 +17,7 @@
 //! are Rust regexes wherever they run.
 
 pub mod container;
+pub mod matrix;
 pub mod qemu;
 pub mod report;
 
@@ -30,6 +31,7 @@ use regex::Regex;
 
 use crate::config::{BootMode, Format};
 use crate::manifest::Tool;
+pub use matrix::{test_artifacts, Job};
 pub use qemu::{Accel, Bus};
 pub use report::{BootReport, CheckOutcome, CheckResult};
 
@@ -145,11 +147,7 @@ pub fn write_checks_drive(tools: &[Tool], path: &Path) -> Result<()> {
             0o644,
         )?;
         for d in &t.check.data {
-            let p = Path::new(d);
-            let bytes = fs::read(p)
-                .with_context(|| format!("{}: cannot read its test data {d}", t.name))?;
-            let base = p.file_name().unwrap_or_default().to_string_lossy();
-            add(&format!("data/{}/{base}", t.name), &bytes, 0o644)?;
+            add(&format!("data/{}/{}", t.name, d.name), &d.bytes, 0o644)?;
         }
     }
     b.into_inner()?.sync_all()?;
@@ -568,41 +566,6 @@ pub fn boot_and_check(
     Ok(report)
 }
 
-/// Boot every cell, up to `opts.jobs` guests at once (each with its share
-/// of the cores); reports in the cells' order.
-pub fn run_cells(
-    cells: &[Cell],
-    tools: &[Tool],
-    run_dir: &Path,
-    opts: &TestOptions,
-) -> Vec<Result<BootReport>> {
-    let jobs = opts.jobs.clamp(1, cells.len().max(1));
-    let cpus = (default_jobs() / jobs).max(1) as u32;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let slots: Vec<std::sync::Mutex<Option<Result<BootReport>>>> =
-        cells.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(cell) = cells.get(i) else { break };
-                log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
-                let r = boot_and_check(cell, tools, run_dir, cpus, opts);
-                *slots[i].lock().unwrap() = Some(r);
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .zip(cells)
-        .map(|(m, c)| {
-            m.into_inner()
-                .unwrap()
-                .unwrap_or_else(|| Err(anyhow::anyhow!("{}: the test thread died", c.label())))
-        })
-        .collect()
-}
-
 pub fn report_dir_for(artifact: &Path) -> PathBuf {
     let stem = artifact
         .file_stem()
@@ -702,7 +665,7 @@ mod tests {
         fs::write(&data, ">chr1\nACGT\n").unwrap();
         let mut t = tool("x", 0);
         t.name = "bwa/index".into();
-        t.check.data = vec![data.to_string_lossy().into_owned()];
+        t.check.data = vec![crate::manifest::DataFile::read(&data).unwrap()];
         let p = d.path().join("c.tar");
         write_checks_drive(std::slice::from_ref(&t), &p).unwrap();
         let names = entry_names(&p);
@@ -728,7 +691,7 @@ mod tests {
         let mut fail = tool("x", 0);
         fail.name = "reads/data".into();
         fail.check.command = "cat in.txt; touch out; exit 3".into();
-        fail.check.data = vec![data.to_string_lossy().into_owned()];
+        fail.check.data = vec![crate::manifest::DataFile::read(&data).unwrap()];
         let tar = d.path().join("c.tar");
         write_checks_drive(&[ok, fail], &tar).unwrap();
         let root = d.path().join("unpacked");

@@ -133,6 +133,26 @@ impl BootReport {
         r
     }
 
+    /// The report of a container artifact whose checks could not start.
+    pub fn container_failed_to_start(
+        artifact: &std::path::Path,
+        format: crate::config::Format,
+        e: &anyhow::Error,
+    ) -> BootReport {
+        BootReport {
+            artifact: artifact
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            format: format.as_str(),
+            firmware: "container",
+            bus: "namespaces",
+            accel: "container",
+            error: Some(format!("{e:#}")),
+            ..BootReport::new(BootMode::Uefi, super::qemu::Accel::Tcg, PathBuf::new())
+        }
+    }
+
     /// `minimal.raw uefi`: how a cell is named in tables and failures.
     pub fn cell(&self) -> String {
         format!("{} {}", self.artifact, self.firmware)
@@ -206,14 +226,20 @@ pub fn table(reports: &[BootReport]) -> String {
             (Some(b), None) => format!("boot {b:.1} s"),
             _ => "did not boot".into(),
         };
-        let prepare = if r.prepare_secs >= 0.05 {
-            format!("disk out of its archive {:.1} s, ", r.prepare_secs)
+        let container = r.firmware == "container";
+        let prepare = match (r.prepare_secs >= 0.05, container) {
+            (false, _) => String::new(),
+            (true, false) => format!("disk out of its archive {:.1} s, ", r.prepare_secs),
+            (true, true) => format!("unpacked {:.1} s, ", r.prepare_secs),
+        };
+        let log = if container {
+            "results log"
         } else {
-            String::new()
+            "serial log"
         };
         let _ = writeln!(
             s,
-            "{}: {} ({}, {}, {prepare}{timing}, checks {:.1} s, total {:.1} s) serial log: {}",
+            "{}: {} ({}, {}, {prepare}{timing}, checks {:.1} s, total {:.1} s) {log}: {}",
             r.cell(),
             if r.passed() { "PASSED" } else { "FAILED" },
             r.accel,
