@@ -184,6 +184,21 @@ impl Cmd {
         r.finish()
     }
 
+    /// Run attached to this terminal (stdin, stdout and stderr inherited)
+    /// until it ends; its exit status, whatever it is.
+    pub fn run_on_terminal(&mut self) -> Result<ExitStatus, CmdError> {
+        self.check_present()?;
+        let command = self.display();
+        log::debug!("$ {command}");
+        self.inner
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        self.inner
+            .status()
+            .map_err(|source| CmdError::Spawn { command, source })
+    }
+
     /// Run to completion and return stdout.
     pub fn output(&mut self) -> Result<String, CmdError> {
         let mut r = self.start(Stdio::piped())?;

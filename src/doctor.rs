@@ -114,6 +114,24 @@ pub const HOST_TOOLS: &[HostTool] = &[
     },
     HostTool {
         needed_by: Need::Test,
+        name: "qemu-img",
+        package: "qemu-utils",
+        used_for: "boot tests (a larger overlay disk over the artifact)",
+    },
+    HostTool {
+        needed_by: Need::Test,
+        name: "mkfs.fat",
+        package: "dosfstools",
+        used_for: "boot tests (the cloud-init NoCloud seed drive)",
+    },
+    HostTool {
+        needed_by: Need::Test,
+        name: "mcopy",
+        package: "mtools",
+        used_for: "boot tests (filling the NoCloud seed drive)",
+    },
+    HostTool {
+        needed_by: Need::Test,
         name: "/usr/share/OVMF/OVMF_CODE_4M.fd",
         package: "ovmf",
         used_for: "UEFI boot tests",

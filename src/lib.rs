@@ -19,4 +19,5 @@ pub mod manifest;
 pub mod publish;
 pub mod pypi;
 pub mod rootfs;
+pub mod run;
 pub mod smoke;

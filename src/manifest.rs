@@ -15,6 +15,10 @@ pub struct Manifest {
     pub suite: String,
     pub architecture: String,
     pub boot: Vec<String>,
+    /// The image's own user (cloud-init's default user: SSH keys a cloud
+    /// or `biovm run` passes go to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_user: Option<String>,
     pub artifacts: Vec<Artifact>,
     pub tools: Vec<Tool>,
 }
@@ -157,6 +161,7 @@ impl Manifest {
                 .iter()
                 .map(|b| b.as_str().to_string())
                 .collect(),
+            default_user: image.system.user.as_ref().map(|u| u.name.clone()),
             artifacts,
             tools: Tool::all_from_recipes(&image.recipes)?,
         })
@@ -235,6 +240,7 @@ mod tests {
             suite: "bookworm".into(),
             architecture: "amd64".into(),
             boot: vec![],
+            default_user: Some("bio".into()),
             artifacts: ["bio.raw", "bio.oci/index.json"]
                 .iter()
                 .map(|f| Artifact {

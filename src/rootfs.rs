@@ -15,10 +15,12 @@ use crate::config::Image;
 use crate::disk::DiskIds;
 
 /// Debian packages every image gets, whatever its recipes, beside its
-/// kernel (`config::Kernel`): systemd, SSH and the basics a researcher
-/// expects on a server.
+/// kernel (`config::Kernel`): systemd, SSH, cloud-init with growpart, and
+/// the basics a researcher expects on a server.
 pub const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
+    "cloud-guest-utils",
+    "cloud-init",
     "dbus",
     "e2fsprogs",
     "initramfs-tools",
@@ -256,6 +258,8 @@ fi\n",
 
 const SSH_KEYGEN_UNIT: &str = r#"[Unit]
 Description=Generate SSH host keys on first boot (biovm images ship none)
+# cloud-init makes them where it runs; this covers boots without it.
+After=cloud-init.service
 Before=ssh.service
 ConditionFileNotEmpty=!/etc/ssh/ssh_host_ed25519_key
 
@@ -267,6 +271,49 @@ ExecStart=/usr/bin/ssh-keygen -q -t ecdsa -N "" -f /etc/ssh/ssh_host_ecdsa_key
 [Install]
 WantedBy=ssh.service
 "#;
+
+/// cloud-init's settings (`/etc/cloud/cloud.cfg.d/90-biovm.cfg`): the data
+/// sources biovm images meet (a NoCloud seed drive locally, the EC2
+/// metadata service on EC2 and Eucalyptus, where cloud-init asks for an
+/// IMDSv2 session token first), the root partition and filesystem grown to
+/// the disk at first boot, the image's own user as the default user (the
+/// one cloud SSH keys go to), and the image's settings left as built: its
+/// network setup (systemd-networkd), its mirror, its locale, its host keys
+/// if the first-boot unit made them already.
+pub fn cloud_cfg(image: &Image) -> String {
+    let mut s = format!(
+        "# Written by biovm for the image {name}.\n\
+# default user: {user}\n\
+datasource_list: [NoCloud, Ec2, None]\n\
+datasource:\n  Ec2:\n    # No long wait where there is no metadata service.\n    max_wait: 30\n    timeout: 5\n\
+network:\n  config: disabled\n\
+growpart:\n  mode: auto\n  devices: ['/']\n\
+resize_rootfs: true\n\
+apt:\n  preserve_sources_list: true\n\
+locale: {locale}\n\
+disable_root: true\n\
+ssh_deletekeys: false\n\
+ssh_genkeytypes: [ed25519, ecdsa]\n",
+        name = image.name,
+        user = image
+            .system
+            .user
+            .as_ref()
+            .map(|u| u.name.as_str())
+            .unwrap_or("debian"),
+        locale = image.system.locale,
+    );
+    if let Some(u) = &image.system.user {
+        s.push_str(&format!(
+            "system_info:\n  default_user:\n    name: {}\n    lock_passwd: true\n    shell: {}\n",
+            u.name, u.shell
+        ));
+        if u.sudo {
+            s.push_str("    groups: [sudo]\n    sudo: [\"ALL=(ALL) NOPASSWD:ALL\"]\n");
+        }
+    }
+    s
+}
 
 const SSHD_CONFIG: &str = "# biovm: key-based login only; host keys made at first boot\n\
 PasswordAuthentication no\n\
@@ -370,6 +417,11 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
             path: "etc/systemd/system/biovm-ssh-hostkeys.service",
             mode: 0o644,
             content: SSH_KEYGEN_UNIT.into(),
+        },
+        Owned {
+            path: "etc/cloud/cloud.cfg.d/90-biovm.cfg",
+            mode: 0o644,
+            content: cloud_cfg(image),
         },
     ];
     if let Some(u) = &sys.user {
@@ -533,6 +585,44 @@ fn truncate_logs(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cloud-init settings of the project's images are valid YAML
+    /// (read by Python's YAML parser, as cloud-init reads them) and carry
+    /// the image's user and locale.
+    #[test]
+    fn cloud_cfg_is_yaml_with_the_images_user() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let image =
+            crate::config::load_image(&repo.join("images/minimal.toml"), &repo.join("recipes"))
+                .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("90-biovm.cfg");
+        fs::write(&cfg, cloud_cfg(&image)).unwrap();
+        let json = Cmd::new("python3")
+            .args([
+                "-c",
+                "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+            ])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v["datasource_list"],
+            serde_json::json!(["NoCloud", "Ec2", "None"])
+        );
+        assert_eq!(v["system_info"]["default_user"]["name"], "biovm");
+        assert_eq!(
+            v["system_info"]["default_user"]["groups"],
+            serde_json::json!(["sudo"])
+        );
+        assert_eq!(v["locale"], "C.UTF-8");
+        assert_eq!(v["growpart"]["devices"], serde_json::json!(["/"]));
+        assert_eq!(v["network"]["config"], "disabled");
+        assert_eq!(v["apt"]["preserve_sources_list"], true);
+        // The smoke test reads the default user from this comment.
+        assert!(cloud_cfg(&image).contains("\n# default user: biovm\n"));
+    }
 
     /// Run the initramfs hook against a fake DESTDIR holding udev's init-top
     /// script, with `manual_add_modules` recording its arguments.

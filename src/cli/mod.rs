@@ -13,6 +13,7 @@ mod list;
 mod lock;
 mod plan;
 mod publish;
+mod run;
 mod show;
 mod test;
 
@@ -66,6 +67,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Boot each built disk in QEMU (UEFI and BIOS), unpack each container artifact, and run every tool check inside.
     Test(test::TestArgs),
+    /// Boot a built disk locally: the console on this terminal, or detached with SSH on 127.0.0.1.
+    Run(run::RunArgs),
     /// Publish a built disk to EC2 or a Eucalyptus-compatible cloud (once: a rerun changes nothing).
     Publish(Box<publish::PublishArgs>),
 }
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Build(a) => build::run(g, a),
         Command::Test(a) => test::run(g, a),
         Command::Publish(a) => publish::run(g, *a),
+        Command::Run(a) => run::run(g, a),
     };
     match result {
         Ok(code) => code,

@@ -87,13 +87,17 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         for art in &m.artifacts {
             let f = format_named(&art.format)
                 .with_context(|| format!("{}: unknown format {:?}", mpath.display(), art.format))?;
-            let p = a.out.join(&art.file);
+            let mut p = a.out.join(&art.file);
             if !p.is_file() {
                 bail!(
                     "{} lists {} but it is missing",
                     mpath.display(),
                     p.display()
                 );
+            }
+            // An OCI layout is listed by its index.json; it is the folder.
+            if f == Format::Oci && p.ends_with("index.json") {
+                p.pop();
             }
             artifacts.push((p, f));
         }

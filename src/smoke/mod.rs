@@ -20,6 +20,7 @@ pub mod container;
 pub mod matrix;
 pub mod qemu;
 pub mod report;
+pub mod seed;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -367,22 +368,30 @@ pub fn vm_cells(artifacts: &[(PathBuf, Format)], modes: &[BootMode]) -> Vec<Cell
     cells
 }
 
-/// The disk QEMU boots for `cell`, and its QEMU format name. OVA and
+fn bootable_disk(cell: &Cell, scratch: &Path) -> Result<(PathBuf, &'static str)> {
+    disk_to_boot(&cell.artifact, cell.format, scratch)
+}
+
+/// The disk QEMU boots for `artifact`, and its QEMU format name. OVA and
 /// Vagrant boxes carry a streamOptimized VMDK inside a tar (gzip-compressed
 /// for Vagrant): it is copied out to `scratch`, as VirtualBox would import it.
-fn bootable_disk(cell: &Cell, scratch: &Path) -> Result<(PathBuf, &'static str)> {
-    Ok(match cell.format {
-        Format::Raw => (cell.artifact.clone(), "raw"),
-        Format::Qcow2 => (cell.artifact.clone(), "qcow2"),
-        Format::Vmdk => (cell.artifact.clone(), "vmdk"),
-        Format::Vdi => (cell.artifact.clone(), "vdi"),
+pub fn disk_to_boot(
+    artifact: &Path,
+    format: Format,
+    scratch: &Path,
+) -> Result<(PathBuf, &'static str)> {
+    Ok(match format {
+        Format::Raw => (artifact.to_path_buf(), "raw"),
+        Format::Qcow2 => (artifact.to_path_buf(), "qcow2"),
+        Format::Vmdk => (artifact.to_path_buf(), "vmdk"),
+        Format::Vdi => (artifact.to_path_buf(), "vdi"),
         Format::Ova | Format::Vagrant => {
-            extract_vmdk(&cell.artifact, scratch)?;
+            extract_vmdk(artifact, scratch)?;
             (scratch.to_path_buf(), "vmdk")
         }
         f => anyhow::bail!(
             "{}: a {} artifact is not a disk to boot",
-            cell.artifact.display(),
+            artifact.display(),
             f.as_str()
         ),
     })
@@ -420,22 +429,72 @@ pub fn extract_vmdk(archive: &Path, dest: &Path) -> Result<()> {
 }
 
 /// Checks of the booted system itself, run after the tools' checks in
-/// every VM boot (not in containers).
-pub fn system_checks() -> Vec<Tool> {
-    vec![Tool {
-        name: "system/boot-finished".into(),
+/// every VM boot (not in containers): the boot finished with no failed
+/// unit; cloud-init reached its final stage from the NoCloud seed, created
+/// the seed's user and installed its key (for the image's default user
+/// too); and the root filesystem grew past `image_bytes` (the disk as
+/// built) on the larger boot disk of `disk_bytes`.
+pub fn system_checks(image_bytes: u64, disk_bytes: u64) -> Vec<Tool> {
+    let check = |name: &str, command: String, expect: &str, timeout: u32| Tool {
+        name: format!("system/{name}"),
         category: "system".into(),
         check: crate::manifest::ToolCheck {
-            // `running` means every unit started; otherwise the failed ones
-            // are listed.
-            command: "timeout 240 systemctl is-system-running --wait\nsystemctl --failed --no-legend --plain"
-                .into(),
-            expect: "^running$".into(),
+            command,
+            expect: expect.into(),
             status: 0,
-            timeout: 260,
+            timeout,
             data: vec![],
         },
-    }]
+    };
+    vec![
+        // `running` means every unit started; otherwise the failed ones
+        // are listed.
+        check(
+            "boot-finished",
+            "timeout 240 systemctl is-system-running --wait\nsystemctl --failed --no-legend --plain"
+                .into(),
+            "^running$",
+            260,
+        ),
+        check(
+            "cloud-init",
+            "cloud-init status --long --wait".into(),
+            r"(?s)^status: done$.*DataSourceNoCloud",
+            120,
+        ),
+        check(
+            "cloud-user",
+            format!(
+                r#"set -e
+key='{key}'
+grep -qxF "$key" /home/{user}/.ssh/authorized_keys
+echo "{user}: created, key installed"
+d=$(sed -n 's/^# default user: //p' /etc/cloud/cloud.cfg.d/90-biovm.cfg)
+if [ -n "$d" ]; then
+    grep -qxF "$key" "$(getent passwd "$d" | cut -d: -f6)/.ssh/authorized_keys"
+    echo "$d (default user): key installed"
+fi
+test -s /etc/ssh/ssh_host_ed25519_key.pub
+echo "SSH host keys made at first boot"
+"#,
+                key = seed::SEED_KEY,
+                user = seed::SEED_USER
+            ),
+            &format!("^{}: created, key installed$", seed::SEED_USER),
+            30,
+        ),
+        check(
+            "root-grown",
+            format!(
+                r#"size=$(findmnt -bno SIZE /)
+echo "root filesystem: $size bytes; disk as built: {image_bytes} bytes; boot disk: {disk_bytes} bytes"
+if [ "$size" -gt {image_bytes} ]; then echo grown; else echo "not grown"; fi
+"#
+            ),
+            "^grown$",
+            30,
+        ),
+    ]
 }
 
 /// Boot `cell` once and run every check.
@@ -449,21 +508,56 @@ pub fn boot_and_check(
     fs::create_dir_all(run_dir)?;
     let label = cell.label();
     let firmware = cell.firmware;
-    let all: Vec<Tool> = tools.iter().cloned().chain(system_checks()).collect();
-    let tools = &all[..];
-    let checks = run_dir.join(format!("{label}.checks.tar"));
-    write_checks_drive(tools, &checks)?;
     let scratch = run_dir.join(format!("{label}.disk.tmp"));
+    let overlay = run_dir.join(format!("{label}.overlay.qcow2"));
+    let seed_drive = run_dir.join(format!("{label}.seed.img"));
+    let checks = run_dir.join(format!("{label}.checks.tar"));
     let t_prepare = Instant::now();
-    let (disk, disk_format) = bootable_disk(cell, &scratch)?;
+    let prepared = (|| -> Result<(u64, u64)> {
+        let (disk, disk_format) = bootable_disk(cell, &scratch)?;
+        // The guest boots a larger disk than the image (as on a bigger cloud
+        // volume) through an overlay, so the artifact is never written.
+        let image_bytes = seed::virtual_size(&disk, disk_format)?;
+        let disk_bytes = image_bytes + seed::GROW_BYTES;
+        seed::create_overlay(&disk, disk_format, &overlay, disk_bytes)?;
+        seed::write_nocloud_seed(
+            &seed_drive,
+            &format!("biovm-test-{label}"),
+            &seed::user_data(seed::SEED_USER, seed::SEED_KEY),
+        )?;
+        Ok((image_bytes, disk_bytes))
+    })();
+    let cleanup = || {
+        for p in [&checks, &scratch, &overlay, &seed_drive] {
+            let _ = fs::remove_file(p);
+        }
+        let _ = fs::remove_file(run_dir.join(format!("{label}.vars.fd")));
+    };
+    let (image_bytes, disk_bytes) = match prepared {
+        Ok(v) => v,
+        Err(e) => {
+            cleanup();
+            return Err(e);
+        }
+    };
+    let all: Vec<Tool> = tools
+        .iter()
+        .cloned()
+        .chain(system_checks(image_bytes, disk_bytes))
+        .collect();
+    let tools = &all[..];
+    write_checks_drive(tools, &checks)?;
     let prepare_secs = t_prepare.elapsed().as_secs_f64();
     let accel = qemu::accel();
     let vm = qemu::Vm {
-        disk: &disk,
-        disk_format,
+        disk: &overlay,
+        disk_format: "qcow2",
         bus: cell.bus,
         label: &label,
-        checks_drive: &checks,
+        checks_drive: Some(&checks),
+        seed_drive: Some(&seed_drive),
+        ssh_forward: None,
+        console_on_terminal: false,
         firmware,
         accel,
         cpus,
@@ -560,9 +654,7 @@ pub fn boot_and_check(
     guest.kill();
     report.total_secs = t0.elapsed().as_secs_f64();
     report.mark_not_run(tools);
-    let _ = fs::remove_file(&checks);
-    let _ = fs::remove_file(&scratch);
-    let _ = fs::remove_file(run_dir.join(format!("{label}.vars.fd")));
+    cleanup();
     Ok(report)
 }
 

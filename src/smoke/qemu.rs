@@ -135,6 +135,15 @@ impl Bus {
         }
     }
 
+    /// QEMU's network card on `net0` for the destination: VirtualBox's
+    /// default Intel PRO/1000, virtio elsewhere (QEMU has no ENA).
+    fn nic(self) -> &'static str {
+        match self {
+            Bus::Ahci => "e1000,netdev=net0",
+            Bus::Virtio | Bus::Nvme => "virtio-net-pci,netdev=net0",
+        }
+    }
+
     /// QEMU's `-device` for the boot disk on drive `os` (q35 has its AHCI
     /// controller built in, buses ide.0 to ide.5).
     fn device(self) -> &'static str {
@@ -153,7 +162,16 @@ pub struct Vm<'a> {
     pub bus: Bus,
     /// Names the console and result logs: `<label>.serial.log`.
     pub label: &'a str,
-    pub checks_drive: &'a Path,
+    /// The test drive (serial `biovm-checks`) the smoke agent runs, if any.
+    pub checks_drive: Option<&'a Path>,
+    /// A NoCloud seed drive (label CIDATA) for cloud-init, if any.
+    pub seed_drive: Option<&'a Path>,
+    /// A network card on QEMU user networking with `restrict=on` (the
+    /// guest reaches nothing), forwarding this port on 127.0.0.1 to the
+    /// guest's SSH port; `None`: no network device at all.
+    pub ssh_forward: Option<u16>,
+    /// The console on this terminal (`biovm run`) instead of a log file.
+    pub console_on_terminal: bool,
     pub firmware: BootMode,
     pub accel: Accel,
     pub cpus: u32,
@@ -169,7 +187,8 @@ pub struct VmFiles {
 
 impl Vm<'_> {
     /// The QEMU command line. The disk is opened with `snapshot=on`: the
-    /// guest's writes go to a temporary overlay, never into the artifact.
+    /// guest's writes go to a temporary overlay, never into `disk` (itself
+    /// an overlay of the artifact in a test boot).
     /// No network device exists. The first serial port is the console, the
     /// second carries the test results.
     pub fn command(&self) -> Result<(Cmd, VmFiles)> {
@@ -199,7 +218,11 @@ impl Vm<'_> {
                 "none",
             ])
             .arg("-serial")
-            .arg(format!("file:{}", files.console_log.display()))
+            .arg(if self.console_on_terminal {
+                "mon:stdio".to_string()
+            } else {
+                format!("file:{}", files.console_log.display())
+            })
             .arg("-serial")
             .arg(format!("file:{}", files.results_log.display()))
             .arg("-drive")
@@ -208,13 +231,31 @@ impl Vm<'_> {
                 self.disk.display(),
                 self.disk_format
             ))
-            .args(["-device", self.bus.device()])
-            .arg("-drive")
-            .arg(format!(
-                "if=none,id=checks,file={},format=raw,readonly=on",
-                self.checks_drive.display()
-            ))
-            .args(["-device", "virtio-blk-pci,drive=checks,serial=biovm-checks"])
+            .args(["-device", self.bus.device()]);
+        if let Some(checks) = self.checks_drive {
+            c.arg("-drive")
+                .arg(format!(
+                    "if=none,id=checks,file={},format=raw,readonly=on",
+                    checks.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=checks,serial=biovm-checks"]);
+        }
+        if let Some(port) = self.ssh_forward {
+            c.arg("-netdev")
+                .arg(format!(
+                    "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+                ))
+                .args(["-device", self.bus.nic()]);
+        }
+        if let Some(seed) = self.seed_drive {
+            c.arg("-drive")
+                .arg(format!(
+                    "if=none,id=seed,file={},format=raw,readonly=on",
+                    seed.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=seed"]);
+        }
+        c
             // Entropy from the host, as clouds provide: no boot stalls on getrandom().
             .args(["-object", "rng-random,id=rng,filename=/dev/urandom"])
             .args(["-device", "virtio-rng-pci,rng=rng"]);
@@ -255,7 +296,10 @@ mod tests {
             disk_format: "raw",
             bus: Bus::Nvme,
             label: "raw-bios",
-            checks_drive: Path::new("/x/checks.tar"),
+            checks_drive: Some(Path::new("/x/checks.tar")),
+            seed_drive: None,
+            ssh_forward: None,
+            console_on_terminal: false,
             firmware: BootMode::Bios,
             accel: Accel::Tcg,
             cpus: 1,

@@ -229,7 +229,7 @@ pub fn table(reports: &[BootReport]) -> String {
         let container = r.firmware == "container";
         let prepare = match (r.prepare_secs >= 0.05, container) {
             (false, _) => String::new(),
-            (true, false) => format!("disk out of its archive {:.1} s, ", r.prepare_secs),
+            (true, false) => format!("disk prepared {:.1} s, ", r.prepare_secs),
             (true, true) => format!("unpacked {:.1} s, ", r.prepare_secs),
         };
         let log = if container {

@@ -1,0 +1,142 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use super::GlobalArgs;
+use crate::config::{BootMode, Format};
+use crate::manifest::Manifest;
+use crate::run::{self, RunOptions};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A built disk: out/minimal.raw, .qcow2, .vmdk, .vdi, .ova or .box.
+    pub artifact: PathBuf,
+    /// Run in the background: wait until the guest answers on its SSH
+    /// port, print how to log in, and leave it running.
+    #[arg(long, short)]
+    pub detach: bool,
+    /// Public key for the image's default user (default: ~/.ssh/id_ed25519.pub,
+    /// id_ecdsa.pub or id_rsa.pub).
+    #[arg(long, value_name = "FILE.pub")]
+    pub ssh_key: Option<PathBuf>,
+    /// Port on 127.0.0.1 forwarded to the guest's SSH port (default: a free one).
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// Firmware (default: UEFI when the image boots with it, else BIOS).
+    #[arg(long, value_enum)]
+    pub firmware: Option<super::test::Firmware>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    pub memory: u32,
+    /// Guest CPUs (default: every core of this machine).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// GiB of disk the guest gets beyond the image's own size (cloud-init
+    /// grows the root filesystem into it).
+    #[arg(long, default_value_t = 8, value_name = "GIB")]
+    pub grow: u64,
+    /// Folder for the guest's overlay disk, seed drive and console log
+    /// (default: <artifact>.run next to the artifact). The artifact itself
+    /// is never written.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Seconds a detached guest may take to answer on its SSH port.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub ssh_timeout: u64,
+}
+
+pub fn run(_g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
+    if !a.artifact.is_file() {
+        bail!("{} does not exist or is not a file", a.artifact.display());
+    }
+    let manifest = Manifest::for_artifact(&a.artifact).ok();
+    let file = a
+        .artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let format = Format::ALL
+        .iter()
+        .copied()
+        .filter(|f| f.is_disk() && file.ends_with(&format!(".{}", f.extension())))
+        .max_by_key(|f| f.extension().len())
+        .or(file.ends_with(".img").then_some(Format::Raw))
+        .with_context(|| {
+            format!(
+                "{}: not a disk biovm can boot (.raw, .qcow2, .vmdk, .vdi, .ova, .box)",
+                a.artifact.display()
+            )
+        })?;
+    let modes = manifest
+        .as_ref()
+        .map(|m| m.boot_modes())
+        .unwrap_or_else(|| vec![BootMode::Uefi, BootMode::Bios]);
+    let firmware = match a.firmware {
+        Some(super::test::Firmware::Uefi) => BootMode::Uefi,
+        Some(super::test::Firmware::Bios) => BootMode::Bios,
+        None if modes.contains(&BootMode::Uefi) => BootMode::Uefi,
+        None => BootMode::Bios,
+    };
+    let key_file = match &a.ssh_key {
+        Some(k) => k.clone(),
+        None => run::default_public_key()?,
+    };
+    let public_key = run::read_public_key(&key_file)?;
+    let user = manifest
+        .as_ref()
+        .and_then(|m| m.default_user.clone())
+        .unwrap_or_else(|| "debian".into());
+    let state = a.state.clone().unwrap_or_else(|| {
+        let mut s = a.artifact.clone().into_os_string();
+        s.push(".run");
+        PathBuf::from(s)
+    });
+    let o = RunOptions {
+        artifact: a.artifact.clone(),
+        format,
+        firmware,
+        public_key,
+        ssh_port: a.ssh_port.unwrap_or(0),
+        memory_mib: a.memory,
+        cpus: a
+            .cpus
+            .unwrap_or_else(|| crate::smoke::default_jobs() as u32),
+        grow_bytes: a.grow << 30,
+        state_dir: state,
+        detach: a.detach,
+        ssh_timeout: Duration::from_secs(a.ssh_timeout),
+    };
+    let private = key_file.with_extension("");
+    let identity = if key_file.extension().is_some_and(|e| e == "pub") && private.is_file() {
+        format!("-i {} ", private.display())
+    } else {
+        String::new()
+    };
+    if !a.detach {
+        let status = run::run_foreground(&o)?;
+        return Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let d = run::run_detached(&o)?;
+    println!(
+        "{} is running ({}, {}, pid {}); its SSH server answered after {:.0} s.",
+        a.artifact.display(),
+        firmware.as_str(),
+        d.accel,
+        d.pid,
+        d.ssh_secs
+    );
+    println!(
+        "log in:  ssh {identity}-p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null {user}@127.0.0.1",
+        d.ssh_port
+    );
+    println!("console: {}", d.console_log.display());
+    println!("stop:    kill {}", d.pid);
+    Ok(ExitCode::SUCCESS)
+}
