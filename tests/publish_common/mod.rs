@@ -715,3 +715,30 @@ pub fn ec2_call(moto: u16, params: &str) -> String {
     assert_eq!(status, 200, "{params}: {}", text(&body));
     text(&body)
 }
+
+/// The JSON events biovm printed with `--json`, one per line; every line
+/// must be one.
+pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}"));
+            assert!(v["event"].is_string(), "not an event: {l}");
+            v
+        })
+        .collect()
+}
+
+/// What a command produced: the `result` of its last event (`--json`).
+pub fn result_of(stdout: &[u8]) -> serde_json::Value {
+    let ev = events(stdout);
+    let last = ev
+        .last()
+        .unwrap_or_else(|| panic!("no JSON events on stdout"));
+    assert_eq!(
+        last["event"], "result",
+        "the last event is not the result: {last}"
+    );
+    last["result"].clone()
+}
