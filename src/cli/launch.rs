@@ -63,7 +63,8 @@ pub struct LaunchArgs {
     /// The instance's Name tag (default: biovm-<image>).
     #[arg(long)]
     pub name: Option<String>,
-    /// Seconds to wait for the instance to be running.
+    /// Seconds to wait for the instance to be running (and, before that,
+    /// for a freshly registered AMI to be available).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub wait_timeout: u64,
     /// Profile in the shared credentials and config files (default: AWS_PROFILE, else `default`).
@@ -222,7 +223,6 @@ pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
     log::info!("credentials from {}", creds.source);
     let client = Client::new(creds, &region, retry)?;
     let ec2 = Ec2::new(&client, &endpoint);
-    let deadline = started + Duration::from_secs(a.wait_timeout);
     let poll = Duration::from_secs(5);
 
     let ami: Ami = crate::progress::stage("launch", "find-ami", || -> Result<Ami> {
@@ -248,7 +248,12 @@ pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
                 }
             }
         };
-        l::wait_for_ami(&ec2, ami, deadline, poll)
+        l::wait_for_ami(
+            &ec2,
+            ami,
+            Instant::now() + Duration::from_secs(a.wait_timeout),
+            poll,
+        )
     })?;
     let image_name = ami
         .tag(TAG_IMAGE)
@@ -289,8 +294,8 @@ pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
     );
 
     let wait = crate::progress::start("launch", "wait");
-    let left = deadline.saturating_duration_since(Instant::now());
-    let inst = match l::wait_running(&ec2, &id, left, poll, |state| {
+    let timeout = Duration::from_secs(a.wait_timeout);
+    let inst = match l::wait_running(&ec2, &id, timeout, poll, |state| {
         wait.message(&format!("{id} is {state}"))
     }) {
         Ok(i) => {

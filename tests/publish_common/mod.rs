@@ -248,6 +248,9 @@ pub struct Faults {
     pub snapshot_status: Option<String>,
     /// EC2 actions answered with this error code (HTTP 400) the first time.
     pub fail_once: Vec<(&'static str, &'static str)>,
+    /// Text replaced in the answers to an EC2 action: (action, from, to)
+    /// (an instance that never runs, or stops).
+    pub rewrite: Vec<(&'static str, String, String)>,
 }
 
 impl Default for Faults {
@@ -260,6 +263,7 @@ impl Default for Faults {
             region_alias: None,
             snapshot_status: None,
             fail_once: Vec::new(),
+            rewrite: Vec::new(),
         }
     }
 }
@@ -531,6 +535,11 @@ fn handle(
         resp_body = text(&resp_body)
             .replace("<status>completed</status>", st)
             .into_bytes();
+    }
+    for (action, from, to) in &faults.rewrite {
+        if rec.action().as_deref() == Some(*action) {
+            resp_body = text(&resp_body).replace(from, to).into_bytes();
+        }
     }
     // The real API's block size (moto answers 512).
     if service == "ebs" && method == "POST" && rec.path == "/snapshots" && status < 300 {
