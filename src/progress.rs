@@ -462,19 +462,17 @@ impl Stage<'_> {
             b.inc(n);
         }
         if matches!(self.r.mode, Mode::Plain | Mode::Json) {
-            let due = {
-                let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-                if last.elapsed() >= self.r.interval {
-                    *last = Instant::now();
-                    true
-                } else {
-                    false
-                }
-            };
-            if due {
+            // Emitted under the lock, so counts only ever go up, whichever
+            // thread reports.
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= self.r.interval {
+                *last = Instant::now();
                 let e = self.event("progress");
-                self.emitted.store(e.done.unwrap_or(0), Ordering::Relaxed);
-                self.r.emit(&e);
+                let done = e.done.unwrap_or(0);
+                if done > self.emitted.load(Ordering::Relaxed) {
+                    self.emitted.store(done, Ordering::Relaxed);
+                    self.r.emit(&e);
+                }
             }
         }
     }
@@ -511,10 +509,11 @@ impl Stage<'_> {
             }
         }
         // The last count, if the last progress event did not carry it.
-        let done = self.done.load(Ordering::Relaxed);
-        if self.counted && self.r.mode == Mode::Json && done != self.emitted.load(Ordering::Relaxed)
-        {
-            self.r.emit(&self.event("progress"));
+        if self.counted && self.r.mode == Mode::Json {
+            let _last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if self.done.load(Ordering::Relaxed) != self.emitted.load(Ordering::Relaxed) {
+                self.r.emit(&self.event("progress"));
+            }
         }
         let mut e = self.event("stage-finished");
         e.ok = Some(ok);
