@@ -153,7 +153,7 @@ impl Event {
     }
 
     /// "12.0 MiB of 40.0 MiB (30%), 5.1 MiB/s, ETA 6 s" or "3 of 12 boots".
-    fn amount(&self, eta: bool) -> String {
+    fn amount(&self, running: bool) -> String {
         let unit = self.unit.as_deref().unwrap_or("");
         let done = self.done.unwrap_or(0);
         let fmt = |n: u64| {
@@ -163,16 +163,18 @@ impl Event {
                 n.to_string()
             }
         };
+        let unit_word = if unit == "bytes" {
+            String::new()
+        } else {
+            format!(" {unit}")
+        };
         let mut s = match self.total {
+            // A finished count: just the amount.
+            Some(t) if !running && done == t => format!("{}{unit_word}", fmt(done)),
             Some(t) if t > 0 => format!(
-                "{} of {}{} ({}%)",
+                "{} of {}{unit_word} ({}%)",
                 fmt(done),
                 fmt(t),
-                if unit == "bytes" {
-                    String::new()
-                } else {
-                    format!(" {unit}")
-                },
                 done.min(t) * 100 / t
             ),
             _ if unit == "bytes" => fmt(done),
@@ -182,9 +184,9 @@ impl Event {
             if unit == "bytes" {
                 s.push_str(&format!(", {}/s", HumanBytes(r as u64)));
             } else {
-                s.push_str(&format!(", {r:.1} {unit}/s"));
+                s.push_str(&format!(", {} {unit}/s", rate_text(r)));
             }
-            if let (true, Some(t)) = (eta, self.total) {
+            if let (true, Some(t)) = (running, self.total) {
                 if t > done {
                     s.push_str(&format!(", ETA {:.0} s", (t - done) as f64 / r));
                 }
@@ -192,6 +194,28 @@ impl Event {
         }
         s
     }
+}
+
+/// A rate with about three significant digits: 0.0412, 1.25, 37.5, 1200.
+fn rate_text(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else if r >= 10.0 {
+        format!("{r:.1}")
+    } else if r >= 1.0 {
+        format!("{r:.2}")
+    } else {
+        format!("{r:.3}")
+    }
+}
+
+/// `r` rounded to three significant digits, for the JSON events.
+fn round3(r: f64) -> f64 {
+    if r <= 0.0 || !r.is_finite() {
+        return 0.0;
+    }
+    let scale = 10f64.powi(2 - r.log10().floor() as i32);
+    (r * scale).round() / scale
 }
 
 fn first_line(s: &str, max: usize) -> String {
@@ -449,7 +473,7 @@ impl Stage<'_> {
             e.total = Some(self.total.load(Ordering::Relaxed));
             e.unit = self.unit.clone();
             if secs > 0.0 && done > 0 {
-                e.rate = Some(((done as f64 / secs) * 10.0).round() / 10.0);
+                e.rate = Some(round3(done as f64 / secs));
             }
         }
         e
@@ -744,8 +768,18 @@ mod tests {
         e.rate = Some(0.25);
         assert_eq!(
             e.plain().unwrap(),
-            "[publish] upload: 3 of 12 boots (25%), 0.2 boots/s, ETA 36 s"
+            "[publish] upload: 3 of 12 boots (25%), 0.250 boots/s, ETA 36 s"
         );
+        e.event = "stage-finished";
+        e.secs = Some(48.0);
+        e.done = Some(12);
+        assert_eq!(
+            e.plain().unwrap(),
+            "[publish] upload: finished in 48.0 s (12 boots, 0.250 boots/s)"
+        );
+        assert_eq!(round3(0.0416666), 0.0417);
+        assert_eq!(round3(123456.0), 123000.0);
+        assert_eq!(rate_text(1234.5), "1234");
     }
 
     #[test]
