@@ -153,7 +153,8 @@ fn plain_lines_when_stderr_is_not_a_terminal() {
     let moto = Moto::start();
     let proxy = Proxy::start(moto.port, Faults::default());
     let (dir, _) = workspace(&proxy.url(), 4);
-    let o = publish(dir.path(), &[], &[]);
+    // No count lines, however slow the machine (they are tested above as events).
+    let o = publish(dir.path(), &[], &[("BIOVM_PROGRESS_INTERVAL", "3600")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     let plain: Vec<&str> = err
@@ -180,6 +181,16 @@ fn plain_lines_when_stderr_is_not_a_terminal() {
         "{}",
         text(&o.stdout)
     );
+
+    // Counts as lines, when they are due (here: always).
+    let (dir, _) = workspace(&proxy.url(), 8);
+    let o = publish(dir.path(), &[], &[("BIOVM_PROGRESS_INTERVAL", "0")]);
+    assert!(o.status.success());
+    let err = text(&o.stderr);
+    let counts = re(
+        r"(?m)^\[publish\] upload: \d+\.\d\d [KM]iB of 7\.00 MiB \(\d+%\)(, [\d.]+ [KMG]iB/s(, ETA \d+ s)?)?$",
+    );
+    assert!(counts.find_iter(&err).count() >= 2, "{err}");
 
     // -q: no progress at all.
     let (dir, _) = workspace(&proxy.url(), 5);
