@@ -73,11 +73,9 @@ fn timed<T>(
     stage: &'static str,
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    log::info!("{stage}...");
     let t = Instant::now();
-    let v = f()?;
+    let v = crate::progress::stage("build", stage, f)?;
     let seconds = t.elapsed().as_secs_f64();
-    log::info!("{stage}: {seconds:.1} s");
     stages.push(StageTime { stage, seconds });
     Ok(v)
 }
@@ -308,10 +306,7 @@ fn convert_all(
                 (
                     name,
                     s.spawn(move || {
-                        let t = Instant::now();
-                        let r = job();
-                        log::info!("{name}: {:.1} s", t.elapsed().as_secs_f64());
-                        r
+                        crate::progress::stage("build", &format!("formats/{name}"), job)
                     }),
                 )
             })
@@ -556,7 +551,9 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
     let work = WorkDir::create(&work_parent, &format!("lock-{}", image.name))?;
     let root = work.path().join("root");
     let epoch = source_date_epoch();
-    rootfs::bootstrap(image, &requested, cache, epoch, &root)?;
+    crate::progress::stage("lock", "bootstrap", || {
+        rootfs::bootstrap(image, &requested, cache, epoch, &root)
+    })?;
     let indices = crate::lock::read_indices(&root)?;
     let debian = crate::lock::debs_of(&root, &indices)?;
     let seed_src = format!(

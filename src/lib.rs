@@ -16,6 +16,7 @@ pub mod formats;
 pub mod fsutil;
 pub mod lock;
 pub mod manifest;
+pub mod progress;
 pub mod publish;
 pub mod pypi;
 pub mod rootfs;

@@ -31,16 +31,19 @@ python3 - "$out" "$t0" "$t1" "$t2" "$t3" <<'PY'
 import json, os, sys
 out, t0, t1, t2, t3 = sys.argv[1], *map(float, sys.argv[2:])
 b = json.load(open(os.path.join(out, "minimal.build.json")))
+def report(name):
+    # `biovm --json test` prints events, one per line; the report is the last one's result.
+    return json.loads(open(os.path.join(out, name)).read().splitlines()[-1])["result"]
 print("stage                       seconds")
 for s in b["stages"]:
     print(f"{s['stage']:<27} {s['seconds']:7.1f}")
 print(f"{'build total (wall)':<27} {t1 - t0:7.1f}")
 for fw in ("uefi", "bios"):
-    r = json.load(open(os.path.join(out, f"bench-{fw}.json")))[0]
+    r = report(f"bench-{fw}.json")[0]
     print(f"{fw + ' boot to checks start':<27} {r['boot_secs']:7.1f}   ({r['accel']}, {r['bus']}; guest uptime then {r['guest_uptime_at_start']:.1f} s)")
     print(f"{fw + ' boot to first result':<27} {r['first_check_secs']:7.1f}")
     print(f"{fw + ' all checks':<27} {sum(c['seconds'] for c in r['results']):7.1f}   ({len(r['results'])} checks, total boot {r['total_secs']:.1f} s)")
-m = json.load(open(os.path.join(out, "bench-matrix.json")))
+m = report("bench-matrix.json")
 print(f"{'VM matrix (wall)':<27} {t3 - t2:7.1f}   ({len(m)} boots, {sum(1 for r in m if r['error'] is None and all(c['result'] == 'passed' for c in r['results']))} passed)")
 for r in m:
     print(f"  {r['artifact'] + ' ' + r['firmware']:<25} {r['total_secs']:7.1f}   ({r['bus']}, checks start at {r['boot_secs'] or 0:.1f} s)")

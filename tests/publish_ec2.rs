@@ -89,7 +89,7 @@ fn publish(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Val
         out.status,
         text(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+    result_of(&out.stdout)
 }
 
 /// Every block of the snapshot, read back from moto, equals the disk; blocks
@@ -625,7 +625,7 @@ fn snapshot_failures_are_reported_and_an_interrupted_publish_resumes() {
         .expect("the first run completed its snapshot");
     let out = biovm(root, &args, &KEYS);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = result_of(&out.stdout);
     assert_eq!(o["created"], true);
     assert_eq!(o["snapshot_id"], snapshot.as_str());
     let second = flaky.take();
@@ -728,7 +728,7 @@ fn bench_publish() {
         &KEYS,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = result_of(&out.stdout);
     let u = &o["upload"];
     let block_bytes = u["block_bytes"].as_u64().unwrap();
     let sent = o["bytes_sent"].as_u64().unwrap();

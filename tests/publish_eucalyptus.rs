@@ -114,7 +114,7 @@ fn the_bundle_round_trips_registers_and_a_rerun_changes_nothing() {
 
     let out = biovm(root, &args, &env);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = result_of(&out.stdout);
     assert_eq!(o["created"], true);
     assert_eq!(o["region"], "lab-cloud-1");
     let location = "biovm-images/biovm-tiny-r1/tiny.manifest.xml";
@@ -216,7 +216,7 @@ fn the_bundle_round_trips_registers_and_a_rerun_changes_nothing() {
     // Again: found by its tags, nothing uploaded or registered.
     let out = biovm(root, &args, &env);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let o2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o2 = result_of(&out.stdout);
     assert_eq!(o2["created"], false);
     assert_eq!(o2["image_id"], image_id.as_str());
     let calls: Vec<String> = proxy.take().iter().map(|r| r.call()).collect();

@@ -38,6 +38,15 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let report =
         build(&image, &opts).with_context(|| format!("building {} failed", a.image.display()))?;
+    if g.json {
+        let mut result = serde_json::to_value(&report)?;
+        if a.verify_reproducible {
+            let bytes = verify(&image, &opts, &report, &a)?;
+            result["reproducible_bytes"] = serde_json::json!(bytes);
+        }
+        crate::progress::result("build", result);
+        return Ok(ExitCode::SUCCESS);
+    }
     for s in &report.stages {
         println!("{:<10} {:>7.1} s", s.stage, s.seconds);
     }
@@ -60,17 +69,25 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         crate::manifest::Manifest::path_for(&a.out, &image.name).display()
     );
     if a.verify_reproducible {
-        let bytes =
-            crate::build::verify_reproducible(&image, &opts, &report).with_context(|| {
-                format!(
-                    "verifying that {} is reproducible failed",
-                    a.image.display()
-                )
-            })?;
+        let bytes = verify(&image, &opts, &report, &a)?;
         println!(
             "reproducible: a second build gave the same {} bytes in every artifact, SHA256SUMS, the SBOM and the manifest",
             bytes
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify(
+    image: &crate::config::Image,
+    opts: &BuildOptions,
+    report: &crate::build::BuildReport,
+    a: &BuildArgs,
+) -> anyhow::Result<u64> {
+    crate::build::verify_reproducible(image, opts, report).with_context(|| {
+        format!(
+            "verifying that {} is reproducible failed",
+            a.image.display()
+        )
+    })
 }

@@ -71,6 +71,13 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
         diags.dedup();
         return Err(anyhow::Error::new(diags));
     }
+    if g.json {
+        crate::progress::result(
+            "check",
+            serde_json::json!({"recipes": recipes.len(), "images": images}),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     super::list::emit(&format!(
         "ok: {} {}, {} {}\n",
         recipes.len(),

@@ -8,7 +8,35 @@ use crate::doctor::HOST_TOOLS;
 #[derive(Debug, Args)]
 pub struct DoctorArgs {}
 
-pub fn run(_g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
+pub fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
+    if g.json {
+        let tools: Vec<_> = HOST_TOOLS
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "tool": t.name,
+                    "present": t.present(),
+                    "package": t.package,
+                    "used_for": t.used_for,
+                })
+            })
+            .collect();
+        let ok = tools.iter().all(|t| t["present"] == true);
+        let kvm = crate::smoke::qemu::accel() == crate::smoke::Accel::Kvm;
+        crate::progress::result(
+            "doctor",
+            serde_json::json!({
+                "tools": tools,
+                "kvm": kvm,
+                "cache": crate::fsutil::cache_dir(),
+            }),
+        );
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let w = HOST_TOOLS.iter().map(|t| t.name.len()).max().unwrap_or(0);
     println!(
         "{:<w$}  {:<8}  {:<20}  USED FOR",

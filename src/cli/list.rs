@@ -13,9 +13,6 @@ pub struct ListArgs {
     /// Only list the recipes of this category.
     #[arg(long, value_name = "CATEGORY")]
     pub category: Option<String>,
-    /// Print a JSON array of recipe objects instead of a table.
-    #[arg(long)]
-    pub json: bool,
     /// Print the catalogue page (Markdown): tool, category, version, source, check.
     /// Versions come from the lock of the image given with --lock-image.
     #[arg(long, conflicts_with = "json")]
@@ -53,7 +50,7 @@ pub fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
         emit(&markdown(&recipes, &a.lock_image)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if a.json {
+    if g.json {
         let list: Vec<Value> = recipes.iter().map(|r| recipe_json(r)).collect();
         emit(&format!("{}\n", serde_json::to_string_pretty(&list)?))?;
         return Ok(ExitCode::SUCCESS);

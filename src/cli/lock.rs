@@ -30,6 +30,20 @@ pub fn run(g: &GlobalArgs, a: LockArgs) -> anyhow::Result<ExitCode> {
     let cache = a.cache.unwrap_or_else(crate::fsutil::cache_dir);
     let (path, lock, written) = crate::build::lock(&image, &cache, a.update)
         .with_context(|| format!("locking {} failed", a.image.display()))?;
+    if g.json {
+        crate::progress::result(
+            "lock",
+            serde_json::json!({
+                "lock": path,
+                "written": written,
+                "debian_packages": lock.debian.len(),
+                "downloads": lock.download.len(),
+                "pypi_files": lock.pypi.len(),
+                "source_date_epoch": lock.source_date_epoch,
+            }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{} {}: {} Debian packages, {} downloads, SOURCE_DATE_EPOCH {}",
         path.display(),

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 mod build;
 mod check;
 mod doctor;
+mod launch;
 mod list;
 mod lock;
 mod plan;
@@ -47,6 +48,12 @@ pub struct GlobalArgs {
     /// Less log output: only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Machine-readable output on stdout. `list`, `show` and `plan` print
+    /// their JSON document; the other commands print one JSON event per
+    /// line (stage-started, progress, stage-finished, message, error) and
+    /// end with a `result` event holding what they produced.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,9 +78,34 @@ pub enum Command {
     Run(run::RunArgs),
     /// Publish a built disk to EC2 or a Eucalyptus-compatible cloud (once: a rerun changes nothing).
     Publish(Box<publish::PublishArgs>),
+    /// Start an instance of a published image in EC2, wait until it runs, and print how to connect.
+    Launch(Box<launch::LaunchArgs>),
 }
 
+impl Command {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Check(_) => "check",
+            Command::List(_) => "list",
+            Command::Show(_) => "show",
+            Command::Plan(_) => "plan",
+            Command::Doctor(_) => "doctor",
+            Command::Lock(_) => "lock",
+            Command::Build(_) => "build",
+            Command::Test(_) => "test",
+            Command::Publish(_) => "publish",
+            Command::Launch(_) => "launch",
+            Command::Run(_) => "run",
+        }
+    }
+}
+
+/// Set up progress reporting (bars, plain lines or JSON events) and
+/// logging (through the bars on a terminal, so they stay intact).
 pub fn init_logging(g: &GlobalArgs) {
+    let mode = crate::progress::Mode::detect(g.json, g.quiet);
+    crate::progress::init(mode);
     let level = if g.quiet {
         "error"
     } else {
@@ -83,13 +115,20 @@ pub fn init_logging(g: &GlobalArgs) {
             _ => "debug",
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().filter_or("BIOVM_LOG", level))
-        .format_target(false)
-        .init();
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().filter_or("BIOVM_LOG", level));
+    b.format_target(false);
+    if mode == crate::progress::Mode::Terminal {
+        b.target(env_logger::Target::Pipe(Box::new(
+            crate::progress::LogWriter,
+        )));
+    }
+    b.init();
 }
 
 pub fn run(cli: Cli) -> ExitCode {
     let g = &cli.global;
+    let name = cli.command.name();
     let result = match cli.command {
         Command::Check(a) => check::run(g, a),
         Command::List(a) => list::run(g, a),
@@ -101,10 +140,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test(a) => test::run(g, a),
         Command::Publish(a) => publish::run(g, *a),
         Command::Run(a) => run::run(g, a),
+        Command::Launch(a) => launch::run(g, *a),
     };
     match result {
         Ok(code) => code,
-        Err(e) => report_error(&e),
+        Err(e) => {
+            crate::progress::error(name, &format!("{e:#}"));
+            report_error(&e)
+        }
     }
 }
 

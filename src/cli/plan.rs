@@ -20,9 +20,6 @@ pub struct PlanArgs {
     /// Output folder the artifacts would be written to.
     #[arg(long, default_value = "out", value_name = "DIR")]
     pub out: PathBuf,
-    /// Print a JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
     /// Also ask the mirror whether every Debian package and its
     /// dependencies can be installed together (an apt simulation; nothing
     /// is downloaded beyond the package indices).
@@ -42,7 +39,7 @@ pub fn run(g: &GlobalArgs, a: PlanArgs) -> anyhow::Result<ExitCode> {
             packages.len()
         );
     }
-    if a.json {
+    if g.json {
         emit(&format!(
             "{}\n",
             serde_json::to_string_pretty(&plan_json(&image, &a.out))?

@@ -83,9 +83,6 @@ pub struct PublishArgs {
     /// Seconds to wait for the snapshot to complete.
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
     pub snapshot_wait: u64,
-    /// Print the outcome as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The artifact and the image settings that go with it.
@@ -331,7 +328,7 @@ fn eucalyptus_settings(
 
 fn print(o: &Outcome, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(o)?);
+        crate::progress::result("publish", serde_json::to_value(o)?);
         return Ok(());
     }
     if o.created {
@@ -382,6 +379,6 @@ pub fn run(g: &GlobalArgs, a: PublishArgs) -> Result<ExitCode> {
             eucalyptus::publish(&art, &s, creds, &limits)?
         }
     };
-    print(&outcome, a.json)?;
+    print(&outcome, g.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -48,7 +48,7 @@ pub struct RunArgs {
     pub ssh_timeout: u64,
 }
 
-pub fn run(_g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     if !a.artifact.is_file() {
         bail!("{} does not exist or is not a file", a.artifact.display());
     }
@@ -123,7 +123,28 @@ pub fn run(_g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
-    let d = run::run_detached(&o)?;
+    let d = crate::progress::stage("run", "boot until SSH answers", || run::run_detached(&o))?;
+    let login = format!(
+        "ssh {identity}-p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null {user}@127.0.0.1",
+        d.ssh_port
+    );
+    if g.json {
+        crate::progress::result(
+            "run",
+            serde_json::json!({
+                "artifact": a.artifact,
+                "firmware": firmware.as_str(),
+                "accel": d.accel,
+                "pid": d.pid,
+                "ssh_port": d.ssh_port,
+                "user": user,
+                "ssh": login,
+                "console_log": d.console_log,
+                "ssh_secs": d.ssh_secs,
+            }),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{} is running ({}, {}, pid {}); its SSH server answered after {:.0} s.",
         a.artifact.display(),
@@ -132,10 +153,7 @@ pub fn run(_g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         d.pid,
         d.ssh_secs
     );
-    println!(
-        "log in:  ssh {identity}-p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null {user}@127.0.0.1",
-        d.ssh_port
-    );
+    println!("log in:  {login}");
     println!("console: {}", d.console_log.display());
     println!("stop:    kill {}", d.pid);
     Ok(ExitCode::SUCCESS)

@@ -13,9 +13,6 @@ pub struct ShowArgs {
     /// The recipe's name, e.g. `samtools`.
     #[arg(value_name = "TOOL")]
     pub tool: String,
-    /// Print a JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub fn run(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
@@ -31,7 +28,7 @@ pub fn run(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
         };
         return Err(anyhow::Error::new(Diagnostics::from(d)));
     };
-    if a.json {
+    if g.json {
         emit(&format!(
             "{}\n",
             serde_json::to_string_pretty(&recipe_json(r))?

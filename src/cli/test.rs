@@ -41,9 +41,6 @@ pub struct TestArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     pub memory: u32,
-    /// Print the JSON report instead of the table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// What to test: artifacts (path and format), the checks, the firmware.
@@ -175,9 +172,8 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
         memory_mib: a.memory,
     };
     let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;
-    let json = serde_json::to_string_pretty(&reports)? + "\n";
-    if a.json {
-        print!("{json}");
+    if g.json {
+        crate::progress::result("test", serde_json::to_value(&reports)?);
     } else {
         print!("{}", report::table(&reports));
         println!(

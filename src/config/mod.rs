@@ -24,7 +24,7 @@ pub use image::{
 };
 pub use model::*;
 pub use recipe::{load_recipe, DEFAULT_CHECK_TIMEOUT, DEFAULT_TEST_TIMEOUT};
-pub use targets::{check_account_id, check_bucket};
+pub use targets::{check_account_id, check_bucket, check_instance_type};
 pub use validate::parse_size;
 
 /// Load every recipe file `<dir>/<category>/<name>.toml` under the folders

@@ -358,6 +358,8 @@ pub struct Ec2Target {
     pub boot_mode: Option<Ec2BootMode>,
     pub ena: bool,
     pub imds_v2: bool,
+    /// `biovm launch`'s instance type; `None`: its default.
+    pub instance_type: Option<String>,
 }
 
 impl Default for Ec2Target {
@@ -371,6 +373,7 @@ impl Default for Ec2Target {
             boot_mode: None,
             ena: true,
             imds_v2: true,
+            instance_type: None,
         }
     }
 }

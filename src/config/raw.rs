@@ -252,6 +252,8 @@ pub struct RawEc2Target {
     pub ena: Option<bool>,
     /// Instances must use IMDSv2 (default true).
     pub imds_v2: Option<bool>,
+    /// `biovm launch`'s instance type (default `t3.medium`).
+    pub instance_type: Option<Spanned<String>>,
 }
 
 /// `[targets.eucalyptus]`: an instance-store image from an AMI bundle in S3.

@@ -197,7 +197,38 @@ fn ec2(
     }
     t.ena = r.ena.unwrap_or(true);
     t.imds_v2 = r.imds_v2.unwrap_or(true);
+    if let Some(it) = &r.instance_type {
+        cx.check(it, |s| instance_type(s));
+        t.instance_type = Some(it.get_ref().clone());
+    }
     t
+}
+
+/// An EC2 instance type: a family and a size (`t3.medium`, `m7i-flex.large`).
+fn instance_type(s: &str) -> Result<(), Invalid> {
+    let ok = s.split_once('.').is_some_and(|(family, size)| {
+        family.starts_with(|c: char| c.is_ascii_lowercase())
+            && family
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !size.is_empty()
+            && size
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            format!("invalid instance type `{s}`"),
+            "an instance type is a family and a size, e.g. \"t3.medium\"",
+        ))
+    }
+}
+
+/// Checks an instance type given on the command line, with the same rule.
+pub fn check_instance_type(s: &str) -> Result<(), String> {
+    instance_type(s).map_err(|e| format!("{}: {}", e.message, e.help.unwrap_or_default()))
 }
 
 fn eucalyptus(cx: &mut Ctx<'_>, r: &RawEucalyptusTarget, image_dir: &Path) -> EucalyptusTarget {

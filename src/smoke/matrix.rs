@@ -85,11 +85,13 @@ pub fn run_jobs(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<BootReport>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let done = crate::progress::units("test", "boots", jobs.len() as u64, "boots");
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(job) = jobs.get(i) else { break };
+                let stage = crate::progress::start("test", &job.label());
                 let r = match job {
                     Job::Vm(cell) => {
                         log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
@@ -106,10 +108,22 @@ pub fn run_jobs(
                         )
                     }
                 };
-                *slots[i].lock().unwrap() = Some(r.unwrap_or_else(|e| job.failed(&e)));
+                let r = r.unwrap_or_else(|e| job.failed(&e));
+                match (r.passed(), &r.error) {
+                    (true, _) => stage.finish(),
+                    (false, Some(e)) => stage.fail(e),
+                    (false, None) => stage.fail(&format!(
+                        "{} of {} checks failed",
+                        r.results.iter().filter(|c| !c.outcome.passed()).count(),
+                        r.results.len()
+                    )),
+                }
+                done.inc(1);
+                *slots[i].lock().unwrap() = Some(r);
             });
         }
     });
+    done.finish();
     slots
         .into_iter()
         .zip(jobs)

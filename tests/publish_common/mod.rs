@@ -248,6 +248,9 @@ pub struct Faults {
     pub snapshot_status: Option<String>,
     /// EC2 actions answered with this error code (HTTP 400) the first time.
     pub fail_once: Vec<(&'static str, &'static str)>,
+    /// Text replaced in the answers to an EC2 action: (action, from, to)
+    /// (an instance that never runs, or stops).
+    pub rewrite: Vec<(&'static str, String, String)>,
 }
 
 impl Default for Faults {
@@ -260,6 +263,7 @@ impl Default for Faults {
             region_alias: None,
             snapshot_status: None,
             fail_once: Vec::new(),
+            rewrite: Vec::new(),
         }
     }
 }
@@ -532,6 +536,11 @@ fn handle(
             .replace("<status>completed</status>", st)
             .into_bytes();
     }
+    for (action, from, to) in &faults.rewrite {
+        if rec.action().as_deref() == Some(*action) {
+            resp_body = text(&resp_body).replace(from, to).into_bytes();
+        }
+    }
     // The real API's block size (moto answers 512).
     if service == "ebs" && method == "POST" && rec.path == "/snapshots" && status < 300 {
         if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&resp_body) {
@@ -714,4 +723,31 @@ pub fn ec2_call(moto: u16, params: &str) -> String {
     .unwrap();
     assert_eq!(status, 200, "{params}: {}", text(&body));
     text(&body)
+}
+
+/// The JSON events biovm printed with `--json`, one per line; every line
+/// must be one.
+pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}"));
+            assert!(v["event"].is_string(), "not an event: {l}");
+            v
+        })
+        .collect()
+}
+
+/// What a command produced: the `result` of its last event (`--json`).
+pub fn result_of(stdout: &[u8]) -> serde_json::Value {
+    let ev = events(stdout);
+    let last = ev
+        .last()
+        .unwrap_or_else(|| panic!("no JSON events on stdout"));
+    assert_eq!(
+        last["event"], "result",
+        "the last event is not the result: {last}"
+    );
+    last["result"].clone()
 }

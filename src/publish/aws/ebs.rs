@@ -214,7 +214,7 @@ impl<'a> Ebs<'a> {
         &self,
         disk: &Path,
         s: &UploadSettings,
-        progress: &indicatif::ProgressBar,
+        progress: &crate::progress::Stage<'_>,
     ) -> Result<UploadReport> {
         let started = Instant::now();
         let file = File::open(disk).with_context(|| format!("cannot open {}", disk.display()))?;
@@ -233,7 +233,7 @@ impl<'a> Ebs<'a> {
         let (snapshot, block_size) = self.start_snapshot(s)?;
         log::info!("snapshot {snapshot} started, block size {block_size}");
         let blocks = size.div_ceil(block_size);
-        progress.set_length(blocks);
+        progress.set_total(size);
 
         let next = AtomicU64::new(0);
         let done = AtomicU64::new(0);
@@ -253,9 +253,9 @@ impl<'a> Ebs<'a> {
                         if i >= blocks {
                             return;
                         }
+                        let off = i * block_size;
+                        let n = (size - off).min(block_size) as usize;
                         let result = (|| -> Result<()> {
-                            let off = i * block_size;
-                            let n = (size - off).min(block_size) as usize;
                             buf.fill(0);
                             file.read_exact_at(&mut buf[..n], off).with_context(|| {
                                 format!("cannot read {} at offset {off}", disk.display())
@@ -276,7 +276,7 @@ impl<'a> Ebs<'a> {
                         match result {
                             Ok(()) => {
                                 done.fetch_add(1, Ordering::Relaxed);
-                                progress.inc(1);
+                                progress.inc(n as u64);
                             }
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);

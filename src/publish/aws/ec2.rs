@@ -95,6 +95,8 @@ impl<'a> Ec2<'a> {
             "DescribeImages" => "ec2:DescribeImages",
             "DescribeSnapshots" => "ec2:DescribeSnapshots",
             "CreateTags" => "ec2:CreateTags",
+            "RunInstances" => "ec2:RunInstances",
+            "DescribeInstances" => "ec2:DescribeInstances",
             _ => "ec2",
         };
         let req = Request {

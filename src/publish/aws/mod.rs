@@ -1,14 +1,15 @@
 //! EC2: the raw disk goes into an EBS snapshot through the EBS direct APIs,
-//! then RegisterImage makes an AMI of it.
+//! then RegisterImage makes an AMI of it; `launch` starts an instance of it.
 
 pub mod ami;
 pub mod ebs;
 pub mod ec2;
+pub mod launch;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::credentials::Credentials;
 use super::http::Client;
@@ -98,15 +99,25 @@ pub fn publish(
                 jobs: limits.jobs,
                 timeout_minutes: 60,
             };
-            let pb = super::progress_bar(&format!("uploading {}", a.path.display()));
-            let report = e.upload(&a.path, &settings, &pb).with_context(|| {
-                format!("publishing {} to EC2 in {}", a.path.display(), s.region)
-            })?;
-            pb.finish_and_clear();
+            let pb = crate::progress::bytes("publish", "upload", a.size);
+            let report = match e.upload(&a.path, &settings, &pb) {
+                Ok(r) => r,
+                Err(err) => {
+                    pb.fail(&format!("{err:#}"));
+                    return Err(err.context(format!(
+                        "publishing {} to EC2 in {}",
+                        a.path.display(),
+                        s.region
+                    )));
+                }
+            };
+            pb.finish();
             (report.snapshot_id.clone(), Some(report))
         }
     };
-    ec2.wait_for_snapshot(&snapshot_id, limits.snapshot_wait, limits.poll)?;
+    crate::progress::stage("publish", "snapshot", || {
+        ec2.wait_for_snapshot(&snapshot_id, limits.snapshot_wait, limits.poll)
+    })?;
 
     let reg = ami::Registration {
         name: a.cloud_name(),
@@ -123,7 +134,9 @@ pub fn publish(
         imds_v2: s.imds_v2,
         tags,
     };
-    let image_id = ami::register(&ec2, &reg, &identity)?;
+    let image_id = crate::progress::stage("publish", "register", || {
+        ami::register(&ec2, &reg, &identity)
+    })?;
     log::info!("registered {image_id} ({}) from {snapshot_id}", reg.name);
     Ok(outcome(image_id, true, Some(snapshot_id), upload))
 }

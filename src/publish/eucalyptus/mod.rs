@@ -79,8 +79,10 @@ pub fn publish(
         a.path.display(),
         s.bundle_dir.display()
     );
-    let b = bundle::bundle(&a.path, &a.image, &s.bundle_dir, &keys)
-        .with_context(|| format!("bundling {}", a.path.display()))?;
+    let b = crate::progress::stage("publish", "bundle", || {
+        bundle::bundle(&a.path, &a.image, &s.bundle_dir, &keys)
+            .with_context(|| format!("bundling {}", a.path.display()))
+    })?;
     log::info!("{} parts, {} bytes", b.parts.len(), b.bundled_size);
 
     // Parts first, in parallel; the manifest last, so a bundle is never
@@ -88,6 +90,7 @@ pub fn publish(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let upload = crate::progress::bytes("publish", "upload", b.bundled_size);
     std::thread::scope(|scope| {
         for _ in 0..limits.jobs.clamp(1, 8) {
             scope.spawn(|| loop {
@@ -107,6 +110,7 @@ pub fn publish(
                                 "application/octet-stream",
                             )
                             .map_err(anyhow::Error::from)
+                            .map(|()| upload.inc(data.len() as u64))
                     });
                 if let Err(e) = r {
                     failed.store(true, Ordering::Relaxed);
@@ -117,8 +121,10 @@ pub fn publish(
         }
     });
     if let Some(e) = first_error.into_inner().unwrap() {
+        upload.fail(&format!("{e:#}"));
         return Err(e);
     }
+    upload.finish();
     let manifest = std::fs::read(b.dir.join(&b.manifest))?;
     store.put(
         &s.bucket,
