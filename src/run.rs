@@ -144,6 +144,7 @@ fn prepare(o: &RunOptions, port: u16) -> Result<(Cmd, PathBuf)> {
         label: "run",
         checks_drive: None,
         seed_drive: Some(&seed_drive),
+        imds: None,
         ssh_forward: Some(port),
         console_on_terminal: !o.detach,
         firmware: o.firmware,

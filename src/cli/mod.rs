@@ -18,6 +18,13 @@ mod run;
 mod show;
 mod test;
 
+#[derive(Debug, Args)]
+pub struct ImdsServeArgs {
+    /// The folder holding imds.json (written by the test boot).
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+}
+
 /// Exit status for invalid recipes, images or arguments.
 pub const EXIT_INVALID: u8 = 2;
 
@@ -74,6 +81,10 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Boot each built disk in QEMU (UEFI and BIOS), unpack each container artifact, and run every tool check inside.
     Test(test::TestArgs),
+    /// (Internal) answer one guest connection to the EC2 metadata service
+    /// of a test boot, on stdin and stdout; QEMU runs it.
+    #[command(hide = true)]
+    ImdsServe(ImdsServeArgs),
     /// Boot a built disk locally: the console on this terminal, or detached with SSH on 127.0.0.1.
     Run(run::RunArgs),
     /// Publish a built disk to EC2 or a Eucalyptus-compatible cloud (once: a rerun changes nothing).
@@ -97,6 +108,7 @@ impl Command {
             Command::Publish(_) => "publish",
             Command::Launch(_) => "launch",
             Command::Run(_) => "run",
+            Command::ImdsServe(_) => "imds-serve",
         }
     }
 }
@@ -140,6 +152,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test(a) => test::run(g, a),
         Command::Publish(a) => publish::run(g, *a),
         Command::Run(a) => run::run(g, a),
+        Command::ImdsServe(a) => {
+            crate::smoke::imds::serve(&a.state, std::io::stdin().lock(), std::io::stdout().lock())
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Launch(a) => launch::run(g, *a),
     };
     match result {

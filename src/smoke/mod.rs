@@ -17,6 +17,7 @@
 //! are Rust regexes wherever they run.
 
 pub mod container;
+pub mod imds;
 pub mod matrix;
 pub mod qemu;
 pub mod report;
@@ -340,6 +341,38 @@ pub struct Cell {
     pub format: Format,
     pub firmware: BootMode,
     pub bus: Bus,
+    pub cloud: Cloud,
+}
+
+/// Where a booting guest's cloud-init finds its instance data, as at the
+/// artifact's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    /// A seed drive labelled CIDATA (local VMs, VirtualBox, KVM clouds'
+    /// config drives).
+    NoCloud,
+    /// EC2: the metadata service at 169.254.169.254 with IMDSv2 session
+    /// tokens, on a machine whose firmware says "Amazon EC2".
+    Ec2,
+}
+
+impl Cloud {
+    /// Raw disks go to EC2; every other disk gets a NoCloud seed.
+    pub fn for_format(f: Format) -> Cloud {
+        if f == Format::Raw {
+            Cloud::Ec2
+        } else {
+            Cloud::NoCloud
+        }
+    }
+
+    /// The cloud-init data source that must have been used.
+    pub fn datasource(self) -> &'static str {
+        match self {
+            Cloud::NoCloud => "NoCloud",
+            Cloud::Ec2 => "Ec2",
+        }
+    }
 }
 
 impl Cell {
@@ -362,6 +395,7 @@ pub fn vm_cells(artifacts: &[(PathBuf, Format)], modes: &[BootMode]) -> Vec<Cell
                 format: *format,
                 firmware: *m,
                 bus: Bus::for_format(*format),
+                cloud: Cloud::for_format(*format),
             });
         }
     }
@@ -430,11 +464,11 @@ pub fn extract_vmdk(archive: &Path, dest: &Path) -> Result<()> {
 
 /// Checks of the booted system itself, run after the tools' checks in
 /// every VM boot (not in containers): the boot finished with no failed
-/// unit; cloud-init reached its final stage from the NoCloud seed, created
-/// the seed's user and installed its key (for the image's default user
-/// too); and the root filesystem grew past `image_bytes` (the disk as
+/// unit; cloud-init reached its final stage from `cloud`'s data source,
+/// created the seed's user and installed its key (for the image's default
+/// user too); and the root filesystem grew past `image_bytes` (the disk as
 /// built) on the larger boot disk of `disk_bytes`.
-pub fn system_checks(image_bytes: u64, disk_bytes: u64) -> Vec<Tool> {
+pub fn system_checks(image_bytes: u64, disk_bytes: u64, cloud: Cloud) -> Vec<Tool> {
     let check = |name: &str, command: String, expect: &str, timeout: u32| Tool {
         name: format!("system/{name}"),
         category: "system".into(),
@@ -459,7 +493,7 @@ pub fn system_checks(image_bytes: u64, disk_bytes: u64) -> Vec<Tool> {
         check(
             "cloud-init",
             "cloud-init status --long --wait".into(),
-            r"(?s)^status: done$.*DataSourceNoCloud",
+            &format!(r"(?s)^status: done$.*DataSource{}", cloud.datasource()),
             120,
         ),
         check(
@@ -497,6 +531,22 @@ if [ "$size" -gt {image_bytes} ]; then echo grown; else echo "not grown"; fi
     ]
 }
 
+/// The host's check of an EC2 boot: every metadata read carried an IMDSv2
+/// session token.
+fn imds_check() -> Tool {
+    Tool {
+        name: "system/imdsv2".into(),
+        category: "system".into(),
+        check: crate::manifest::ToolCheck {
+            command: "(judged on the host from the metadata service's log)".into(),
+            expect: "^IMDSv2: every read carried a session token$".into(),
+            status: 0,
+            timeout: 0,
+            data: vec![],
+        },
+    }
+}
+
 /// Boot `cell` once and run every check.
 pub fn boot_and_check(
     cell: &Cell,
@@ -511,6 +561,7 @@ pub fn boot_and_check(
     let scratch = run_dir.join(format!("{label}.disk.tmp"));
     let overlay = run_dir.join(format!("{label}.overlay.qcow2"));
     let seed_drive = run_dir.join(format!("{label}.seed.img"));
+    let imds_dir = run_dir.join(format!("{label}.imds"));
     let checks = run_dir.join(format!("{label}.checks.tar"));
     let t_prepare = Instant::now();
     let prepared = (|| -> Result<(u64, u64)> {
@@ -520,11 +571,22 @@ pub fn boot_and_check(
         let image_bytes = seed::virtual_size(&disk, disk_format)?;
         let disk_bytes = image_bytes + seed::GROW_BYTES;
         seed::create_overlay(&disk, disk_format, &overlay, disk_bytes)?;
-        seed::write_nocloud_seed(
-            &seed_drive,
-            &format!("biovm-test-{label}"),
-            &seed::user_data(seed::SEED_USER, seed::SEED_KEY),
-        )?;
+        let user_data = seed::user_data(seed::SEED_USER, seed::SEED_KEY);
+        match cell.cloud {
+            Cloud::NoCloud => {
+                seed::write_nocloud_seed(&seed_drive, &format!("biovm-test-{label}"), &user_data)?
+            }
+            Cloud::Ec2 => imds::Config {
+                token: format!("biovm-{label}-{}", std::process::id()),
+                instance_id: "i-0b10b10b10b10b10b".into(),
+                ami_id: "ami-0b10b10b10b10b10b".into(),
+                instance_type: "t3.medium".into(),
+                region: "us-east-1".into(),
+                public_key: seed::SEED_KEY.into(),
+                user_data,
+            }
+            .write(&imds_dir)?,
+        }
         Ok((image_bytes, disk_bytes))
     })();
     let cleanup = || {
@@ -532,6 +594,7 @@ pub fn boot_and_check(
             let _ = fs::remove_file(p);
         }
         let _ = fs::remove_file(run_dir.join(format!("{label}.vars.fd")));
+        let _ = fs::remove_dir_all(&imds_dir);
     };
     let (image_bytes, disk_bytes) = match prepared {
         Ok(v) => v,
@@ -543,7 +606,7 @@ pub fn boot_and_check(
     let all: Vec<Tool> = tools
         .iter()
         .cloned()
-        .chain(system_checks(image_bytes, disk_bytes))
+        .chain(system_checks(image_bytes, disk_bytes, cell.cloud))
         .collect();
     let tools = &all[..];
     write_checks_drive(tools, &checks)?;
@@ -555,7 +618,8 @@ pub fn boot_and_check(
         bus: cell.bus,
         label: &label,
         checks_drive: Some(&checks),
-        seed_drive: Some(&seed_drive),
+        seed_drive: (cell.cloud == Cloud::NoCloud).then_some(seed_drive.as_path()),
+        imds: (cell.cloud == Cloud::Ec2).then_some(imds_dir.as_path()),
         ssh_forward: None,
         console_on_terminal: false,
         firmware,
@@ -654,6 +718,22 @@ pub fn boot_and_check(
     guest.kill();
     report.total_secs = t0.elapsed().as_secs_f64();
     report.mark_not_run(tools);
+    if cell.cloud == Cloud::Ec2 {
+        // Judged on the host: did the guest read its metadata with IMDSv2?
+        let audit = imds::audit(&imds_dir);
+        let t = imds_check();
+        report.results.push(CheckResult {
+            tool: t.name.clone(),
+            outcome: judge(&t, 0, &audit),
+            status: 0,
+            seconds: 0.0,
+            output: audit,
+        });
+        let _ = fs::copy(
+            imds_dir.join("imds.log"),
+            run_dir.join(format!("{label}.imds.log")),
+        );
+    }
     cleanup();
     Ok(report)
 }

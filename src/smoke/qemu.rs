@@ -14,6 +14,9 @@ pub const QEMU: &str = "qemu-system-x86_64";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// The CPU model under software emulation (override: BIOVM_TCG_CPU).
 pub const TCG_CPU: &str = "max";
+/// The SMBIOS system UUID (and serial) of a test boot of an EC2 disk: EC2
+/// machines' start with "ec2", which is how cloud-init recognizes them.
+const EC2_UUID: &str = "ec2e1f5a-1f0c-4d7b-9a55-0123456789ab";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +173,10 @@ pub struct Vm<'a> {
     /// guest reaches nothing), forwarding this port on 127.0.0.1 to the
     /// guest's SSH port; `None`: no network device at all.
     pub ssh_forward: Option<u16>,
+    /// An EC2 machine: firmware that says "Amazon EC2", and a network card
+    /// that reaches only the metadata service at 169.254.169.254, served by
+    /// `biovm imds-serve --state DIR` from this folder.
+    pub imds: Option<&'a Path>,
     /// The console on this terminal (`biovm run`) instead of a log file.
     pub console_on_terminal: bool,
     pub firmware: BootMode,
@@ -240,7 +247,24 @@ impl Vm<'_> {
                 ))
                 .args(["-device", "virtio-blk-pci,drive=checks,serial=biovm-checks"]);
         }
-        if let Some(port) = self.ssh_forward {
+        if let Some(dir) = self.imds {
+            let exe = std::env::current_exe().context("cannot find the biovm program")?;
+            // QEMU runs the command for each connection the guest opens;
+            // a comma in an option value is written twice.
+            let serve = format!("{} imds-serve --state {}", exe.display(), dir.display())
+                .replace(',', ",,");
+            c.arg("-netdev")
+                .arg(format!(
+                    "user,id=net0,restrict=on,net=169.254.0.0/16,host=169.254.0.2,\
+                     dhcpstart=169.254.0.15,guestfwd=tcp:{}:80-cmd:{serve}",
+                    super::imds::ADDRESS
+                ))
+                .args(["-device", self.bus.nic()])
+                .arg("-smbios")
+                .arg(format!(
+                    "type=1,manufacturer=Amazon EC2,product=t3.medium,serial={EC2_UUID},uuid={EC2_UUID}"
+                ));
+        } else if let Some(port) = self.ssh_forward {
             c.arg("-netdev")
                 .arg(format!(
                     "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
@@ -298,6 +322,7 @@ mod tests {
             label: "raw-bios",
             checks_drive: Some(Path::new("/x/checks.tar")),
             seed_drive: None,
+            imds: None,
             ssh_forward: None,
             console_on_terminal: false,
             firmware: BootMode::Bios,
