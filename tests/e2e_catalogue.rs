@@ -96,9 +96,11 @@ fn the_committed_catalogue_page_is_current() {
     );
 }
 
-/// The biolinux image file copied to a scratch project and locked there
-/// once for the tests below (the lock resolves the whole catalogue
-/// against the archive, and the PyPI recipes against PyPI).
+/// The biolinux image file and its committed lock copied to a scratch
+/// project once for the tests below. `biovm lock` there confirms the lock
+/// still matches the recipes (a recipe changed without `biovm lock
+/// --update images/biolinux.toml` fails here), or makes one when none is
+/// committed (a whole bootstrap).
 fn locked_biolinux() -> &'static Path {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
     IMG.get_or_init(|| {
@@ -116,16 +118,16 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A copy of images/biolinux.toml in a scratch folder `name`/images/.
+/// A copy of images/biolinux.toml (and its lock) in a scratch folder `name`/images/.
 fn project_image(name: &str) -> PathBuf {
     let p = scratch(name).join("images");
     std::fs::create_dir_all(&p).unwrap();
     let img = p.join("biolinux.toml");
-    std::fs::copy(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images/biolinux.toml"),
-        &img,
-    )
-    .unwrap();
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images");
+    std::fs::copy(images.join("biolinux.toml"), &img).unwrap();
+    if images.join("biolinux.lock").exists() {
+        std::fs::copy(images.join("biolinux.lock"), img.with_extension("lock")).unwrap();
+    }
     img
 }
 
