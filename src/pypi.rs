@@ -94,9 +94,14 @@ pub fn download(
             .run()
             .with_context(|| {
                 format!(
-                    "recipe {}: downloading {} from PyPI failed",
+                    "recipe {}: downloading {} from PyPI failed{}",
                     r.name,
-                    reqs.join(" ")
+                    reqs.join(" "),
+                    if locked.is_some() {
+                        " (held at the lock's versions; if the recipe's pins changed, run `biovm lock --update`)"
+                    } else {
+                        ""
+                    }
                 )
             })?;
         fs::remove_file(&constraints)
