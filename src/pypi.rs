@@ -65,6 +65,12 @@ pub fn download(
         fsutil::remove_tree(&dir)?;
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let reqs = requirements(r);
+        // With a lock, the dependencies are held at the locked versions too
+        // (pip would otherwise take whatever is newest today).
+        let constraints = dir.join("constraints.txt");
+        let pins = locked.map(|l| locked_pins(l.keys())).unwrap_or_default();
+        fs::write(&constraints, pins.join("\n") + "\n")
+            .with_context(|| format!("cannot write {}", constraints.display()))?;
         Cmd::new("python3")
             .args([
                 "-m",
@@ -80,17 +86,26 @@ pub fn download(
                 "--platform",
                 "manylinux_2_28_x86_64",
             ])
-            .args(["--implementation", "cp", "--dest"])
+            .args(["--implementation", "cp", "--constraint"])
+            .arg(&constraints)
+            .arg("--dest")
             .arg(&dir)
             .args(&reqs)
             .run()
             .with_context(|| {
                 format!(
-                    "recipe {}: downloading {} from PyPI failed",
+                    "recipe {}: downloading {} from PyPI failed{}",
                     r.name,
-                    reqs.join(" ")
+                    reqs.join(" "),
+                    if locked.is_some() {
+                        " (held at the lock's versions; if the recipe's pins changed, run `biovm lock --update`)"
+                    } else {
+                        ""
+                    }
                 )
             })?;
+        fs::remove_file(&constraints)
+            .with_context(|| format!("cannot remove {}", constraints.display()))?;
         let mut names: Vec<String> = fs::read_dir(&dir)?
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<std::io::Result<_>>()?;
@@ -123,6 +138,28 @@ pub fn download(
         }
     }
     Ok(files)
+}
+
+/// `name==version` for each distribution among the locked wheel file
+/// names (`{name}-{version}-{tags}.whl`); a name locked at two versions
+/// (by two recipes) is left unconstrained.
+fn locked_pins<'a>(files: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut versions: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for f in files {
+        let mut parts = f.split('-');
+        if let (Some(name), Some(version), true) = (parts.next(), parts.next(), f.ends_with(".whl"))
+        {
+            versions
+                .entry(name.to_ascii_lowercase())
+                .or_default()
+                .insert(version.to_string());
+        }
+    }
+    versions
+        .into_iter()
+        .filter(|(_, v)| v.len() == 1)
+        .map(|(n, v)| format!("{n}=={}", v.into_iter().next().unwrap_or_default()))
+        .collect()
 }
 
 /// Install `files` into the image's environment at `root`.
@@ -201,6 +238,22 @@ mod tests {
         )
         .unwrap();
         crate::config::load_recipe(&p).unwrap()
+    }
+
+    #[test]
+    fn locked_wheels_become_constraints() {
+        let files = [
+            "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+            "bx_python-0.15.1-cp311-cp311-manylinux2014_x86_64.whl",
+            "Pillow-13.0.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+            "six-1.0-py3-none-any.whl",
+            "six-1.1-py3-none-any.whl",
+        ]
+        .map(String::from);
+        assert_eq!(
+            locked_pins(files.iter()),
+            ["bx_python==0.15.1", "numpy==2.4.6", "pillow==13.0.0"]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::GlobalArgs;
 use crate::build::{build, BuildOptions};
+use crate::config::Format;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -25,11 +26,51 @@ pub struct BuildArgs {
     /// fails, naming the file and the first differing offset.
     #[arg(long)]
     pub verify_reproducible: bool,
+    /// Build only this one of the image's `[output] formats` (repeatable;
+    /// default: all of them), e.g. `--format raw` for a quick boot test.
+    #[arg(long = "format", value_name = "FMT", value_parser = parse_format)]
+    pub formats: Vec<Format>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    Format::ALL
+        .iter()
+        .copied()
+        .find(|f| f.as_str() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+            format!("unknown format {s:?}; formats: {}", names.join(", "))
+        })
+}
+
+/// Keep only the `wanted` formats of the image; each must be one it lists.
+fn restrict_formats(
+    image: &mut crate::config::Image,
+    wanted: &[Format],
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    for f in wanted {
+        if !image.formats.contains(f) {
+            let listed: Vec<&str> = image.formats.iter().map(|f| f.as_str()).collect();
+            anyhow::bail!(
+                "--format {}: {} does not list it in [output] formats ({})",
+                f.as_str(),
+                file.display(),
+                listed.join(", ")
+            );
+        }
+    }
+    image.formats.retain(|f| wanted.contains(f));
+    Ok(())
 }
 
 pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
-    let image = crate::config::load_image(&a.image, &recipe_dir)?;
+    let mut image = crate::config::load_image(&a.image, &recipe_dir)?;
+    restrict_formats(&mut image, &a.formats, &a.image)?;
     let opts = BuildOptions {
         out_dir: a.out.clone(),
         cache_dir: a.cache.clone().unwrap_or_else(crate::fsutil::cache_dir),

@@ -160,6 +160,7 @@ pub fn load_image_and_catalog(
     if catalog_diags.is_empty() {
         recipes = select(&mut cx, &raw, sel, &catalog);
     }
+    pin_recipe_packages(&mut recipes, &base.packages);
 
     let image = Image {
         name,
@@ -178,6 +179,19 @@ pub fn load_image_and_catalog(
     let mut diags = catalog_diags;
     diags.extend(cx.finish());
     diags.into_result((image, catalog))
+}
+
+/// A `[base] packages` entry with a version (`name=version`) pins that
+/// package wherever a selected recipe asks for it, so a lab can hold one
+/// tool at a version without editing the catalogue.
+fn pin_recipe_packages(recipes: &mut [Recipe], base: &[DebPackage]) {
+    for pin in base.iter().filter(|p| p.version.is_some()) {
+        for r in recipes.iter_mut() {
+            for p in r.install.debian.iter_mut().filter(|p| p.name == pin.name) {
+                p.version = pin.version.clone();
+            }
+        }
+    }
 }
 
 fn deb_packages(cx: &mut Ctx<'_>, list: &[Spanned<String>]) -> Vec<DebPackage> {
@@ -535,6 +549,42 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
     for item in &sel.categories {
         match by_category.get(item.get_ref().as_str()) {
             Some(members) => selected.extend(members.iter().copied()),
+            None => {
+                let d = cx
+                    .diag(
+                        item.span(),
+                        format!("unknown category `{}`", item.get_ref()),
+                    )
+                    .with_suggestion(item.get_ref(), categories.iter().map(String::as_str));
+                let d = if d.help.is_none() {
+                    d.with_help(format!("known categories: {}", quoted_list(&categories)))
+                } else {
+                    d
+                };
+                cx.push(d);
+            }
+        }
+    }
+    for item in &sel.exclude_categories {
+        match by_category.get(item.get_ref().as_str()) {
+            Some(members) => {
+                let before = selected.len();
+                for m in members {
+                    selected.remove(m);
+                }
+                if selected.len() == before {
+                    let d = cx
+                        .diag(
+                            item.span(),
+                            format!(
+                                "category `{}` is excluded but none of its recipes was selected",
+                                item.get_ref()
+                            ),
+                        )
+                        .with_help("remove it from `exclude-categories`, or check the spelling");
+                    cx.push(d);
+                }
+            }
             None => {
                 let d = cx
                     .diag(

@@ -154,6 +154,9 @@ pub struct RawSelection {
     /// Recipe names removed from the selection.
     #[serde(default)]
     pub exclude: Vec<Spanned<String>>,
+    /// Categories whose recipes are removed from the selection.
+    #[serde(default)]
+    pub exclude_categories: Vec<Spanned<String>>,
     /// Extra recipe folders (laid out `<category>/<name>.toml`), relative
     /// to the image file's folder.
     #[serde(default)]
