@@ -80,10 +80,18 @@ pub fn bootstrap(
     let debs = deb_cache(cache, image);
     fs::create_dir_all(&debs)
         .with_context(|| format!("cannot create package cache {}", debs.display()))?;
-    let debs_s = debs.to_string_lossy();
-    if debs_s.chars().any(char::is_whitespace) {
-        bail!("the cache folder {debs_s} contains whitespace, which mmdebstrap's hooks cannot take; set BIOVM_CACHE_DIR");
+    if debs.to_string_lossy().chars().any(char::is_whitespace) {
+        bail!(
+            "the cache folder {} contains whitespace, which mmdebstrap's hooks cannot take; set BIOVM_CACHE_DIR",
+            debs.display()
+        );
     }
+    // Other builds may share the cache: this one reads a snapshot of it
+    // (hard links, instant) and adds its downloads back by renaming whole
+    // files, so neither ever sees a folder or a file change under it.
+    let private = DebSnapshot::take(&debs)?;
+    let debs_s = private.input.to_string_lossy().into_owned();
+    let new_s = private.output.to_string_lossy().into_owned();
     // initramfs-tools' settings go in before any package is installed, so
     // the kernel's first (and only) initramfs is already the small one.
     let stage = tempfile::tempdir().context("cannot create a staging folder")?;
@@ -125,7 +133,7 @@ pub fn bootstrap(
             "--setup-hook=sync-in {initramfs_s} /etc/initramfs-tools"
         ))
         .arg(format!(
-            "--customize-hook=sync-out /var/cache/apt/archives {debs_s}"
+            "--customize-hook=sync-out /var/cache/apt/archives {new_s}"
         ))
         .arg(&image.base.suite)
         .arg(root);
@@ -134,7 +142,75 @@ pub fn bootstrap(
     }
     c.run()
         .context("bootstrapping the root filesystem failed")?;
-    Ok(())
+    private.publish(&debs)
+}
+
+/// A build's private view of the shared .deb cache: `input` holds hard
+/// links to what the cache had, `output` receives what the build used.
+struct DebSnapshot {
+    input: PathBuf,
+    output: PathBuf,
+}
+
+impl DebSnapshot {
+    fn take(debs: &Path) -> Result<DebSnapshot> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let parent = debs.parent().unwrap_or(Path::new("."));
+        let base = format!(".{}.{}-{n}", std::process::id(), debs_name(debs));
+        let s = DebSnapshot {
+            input: parent.join(format!("{base}.in")),
+            output: parent.join(format!("{base}.out")),
+        };
+        for d in [&s.input, &s.output] {
+            crate::fsutil::remove_tree(d)?;
+            fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        for e in fs::read_dir(debs).with_context(|| format!("cannot read {}", debs.display()))? {
+            let e = e?;
+            let name = e.file_name();
+            if name.to_string_lossy().ends_with(".deb") && e.file_type()?.is_file() {
+                let to = s.input.join(&name);
+                if fs::hard_link(e.path(), &to).is_err() {
+                    fs::copy(e.path(), &to).with_context(|| {
+                        format!("cannot copy {} from the package cache", e.path().display())
+                    })?;
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Move the build's new .deb files into the cache, each whole.
+    fn publish(&self, debs: &Path) -> Result<()> {
+        for e in fs::read_dir(&self.output)? {
+            let e = e?;
+            let name = e.file_name();
+            if !name.to_string_lossy().ends_with(".deb") || debs.join(&name).exists() {
+                continue;
+            }
+            fs::rename(e.path(), debs.join(&name)).with_context(|| {
+                format!("cannot add {} to {}", e.path().display(), debs.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn debs_name(debs: &Path) -> String {
+    debs.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl Drop for DebSnapshot {
+    fn drop(&mut self) {
+        for d in [&self.input, &self.output] {
+            if let Err(e) = crate::fsutil::remove_tree(d) {
+                log::warn!("cannot remove {}: {e:#}", d.display());
+            }
+        }
+    }
 }
 
 /// Ask apt, against the image's mirror, whether `packages` install together
@@ -585,6 +661,34 @@ fn truncate_logs(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_reads_a_snapshot_of_the_deb_cache_and_adds_whole_files() {
+        let d = tempfile::tempdir().unwrap();
+        let debs = d.path().join("debs/bookworm-amd64");
+        fs::create_dir_all(&debs).unwrap();
+        fs::write(debs.join("a.deb"), b"a").unwrap();
+        let s = DebSnapshot::take(&debs).unwrap();
+        assert_eq!(fs::read(s.input.join("a.deb")).unwrap(), b"a");
+        // Another build adds to the cache meanwhile: the snapshot does not change.
+        fs::write(debs.join("c.deb"), b"c").unwrap();
+        assert!(!s.input.join("c.deb").exists());
+        // What this build used comes back; the cache keeps its own copies.
+        fs::write(s.output.join("a.deb"), b"changed").unwrap();
+        fs::write(s.output.join("b.deb"), b"b").unwrap();
+        fs::write(s.output.join("lock"), b"").unwrap();
+        s.publish(&debs).unwrap();
+        let (input, output) = (s.input.clone(), s.output.clone());
+        drop(s);
+        assert!(!input.exists() && !output.exists());
+        let mut names: Vec<String> = fs::read_dir(&debs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.deb", "b.deb", "c.deb"]);
+        assert_eq!(fs::read(debs.join("a.deb")).unwrap(), b"a");
+    }
 
     /// The cloud-init settings of the project's images are valid YAML
     /// (read by Python's YAML parser, as cloud-init reads them) and carry
