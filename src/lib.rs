@@ -18,5 +18,6 @@ pub mod lock;
 pub mod manifest;
 pub mod publish;
 pub mod pypi;
+pub mod release;
 pub mod rootfs;
 pub mod smoke;

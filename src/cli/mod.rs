@@ -13,6 +13,7 @@ mod list;
 mod lock;
 mod plan;
 mod publish;
+mod release;
 mod show;
 mod test;
 
@@ -68,6 +69,9 @@ pub enum Command {
     Test(test::TestArgs),
     /// Publish a built disk to EC2 or a Eucalyptus-compatible cloud (once: a rerun changes nothing).
     Publish(Box<publish::PublishArgs>),
+    /// Build each image from its lock, run the whole test matrix and, only if every cell
+    /// passed, write the release (artifacts, SBOMs, reports, SHA256SUMS, release.json); --publish uploads it.
+    Release(Box<release::ReleaseArgs>),
 }
 
 pub fn init_logging(g: &GlobalArgs) {
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Build(a) => build::run(g, a),
         Command::Test(a) => test::run(g, a),
         Command::Publish(a) => publish::run(g, *a),
+        Command::Release(a) => release::run(g, *a),
     };
     match result {
         Ok(code) => code,
