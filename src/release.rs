@@ -12,7 +12,7 @@
 //! DIR/<name>.<ext>               the artifacts (an OCI layout is a folder)
 //! DIR/<name>.spdx.json           the SBOM
 //! DIR/<name>.manifest.json       what `biovm test` needs to test an artifact later
-//! DIR/<name>.test/               report.json, junit.xml, *.serial.log
+//! DIR/<name>.test/               report.json, junit.xml, *.serial.log, *.results.log
 //! DIR/<name>.vagrant.json        Vagrant catalog metadata (images with the vagrant format)
 //! DIR/.staging/<name>-<inputs>/  the build and its tests, kept for re-runs
 //! ```
@@ -107,7 +107,9 @@ pub struct IndexArtifact {
 pub struct IndexTests {
     pub report: FileRef,
     pub junit: FileRef,
-    pub serial_logs: Vec<FileRef>,
+    /// Each VM cell's serial console (`*.serial.log`) and each container
+    /// cell's results (`*.results.log`).
+    pub logs: Vec<FileRef>,
     /// Matrix cells run (artifact x firmware, and each container artifact).
     pub cells: usize,
     pub passed: bool,
@@ -557,16 +559,28 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
     if test_dir.exists() {
         fsutil::remove_tree(&test_dir)?;
     }
-    place(&s.dir.join(&test_name), &test_dir)?;
-    let mut serial_logs = Vec::new();
-    let mut logs: Vec<String> = std::fs::read_dir(&test_dir)?
+    // The reports and the logs (not the scratch files of the test runs,
+    // such as the checks drives).
+    std::fs::create_dir_all(&test_dir)
+        .with_context(|| format!("cannot create folder {}", test_dir.display()))?;
+    let staged_tests = s.dir.join(&test_name);
+    let mut names: Vec<String> = std::fs::read_dir(&staged_tests)
+        .with_context(|| format!("cannot read {}", staged_tests.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".serial.log"))
+        .filter(|n| n.ends_with(".log") && !n.starts_with('.'))
         .collect();
-    logs.sort();
-    for l in logs {
-        serial_logs.push(file_ref(out, &format!("{test_name}/{l}"))?);
+    names.sort();
+    for n in ["report.json", "junit.xml"]
+        .iter()
+        .map(|n| n.to_string())
+        .chain(names.iter().cloned())
+    {
+        place(&staged_tests.join(&n), &test_dir.join(&n))?;
+    }
+    let mut logs_refs = Vec::new();
+    for l in names {
+        logs_refs.push(file_ref(out, &format!("{test_name}/{l}"))?);
     }
     let report_rel = format!("{test_name}/report.json");
     let cells = {
@@ -622,7 +636,7 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         tests: IndexTests {
             report: file_ref(out, &report_rel)?,
             junit: file_ref(out, &format!("{test_name}/junit.xml"))?,
-            serial_logs,
+            logs: logs_refs,
             cells,
             passed: true,
         },
@@ -641,7 +655,7 @@ pub fn sums(index: &Index) -> String {
         }
         for r in [&i.sbom, &i.manifest, &i.tests.report, &i.tests.junit]
             .into_iter()
-            .chain(i.tests.serial_logs.iter())
+            .chain(i.tests.logs.iter())
             .chain(i.vagrant.iter())
         {
             lines.push((r.file.clone(), r.sha256.clone()));

@@ -113,6 +113,13 @@ fn validate(doc: &Path) -> Result<(), String> {
     o.map(|_| ()).map_err(|e| format!("{e:#}"))
 }
 
+fn names_in(d: &Path) -> Vec<String> {
+    fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -181,9 +188,24 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
         &img["tests"]["junit"],
         &img["vagrant"],
     ];
-    refs.extend(img["tests"]["serial_logs"].as_array().unwrap().iter());
-    // raw and the box under BIOS: two serial logs.
-    assert_eq!(img["tests"]["serial_logs"].as_array().unwrap().len(), 2);
+    refs.extend(img["tests"]["logs"].as_array().unwrap().iter());
+    // raw and the box under BIOS (console and results), the tarball's results.
+    let logs: Vec<&str> = img["tests"]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        logs,
+        [
+            "tiny.test/raw-bios.results.log",
+            "tiny.test/raw-bios.serial.log",
+            "tiny.test/tarball.results.log",
+            "tiny.test/vagrant-bios.results.log",
+            "tiny.test/vagrant-bios.serial.log"
+        ]
+    );
     for r in refs {
         let f = rel.join(r["file"].as_str().unwrap());
         assert_eq!(r["sha256"].as_str().unwrap(), sha256(&f), "{}", f.display());
@@ -193,6 +215,15 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
     // raw-bios, vagrant-bios, the tarball.
     assert_eq!(img["tests"]["cells"], 3);
     let report = json(&rel.join("tiny.test/report.json"));
+    let mut released = names_in(&rel.join("tiny.test"));
+    released.sort();
+    let mut expected: Vec<String> = logs
+        .iter()
+        .map(|l| l.trim_start_matches("tiny.test/").to_string())
+        .collect();
+    expected.extend(["junit.xml".to_string(), "report.json".to_string()]);
+    expected.sort();
+    assert_eq!(released, expected, "only the reports and logs are released");
     assert!(report
         .as_array()
         .unwrap()
@@ -240,6 +271,12 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
         described.contains(&ami) && described.contains(&sha256(&rel.join("tiny.raw"))),
         "{described}"
     );
+    let tagged = ec2_call(
+        moto.port,
+        "Action=DescribeImages&Filter.1.Name=tag-key&Filter.1.Value.1=biovm:image",
+    );
+    assert_eq!(tagged.matches("<imageId>").count(), 1, "{tagged}");
+    assert!(tagged.contains(&ami), "{tagged}");
     let snap = published[0]["snapshot_id"].as_str().unwrap();
     assert!(ec2_call(
         moto.port,
@@ -318,8 +355,10 @@ fn a_release_with_a_failing_check_writes_and_publishes_nothing() {
     assert!(!rel.join("tiny.vagrant.json").exists());
     // Not one request reached the cloud, and moto holds no image.
     assert_eq!(proxy.take().len(), 0);
-    let images = ec2_call(moto.port, "Action=DescribeImages&Owner.1=self");
+    // (moto comes with public images and snapshots: look for biovm's tags.)
+    let tagged = "Filter.1.Name=tag-key&Filter.1.Value.1=biovm:image";
+    let images = ec2_call(moto.port, &format!("Action=DescribeImages&{tagged}"));
     assert!(!images.contains("<imageId>"), "{images}");
-    let snaps = ec2_call(moto.port, "Action=DescribeSnapshots&Owner.1=self");
+    let snaps = ec2_call(moto.port, &format!("Action=DescribeSnapshots&{tagged}"));
     assert!(!snaps.contains("<snapshotId>"), "{snaps}");
 }

@@ -160,7 +160,7 @@ fn sample() -> Index {
             tests: IndexTests {
                 report: f("tiny.test/report.json", '6'),
                 junit: f("tiny.test/junit.xml", '7'),
-                serial_logs: vec![f("tiny.test/raw-bios.serial.log", '8')],
+                logs: vec![f("tiny.test/raw-bios.serial.log", '8')],
                 cells: 1,
                 passed: true,
             },
