@@ -199,9 +199,14 @@ pub fn inputs_hash(image: &Image, lock_path: &Path) -> Result<String> {
     recipes.sort_by(|a, b| a.name.cmp(&b.name));
     for r in recipes {
         add(&format!("recipe {}", r.name), &read(&r.source)?);
+        // Test data paths are relative to the recipe's folder.
+        let dir = r.source.parent().unwrap_or(Path::new("."));
         for t in &r.tests {
             for d in &t.data {
-                add(&format!("data {} {}", r.name, d.display()), &read(d)?);
+                add(
+                    &format!("data {} {}", r.name, d.display()),
+                    &read(&dir.join(d))?,
+                );
             }
         }
     }
@@ -878,9 +883,12 @@ mod tests {
         let recipe = root.join("recipes/misc/hello.toml");
         std::fs::write(
             &recipe,
-            "name = \"hello\"\nsummary = \"Says hello\"\ncategory = \"misc\"\nhomepage = \"https://example.org/hello\"\nlicense = \"GPL-3.0-or-later\"\n\n[install]\ndebian = [\"hello\"]\n\n[check]\ncommand = \"hello\"\nexpect = \"Hello\"\n",
+            "name = \"hello\"\nsummary = \"Says hello\"\ncategory = \"misc\"\nhomepage = \"https://example.org/hello\"\nlicense = \"GPL-3.0-or-later\"\n\n[install]\ndebian = [\"hello\"]\n\n[check]\ncommand = \"hello\"\nexpect = \"Hello\"\n\n[[test]]\nname = \"greet\"\nscript = \"hello < in.txt\"\nexpect = \"Hello\"\ndata = [\"data/hello/in.txt\"]\n",
         )
         .unwrap();
+        let data = root.join("recipes/misc/data/hello/in.txt");
+        std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+        std::fs::write(&data, "one").unwrap();
         let img = root.join("images/t.toml");
         std::fs::write(
             &img,
@@ -901,7 +909,10 @@ mod tests {
         std::fs::write(&recipe, text).unwrap();
         let h3 = inputs_hash(&load(), &lock).unwrap();
         assert_ne!(h2, h3);
+        std::fs::write(&data, "two").unwrap();
+        let h4 = inputs_hash(&load(), &lock).unwrap();
+        assert_ne!(h3, h4, "the test data is an input");
         std::fs::write(&img, std::fs::read_to_string(&img).unwrap() + "# comment\n").unwrap();
-        assert_ne!(h3, inputs_hash(&load(), &lock).unwrap());
+        assert_ne!(h4, inputs_hash(&load(), &lock).unwrap());
     }
 }
