@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod progress;
 pub mod publish;
 pub mod pypi;
+pub mod release;
 pub mod rootfs;
 pub mod run;
 pub mod smoke;

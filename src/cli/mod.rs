@@ -14,6 +14,7 @@ mod list;
 mod lock;
 mod plan;
 mod publish;
+mod release;
 mod run;
 mod show;
 mod test;
@@ -91,6 +92,9 @@ pub enum Command {
     Publish(Box<publish::PublishArgs>),
     /// Start an instance of a published image in EC2, wait until it runs, and print how to connect.
     Launch(Box<launch::LaunchArgs>),
+    /// Build each image from its lock, run the whole test matrix and, only if every cell
+    /// passed, write the release (artifacts, SBOMs, reports, SHA256SUMS, release.json); --publish uploads it.
+    Release(Box<release::ReleaseArgs>),
 }
 
 impl Command {
@@ -108,6 +112,7 @@ impl Command {
             Command::Publish(_) => "publish",
             Command::Launch(_) => "launch",
             Command::Run(_) => "run",
+            Command::Release(_) => "release",
             Command::ImdsServe(_) => "imds-serve",
         }
     }
@@ -157,6 +162,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Launch(a) => launch::run(g, *a),
+        Command::Release(a) => release::run(g, *a),
     };
     match result {
         Ok(code) => code,

@@ -149,7 +149,7 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
     Ok((art, image))
 }
 
-fn limits(a: &PublishArgs) -> Result<Limits> {
+pub(super) fn limits(a: &PublishArgs) -> Result<Limits> {
     if !(a.request_timeout > 0.0 && a.request_timeout <= 3600.0) {
         bail!("--request-timeout must be more than 0 and at most 3600 seconds");
     }
@@ -169,7 +169,7 @@ fn limits(a: &PublishArgs) -> Result<Limits> {
     })
 }
 
-fn ec2_settings(
+pub(super) fn ec2_settings(
     a: &PublishArgs,
     art: &Artifact,
     image: Option<&Image>,
@@ -219,7 +219,7 @@ fn ec2_settings(
     })
 }
 
-fn eucalyptus_settings(
+pub(super) fn eucalyptus_settings(
     a: &PublishArgs,
     art: &Artifact,
     image: Option<&Image>,

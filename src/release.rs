@@ -1,0 +1,918 @@
+//! `biovm release`: build each image from its lock, run the whole test
+//! matrix, and only when every cell passed write the release into one
+//! folder: the artifacts, the SBOMs, the manifests, the test reports,
+//! Vagrant catalog metadata, SHA256SUMS and, last, the release index
+//! `release.json` (schema: docs/release-index.schema.json).
+//!
+//! Layout of the release folder `DIR`:
+//!
+//! ```text
+//! DIR/release.json               the index, renamed into place last
+//! DIR/SHA256SUMS                 every file the index lists
+//! DIR/<name>.<ext>               the artifacts (an OCI layout is a folder)
+//! DIR/<name>.spdx.json           the SBOM
+//! DIR/<name>.manifest.json       what `biovm test` needs to test an artifact later
+//! DIR/<name>.test/               report.json, junit.xml, *.serial.log, *.results.log
+//! DIR/<name>.vagrant.json        Vagrant catalog metadata (images with the vagrant format)
+//! DIR/.staging/<name>-<inputs>/  the build and its tests, kept for re-runs
+//! ```
+//!
+//! Re-runs: a build is keyed by the hash of its inputs (the lock, the image
+//! file, every recipe file and test data file the image uses, the files it
+//! installs, and biovm's version). A staging folder with the same key holds
+//! a finished build (and, once its matrix passed, a marker saying so), so a
+//! second release reuses both; release files are hard links to the staged
+//! ones, and publishing is idempotent by tags.
+//!
+//! Version: `--version`, else the lock's SOURCE_DATE_EPOCH as
+//! `YYYYMMDD.HHMMSS` (UTC): the same lock always gives the same version, a
+//! new lock a newer one, and Vagrant accepts it as a box version.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::build::{build, BuildOptions};
+use crate::config::{Format, Image};
+use crate::fsutil;
+use crate::lock::Lock;
+use crate::manifest::Manifest;
+use crate::smoke::{self, report, TestOptions};
+
+/// Version of the release index format (`format_version` in release.json).
+pub const INDEX_FORMAT_VERSION: u32 = 1;
+
+/// The index file's name in the release folder.
+pub const INDEX_FILE: &str = "release.json";
+
+/// Staging folders live here inside the release folder.
+pub const STAGING: &str = ".staging";
+
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    pub out_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    /// Overrides every image's mirror (for locking).
+    pub mirror: Option<String>,
+    /// The release version (default: from each lock's SOURCE_DATE_EPOCH).
+    pub version: Option<String>,
+    /// Where the release folder will be served from; Vagrant metadata URLs
+    /// are `<base-url>/<file>` (default: the bare file name, relative).
+    pub base_url: Option<String>,
+    /// Lock an image that has no lock (instead of refusing).
+    pub lock_missing: bool,
+    pub test: TestOptions,
+}
+
+/// One thing a publish target made for an image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Published {
+    pub target: String,
+    pub region: String,
+    pub release: String,
+    pub image_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_location: Option<String>,
+    /// Whether this run created it (false: it was already there).
+    pub created: bool,
+}
+
+/// Publishes one image's raw disk to every target its image file names;
+/// called only after every image of the release passed its tests.
+pub trait Publisher {
+    fn publish(&self, image: &Image, raw: &Path, release: &str) -> Result<Vec<Published>>;
+}
+
+/// A file in the release folder, by path relative to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileRef {
+    pub file: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexArtifact {
+    pub format: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexTests {
+    pub report: FileRef,
+    pub junit: FileRef,
+    /// Each VM cell's serial console (`*.serial.log`) and each container
+    /// cell's results (`*.results.log`).
+    pub logs: Vec<FileRef>,
+    /// Matrix cells run (artifact x firmware, and each container artifact).
+    pub cells: usize,
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexImage {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    /// sha256 of the build inputs (lock, image file, recipes, files, biovm version).
+    pub inputs: String,
+    pub source_date_epoch: u64,
+    pub suite: String,
+    pub architecture: String,
+    pub boot: Vec<String>,
+    pub lock_sha256: String,
+    pub artifacts: Vec<IndexArtifact>,
+    pub sbom: FileRef,
+    pub manifest: FileRef,
+    pub tests: IndexTests,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vagrant: Option<FileRef>,
+    pub published: Vec<Published>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Index {
+    pub format_version: u32,
+    pub biovm_version: String,
+    /// When this index was written (RFC 3339, UTC).
+    pub created: String,
+    pub images: Vec<IndexImage>,
+}
+
+/// What a release run did, with timings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub index: Index,
+    pub stages: Vec<StageLine>,
+    pub seconds: f64,
+}
+
+/// One stage of one image: what happened and how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageLine {
+    pub image: String,
+    pub stage: &'static str,
+    /// `built`, `reused`, `passed`, `published`, `already published`, ...
+    pub result: String,
+    pub seconds: f64,
+}
+
+/// The release failed because cells of the test matrix failed; nothing was
+/// written to the release folder and nothing was published.
+#[derive(Debug, thiserror::Error)]
+#[error("{failed} of {cells} test cells failed; nothing was released or published:\n  {}", .lines.join("\n  "))]
+pub struct TestsFailed {
+    pub failed: usize,
+    pub cells: usize,
+    pub lines: Vec<String>,
+}
+
+/// The default version for a lock: its SOURCE_DATE_EPOCH as `YYYYMMDD.HHMMSS`.
+pub fn default_version(source_date_epoch: u64) -> String {
+    let t = crate::formats::rfc3339(source_date_epoch);
+    // 2026-11-26T04:30:12Z
+    let digits: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
+    format!("{}.{}", &digits[..8], &digits[8..14])
+}
+
+/// The hash of everything a build of `image` depends on.
+pub fn inputs_hash(image: &Image, lock_path: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut add = |label: &str, bytes: &[u8]| {
+        h.update(format!("{label}\0{}\0", bytes.len()).as_bytes());
+        h.update(bytes);
+    };
+    add("biovm", env!("CARGO_PKG_VERSION").as_bytes());
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    add("lock", &read(lock_path)?);
+    add("image", &read(&image.source)?);
+    for f in &image.system.files {
+        add(&format!("file {}", f.path), &f.content);
+    }
+    let mut recipes: Vec<_> = image.recipes.iter().collect();
+    recipes.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in recipes {
+        add(&format!("recipe {}", r.name), &read(&r.source)?);
+        // Test data paths are relative to the recipe's folder.
+        let dir = r.source.parent().unwrap_or(Path::new("."));
+        for t in &r.tests {
+            for d in &t.data {
+                add(
+                    &format!("data {} {}", r.name, d.display()),
+                    &read(&dir.join(d))?,
+                );
+            }
+        }
+    }
+    Ok(fsutil::hex(&h.finalize()))
+}
+
+/// Written into a staging folder once its build finished, and updated once
+/// its matrix passed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct StagingState {
+    inputs: String,
+    built: bool,
+    tested: bool,
+}
+
+const STATE_FILE: &str = "staging.json";
+
+fn read_state(dir: &Path) -> Option<StagingState> {
+    let s = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+    serde_json::from_str(&s).ok()
+}
+
+fn write_state(dir: &Path, s: &StagingState) -> Result<()> {
+    fsutil::write_atomic(
+        &dir.join(STATE_FILE),
+        (serde_json::to_string_pretty(s)? + "\n").as_bytes(),
+    )
+}
+
+/// Every artifact the staged manifest lists is there with its size and
+/// sha256 (a staged build someone changed is built again).
+fn staged_artifacts_intact(dir: &Path, m: &Manifest) -> bool {
+    m.artifacts.iter().all(|a| {
+        let p = dir.join(&a.file);
+        match std::fs::metadata(&p) {
+            Ok(meta) if meta.len() == a.size => fsutil::sha256_file(&p)
+                .map(|s| s == a.sha256)
+                .unwrap_or(false),
+            _ => false,
+        }
+    })
+}
+
+/// One image, built and tested in its staging folder.
+struct Staged {
+    image: Image,
+    dir: PathBuf,
+    inputs: String,
+    lock: Lock,
+    lock_sha256: String,
+    manifest: Manifest,
+    reports: Vec<report::BootReport>,
+}
+
+fn stage_line(
+    stages: &mut Vec<StageLine>,
+    image: &str,
+    stage: &'static str,
+    result: &str,
+    t: Instant,
+) {
+    let seconds = t.elapsed().as_secs_f64();
+    log::info!("{image}: {stage} {result} in {seconds:.1} s");
+    stages.push(StageLine {
+        image: image.to_string(),
+        stage,
+        result: result.to_string(),
+        seconds,
+    });
+}
+
+/// Make sure the image has a lock: refuse (telling how to make one), or
+/// lock it when `opts.lock_missing`.
+fn ensure_lock(
+    image: &Image,
+    opts: &ReleaseOptions,
+    stages: &mut Vec<StageLine>,
+) -> Result<PathBuf> {
+    let lock_path = crate::lock::path_for(&image.source);
+    if lock_path.exists() {
+        return Ok(lock_path);
+    }
+    if !opts.lock_missing {
+        bail!(
+            "{} has no lock ({} does not exist): a release is built from a lock; run `biovm lock {}` \
+             (and commit the lock), or pass --lock to lock it now",
+            image.source.display(),
+            lock_path.display(),
+            image.source.display()
+        );
+    }
+    let t = Instant::now();
+    log::info!("{}: locking (no lock existed)", image.name);
+    let (p, _, _) = crate::build::lock(image, &opts.cache_dir, false)
+        .with_context(|| format!("locking {} failed", image.source.display()))?;
+    stage_line(stages, &image.name, "lock", "written", t);
+    Ok(p)
+}
+
+fn build_and_test(
+    image: &Image,
+    opts: &ReleaseOptions,
+    stages: &mut Vec<StageLine>,
+) -> Result<Staged> {
+    let mut image = image.clone();
+    if let Some(m) = &opts.mirror {
+        image.base.mirror = Some(m.clone());
+    }
+    let lock_path = ensure_lock(&image, opts, stages)?;
+    let lock = Lock::read(&lock_path)?;
+    lock.check_matches(
+        &image,
+        &crate::rootfs::requested_packages(&image),
+        &lock_path,
+    )?;
+    let inputs = inputs_hash(&image, &lock_path)?;
+    let dir = opts
+        .out_dir
+        .join(STAGING)
+        .join(format!("{}-{}", image.name, &inputs[..16]));
+    let state = read_state(&dir).filter(|s| s.inputs == inputs);
+
+    let t = Instant::now();
+    let mpath = Manifest::path_for(&dir, &image.name);
+    let reused = match &state {
+        Some(s) if s.built => match Manifest::read(&mpath) {
+            Ok(m) if staged_artifacts_intact(&dir, &m) => Some(m),
+            _ => {
+                log::warn!(
+                    "{}: the staged build is incomplete or changed; building again",
+                    dir.display()
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let (manifest, was_reused) = match reused {
+        Some(m) => (m, true),
+        None => {
+            if dir.exists() {
+                fsutil::remove_tree(&dir)?;
+            }
+            log::info!("{}: building into {}", image.name, dir.display());
+            let bopts = BuildOptions {
+                out_dir: dir.clone(),
+                cache_dir: opts.cache_dir.clone(),
+                mirror: None,
+                source_date_epoch: None,
+            };
+            build(&image, &bopts)
+                .with_context(|| format!("building {} failed", image.source.display()))?;
+            write_state(
+                &dir,
+                &StagingState {
+                    inputs: inputs.clone(),
+                    built: true,
+                    tested: false,
+                },
+            )?;
+            (Manifest::read(&mpath)?, false)
+        }
+    };
+    stage_line(
+        stages,
+        &image.name,
+        "build",
+        if was_reused { "reused" } else { "built" },
+        t,
+    );
+
+    // The matrix: every artifact the manifest lists, with its tools, under
+    // every boot mode of the image.
+    let t = Instant::now();
+    let report_dir = dir.join(format!("{}.test", image.name));
+    let report_json = report_dir.join("report.json");
+    let tested = was_reused && state.as_ref().is_some_and(|s| s.tested);
+    let reports: Vec<report::BootReport> = if tested {
+        let text = std::fs::read_to_string(&report_json)
+            .with_context(|| format!("cannot read {}", report_json.display()))?;
+        let v: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a test report", report_json.display()))?;
+        stage_line(
+            stages,
+            &image.name,
+            "test",
+            &format!("reused ({} cells passed)", v.len()),
+            t,
+        );
+        Vec::new()
+    } else {
+        let artifacts = artifacts_of(&dir, &manifest)?;
+        let r = smoke::test_artifacts(
+            &artifacts,
+            &manifest.tools,
+            &manifest.boot_modes(),
+            &report_dir,
+            &opts.test,
+        )?;
+        let ok = r.iter().all(|x| x.passed());
+        if ok {
+            write_state(
+                &dir,
+                &StagingState {
+                    inputs: inputs.clone(),
+                    built: true,
+                    tested: true,
+                },
+            )?;
+        }
+        stage_line(
+            stages,
+            &image.name,
+            "test",
+            &format!(
+                "{} of {} cells passed",
+                r.iter().filter(|x| x.passed()).count(),
+                r.len()
+            ),
+            t,
+        );
+        r
+    };
+    Ok(Staged {
+        lock_sha256: fsutil::sha256_file(&lock_path)?,
+        image,
+        dir,
+        inputs,
+        lock,
+        manifest,
+        reports,
+    })
+}
+
+fn format_named(name: &str) -> Option<Format> {
+    Format::ALL.iter().copied().find(|f| f.as_str() == name)
+}
+
+/// The artifacts a manifest lists, as paths in `dir` (an OCI layout by its folder).
+fn artifacts_of(dir: &Path, m: &Manifest) -> Result<Vec<(PathBuf, Format)>> {
+    m.artifacts
+        .iter()
+        .map(|a| {
+            let f = format_named(&a.format)
+                .with_context(|| format!("unknown format {:?} in the manifest", a.format))?;
+            Ok((dir.join(top_component(&a.file)), f))
+        })
+        .collect()
+}
+
+/// `x.oci/index.json` -> `x.oci`; `x.raw` -> `x.raw`.
+fn top_component(file: &str) -> &str {
+    file.split('/').next().unwrap_or(file)
+}
+
+/// Put `src` (a file or a folder tree) at `dest` in the release folder:
+/// a hard link when both are on one filesystem, else a copy; files appear
+/// under their final name only when complete.
+fn place(src: &Path, dest: &Path) -> Result<()> {
+    let meta =
+        std::fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
+    if meta.is_dir() {
+        std::fs::create_dir_all(dest)
+            .with_context(|| format!("cannot create folder {}", dest.display()))?;
+        let mut entries: Vec<_> = std::fs::read_dir(src)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            place(&e.path(), &dest.join(e.file_name()))?;
+        }
+        return Ok(());
+    }
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(dest), std::fs::metadata(src)) {
+        use std::os::unix::fs::MetadataExt;
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            return Ok(()); // already this file (a re-run)
+        }
+    }
+    let tmp = fsutil::temp_name(dest);
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(src, &tmp).is_err() {
+        std::fs::copy(src, &tmp)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
+    }
+    std::fs::rename(&tmp, dest)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))
+}
+
+fn file_ref(root: &Path, rel: &str) -> Result<FileRef> {
+    Ok(FileRef {
+        file: rel.to_string(),
+        sha256: fsutil::sha256_file(&root.join(rel))?,
+    })
+}
+
+/// Vagrant box catalog metadata (what `vagrant box add URL-of-this-file`
+/// reads): this version, plus the versions an earlier metadata file in the
+/// folder already listed.
+pub fn vagrant_metadata(
+    previous: Option<&serde_json::Value>,
+    name: &str,
+    description: &str,
+    version: &str,
+    url: &str,
+    sha256: &str,
+) -> serde_json::Value {
+    let this = serde_json::json!({
+        "version": version,
+        "providers": [{
+            "name": "virtualbox",
+            "url": url,
+            "checksum_type": "sha256",
+            "checksum": sha256,
+        }],
+    });
+    let mut versions = vec![this];
+    if let Some(old) = previous
+        .and_then(|p| p.get("versions"))
+        .and_then(|v| v.as_array())
+    {
+        versions.extend(
+            old.iter()
+                .filter(|v| v.get("version").and_then(|x| x.as_str()) != Some(version))
+                .cloned(),
+        );
+    }
+    serde_json::json!({
+        "name": name,
+        "description": description,
+        "versions": versions,
+    })
+}
+
+/// Write one image's files into the release folder; returns its index entry
+/// (without what publishing adds).
+fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<IndexImage> {
+    let out = &opts.out_dir;
+    let name = &s.image.name;
+    let mut artifacts = Vec::new();
+    for a in &s.manifest.artifacts {
+        let top = top_component(&a.file);
+        place(&s.dir.join(top), &out.join(top))?;
+        artifacts.push(IndexArtifact {
+            format: a.format.clone(),
+            file: a.file.clone(),
+            size: a.size,
+            sha256: a.sha256.clone(),
+        });
+    }
+    let sbom_name = format!("{name}.spdx.json");
+    place(&s.dir.join(&sbom_name), &out.join(&sbom_name))?;
+    let manifest_name = format!("{name}.manifest.json");
+    place(&s.dir.join(&manifest_name), &out.join(&manifest_name))?;
+    let test_name = format!("{name}.test");
+    let test_dir = out.join(&test_name);
+    if test_dir.exists() {
+        fsutil::remove_tree(&test_dir)?;
+    }
+    // The reports and the logs (not the scratch files of the test runs,
+    // such as the checks drives).
+    std::fs::create_dir_all(&test_dir)
+        .with_context(|| format!("cannot create folder {}", test_dir.display()))?;
+    let staged_tests = s.dir.join(&test_name);
+    let mut names: Vec<String> = std::fs::read_dir(&staged_tests)
+        .with_context(|| format!("cannot read {}", staged_tests.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    for n in ["report.json", "junit.xml"]
+        .iter()
+        .map(|n| n.to_string())
+        .chain(names.iter().cloned())
+    {
+        place(&staged_tests.join(&n), &test_dir.join(&n))?;
+    }
+    let mut logs_refs = Vec::new();
+    for l in names {
+        logs_refs.push(file_ref(out, &format!("{test_name}/{l}"))?);
+    }
+    let report_rel = format!("{test_name}/report.json");
+    let cells = {
+        let text = std::fs::read_to_string(out.join(&report_rel))?;
+        let v: Vec<serde_json::Value> = serde_json::from_str(&text)?;
+        v.len()
+    };
+    let vagrant = match s
+        .manifest
+        .artifacts
+        .iter()
+        .find(|a| a.format == Format::Vagrant.as_str())
+    {
+        None => None,
+        Some(b) => {
+            let meta_name = format!("{name}.vagrant.json");
+            let meta_path = out.join(&meta_name);
+            let previous = std::fs::read_to_string(&meta_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            let url = match &opts.base_url {
+                Some(base) => format!("{}/{}", base.trim_end_matches('/'), b.file),
+                None => b.file.clone(),
+            };
+            let meta = vagrant_metadata(
+                previous.as_ref(),
+                name,
+                &s.image.description,
+                version,
+                &url,
+                &b.sha256,
+            );
+            fsutil::write_atomic(
+                &meta_path,
+                (serde_json::to_string_pretty(&meta)? + "\n").as_bytes(),
+            )?;
+            Some(file_ref(out, &meta_name)?)
+        }
+    };
+    Ok(IndexImage {
+        name: name.clone(),
+        description: s.image.description.clone(),
+        version: version.to_string(),
+        inputs: s.inputs.clone(),
+        source_date_epoch: s.lock.source_date_epoch,
+        suite: s.manifest.suite.clone(),
+        architecture: s.manifest.architecture.clone(),
+        boot: s.manifest.boot.clone(),
+        lock_sha256: s.lock_sha256.clone(),
+        artifacts,
+        sbom: file_ref(out, &sbom_name)?,
+        manifest: file_ref(out, &manifest_name)?,
+        tests: IndexTests {
+            report: file_ref(out, &report_rel)?,
+            junit: file_ref(out, &format!("{test_name}/junit.xml"))?,
+            logs: logs_refs,
+            cells,
+            passed: true,
+        },
+        vagrant,
+        published: Vec::new(),
+    })
+}
+
+/// SHA256SUMS of the whole release (`sha256sum -c SHA256SUMS` in DIR checks it):
+/// every artifact file, SBOM, manifest, Vagrant metadata and test report.
+pub fn sums(index: &Index) -> String {
+    let mut lines = Vec::new();
+    for i in &index.images {
+        for a in &i.artifacts {
+            lines.push((a.file.clone(), a.sha256.clone()));
+        }
+        for r in [&i.sbom, &i.manifest, &i.tests.report, &i.tests.junit]
+            .into_iter()
+            .chain(i.tests.logs.iter())
+            .chain(i.vagrant.iter())
+        {
+            lines.push((r.file.clone(), r.sha256.clone()));
+        }
+    }
+    lines.iter().map(|(f, s)| format!("{s}  {f}\n")).collect()
+}
+
+/// Build, test and (if every cell passed) release `images` into
+/// `opts.out_dir`; with a publisher, publish each image and record what it
+/// made. On a failed cell nothing is written to the release folder (the
+/// staging folder keeps the build and the reports) and nothing is published.
+pub fn release(
+    images: &[Image],
+    opts: &ReleaseOptions,
+    publisher: Option<&dyn Publisher>,
+) -> Result<Outcome> {
+    let start = Instant::now();
+    if images.is_empty() {
+        bail!("no image to release");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for i in images {
+        if !names.insert(i.name.clone()) {
+            bail!(
+                "two images are named `{}`; a release holds each name once",
+                i.name
+            );
+        }
+    }
+    if let Some(v) = &opts.version {
+        crate::publish::check_release(v).context("--version")?;
+    }
+    std::fs::create_dir_all(opts.out_dir.join(STAGING))
+        .with_context(|| format!("cannot create {}", opts.out_dir.join(STAGING).display()))?;
+    fsutil::remove_stale_temps(&opts.out_dir);
+    let mut stages = Vec::new();
+    let mut staged = Vec::new();
+    for image in images {
+        staged.push(build_and_test(image, opts, &mut stages)?);
+    }
+    let all: Vec<&report::BootReport> = staged.iter().flat_map(|s| s.reports.iter()).collect();
+    let failed: Vec<&&report::BootReport> = all.iter().filter(|r| !r.passed()).collect();
+    if !failed.is_empty() {
+        let mut lines = Vec::new();
+        for s in &staged {
+            for f in report::failures(&s.reports) {
+                lines.push(format!("{}: {f}", s.image.name));
+            }
+            if s.reports.iter().any(|r| !r.passed()) {
+                lines.push(format!(
+                    "{}: reports in {}",
+                    s.image.name,
+                    s.dir.join(format!("{}.test", s.image.name)).display()
+                ));
+            }
+        }
+        return Err(TestsFailed {
+            failed: failed.len(),
+            cells: all.len(),
+            lines,
+        }
+        .into());
+    }
+
+    let mut index = Index {
+        format_version: INDEX_FORMAT_VERSION,
+        biovm_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: crate::formats::rfc3339(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        ),
+        images: Vec::new(),
+    };
+    for s in &staged {
+        let t = Instant::now();
+        let version = opts
+            .version
+            .clone()
+            .unwrap_or_else(|| default_version(s.lock.source_date_epoch));
+        let mut entry = write_image(s, opts, &version)?;
+        stage_line(&mut stages, &s.image.name, "release", "written", t);
+        if let Some(p) = publisher {
+            let t = Instant::now();
+            let wants = s.image.targets.ec2.is_some() || s.image.targets.eucalyptus.is_some();
+            if wants {
+                if !s.image.formats.contains(&Format::Raw) {
+                    bail!(
+                        "{}: publishing needs the raw format (add \"raw\" to [output] formats)",
+                        s.image.source.display()
+                    );
+                }
+                let raw = opts.out_dir.join(format!("{}.raw", s.image.name));
+                entry.published = p
+                    .publish(&s.image, &raw, &version)
+                    .with_context(|| format!("publishing {} failed", s.image.name))?;
+                let created = entry.published.iter().filter(|p| p.created).count();
+                let result = format!(
+                    "{} new, {} already published",
+                    created,
+                    entry.published.len() - created
+                );
+                stage_line(&mut stages, &s.image.name, "publish", &result, t);
+            } else {
+                log::info!("{}: the image file names no publish target", s.image.name);
+            }
+        }
+        index.images.push(entry);
+    }
+    fsutil::write_atomic(&opts.out_dir.join("SHA256SUMS"), sums(&index).as_bytes())?;
+    fsutil::write_atomic(
+        &opts.out_dir.join(INDEX_FILE),
+        (serde_json::to_string_pretty(&index)? + "\n").as_bytes(),
+    )?;
+    remove_old_staging(&opts.out_dir, &staged);
+    Ok(Outcome {
+        index,
+        stages,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// After a release, staging folders of its images with other inputs are
+/// out of date: remove them.
+fn remove_old_staging(out: &Path, staged: &[Staged]) {
+    let Ok(rd) = std::fs::read_dir(out.join(STAGING)) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let keep = staged.iter().any(|s| s.dir == p);
+        let ours = staged.iter().any(|s| {
+            name.strip_prefix(&format!("{}-", s.image.name))
+                .is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        });
+        if ours && !keep {
+            log::info!("removing out-of-date staging folder {}", p.display());
+            if let Err(err) = fsutil::remove_tree(&p) {
+                log::warn!("{err:#}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_version_is_the_locks_date_and_time() {
+        assert_eq!(default_version(0), "19700101.000000");
+        // 2026-11-26T04:30:12Z
+        assert_eq!(default_version(1_795_667_412), "20261126.043012");
+    }
+
+    #[test]
+    fn vagrant_metadata_keeps_other_versions_and_replaces_this_one() {
+        let first = vagrant_metadata(None, "m", "d", "1", "m.box", "aa");
+        let second = vagrant_metadata(Some(&first), "m", "d", "2", "https://x/m.box", "bb");
+        let again = vagrant_metadata(Some(&second), "m", "d", "2", "https://x/m.box", "cc");
+        let versions: Vec<_> = again["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_str().unwrap().to_string(),
+                    v["providers"][0]["checksum"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            versions,
+            [("2".into(), "cc".into()), ("1".into(), "aa".into())] as [(String, String); 2]
+        );
+        assert_eq!(
+            again["versions"][0]["providers"][0]["checksum_type"],
+            "sha256"
+        );
+        assert_eq!(again["versions"][0]["providers"][0]["name"], "virtualbox");
+    }
+
+    #[test]
+    fn place_links_files_and_folders_and_a_rerun_keeps_them() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("s");
+        std::fs::create_dir_all(src.join("x.oci/blobs")).unwrap();
+        std::fs::write(src.join("x.oci/index.json"), b"{}").unwrap();
+        std::fs::write(src.join("x.oci/blobs/a"), b"layer").unwrap();
+        std::fs::write(src.join("x.raw"), b"disk").unwrap();
+        let out = d.path().join("o");
+        std::fs::create_dir_all(&out).unwrap();
+        for _ in 0..2 {
+            place(&src.join("x.oci"), &out.join("x.oci")).unwrap();
+            place(&src.join("x.raw"), &out.join("x.raw")).unwrap();
+        }
+        assert_eq!(std::fs::read(out.join("x.oci/blobs/a")).unwrap(), b"layer");
+        assert_eq!(std::fs::read(out.join("x.raw")).unwrap(), b"disk");
+        let names: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary left: {names:?}");
+        // A changed staged file replaces the released one.
+        std::fs::remove_file(src.join("x.raw")).unwrap();
+        std::fs::write(src.join("x.raw"), b"disk2").unwrap();
+        place(&src.join("x.raw"), &out.join("x.raw")).unwrap();
+        assert_eq!(std::fs::read(out.join("x.raw")).unwrap(), b"disk2");
+    }
+
+    #[test]
+    fn the_inputs_hash_follows_the_lock_the_image_and_the_recipes() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("images")).unwrap();
+        std::fs::create_dir_all(root.join("recipes/misc")).unwrap();
+        let recipe = root.join("recipes/misc/hello.toml");
+        std::fs::write(
+            &recipe,
+            "name = \"hello\"\nsummary = \"Says hello\"\ncategory = \"misc\"\nhomepage = \"https://example.org/hello\"\nlicense = \"GPL-3.0-or-later\"\n\n[install]\ndebian = [\"hello\"]\n\n[check]\ncommand = \"hello\"\nexpect = \"Hello\"\n\n[[test]]\nname = \"greet\"\nscript = \"hello < in.txt\"\nexpect = \"Hello\"\ndata = [\"data/hello/in.txt\"]\n",
+        )
+        .unwrap();
+        let data = root.join("recipes/misc/data/hello/in.txt");
+        std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+        std::fs::write(&data, "one").unwrap();
+        let img = root.join("images/t.toml");
+        std::fs::write(
+            &img,
+            "name = \"t\"\ndescription = \"t\"\n[base]\ndistribution = \"debian\"\nsuite = \"bookworm\"\n[recipes]\ninclude = [\"hello\"]\n[disk]\nsize = \"1GiB\"\n[output]\nformats = [\"raw\"]\n",
+        )
+        .unwrap();
+        let lock = root.join("images/t.lock");
+        std::fs::write(&lock, "lock one").unwrap();
+        let load = || crate::config::load_image(&img, &root.join("recipes")).unwrap();
+        let h1 = inputs_hash(&load(), &lock).unwrap();
+        assert_eq!(h1, inputs_hash(&load(), &lock).unwrap());
+        std::fs::write(&lock, "lock two").unwrap();
+        let h2 = inputs_hash(&load(), &lock).unwrap();
+        assert_ne!(h1, h2);
+        let text = std::fs::read_to_string(&recipe)
+            .unwrap()
+            .replace("Hello", "Hello,");
+        std::fs::write(&recipe, text).unwrap();
+        let h3 = inputs_hash(&load(), &lock).unwrap();
+        assert_ne!(h2, h3);
+        std::fs::write(&data, "two").unwrap();
+        let h4 = inputs_hash(&load(), &lock).unwrap();
+        assert_ne!(h3, h4, "the test data is an input");
+        std::fs::write(&img, std::fs::read_to_string(&img).unwrap() + "# comment\n").unwrap();
+        assert_ne!(h4, inputs_hash(&load(), &lock).unwrap());
+    }
+}
