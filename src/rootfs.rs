@@ -113,6 +113,9 @@ pub fn bootstrap(
     let mut c = Cmd::new("mmdebstrap");
     // mmdebstrap (and dpkg, initramfs-tools, useradd) take their timestamps from it.
     c.env("SOURCE_DATE_EPOCH", epoch.to_string());
+    // Python byte-code compiled at install time (py3compile) does not
+    // depend on the hash seed then.
+    c.env("PYTHONHASHSEED", "0");
     c.arg("--variant=apt")
         .arg(format!("--architectures={}", image.base.architecture))
         .arg("--components=main")
@@ -556,6 +559,7 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
     let chroot = |args: &[&str]| -> Result<()> {
         Cmd::new("chroot")
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .env("PYTHONHASHSEED", "0")
             .arg(root)
             .args(args)
             .run()?;
