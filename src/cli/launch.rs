@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use rand::Rng;
 use serde::Serialize;
@@ -16,7 +16,7 @@ use crate::manifest::Manifest;
 use crate::publish::aws::launch::{self as l, Ami, AmiQuery, Instance, LaunchSpec};
 use crate::publish::aws::{self, ec2::Ec2};
 use crate::publish::credentials::{self, Env, ProcessEnv};
-use crate::publish::http::{Client, RetryPolicy};
+use crate::publish::http::Client;
 use crate::publish::{TAG_IMAGE, TAG_VERSION};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,24 +67,8 @@ pub struct LaunchArgs {
     /// for a freshly registered AMI to be available).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub wait_timeout: u64,
-    /// Profile in the shared credentials and config files (default: AWS_PROFILE, else `default`).
-    #[arg(long)]
-    pub profile: Option<String>,
-    /// Region (default: the image file's, else AWS_REGION, AWS_DEFAULT_REGION or the profile's).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// EC2 API URL (default: the image file's, else AWS_ENDPOINT_URL_EC2 or AWS_ENDPOINT_URL, else AWS's).
-    #[arg(long, value_name = "URL")]
-    pub ec2_endpoint: Option<String>,
-    /// Seconds each request may take, from connecting to the end of the answer.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub request_timeout: f64,
-    /// Attempts per request (throttling, 5xx and dropped connections are retried).
-    #[arg(long, default_value_t = 10)]
-    pub attempts: u32,
-    /// First wait before a retry, in milliseconds; it doubles per attempt, up to 20 s.
-    #[arg(long, default_value_t = 200, value_name = "MS")]
-    pub retry_delay: u64,
+    #[command(flatten)]
+    pub aws: super::publish::AwsArgs,
 }
 
 /// What `biovm launch` did (the `result` of `--json`).
@@ -132,34 +116,15 @@ fn region_and_endpoint(
     let t = image
         .and_then(|i| i.targets.ec2.clone())
         .unwrap_or_default();
-    let region = match a.region.clone().or(t.region.clone()) {
-        Some(r) => r,
-        None => credentials::region(a.profile.as_deref(), env)?.context(
-            "no region: pass --region, set `region` in [targets.ec2], or set AWS_REGION",
-        )?,
-    };
+    let region = a.aws.region(t.region.clone(), env)?;
     let endpoint = a
+        .aws
         .ec2_endpoint
         .clone()
         .or(t.ec2_endpoint.clone())
         .or_else(|| credentials::endpoint_from_env("ec2", env))
         .unwrap_or_else(|| aws::default_ec2_endpoint(&region));
     Ok((region, endpoint))
-}
-
-fn retry(a: &LaunchArgs) -> Result<RetryPolicy> {
-    if !(a.request_timeout > 0.0 && a.request_timeout <= 3600.0) {
-        bail!("--request-timeout must be more than 0 and at most 3600 seconds");
-    }
-    if a.attempts == 0 {
-        bail!("--attempts must be at least 1");
-    }
-    Ok(RetryPolicy {
-        attempts: a.attempts,
-        base_delay: Duration::from_millis(a.retry_delay),
-        max_delay: Duration::from_secs(20),
-        request_timeout: Duration::from_secs_f64(a.request_timeout),
-    })
 }
 
 /// The private key that goes with `FILE.pub` (FILE), for the ssh line.
@@ -174,7 +139,7 @@ fn private_key_for(public: &Path) -> PathBuf {
 pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let env = ProcessEnv;
-    let retry = retry(&a)?;
+    let retry = a.aws.retry()?;
     let by_id = is_ami_id(&a.image);
     let image = if by_id {
         if a.release.is_some() {
@@ -219,7 +184,7 @@ pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| "biovm".to_string());
     let public_key = a.ssh_key.as_deref().map(l::read_public_key).transpose()?;
     let (region, endpoint) = region_and_endpoint(&a, image.as_ref(), &env)?;
-    let creds = credentials::load(a.profile.as_deref(), &env)?;
+    let creds = credentials::load(a.aws.profile.as_deref(), &env)?;
     log::info!("credentials from {}", creds.source);
     let client = Client::new(creds, &region, retry)?;
     let ec2 = Ec2::new(&client, &endpoint);

@@ -21,6 +21,72 @@ pub enum Target {
     Eucalyptus,
 }
 
+/// What every command that talks to AWS (or an EC2-compatible cloud)
+/// takes: where, as whom, and how hard to try.
+#[derive(Debug, Clone, Args)]
+pub struct AwsArgs {
+    /// Profile in the shared credentials and config files (default: AWS_PROFILE, else `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Region (default: the image file's, else AWS_REGION, AWS_DEFAULT_REGION or the profile's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// EC2 API URL (default: the image file's, else AWS_ENDPOINT_URL_EC2 or AWS_ENDPOINT_URL, else AWS's).
+    #[arg(long, value_name = "URL")]
+    pub ec2_endpoint: Option<String>,
+    /// Seconds each request may take, from connecting to the end of the answer.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub request_timeout: f64,
+    /// Attempts per request (throttling, 5xx and dropped connections are retried).
+    #[arg(long, default_value_t = 10)]
+    pub attempts: u32,
+    /// First wait before a retry, in milliseconds; it doubles per attempt, up to 20 s.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub retry_delay: u64,
+}
+
+impl Default for AwsArgs {
+    fn default() -> AwsArgs {
+        AwsArgs {
+            profile: None,
+            region: None,
+            ec2_endpoint: None,
+            request_timeout: 60.0,
+            attempts: 10,
+            retry_delay: 200,
+        }
+    }
+}
+
+impl AwsArgs {
+    /// The retry policy of every request.
+    pub fn retry(&self) -> Result<RetryPolicy> {
+        if !(self.request_timeout > 0.0 && self.request_timeout <= 3600.0) {
+            bail!("--request-timeout must be more than 0 and at most 3600 seconds");
+        }
+        if self.attempts == 0 {
+            bail!("--attempts must be at least 1");
+        }
+        Ok(RetryPolicy {
+            attempts: self.attempts,
+            base_delay: Duration::from_millis(self.retry_delay),
+            max_delay: Duration::from_secs(20),
+            request_timeout: Duration::from_secs_f64(self.request_timeout),
+        })
+    }
+
+    /// The region: the flag, else the image file's `[targets.ec2]`, else the
+    /// environment or the profile.
+    pub fn region(&self, file: Option<String>, env: &dyn Env) -> Result<String> {
+        match self.region.clone().or(file) {
+            Some(r) => Ok(r),
+            None => credentials::region(self.profile.as_deref(), env)?.context(
+                "no region: pass --region, set `region` in [targets.ec2], or set AWS_REGION",
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// Where to publish.
@@ -38,15 +104,8 @@ pub struct PublishArgs {
     /// Release name, tagged on the image and part of its name (default: sha-<first 12 hex digits of the sha256>).
     #[arg(long, value_name = "NAME")]
     pub release: Option<String>,
-    /// Profile in the shared credentials and config files (default: AWS_PROFILE, else `default`).
-    #[arg(long)]
-    pub profile: Option<String>,
-    /// Region (default: the image file's, else AWS_REGION, AWS_DEFAULT_REGION or the profile's).
-    #[arg(long)]
-    pub region: Option<String>,
-    /// EC2 API URL (default: the image file's, else AWS_ENDPOINT_URL_EC2 or AWS_ENDPOINT_URL, else AWS's).
-    #[arg(long, value_name = "URL")]
-    pub ec2_endpoint: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
     /// EBS direct API URL (default: the image file's, else AWS_ENDPOINT_URL_EBS or AWS_ENDPOINT_URL, else AWS's).
     #[arg(long, value_name = "URL")]
     pub ebs_endpoint: Option<String>,
@@ -71,15 +130,6 @@ pub struct PublishArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
-    /// Seconds each request may take, from connecting to the end of the answer.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub request_timeout: f64,
-    /// Attempts per request (throttling, 5xx and dropped connections are retried).
-    #[arg(long, default_value_t = 10)]
-    pub attempts: u32,
-    /// First wait before a retry, in milliseconds; it doubles per attempt, up to 20 s.
-    #[arg(long, default_value_t = 200, value_name = "MS")]
-    pub retry_delay: u64,
     /// Seconds to wait for the snapshot to complete.
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
     pub snapshot_wait: u64,
@@ -150,19 +200,11 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
 }
 
 pub(super) fn limits(a: &PublishArgs) -> Result<Limits> {
-    if !(a.request_timeout > 0.0 && a.request_timeout <= 3600.0) {
-        bail!("--request-timeout must be more than 0 and at most 3600 seconds");
-    }
-    if a.attempts == 0 || a.jobs == 0 {
-        bail!("--attempts and --jobs must be at least 1");
+    if a.jobs == 0 {
+        bail!("--jobs must be at least 1");
     }
     Ok(Limits {
-        retry: RetryPolicy {
-            attempts: a.attempts,
-            base_delay: Duration::from_millis(a.retry_delay),
-            max_delay: Duration::from_secs(20),
-            request_timeout: Duration::from_secs_f64(a.request_timeout),
-        },
+        retry: a.aws.retry()?,
         jobs: a.jobs,
         snapshot_wait: Duration::from_secs(a.snapshot_wait),
         poll: Duration::from_secs(5).min(Duration::from_secs(a.snapshot_wait.max(1))),
@@ -178,12 +220,7 @@ pub(super) fn ec2_settings(
     let t = image
         .and_then(|i| i.targets.ec2.clone())
         .unwrap_or_default();
-    let region = match a.region.clone().or(t.region.clone()) {
-        Some(r) => r,
-        None => credentials::region(a.profile.as_deref(), env)?.context(
-            "no region: pass --region, set `region` in [targets.ec2], or set AWS_REGION",
-        )?,
-    };
+    let region = a.aws.region(t.region.clone(), env)?;
     let pick = |flag: &Option<String>, file: &Option<String>, service: &str, default: String| {
         flag.clone()
             .or(file.clone())
@@ -191,7 +228,7 @@ pub(super) fn ec2_settings(
             .unwrap_or(default)
     };
     let ec2_endpoint = pick(
-        &a.ec2_endpoint,
+        &a.aws.ec2_endpoint,
         &t.ec2_endpoint,
         "ec2",
         aws::default_ec2_endpoint(&region),
@@ -237,12 +274,13 @@ pub(super) fn eucalyptus_settings(
             .with_context(|| format!("no {what}: {how}"))
     };
     let region = a
+        .aws
         .region
         .clone()
         .or(t.as_ref().map(|t| t.region.clone()))
         .unwrap_or_else(|| "eucalyptus".to_string());
     let ec2_endpoint = need(
-        a.ec2_endpoint.clone(),
+        a.aws.ec2_endpoint.clone(),
         t.as_ref().map(|t| t.ec2_endpoint.clone()),
         &["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"],
         "EC2 endpoint",
@@ -367,7 +405,7 @@ pub fn run(g: &GlobalArgs, a: PublishArgs) -> Result<ExitCode> {
     let env = ProcessEnv;
     let limits = limits(&a)?;
     let (art, image) = artifact_and_image(g, &a)?;
-    let creds = credentials::load(a.profile.as_deref(), &env)?;
+    let creds = credentials::load(a.aws.profile.as_deref(), &env)?;
     log::info!("credentials from {}", creds.source);
     let outcome = match a.target {
         Target::Ec2 => {

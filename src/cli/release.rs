@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::publish::{ec2_settings, eucalyptus_settings, limits, PublishArgs, Target};
+use super::publish::{ec2_settings, eucalyptus_settings, limits, AwsArgs, PublishArgs, Target};
 use super::GlobalArgs;
 use crate::config::Image;
 use crate::publish::credentials::{self, ProcessEnv};
@@ -71,9 +71,10 @@ impl CliPublisher {
             image: None,
             out: PathBuf::from("out"),
             release: Some(release.to_string()),
-            profile: self.profile.clone(),
-            region: None,
-            ec2_endpoint: None,
+            aws: AwsArgs {
+                profile: self.profile.clone(),
+                ..AwsArgs::default()
+            },
             ebs_endpoint: None,
             s3_endpoint: None,
             bucket: None,
@@ -82,9 +83,6 @@ impl CliPublisher {
             user_key: None,
             account_id: None,
             jobs: 8,
-            request_timeout: 60.0,
-            attempts: 10,
-            retry_delay: 200,
             snapshot_wait: 1800,
         }
     }

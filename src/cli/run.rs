@@ -58,12 +58,8 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let format = Format::ALL
-        .iter()
-        .copied()
-        .filter(|f| f.is_disk() && file.ends_with(&format!(".{}", f.extension())))
-        .max_by_key(|f| f.extension().len())
-        .or(file.ends_with(".img").then_some(Format::Raw))
+    let format = Format::from_file_name(&file)
+        .filter(|f| f.is_disk())
         .with_context(|| {
             format!(
                 "{}: not a disk biovm can boot (.raw, .qcow2, .vmdk, .vdi, .ova, .box)",

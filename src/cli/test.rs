@@ -130,20 +130,13 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
     });
     let format = match from_manifest {
         Some(f) => f,
-        None if file.ends_with(".img") => Format::Raw,
-        // The longest matching suffix: `.rootfs.tar.gz` before `.gz`.
-        None => Format::ALL
-            .iter()
-            .copied()
-            .filter(|f| file.ends_with(&format!(".{}", f.extension())))
-            .max_by_key(|f| f.extension().len())
-            .with_context(|| {
-                format!(
-                    "{}: not an artifact biovm can test (.raw, .qcow2, .vmdk, .vdi, .ova, .box, \
+        None => Format::from_file_name(&file).with_context(|| {
+            format!(
+                "{}: not an artifact biovm can test (.raw, .qcow2, .vmdk, .vdi, .ova, .box, \
                      .oci, .docker.tar, .sif, .rootfs.tar.gz)",
-                    a.target.display()
-                )
-            })?,
+                a.target.display()
+            )
+        })?,
     };
     Ok(Plan {
         artifacts: vec![(a.target.clone(), format)],

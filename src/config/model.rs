@@ -261,6 +261,19 @@ impl Format {
         }
     }
 
+    /// The format an artifact's file name says (the longest matching
+    /// suffix: `.rootfs.tar.gz` is a tarball; `.img` is a raw disk).
+    pub fn from_file_name(name: &str) -> Option<Format> {
+        if name.ends_with(".img") {
+            return Some(Format::Raw);
+        }
+        Format::ALL
+            .iter()
+            .copied()
+            .filter(|f| name.ends_with(&format!(".{}", f.extension())))
+            .max_by_key(|f| f.extension().len())
+    }
+
     /// Whether the format holds a bootable disk (versus a container or tree).
     pub fn is_disk(self) -> bool {
         matches!(
@@ -389,4 +402,20 @@ pub struct EucalyptusTarget {
     pub user_cert: Option<PathBuf>,
     pub user_key: Option<PathBuf>,
     pub account_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_artifacts_name_says_its_format() {
+        let f = Format::from_file_name;
+        assert_eq!(f("out/minimal.rootfs.tar.gz"), Some(Format::Tarball));
+        assert_eq!(f("minimal.docker.tar"), Some(Format::DockerArchive));
+        assert_eq!(f("minimal.box"), Some(Format::Vagrant));
+        assert_eq!(f("disk.img"), Some(Format::Raw));
+        assert_eq!(f("minimal.oci"), Some(Format::Oci));
+        assert_eq!(f("notes.txt"), None);
+    }
 }
