@@ -214,9 +214,20 @@ fn biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot() {
 #[test]
 #[ignore = "needs root, network and many minutes"]
 fn a_tampered_pypi_hash_in_the_lock_stops_the_build_writing_nothing() {
-    let locked = locked_biolinux();
-    let img = project_image("e2e-biolinux-pypi-tampered");
-    let lock = std::fs::read_to_string(locked.with_extension("lock")).unwrap();
+    // A small image with one PyPI recipe, locked here (a short bootstrap).
+    let images = scratch("e2e-pypi-tampered").join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let img = images.join("pypi.toml");
+    std::fs::write(
+        &img,
+        "name = \"pypi\"\n[base]\ndistribution = \"debian\"\n\
+         [recipes]\ninclude = [\"pyrodigal\"]\n[disk]\nsize = \"3GiB\"\n\
+         [output]\nformats = [\"raw\"]\n",
+    )
+    .unwrap();
+    let o = biovm(&["--recipes", "recipes", "lock", img.to_str().unwrap()]);
+    assert!(o.status.success(), "lock failed");
+    let lock = std::fs::read_to_string(img.with_extension("lock")).unwrap();
     // The first locked PyPI file: its recipe and sha256.
     let block = lock
         .split("[[pypi]]")
@@ -233,7 +244,7 @@ fn a_tampered_pypi_hash_in_the_lock_stops_the_build_writing_nothing() {
     let (recipe, sha) = (field("recipe"), field("sha256"));
     let zeros = "0".repeat(64);
     std::fs::write(img.with_extension("lock"), lock.replace(&sha, &zeros)).unwrap();
-    let out = scratch("e2e-biolinux-pypi-tampered-out");
+    let out = scratch("e2e-pypi-tampered-out");
     let o = biovm(&[
         "--recipes",
         "recipes",
