@@ -12,7 +12,7 @@
 //! DIR/<name>.<ext>               the artifacts (an OCI layout is a folder)
 //! DIR/<name>.spdx.json           the SBOM
 //! DIR/<name>.manifest.json       what `biovm test` needs to test an artifact later
-//! DIR/<name>.test/               report.json, junit.xml, *.serial.log, *.results.log
+//! DIR/<name>.test/               report.json, junit.xml, *.serial.log, *.results.log, *.imds.log
 //! DIR/<name>.vagrant.json        Vagrant catalog metadata (images with the vagrant format)
 //! DIR/.staging/<name>-<inputs>/  the build and its tests, kept for re-runs
 //! ```
@@ -107,8 +107,9 @@ pub struct IndexArtifact {
 pub struct IndexTests {
     pub report: FileRef,
     pub junit: FileRef,
-    /// Each VM cell's serial console (`*.serial.log`) and each container
-    /// cell's results (`*.results.log`).
+    /// Each cell's logs: serial consoles (`*.serial.log`), results
+    /// (`*.results.log`) and, for EC2 cells, the metadata service's requests
+    /// (`*.imds.log`).
     pub logs: Vec<FileRef>,
     /// Matrix cells run (artifact x firmware, and each container artifact).
     pub cells: usize,

@@ -189,7 +189,8 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
         &img["vagrant"],
     ];
     refs.extend(img["tests"]["logs"].as_array().unwrap().iter());
-    // raw and the box under BIOS (console and results), the tarball's results.
+    // raw and the box under BIOS (console and results; raw boots as on EC2,
+    // so its metadata-service log too), the tarball's results.
     let logs: Vec<&str> = img["tests"]["logs"]
         .as_array()
         .unwrap()
@@ -199,6 +200,7 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
     assert_eq!(
         logs,
         [
+            "tiny.test/raw-bios.imds.log",
             "tiny.test/raw-bios.results.log",
             "tiny.test/raw-bios.serial.log",
             "tiny.test/tarball.results.log",
