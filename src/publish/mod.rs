@@ -154,6 +154,40 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
+impl Outcome {
+    /// What publishing `a` to `target` in `region` came to: `image_id`
+    /// (made by this run or not), with `client`'s request counters and the
+    /// seconds since `started`. The target-specific fields start empty.
+    pub fn new(
+        target: &str,
+        region: &str,
+        a: &Artifact,
+        client: &http::Client,
+        started: std::time::Instant,
+        image_id: String,
+        created: bool,
+    ) -> Outcome {
+        use std::sync::atomic::Ordering::Relaxed;
+        Outcome {
+            target: target.to_string(),
+            region: region.to_string(),
+            image: a.image.clone(),
+            release: a.release.clone(),
+            sha256: a.sha256.clone(),
+            image_id,
+            created,
+            snapshot_id: None,
+            image_location: None,
+            upload: None,
+            disk_bytes: a.size,
+            bytes_sent: client.counters.body_bytes_sent.load(Relaxed),
+            requests: client.counters.requests.load(Relaxed),
+            retries: client.counters.retries.load(Relaxed),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@ pub mod ebs;
 pub mod ec2;
 pub mod launch;
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -52,21 +51,9 @@ pub fn publish(
                    created: bool,
                    snapshot_id: Option<String>,
                    upload: Option<ebs::UploadReport>| Outcome {
-        target: "ec2".to_string(),
-        region: s.region.clone(),
-        image: a.image.clone(),
-        release: a.release.clone(),
-        sha256: a.sha256.clone(),
-        image_id,
-        created,
         snapshot_id,
-        image_location: None,
         upload,
-        disk_bytes: a.size,
-        bytes_sent: client.counters.body_bytes_sent.load(Ordering::Relaxed),
-        requests: client.counters.requests.load(Ordering::Relaxed),
-        retries: client.counters.retries.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
+        ..Outcome::new("ec2", &s.region, a, &client, started, image_id, created)
     };
 
     if let Some(found) = ec2.images_with_tags(&identity)?.into_iter().next() {

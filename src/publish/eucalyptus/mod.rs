@@ -46,21 +46,16 @@ pub fn publish(
     let prefix = a.cloud_name();
     let location = format!("{}/{prefix}/{}.manifest.xml", s.bucket, a.image);
     let outcome = |image_id: String, created: bool| Outcome {
-        target: "eucalyptus".to_string(),
-        region: s.region.clone(),
-        image: a.image.clone(),
-        release: a.release.clone(),
-        sha256: a.sha256.clone(),
-        image_id,
-        created,
-        snapshot_id: None,
         image_location: Some(location.clone()),
-        upload: None,
-        disk_bytes: a.size,
-        bytes_sent: client.counters.body_bytes_sent.load(Ordering::Relaxed),
-        requests: client.counters.requests.load(Ordering::Relaxed),
-        retries: client.counters.retries.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
+        ..Outcome::new(
+            "eucalyptus",
+            &s.region,
+            a,
+            &client,
+            started,
+            image_id,
+            created,
+        )
     };
 
     if let Some(found) = ec2.images_with_tags(&identity)?.into_iter().next() {
