@@ -23,3 +23,4 @@ pub mod release;
 pub mod rootfs;
 pub mod run;
 pub mod smoke;
+pub mod sshkey;

@@ -53,46 +53,6 @@ pub struct Detached {
     pub ssh_secs: f64,
 }
 
-/// A public key line as OpenSSH writes it: type, base64 body, comment.
-pub fn read_public_key(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the public key {}", path.display()))?;
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .with_context(|| format!("{}: no public key in it", path.display()))?;
-    let mut words = line.split_whitespace();
-    let kind = words.next().unwrap_or_default();
-    let body = words.next().unwrap_or_default();
-    let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
-    if !known || body.len() < 16 {
-        bail!(
-            "{}: not an OpenSSH public key (expected `ssh-ed25519 AAAA... comment`, found `{}`)",
-            path.display(),
-            line.chars().take(40).collect::<String>()
-        );
-    }
-    Ok(line.to_string())
-}
-
-/// The user's default public key: `~/.ssh/id_ed25519.pub`, then
-/// `id_ecdsa.pub`, then `id_rsa.pub`.
-pub fn default_public_key() -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set; pass --ssh-key")?;
-    let ssh = Path::new(&home).join(".ssh");
-    ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
-        .iter()
-        .map(|n| ssh.join(n))
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "no public key in {} (make one with `ssh-keygen -t ed25519`, or pass --ssh-key FILE.pub)",
-                ssh.display()
-            )
-        })
-}
-
 /// A port on 127.0.0.1 nobody listens on right now.
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1")?;
@@ -240,19 +200,6 @@ pub fn stop(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn public_keys_are_read_and_checked() {
-        let d = tempfile::tempdir().unwrap();
-        let good = d.path().join("id.pub");
-        std::fs::write(&good, format!("{}\n", seed::SEED_KEY)).unwrap();
-        assert_eq!(read_public_key(&good).unwrap(), seed::SEED_KEY);
-        let bad = d.path().join("id");
-        std::fs::write(&bad, "-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n").unwrap();
-        let e = read_public_key(&bad).unwrap_err().to_string();
-        assert!(e.contains("not an OpenSSH public key"), "{e}");
-        assert!(e.contains(&bad.display().to_string()), "{e}");
-    }
 
     #[test]
     fn only_an_ssh_banner_counts_as_an_answer() {

@@ -127,15 +127,6 @@ fn region_and_endpoint(
     Ok((region, endpoint))
 }
 
-/// The private key that goes with `FILE.pub` (FILE), for the ssh line.
-fn private_key_for(public: &Path) -> PathBuf {
-    if public.extension().is_some_and(|e| e == "pub") {
-        public.with_extension("")
-    } else {
-        public.to_path_buf()
-    }
-}
-
 pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let env = ProcessEnv;
@@ -182,7 +173,11 @@ pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
                 .map(|u| u.name.clone())
         })
         .unwrap_or_else(|| "biovm".to_string());
-    let public_key = a.ssh_key.as_deref().map(l::read_public_key).transpose()?;
+    let public_key = a
+        .ssh_key
+        .as_deref()
+        .map(crate::sshkey::read_public_key)
+        .transpose()?;
     let (region, endpoint) = region_and_endpoint(&a, image.as_ref(), &env)?;
     let creds = credentials::load(a.aws.profile.as_deref(), &env)?;
     log::info!("credentials from {}", creds.source);
@@ -276,7 +271,7 @@ pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
 
     let host = inst.host().map(str::to_string);
     let identity = match (&a.ssh_key, &a.key_name) {
-        (Some(p), _) => Some(private_key_for(p).display().to_string()),
+        (Some(p), _) => Some(crate::sshkey::private_key_for(p).display().to_string()),
         (None, Some(k)) => Some(format!("{k}.pem")),
         (None, None) => None,
     };
@@ -353,9 +348,5 @@ mod tests {
         assert!(is_ami_id("ami-12345678"));
         assert!(!is_ami_id("ami-xyz"));
         assert!(!is_ami_id("images/minimal.toml"));
-        assert_eq!(
-            private_key_for(Path::new("/home/me/.ssh/id_ed25519.pub")),
-            PathBuf::from("/home/me/.ssh/id_ed25519")
-        );
     }
 }

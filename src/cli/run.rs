@@ -78,9 +78,9 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let key_file = match &a.ssh_key {
         Some(k) => k.clone(),
-        None => run::default_public_key()?,
+        None => crate::sshkey::default_public_key()?,
     };
-    let public_key = run::read_public_key(&key_file)?;
+    let public_key = crate::sshkey::read_public_key(&key_file)?;
     let user = manifest
         .as_ref()
         .and_then(|m| m.default_user.clone())
@@ -105,8 +105,8 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         detach: a.detach,
         ssh_timeout: Duration::from_secs(a.ssh_timeout),
     };
-    let private = key_file.with_extension("");
-    let identity = if key_file.extension().is_some_and(|e| e == "pub") && private.is_file() {
+    let private = crate::sshkey::private_key_for(&key_file);
+    let identity = if private != key_file && private.is_file() {
         format!("-i {} ", private.display())
     } else {
         String::new()

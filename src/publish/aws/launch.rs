@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use base64::Engine;
 use serde::Serialize;
 
@@ -178,38 +178,6 @@ pub fn ssh_key_user_data(user: &str, public_key: &str) -> String {
         q(user),
         q(public_key.trim())
     )
-}
-
-/// The one line of an OpenSSH public key file, checked; a private key or
-/// anything else is refused without showing its content.
-pub fn read_public_key(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the public key {}", path.display()))?;
-    if text.contains("PRIVATE KEY") {
-        bail!(
-            "{} is a private key: pass the public one (usually the same name with .pub)",
-            path.display()
-        );
-    }
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    let kinds = ["ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-sha2-"];
-    match lines.as_slice() {
-        [l] if kinds.iter().any(|k| l.starts_with(k))
-            && l.split_whitespace()
-                .nth(1)
-                .is_some_and(|b| base64::engine::general_purpose::STANDARD.decode(b).is_ok()) =>
-        {
-            Ok(l.to_string())
-        }
-        _ => bail!(
-            "{} is not an OpenSSH public key (one line such as `ssh-ed25519 AAAA... you@host`)",
-            path.display()
-        ),
-    }
 }
 
 /// What RunInstances is asked for.
@@ -500,27 +468,6 @@ mod tests {
             u,
             "#cloud-config\nusers:\n  - name: \"biovm\"\n    ssh_authorized_keys:\n      - \"ssh-ed25519 AAAAC3 me@laptop\"\n"
         );
-    }
-
-    #[test]
-    fn public_keys_are_checked_and_private_keys_refused() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("k");
-        std::fs::write(&p, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBYv me@host\n").unwrap();
-        assert_eq!(
-            read_public_key(&p).unwrap(),
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBYv me@host"
-        );
-        std::fs::write(
-            &p,
-            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
-        )
-        .unwrap();
-        let e = read_public_key(&p).unwrap_err().to_string();
-        assert!(e.contains("is a private key"), "{e}");
-        assert!(!e.contains("b3BlbnNzaC1rZXktdjEAAAAA"), "{e}");
-        std::fs::write(&p, "hello\n").unwrap();
-        assert!(read_public_key(&p).is_err());
     }
 
     #[test]
