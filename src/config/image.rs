@@ -533,6 +533,21 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
         cx.push(d);
     };
 
+    let unknown_category = |cx: &mut Ctx<'_>, item: &Spanned<String>| {
+        let d = cx
+            .diag(
+                item.span(),
+                format!("unknown category `{}`", item.get_ref()),
+            )
+            .with_suggestion(item.get_ref(), categories.iter().map(String::as_str));
+        let d = if d.help.is_none() {
+            d.with_help(format!("known categories: {}", quoted_list(&categories)))
+        } else {
+            d
+        };
+        cx.push(d);
+    };
+
     let errors_before = cx.diags.len();
     let mut selected: BTreeSet<&str> = BTreeSet::new();
     if sel.all {
@@ -549,20 +564,7 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
     for item in &sel.categories {
         match by_category.get(item.get_ref().as_str()) {
             Some(members) => selected.extend(members.iter().copied()),
-            None => {
-                let d = cx
-                    .diag(
-                        item.span(),
-                        format!("unknown category `{}`", item.get_ref()),
-                    )
-                    .with_suggestion(item.get_ref(), categories.iter().map(String::as_str));
-                let d = if d.help.is_none() {
-                    d.with_help(format!("known categories: {}", quoted_list(&categories)))
-                } else {
-                    d
-                };
-                cx.push(d);
-            }
+            None => unknown_category(cx, item),
         }
     }
     for item in &sel.exclude_categories {
@@ -585,20 +587,7 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
                     cx.push(d);
                 }
             }
-            None => {
-                let d = cx
-                    .diag(
-                        item.span(),
-                        format!("unknown category `{}`", item.get_ref()),
-                    )
-                    .with_suggestion(item.get_ref(), categories.iter().map(String::as_str));
-                let d = if d.help.is_none() {
-                    d.with_help(format!("known categories: {}", quoted_list(&categories)))
-                } else {
-                    d
-                };
-                cx.push(d);
-            }
+            None => unknown_category(cx, item),
         }
     }
     for item in &sel.exclude {
