@@ -128,8 +128,11 @@ pub fn bootstrap(
             "--skip=cleanup/apt/lists",
         ])
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
+        // cp, not the `sync-in` special hook: that hook's tar fails ("file
+        // changed as we read it") when another build links or unlinks one
+        // of the shared cache files meanwhile, which changes its ctime.
         .arg(format!(
-            "--setup-hook=sync-in {debs_s} /var/cache/apt/archives/"
+            "--setup-hook=cp -a {debs_s}/. \"$1\"/var/cache/apt/archives/"
         ))
         .arg("--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools")
         .arg(format!(
