@@ -128,12 +128,7 @@ pub fn bootstrap(
             "--skip=cleanup/apt/lists",
         ])
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
-        // cp, not the `sync-in` special hook: that hook's tar fails ("file
-        // changed as we read it") when another build links or unlinks one
-        // of the shared cache files meanwhile, which changes its ctime.
-        .arg(format!(
-            "--setup-hook=cp -a {debs_s}/. \"$1\"/var/cache/apt/archives/"
-        ))
+        .arg(format!("--setup-hook={}", copy_in_hook(&debs_s)))
         .arg("--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools")
         .arg(format!(
             "--setup-hook=sync-in {initramfs_s} /etc/initramfs-tools"
@@ -149,6 +144,14 @@ pub fn bootstrap(
     c.run()
         .context("bootstrapping the root filesystem failed")?;
     private.publish(&debs)
+}
+
+/// The setup hook that copies the build's cache snapshot into the new
+/// tree's apt archive. cp, not mmdebstrap's `sync-in`: that hook's tar
+/// fails ("file changed as we read it") when another build links or
+/// unlinks one of the shared cache files meanwhile, which changes its ctime.
+fn copy_in_hook(snapshot: &str) -> String {
+    format!("cp -a {snapshot}/. \"$1\"/var/cache/apt/archives/")
 }
 
 /// A build's private view of the shared .deb cache: `input` holds hard
@@ -695,6 +698,54 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a.deb", "b.deb", "c.deb"]);
         assert_eq!(fs::read(debs.join("a.deb")).unwrap(), b"a");
+    }
+
+    /// Other builds link and unlink the shared cache files while this one
+    /// copies its snapshot in (each changes the files' ctime): the copy
+    /// still succeeds and is whole.
+    #[test]
+    fn the_snapshot_copies_in_while_other_builds_link_its_files() {
+        let d = tempfile::tempdir().unwrap();
+        let snap = d.path().join("snap");
+        let root = d.path().join("root");
+        fs::create_dir_all(&snap).unwrap();
+        fs::create_dir_all(root.join("var/cache/apt/archives")).unwrap();
+        let body: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        for i in 0..8 {
+            fs::write(snap.join(format!("p{i}.deb")), &body).unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (snap, stop) = (snap.clone(), stop.clone());
+            let other = d.path().join("other");
+            fs::create_dir_all(&other).unwrap();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for i in 0..8 {
+                        let l = other.join(format!("p{i}.deb"));
+                        let _ = fs::hard_link(snap.join(format!("p{i}.deb")), &l);
+                        let _ = fs::remove_file(&l);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        };
+        let hook = copy_in_hook(&snap.to_string_lossy());
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &hook, "exec"])
+            .arg(&root)
+            .status()
+            .unwrap()
+            .success();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(churn.join().unwrap() > 0, "the other build never ran");
+        assert!(ok, "{hook} failed");
+        for i in 0..8 {
+            let copied = fs::read(root.join(format!("var/cache/apt/archives/p{i}.deb"))).unwrap();
+            assert!(copied == body, "p{i}.deb differs from the cache");
+        }
     }
 
     /// The cloud-init settings of the project's images are valid YAML
