@@ -110,6 +110,10 @@ pub fn bootstrap(
     if initramfs_s.chars().any(char::is_whitespace) {
         bail!("the temporary folder {initramfs_s} contains whitespace, which mmdebstrap's hooks cannot take; set TMPDIR");
     }
+    // On one filesystem the .deb files go in and out as hard links: the
+    // minimal image needs a few hundred of the cache's two thousand files,
+    // and copying them all in and out again cost most of its bootstrap.
+    let link = same_filesystem(&private.input, root);
     let mut c = Cmd::new("mmdebstrap");
     // mmdebstrap (and dpkg, initramfs-tools, useradd) take their timestamps from it.
     c.env("SOURCE_DATE_EPOCH", epoch.to_string());
@@ -128,14 +132,12 @@ pub fn bootstrap(
             "--skip=cleanup/apt/lists",
         ])
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
-        .arg(format!("--setup-hook={}", copy_in_hook(&debs_s)))
+        .arg(format!("--setup-hook={}", copy_in_hook(&debs_s, link)))
         .arg("--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools")
         .arg(format!(
             "--setup-hook=sync-in {initramfs_s} /etc/initramfs-tools"
         ))
-        .arg(format!(
-            "--customize-hook=sync-out /var/cache/apt/archives {new_s}"
-        ))
+        .arg(format!("--customize-hook={}", copy_out_hook(&new_s, link)))
         .arg(&image.base.suite)
         .arg(root);
     if let Some(m) = &image.base.mirror {
@@ -146,12 +148,35 @@ pub fn bootstrap(
     private.publish(&debs)
 }
 
-/// The setup hook that copies the build's cache snapshot into the new
-/// tree's apt archive. cp, not mmdebstrap's `sync-in`: that hook's tar
-/// fails ("file changed as we read it") when another build links or
-/// unlinks one of the shared cache files meanwhile, which changes its ctime.
-fn copy_in_hook(snapshot: &str) -> String {
-    format!("cp -a {snapshot}/. \"$1\"/var/cache/apt/archives/")
+/// The setup hook that puts the build's cache snapshot into the new tree's
+/// apt archive: hard links when `link`, copies otherwise. cp, not
+/// mmdebstrap's `sync-in`: that hook's tar fails ("file changed as we read
+/// it") when another build links or unlinks one of the shared cache files
+/// meanwhile, which changes its ctime. apt and dpkg only read the files,
+/// and apt replaces a bad one by renaming a new download over its name, so
+/// a linked cache file is never written through.
+fn copy_in_hook(snapshot: &str, link: bool) -> String {
+    let flags = if link { "-al" } else { "-a" };
+    format!("cp {flags} {snapshot}/. \"$1\"/var/cache/apt/archives/")
+}
+
+/// The customize hook that hands every .deb the tree's apt archive holds
+/// (the snapshot's and the new downloads) to `new`, the same way.
+fn copy_out_hook(new: &str, link: bool) -> String {
+    let flags = if link { "-al" } else { "-a" };
+    format!("cp {flags} \"$1\"/var/cache/apt/archives/. {new}/")
+}
+
+/// Whether `a` and the folder that will hold `b` (which may not exist yet)
+/// are on one filesystem, so hard links between them work.
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| {
+        p.ancestors()
+            .find_map(|q| fs::metadata(q).ok())
+            .map(|m| m.dev())
+    };
+    matches!((dev(a), dev(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// A build's private view of the shared .deb cache: `input` holds hard
@@ -702,9 +727,16 @@ mod tests {
 
     /// Other builds link and unlink the shared cache files while this one
     /// copies its snapshot in (each changes the files' ctime): the copy
-    /// still succeeds and is whole.
+    /// still succeeds and is whole, copied or linked.
     #[test]
     fn the_snapshot_copies_in_while_other_builds_link_its_files() {
+        for link in [false, true] {
+            snapshot_goes_in_under_churn(link);
+        }
+    }
+
+    fn snapshot_goes_in_under_churn(link: bool) {
+        use std::os::unix::fs::MetadataExt;
         let d = tempfile::tempdir().unwrap();
         let snap = d.path().join("snap");
         let root = d.path().join("root");
@@ -732,7 +764,7 @@ mod tests {
                 n
             })
         };
-        let hook = copy_in_hook(&snap.to_string_lossy());
+        let hook = copy_in_hook(&snap.to_string_lossy(), link);
         let ok = std::process::Command::new("sh")
             .args(["-c", &hook, "exec"])
             .arg(&root)
@@ -743,9 +775,47 @@ mod tests {
         assert!(churn.join().unwrap() > 0, "the other build never ran");
         assert!(ok, "{hook} failed");
         for i in 0..8 {
-            let copied = fs::read(root.join(format!("var/cache/apt/archives/p{i}.deb"))).unwrap();
-            assert!(copied == body, "p{i}.deb differs from the cache");
+            let p = root.join(format!("var/cache/apt/archives/p{i}.deb"));
+            assert!(
+                fs::read(&p).unwrap() == body,
+                "p{i}.deb differs from the cache"
+            );
+            let cached = fs::metadata(snap.join(format!("p{i}.deb"))).unwrap().ino();
+            assert_eq!(fs::metadata(&p).unwrap().ino() == cached, link, "{hook}");
         }
+    }
+
+    /// Every .deb of the tree's archive comes out (linked when asked), and
+    /// hard links are used only where source and target share a filesystem.
+    #[test]
+    fn the_archive_comes_out_whole_and_links_only_on_one_filesystem() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let archives = d.path().join("root/var/cache/apt/archives");
+        fs::create_dir_all(archives.join("partial")).unwrap();
+        fs::write(archives.join("a_1_amd64.deb"), b"a").unwrap();
+        fs::write(archives.join("b_2_amd64.deb"), b"b").unwrap();
+        for link in [false, true] {
+            let out = d.path().join(format!("out-{link}"));
+            fs::create_dir(&out).unwrap();
+            let hook = copy_out_hook(&out.to_string_lossy(), link);
+            let ok = std::process::Command::new("sh")
+                .args(["-c", &hook, "exec"])
+                .arg(d.path().join("root"))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{hook} failed");
+            for n in ["a_1_amd64.deb", "b_2_amd64.deb"] {
+                let (i, o) = (archives.join(n), out.join(n));
+                assert_eq!(fs::read(&o).unwrap(), fs::read(&i).unwrap());
+                let same = fs::metadata(&o).unwrap().ino() == fs::metadata(&i).unwrap().ino();
+                assert_eq!(same, link, "{hook}");
+            }
+        }
+        // A folder that does not exist yet counts by the folder above it.
+        assert!(same_filesystem(&archives, &d.path().join("new/root")));
+        assert!(!same_filesystem(&archives, Path::new("/proc/self")));
     }
 
     /// The cloud-init settings of the project's images are valid YAML
