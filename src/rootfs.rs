@@ -399,6 +399,9 @@ datasource:\n  Ec2:\n    # No long wait where there is no metadata service.\n   
 network:\n  config: disabled\n\
 growpart:\n  mode: auto\n  devices: ['/']\n\
 resize_rootfs: true\n\
+# GRUB is put on the disk by biovm and is not a package of the image:\n\
+# there is no grub-pc install device for debconf to record.\n\
+grub_dpkg:\n  enabled: false\n\
 apt:\n  preserve_sources_list: true\n\
 locale: {locale}\n\
 disable_root: true\n\
@@ -610,6 +613,16 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
         "disable",
         "systemd-networkd-wait-online.service",
     ])?;
+    // e2scrub_reap removes stale e2scrub snapshots of LVM volumes, which
+    // biovm disks do not have; at first boot it cost a TCG guest seconds of
+    // CPU while cloud-init waited for it. (The weekly e2scrub_all timer
+    // stays.)
+    if root
+        .join("lib/systemd/system/e2scrub_reap.service")
+        .exists()
+    {
+        chroot(&["systemctl", "disable", "e2scrub_reap.service"])?;
+    }
     if needs_locales(&sys.locale) {
         chroot(&["locale-gen"])?;
     }
@@ -852,6 +865,7 @@ mod tests {
         assert_eq!(v["growpart"]["devices"], serde_json::json!(["/"]));
         assert_eq!(v["network"]["config"], "disabled");
         assert_eq!(v["apt"]["preserve_sources_list"], true);
+        assert_eq!(v["grub_dpkg"]["enabled"], false);
         // The smoke test reads the default user from this comment.
         assert!(cloud_cfg(&image).contains("\n# default user: biovm\n"));
     }
