@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/var/tmp/biovm-bench}
 cargo build --release -q
-bin=./target/release/biovm
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/biovm
 export BIOVM_CACHE_DIR=${BIOVM_CACHE_DIR:-/var/cache/biovm}
 
 if [ -z "$(ls -A "$BIOVM_CACHE_DIR/debs/bookworm-amd64" 2>/dev/null)" ]; then
