@@ -778,12 +778,7 @@ mod tests {
             })
         };
         let hook = copy_in_hook(&snap.to_string_lossy(), link);
-        let ok = std::process::Command::new("sh")
-            .args(["-c", &hook, "exec"])
-            .arg(&root)
-            .status()
-            .unwrap()
-            .success();
+        let ok = run_hook(&hook, &root);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(churn.join().unwrap() > 0, "the other build never ran");
         assert!(ok, "{hook} failed");
@@ -796,6 +791,16 @@ mod tests {
             let cached = fs::metadata(snap.join(format!("p{i}.deb"))).unwrap().ino();
             assert_eq!(fs::metadata(&p).unwrap().ino() == cached, link, "{hook}");
         }
+    }
+
+    /// Run a hook as mmdebstrap does: `sh -c HOOK exec ROOT`.
+    fn run_hook(hook: &str, root: &Path) -> bool {
+        std::process::Command::new("sh")
+            .args(["-c", hook, "exec"])
+            .arg(root)
+            .status()
+            .unwrap()
+            .success()
     }
 
     /// Every .deb of the tree's archive comes out (linked when asked), and
@@ -812,13 +817,7 @@ mod tests {
             let out = d.path().join(format!("out-{link}"));
             fs::create_dir(&out).unwrap();
             let hook = copy_out_hook(&out.to_string_lossy(), link);
-            let ok = std::process::Command::new("sh")
-                .args(["-c", &hook, "exec"])
-                .arg(d.path().join("root"))
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "{hook} failed");
+            assert!(run_hook(&hook, &d.path().join("root")), "{hook} failed");
             for n in ["a_1_amd64.deb", "b_2_amd64.deb"] {
                 let (i, o) = (archives.join(n), out.join(n));
                 assert_eq!(fs::read(&o).unwrap(), fs::read(&i).unwrap());
