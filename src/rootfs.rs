@@ -149,22 +149,26 @@ pub fn bootstrap(
 }
 
 /// The setup hook that puts the build's cache snapshot into the new tree's
-/// apt archive: hard links when `link`, copies otherwise. cp, not
-/// mmdebstrap's `sync-in`: that hook's tar fails ("file changed as we read
-/// it") when another build links or unlinks one of the shared cache files
-/// meanwhile, which changes its ctime. apt and dpkg only read the files,
-/// and apt replaces a bad one by renaming a new download over its name, so
-/// a linked cache file is never written through.
+/// apt archive, and the customize hook that hands every .deb the archive
+/// then holds (the snapshot's and the new downloads) to `new`: hard links
+/// when `link`, copies otherwise. cp, not mmdebstrap's `sync-in`: that
+/// hook's tar fails ("file changed as we read it") when another build links
+/// or unlinks one of the shared cache files meanwhile, which changes its
+/// ctime. apt and dpkg only read the files, and apt replaces a bad one by
+/// renaming a new download over its name, so a linked cache file is never
+/// written through.
 fn copy_in_hook(snapshot: &str, link: bool) -> String {
-    let flags = if link { "-al" } else { "-a" };
-    format!("cp {flags} {snapshot}/. \"$1\"/var/cache/apt/archives/")
+    copy_hook(snapshot, "\"$1\"/var/cache/apt/archives", link)
 }
 
-/// The customize hook that hands every .deb the tree's apt archive holds
-/// (the snapshot's and the new downloads) to `new`, the same way.
 fn copy_out_hook(new: &str, link: bool) -> String {
+    copy_hook("\"$1\"/var/cache/apt/archives", new, link)
+}
+
+/// `cp` of a folder's contents into another, as links or as copies.
+fn copy_hook(from: &str, to: &str, link: bool) -> String {
     let flags = if link { "-al" } else { "-a" };
-    format!("cp {flags} \"$1\"/var/cache/apt/archives/. {new}/")
+    format!("cp {flags} {from}/. {to}/")
 }
 
 /// Whether `a` and the folder that will hold `b` (which may not exist yet)
@@ -191,6 +195,7 @@ impl DebSnapshot {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let parent = debs.parent().unwrap_or(Path::new("."));
+        remove_orphan_snapshots(parent);
         let base = format!(".{}.{}-{n}", std::process::id(), debs_name(debs));
         let s = DebSnapshot {
             input: parent.join(format!("{base}.in")),
@@ -228,6 +233,35 @@ impl DebSnapshot {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Remove the snapshot folders (`.PID.NAME-N.in` and `.out`) of builds
+/// that were killed before they could (their PID is gone), and keep those
+/// of builds still running beside this one.
+fn remove_orphan_snapshots(parent: &Path) {
+    let Ok(rd) = fs::read_dir(parent) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix('.') else {
+            continue;
+        };
+        if !(name.ends_with(".in") || name.ends_with(".out")) {
+            continue;
+        }
+        let Some(Ok(pid)) = rest.split('.').next().map(str::parse::<u32>) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        log::info!(
+            "removing a killed build's cache snapshot {}",
+            e.path().display()
+        );
+        if let Err(err) = crate::fsutil::remove_tree(&e.path()) {
+            log::warn!("{err:#}");
+        }
     }
 }
 
@@ -736,6 +770,31 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a.deb", "b.deb", "c.deb"]);
         assert_eq!(fs::read(debs.join("a.deb")).unwrap(), b"a");
+    }
+
+    /// A killed build's snapshot folders go at the next build; a running
+    /// build's (this process's) stay.
+    #[test]
+    fn snapshots_of_killed_builds_are_removed_and_running_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let debs = d.path().join("bookworm-amd64");
+        fs::create_dir_all(&debs).unwrap();
+        // PIDs never exceed 2^22 on Linux: this one cannot be running.
+        let dead = d.path().join(".4294967295.bookworm-amd64-0.in");
+        let live = d
+            .path()
+            .join(format!(".{}.bookworm-amd64-7.out", std::process::id()));
+        for f in [&dead, &live] {
+            fs::create_dir(f).unwrap();
+            fs::write(f.join("a.deb"), b"a").unwrap();
+        }
+        let s = DebSnapshot::take(&debs).unwrap();
+        assert!(!dead.exists(), "the killed build's snapshot is left");
+        assert!(
+            live.join("a.deb").exists(),
+            "a running build's snapshot is gone"
+        );
+        assert!(debs.exists() && s.input.exists());
     }
 
     /// Other builds link and unlink the shared cache files while this one
