@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::Digest;
 
@@ -153,12 +153,23 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         for (file, d) in &downloads {
             crate::fetch::install(file, d, &root)?;
         }
-        crate::pypi::install(&image.recipes, &pypi_files, &root)?;
+        crate::pypi::install(&image.recipes, &pypi_files, &root, epoch)?;
         rootfs::configure(&image, &ids, epoch, &root)
     })?;
     let root_tree_bytes = tree_size(&root);
     timed(&mut stages, "clamp-times", || {
-        fsutil::clamp_mtimes(&root, epoch)
+        fsutil::clamp_mtimes(&root, epoch)?;
+        let stale = fsutil::stale_bytecode(&root)?;
+        if let Some(first) = stale.first() {
+            bail!(
+                "{} Python bytecode files no longer match their sources once the file times \
+                 are set to SOURCE_DATE_EPOCH, so every import would compile them again \
+                 (first: /{}); whatever wrote them must run with SOURCE_DATE_EPOCH set",
+                stale.len(),
+                first.strip_prefix(&root).unwrap_or(first).display()
+            );
+        }
+        Ok(())
     })?;
     let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
     let needs_raw = image.formats.iter().any(|f| f.is_disk());

@@ -112,6 +112,11 @@ impl Cmd {
         self
     }
 
+    pub fn env_remove(&mut self, k: impl AsRef<OsStr>) -> &mut Self {
+        self.inner.env_remove(k);
+        self
+    }
+
     pub fn current_dir(&mut self, d: impl AsRef<Path>) -> &mut Self {
         self.inner.current_dir(d);
         self

@@ -161,6 +161,66 @@ fn unmount_below(dir: &Path) {
     }
 }
 
+/// Python bytecode under `dir` that its interpreter would reject: cached
+/// `__pycache__/NAME.TAG.pyc` files that record their source's time and
+/// size (rather than a hash of it) and no longer agree with the source
+/// beside them. Python compiles such a module again at every import (and
+/// cannot save the result on a read-only or throw-away disk).
+pub fn stale_bytecode(dir: &Path) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for e in fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))? {
+            let e = e?;
+            if !e.file_type()?.is_dir() {
+                continue;
+            }
+            let path = e.path();
+            if e.file_name() == "__pycache__" {
+                check_cache(&path, out)?;
+            } else {
+                walk(&path, out)?;
+            }
+        }
+        Ok(())
+    }
+    fn check_cache(cache: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let Some(pkg) = cache.parent() else {
+            return Ok(());
+        };
+        for e in fs::read_dir(cache)? {
+            let pyc = e?.path();
+            let name = pyc.file_name().unwrap_or_default().to_string_lossy();
+            let Some(module) = name.strip_suffix(".pyc").and_then(|n| n.split('.').next()) else {
+                continue;
+            };
+            let Ok(src) = fs::metadata(pkg.join(format!("{module}.py"))) else {
+                continue;
+            };
+            let mut header = [0u8; 16];
+            let read = File::open(&pyc).and_then(|mut f| f.read_exact(&mut header));
+            if read.is_err() {
+                out.push(pyc);
+                continue;
+            }
+            let word = |i: usize| {
+                u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]])
+            };
+            // PEP 552: bit 0 of the flags marks hash-based bytecode.
+            if word(4) & 1 == 1 {
+                continue;
+            }
+            if word(8) != src.mtime() as u32 || word(12) != src.size() as u32 {
+                out.push(pyc);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// Set every mtime in the tree that is later than `epoch` to `epoch`
 /// (symlinks themselves, not their targets), so filesystems and archives
 /// made from the tree do not depend on when it was built.
@@ -340,6 +400,31 @@ mod tests {
         remove_tree(&t).unwrap();
         assert!(!t.exists());
         assert!(Path::new("/etc").exists(), "symlinks are not followed");
+    }
+
+    /// Timestamp bytecode goes stale when the clamp lowers its source's
+    /// time; hash-checked bytecode (what SOURCE_DATE_EPOCH selects) does not.
+    #[test]
+    fn clamping_makes_timestamp_bytecode_stale_but_not_hashed() {
+        let d = tempfile::tempdir().unwrap();
+        for (sub, epoch_env) in [("stamped", false), ("hashed", true)] {
+            let pkg = d.path().join(sub);
+            fs::create_dir_all(&pkg).unwrap();
+            fs::write(pkg.join("mod.py"), "X = 1\n").unwrap();
+            let mut c = crate::cmd::Cmd::new("python3");
+            c.args(["-m", "py_compile"]).arg(pkg.join("mod.py"));
+            if epoch_env {
+                c.env("SOURCE_DATE_EPOCH", "1000000");
+            } else {
+                c.env_remove("SOURCE_DATE_EPOCH");
+            }
+            c.run().unwrap();
+        }
+        assert_eq!(stale_bytecode(d.path()).unwrap(), Vec::<PathBuf>::new());
+        clamp_mtimes(d.path(), 1_000_000).unwrap();
+        let stale = stale_bytecode(d.path()).unwrap();
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert!(stale[0].starts_with(d.path().join("stamped/__pycache__")));
     }
 
     #[test]

@@ -162,8 +162,32 @@ fn locked_pins<'a>(files: impl Iterator<Item = &'a String>) -> Vec<String> {
         .collect()
 }
 
+/// pip's arguments to install the requirements file in `wheels` offline.
+fn pip_install_args(wheels: &str) -> Vec<String> {
+    let req = format!("{wheels}/requirements.txt");
+    [
+        "install",
+        "--disable-pip-version-check",
+        "--no-index",
+        "--no-cache-dir",
+        "--find-links",
+        wheels,
+        "--requirement",
+        &req,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Install `files` into the image's environment at `root`.
-pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path) -> Result<()> {
+///
+/// pip stamps what it unpacks with the time of the build, and the build
+/// later lowers those times to `epoch`. Bytecode that recorded the first
+/// time would then be stale and every import would compile its module
+/// again (under software emulation that cost sourmash's first start over
+/// 100 s). With SOURCE_DATE_EPOCH set, Python writes hash-checked bytecode
+/// instead, which is still valid after the times change.
+pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }
@@ -180,24 +204,17 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path) -> Result<()
         }
     }
     fs::write(wheels.join("requirements.txt"), hashed)?;
-    let chroot = |args: &[&str]| -> Result<()> {
-        Cmd::new("chroot").arg(root).args(args).run()?;
-        Ok(())
-    };
-    chroot(&["python3", "-m", "venv", VENV])?;
-    let pip = format!("{VENV}/bin/pip");
-    chroot(&[
-        &pip,
-        "install",
-        "--disable-pip-version-check",
-        "--no-index",
-        "--no-cache-dir",
-        "--find-links",
-        "/tmp/biovm-wheels",
-        "--requirement",
-        "/tmp/biovm-wheels/requirements.txt",
-    ])
-    .context("installing the PyPI packages into the image failed")?;
+    Cmd::new("chroot")
+        .arg(root)
+        .args(["python3", "-m", "venv", VENV])
+        .run()?;
+    Cmd::new("chroot")
+        .arg(root)
+        .arg(format!("{VENV}/bin/pip"))
+        .args(pip_install_args("/tmp/biovm-wheels"))
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .run()
+        .context("installing the PyPI packages into the image failed")?;
     fsutil::remove_tree(&wheels)?;
     link_entry_points(root)
 }
@@ -254,6 +271,48 @@ mod tests {
             locked_pins(files.iter()),
             ["bx_python==0.15.1", "numpy==2.4.6", "pillow==13.0.0"]
         );
+    }
+
+    /// The environment's bytecode stays valid once the build clamps the
+    /// times of what pip unpacked; without SOURCE_DATE_EPOCH it would not
+    /// (which shows the check can fail).
+    #[test]
+    #[ignore = "needs the network to PyPI"]
+    fn the_environments_bytecode_survives_the_clamped_times() {
+        let d = tempfile::tempdir().unwrap();
+        let r = recipe(d.path());
+        let files = download(std::slice::from_ref(&r), &d.path().join("cache"), None).unwrap();
+        let wheels = d.path().join("wheels");
+        fs::create_dir_all(&wheels).unwrap();
+        for f in &files {
+            fs::copy(&f.path, wheels.join(&f.file)).unwrap();
+        }
+        fs::write(wheels.join("requirements.txt"), "humanize==4.9.0\n").unwrap();
+        let epoch = 1_700_000_000;
+        for (with_epoch, stale_expected) in [(true, false), (false, true)] {
+            let venv = d.path().join(format!("venv-{with_epoch}"));
+            Cmd::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv)
+                .run()
+                .unwrap();
+            let mut pip = Cmd::new(venv.join("bin/pip"));
+            pip.args(pip_install_args(wheels.to_str().unwrap()));
+            if with_epoch {
+                pip.env("SOURCE_DATE_EPOCH", epoch.to_string());
+            } else {
+                pip.env_remove("SOURCE_DATE_EPOCH");
+            }
+            pip.run().unwrap();
+            fsutil::clamp_mtimes(&venv, epoch).unwrap();
+            let stale = fsutil::stale_bytecode(&venv).unwrap();
+            let humanize: Vec<_> = stale
+                .iter()
+                .filter(|p| p.to_string_lossy().contains("/humanize/"))
+                .collect();
+            assert_eq!(!humanize.is_empty(), stale_expected, "{stale:?}");
+        }
     }
 
     #[test]
