@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{boot_and_check, container, default_jobs, report, BootReport, Cell, TestOptions};
 use crate::config::{BootMode, Format};
@@ -152,7 +152,7 @@ pub fn test_artifacts(
     if jobs.iter().any(|j| matches!(j, Job::Vm(_))) {
         crate::doctor::require(crate::doctor::Need::Test)?;
     }
-    std::fs::create_dir_all(report_dir)?;
+    let _lock = lock_report_dir(report_dir)?;
     let reports = run_jobs(&jobs, tools, report_dir, opts);
     let json = serde_json::to_string_pretty(&reports)? + "\n";
     crate::fsutil::write_atomic(&report_dir.join("report.json"), json.as_bytes())?;
@@ -163,9 +163,46 @@ pub fn test_artifacts(
     Ok(reports)
 }
 
+/// Create `dir` and hold an exclusive lock on it while the returned file
+/// lives: two tests of one artifact would otherwise write the same
+/// overlays and logs (and QEMU would refuse the second with a lock error
+/// that names neither test).
+fn lock_report_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let f = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            anyhow::bail!(
+                "{} is in use by another `biovm test` of the same artifacts; \
+                 wait for it to finish",
+                dir.display()
+            );
+        }
+        return Err(e).with_context(|| format!("cannot lock {}", dir.display()));
+    }
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_test_of_the_same_artifacts_is_refused_until_the_first_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("minimal.test");
+        let first = lock_report_dir(&dir).unwrap();
+        let e = lock_report_dir(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("minimal.test is in use by another `biovm test`"),
+            "{e}"
+        );
+        drop(first);
+        lock_report_dir(&dir).unwrap();
+    }
 
     #[test]
     fn the_matrix_has_every_disk_under_every_firmware_then_the_containers() {
