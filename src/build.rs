@@ -160,13 +160,18 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     timed(&mut stages, "clamp-times", || {
         fsutil::clamp_mtimes(&root, epoch)?;
         let stale = fsutil::stale_bytecode(&root)?;
-        if let Some(first) = stale.first() {
+        if !stale.is_empty() {
+            let some: Vec<String> = stale
+                .iter()
+                .take(3)
+                .map(|p| format!("/{}", p.strip_prefix(&root).unwrap_or(p).display()))
+                .collect();
             bail!(
                 "{} Python bytecode files no longer match their sources once the file times \
                  are set to SOURCE_DATE_EPOCH, so every import would compile them again \
-                 (first: /{}); whatever wrote them must run with SOURCE_DATE_EPOCH set",
+                 (among them {}); whatever wrote them must run with SOURCE_DATE_EPOCH set",
                 stale.len(),
-                first.strip_prefix(&root).unwrap_or(first).display()
+                some.join(", ")
             );
         }
         Ok(())
