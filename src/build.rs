@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::Digest;
 
@@ -159,22 +159,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let root_tree_bytes = tree_size(&root);
     timed(&mut stages, "clamp-times", || {
         fsutil::clamp_mtimes(&root, epoch)?;
-        let stale = fsutil::stale_bytecode(&root)?;
-        if !stale.is_empty() {
-            let some: Vec<String> = stale
-                .iter()
-                .take(3)
-                .map(|p| format!("/{}", p.strip_prefix(&root).unwrap_or(p).display()))
-                .collect();
-            bail!(
-                "{} Python bytecode files no longer match their sources once the file times \
-                 are set to SOURCE_DATE_EPOCH, so every import would compile them again \
-                 (among them {}); whatever wrote them must run with SOURCE_DATE_EPOCH set",
-                stale.len(),
-                some.join(", ")
-            );
-        }
-        Ok(())
+        fsutil::require_fresh_bytecode(&root)
     })?;
     let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
     let needs_raw = image.formats.iter().any(|f| f.is_disk());

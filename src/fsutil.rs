@@ -221,6 +221,27 @@ pub fn stale_bytecode(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Fail, naming the count and three of the files, when the tree at `root`
+/// holds stale bytecode ([`stale_bytecode`]) once its times are clamped.
+pub fn require_fresh_bytecode(root: &Path) -> Result<()> {
+    let stale = stale_bytecode(root)?;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let some: Vec<String> = stale
+        .iter()
+        .take(3)
+        .map(|p| format!("/{}", p.strip_prefix(root).unwrap_or(p).display()))
+        .collect();
+    anyhow::bail!(
+        "{} Python bytecode files no longer match their sources once the file times \
+         are set to SOURCE_DATE_EPOCH, so every import would compile them again \
+         (among them {}); whatever wrote them must run with SOURCE_DATE_EPOCH set",
+        stale.len(),
+        some.join(", ")
+    )
+}
+
 /// Set every mtime in the tree that is later than `epoch` to `epoch`
 /// (symlinks themselves, not their targets), so filesystems and archives
 /// made from the tree do not depend on when it was built.
@@ -421,10 +442,18 @@ mod tests {
             c.run().unwrap();
         }
         assert_eq!(stale_bytecode(d.path()).unwrap(), Vec::<PathBuf>::new());
+        require_fresh_bytecode(d.path()).unwrap();
         clamp_mtimes(d.path(), 1_000_000).unwrap();
         let stale = stale_bytecode(d.path()).unwrap();
         assert_eq!(stale.len(), 1, "{stale:?}");
         assert!(stale[0].starts_with(d.path().join("stamped/__pycache__")));
+        // What the build says: the count and the file, from the tree's root.
+        let e = require_fresh_bytecode(d.path()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("1 Python bytecode files no longer match")
+                && e.contains("(among them /stamped/__pycache__/mod."),
+            "{e}"
+        );
     }
 
     #[test]

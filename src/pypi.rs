@@ -204,18 +204,20 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) 
         }
     }
     fs::write(wheels.join("requirements.txt"), hashed)?;
-    Cmd::new("chroot")
-        .arg(root)
-        .args(["python3", "-m", "venv", VENV])
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .run()?;
-    Cmd::new("chroot")
-        .arg(root)
-        .arg(format!("{VENV}/bin/pip"))
-        .args(pip_install_args("/tmp/biovm-wheels"))
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
-        .run()
-        .context("installing the PyPI packages into the image failed")?;
+    let in_root = |program: &str, args: Vec<String>| {
+        Cmd::new("chroot")
+            .arg(root)
+            .arg(program)
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .run()
+    };
+    in_root("python3", ["-m", "venv", VENV].map(String::from).to_vec())?;
+    in_root(
+        &format!("{VENV}/bin/pip"),
+        pip_install_args("/tmp/biovm-wheels"),
+    )
+    .context("installing the PyPI packages into the image failed")?;
     fsutil::remove_tree(&wheels)?;
     link_entry_points(root)
 }
