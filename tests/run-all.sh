@@ -8,7 +8,7 @@
 #                                     built from its lock and booted with
 #                                     every check of the catalogue
 #
-# The BioLinux test takes about 35 minutes alone on an idle 2-core machine
+# The BioLinux test takes about 37 minutes alone on an idle 2-core machine
 # (build 13, boot and 251 checks 24, under software emulation), so it runs
 # after the suite, never beside it: measured beside it, the three guests on
 # two cores starved a matrix boot (a device timeout in systemd) and failed
