@@ -43,7 +43,8 @@ pub struct ReleaseArgs {
     /// Seconds to wait for a guest to reach its checks.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub boot_timeout: u64,
-    /// Guest memory in MiB.
+    /// Guest memory in MiB per processor (a guest runs as many checks at
+    /// once as it has processors).
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     pub memory: u32,
     /// Debian mirror (default: the image's, else mmdebstrap's default).

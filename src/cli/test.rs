@@ -38,7 +38,8 @@ pub struct TestArgs {
     /// not is killed and reported.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub boot_timeout: u64,
-    /// Guest memory in MiB.
+    /// Guest memory in MiB per processor (a guest runs as many checks at
+    /// once as it has processors).
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     pub memory: u32,
 }

@@ -68,7 +68,19 @@ pub fn default_jobs() -> usize {
         .unwrap_or(1)
 }
 
-/// The shell script the guest runs; one `check` line per tool.
+/// The category of the checks of the booted system itself
+/// ([`system_checks`]): they run after the tools' checks, one at a time,
+/// since each waits for the boot stage the next one relies on.
+pub const SYSTEM_CATEGORY: &str = "system";
+
+/// The shell script the guest runs; one line per check.
+///
+/// The tools' checks run several at once, as many as the guest has
+/// processors (or `$BIOVM_CHECK_JOBS`), the functional tests (the longest)
+/// first: `xargs -P` hands each free slot the next check, and a lock keeps
+/// the result lines whole on the shared port (one at a time where the root
+/// filesystem lacks xargs or flock). The system's checks follow, one after
+/// another.
 pub fn run_script(tools: &[Tool]) -> String {
     let mut s = format!(
         r#"#!/bin/sh
@@ -76,9 +88,10 @@ pub fn run_script(tools: &[Tool]) -> String {
 # booted image, or on $BIOVM_RESULTS in a container's root filesystem
 # (where $BIOVM_CONTAINER is set).
 results=${{BIOVM_RESULTS:-{tty}}}
-exec >"$results" 2>&1 </dev/null
-if [ -c "$results" ]; then stty -F "$results" raw -echo 2>/dev/null || true; fi
-emit() {{ printf 'BIOVM %s\n' "$*"; }}
+here=$(pwd)
+# Checks that run at once take turns to write their result lines.
+if command -v flock >/dev/null 2>&1; then lock=flock; else lock=:; fi
+emit() {{ {{ $lock 9; printf 'BIOVM %s\n' "$*"; }} 9>>"$here/.emit.lock"; }}
 check() {{
     # name timeout script data-folder|-
     t0=$(date +%s%N)
@@ -88,27 +101,56 @@ check() {{
     t1=$(date +%s%N)
     emit check "$1" "$rc" "$(( (t1 - t0) / 1000000 ))" "$(printf '%s' "$out" | head -c {limit} | base64 -w0)"
 }}
-here=$(pwd)
+# xargs runs each parallel check through this script.
+if [ "${{1:-}}" = check ]; then shift; check "$@"; exit 0; fi
+exec >"$results" 2>&1 </dev/null
+if [ -c "$results" ]; then stty -F "$results" raw -echo 2>/dev/null || true; fi
 # The checks may start before the root filesystem is writable: they work
 # in /run (a tmpfs), never in the image.
 export HOME="$here/home" TMPDIR="$here/tmp"
 mkdir -p "$HOME" "$TMPDIR"
 emit start "$(cut -d' ' -f1 /proc/uptime)"
+jobs=${{BIOVM_CHECK_JOBS:-$(nproc 2>/dev/null || echo 1)}}
+if [ "$lock" != flock ] || ! command -v xargs >/dev/null 2>&1; then jobs=1; fi
+# Each line: name timeout script data-folder|-
+run_all() {{
+    if [ "$jobs" -gt 1 ]; then
+        xargs -P "$jobs" -L 1 sh "$here/run.sh" check
+    else
+        while read -r n t c d; do check "$n" "$t" "$c" "$d"; done
+    fi
+}}
 "#,
         tty = RESULTS_TTY,
         limit = OUTPUT_LIMIT
     );
-    for t in tools {
+    let line = |t: &Tool| {
         let data = if t.check.data.is_empty() {
             "-".to_string()
         } else {
-            format!("\"$here/data/{}\"", t.name)
+            format!("$here/data/{}", t.name)
         };
-        s.push_str(&format!(
-            "check {name} {timeout} \"$here/checks/{name}.sh\" {data}\n",
+        format!(
+            "{name} {timeout} $here/checks/{name}.sh {data}\n",
             name = t.name,
             timeout = t.check.timeout
-        ));
+        )
+    };
+    let (system, mut parallel): (Vec<&Tool>, Vec<&Tool>) =
+        tools.iter().partition(|t| t.category == SYSTEM_CATEGORY);
+    // Functional tests (named recipe/test) first: a long one started last
+    // would leave the other slots idle at the end.
+    parallel.sort_by_key(|t| !t.name.contains('/'));
+    if !parallel.is_empty() {
+        s.push_str("run_all <<EOF\n");
+        for t in &parallel {
+            s.push_str(&line(t));
+        }
+        s.push_str("EOF\n");
+    }
+    for t in system {
+        s.push_str("check ");
+        s.push_str(&line(t));
     }
     // Where the boot spent its time, for the report (after the checks, so it
     // does not delay them).
@@ -471,7 +513,7 @@ pub fn extract_vmdk(archive: &Path, dest: &Path) -> Result<()> {
 pub fn system_checks(image_bytes: u64, disk_bytes: u64, cloud: Cloud) -> Vec<Tool> {
     let check = |name: &str, command: String, expect: &str, timeout: u32| Tool {
         name: format!("system/{name}"),
-        category: "system".into(),
+        category: SYSTEM_CATEGORY.into(),
         check: crate::manifest::ToolCheck {
             command,
             expect: expect.into(),
@@ -536,7 +578,7 @@ if [ "$size" -gt {image_bytes} ]; then echo grown; else echo "not grown"; fi
 fn imds_check() -> Tool {
     Tool {
         name: "system/imdsv2".into(),
-        category: "system".into(),
+        category: SYSTEM_CATEGORY.into(),
         check: crate::manifest::ToolCheck {
             command: "(judged on the host from the metadata service's log)".into(),
             expect: "^IMDSv2: every read carried a session token$".into(),
@@ -625,7 +667,9 @@ pub fn boot_and_check(
         firmware,
         accel,
         cpus,
-        memory_mib: opts.memory_mib,
+        // Each processor runs a check at once: each gets the memory one
+        // guest of one processor would have.
+        memory_mib: opts.memory_mib.saturating_mul(cpus.max(1)),
         run_dir,
     };
     let (mut cmd, files) = vm.command()?;
@@ -845,9 +889,53 @@ mod tests {
             names,
             vec!["run.sh", "checks/bwa/index.sh", "data/bwa/index/ref.fa"]
         );
-        assert!(run_script(&[t]).contains(
-            "check bwa/index 60 \"$here/checks/bwa/index.sh\" \"$here/data/bwa/index\"\n"
-        ));
+        assert!(run_script(&[t])
+            .contains("\nbwa/index 60 $here/checks/bwa/index.sh $here/data/bwa/index\n"));
+    }
+
+    /// Unpack the checks drive for `tools` and run its run.sh with the
+    /// host's sh in container mode, `jobs` checks at once; the result lines.
+    fn run_drive(tools: &[Tool], jobs: usize) -> (Vec<Line>, String, tempfile::TempDir) {
+        let d = tempfile::tempdir().unwrap();
+        let tar = d.path().join("c.tar");
+        write_checks_drive(tools, &tar).unwrap();
+        let root = d.path().join("unpacked");
+        fs::create_dir(&root).unwrap();
+        tar::Archive::new(fs::File::open(&tar).unwrap())
+            .unpack(&root)
+            .unwrap();
+        let results = d.path().join("results.log");
+        crate::cmd::Cmd::new("sh")
+            .arg("./run.sh")
+            .current_dir(&root)
+            .env("BIOVM_CONTAINER", "1")
+            .env("BIOVM_RESULTS", &results)
+            .env("BIOVM_CHECK_JOBS", jobs.to_string())
+            .run()
+            .unwrap();
+        let text = fs::read_to_string(&results).unwrap();
+        let lines = text.lines().filter_map(parse_line).collect();
+        (lines, text, d)
+    }
+
+    /// The check results by name: (status, output).
+    fn checks_of(lines: &[Line]) -> std::collections::BTreeMap<String, (i32, String)> {
+        let mut m = std::collections::BTreeMap::new();
+        for l in lines {
+            if let Line::Check {
+                name,
+                status,
+                output,
+                ..
+            } = l
+            {
+                assert!(
+                    m.insert(name.clone(), (*status, output.clone())).is_none(),
+                    "{name} reported twice"
+                );
+            }
+        }
+        m
     }
 
     /// run.sh itself, run by the host's sh in container mode: every check
@@ -864,52 +952,119 @@ mod tests {
         fail.name = "reads/data".into();
         fail.check.command = "cat in.txt; touch out; exit 3".into();
         fail.check.data = vec![crate::manifest::DataFile::read(&data).unwrap()];
-        let tar = d.path().join("c.tar");
-        write_checks_drive(&[ok, fail], &tar).unwrap();
-        let root = d.path().join("unpacked");
-        fs::create_dir(&root).unwrap();
-        tar::Archive::new(fs::File::open(&tar).unwrap())
-            .unpack(&root)
-            .unwrap();
-        let results = d.path().join("results.log");
-        crate::cmd::Cmd::new("sh")
-            .arg("./run.sh")
-            .current_dir(&root)
-            .env("BIOVM_CONTAINER", "1")
-            .env("BIOVM_RESULTS", &results)
-            .run()
-            .unwrap();
-        let text = fs::read_to_string(&results).unwrap();
-        let lines: Vec<Line> = text.lines().filter_map(parse_line).collect();
-        assert!(matches!(lines[0], Line::Start(_)), "{text}");
-        match &lines[1] {
-            Line::Check {
-                name,
-                status,
-                output,
-                ..
-            } => {
-                assert_eq!((name.as_str(), *status), ("greet", 0));
-                assert_eq!(output, "hello\nto-stderr");
-            }
-            l => panic!("{l:?}"),
+        for jobs in [1, 2] {
+            let (lines, text, run) = run_drive(&[ok.clone(), fail.clone()], jobs);
+            assert!(matches!(lines[0], Line::Start(_)), "{text}");
+            let checks = checks_of(&lines);
+            assert_eq!(
+                checks.get("greet"),
+                Some(&(0, "hello\nto-stderr".to_string())),
+                "{text}"
+            );
+            assert_eq!(
+                checks.get("reads/data"),
+                Some(&(3, "planted".to_string())),
+                "{text}"
+            );
+            assert_eq!(lines.last(), Some(&Line::Done), "{text}");
+            assert_eq!(lines.len(), 4, "{text}");
+            // The test data was copied, never written in place.
+            let root = run.path().join("unpacked");
+            assert!(root.join("data/reads/data").is_dir());
+            assert!(!root.join("data/reads/data/out").exists());
         }
-        match &lines[2] {
-            Line::Check {
-                name,
-                status,
-                output,
-                ..
-            } => {
-                assert_eq!((name.as_str(), *status), ("reads/data", 3));
-                assert_eq!(output, "planted");
-            }
-            l => panic!("{l:?}"),
+    }
+
+    /// Two checks that each need the other running at the same time pass
+    /// with two slots and time out with one; the system's checks still run
+    /// one after another, after every tool's check.
+    #[test]
+    fn tool_checks_run_at_once_and_system_checks_after_them() {
+        let pair = |me: &str, other: &str| {
+            let mut t = tool("^met$", 0);
+            t.name = me.into();
+            t.check.timeout = 5;
+            t.check.command = format!(
+                "touch \"$TMPDIR/{me}\"\nwhile [ ! -e \"$TMPDIR/{other}\" ]; do sleep 0.05; done\necho met"
+            );
+            t
+        };
+        let mut sys1 = tool("^first$", 0);
+        sys1.name = "system/first".into();
+        sys1.category = SYSTEM_CATEGORY.into();
+        // Every tool check has reported by now, and no other system check
+        // runs beside this one.
+        sys1.check.command = "for n in a b; do test -e \"$TMPDIR/$n\"; done\n\
+            test ! -e \"$TMPDIR/second\"\nsleep 0.3\ntouch \"$TMPDIR/first\"\necho first"
+            .into();
+        let mut sys2 = tool("^second$", 0);
+        sys2.name = "system/second".into();
+        sys2.category = SYSTEM_CATEGORY.into();
+        sys2.check.command =
+            "test -e \"$TMPDIR/first\"\ntouch \"$TMPDIR/second\"\necho second".into();
+        let tools = [sys1, pair("a", "b"), sys2, pair("b", "a")];
+        let script = run_script(&tools);
+        assert!(
+            script.find("check system/second").unwrap()
+                > script.find("check system/first").unwrap(),
+            "system checks keep their order:\n{script}"
+        );
+
+        let (lines, text, _run) = run_drive(&tools, 2);
+        let checks = checks_of(&lines);
+        for (name, out) in [
+            ("a", "met"),
+            ("b", "met"),
+            ("system/first", "first"),
+            ("system/second", "second"),
+        ] {
+            assert_eq!(checks.get(name), Some(&(0, out.to_string())), "{text}");
         }
-        assert_eq!(lines[3], Line::Done);
-        assert_eq!(lines.len(), 4, "{text}");
-        // The test data was copied, never written in place.
-        assert!(!root.join("data/reads/data/out").exists());
+        let order: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Check { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(&order[2..], ["system/first", "system/second"], "{text}");
+
+        // One slot: the first of the pair waits for the second in vain.
+        let (lines, text, _run) = run_drive(&tools, 1);
+        let checks = checks_of(&lines);
+        assert_eq!(checks.get("a").map(|c| c.0), Some(124), "{text}");
+    }
+
+    /// Many checks with long outputs, four at once: every result line
+    /// arrives whole.
+    #[test]
+    fn parallel_result_lines_never_interleave() {
+        let tools: Vec<Tool> = (0..12)
+            .map(|i| {
+                let mut t = tool("x", 0);
+                t.name = format!("t{i}");
+                // 48 KiB of this check's own letter, in several writes.
+                t.check.command = format!(
+                    "for i in $(seq 48); do head -c 1023 /dev/zero | tr '\\0' '{}'; echo; done",
+                    (b'a' + i as u8) as char
+                );
+                t
+            })
+            .collect();
+        let (lines, text, _run) = run_drive(&tools, 4);
+        let checks = checks_of(&lines);
+        assert_eq!(checks.len(), 12, "{}", &text[..text.len().min(2000)]);
+        for (i, t) in tools.iter().enumerate() {
+            let letter = (b'a' + i as u8) as char;
+            let (status, out) = &checks[&t.name];
+            assert_eq!(*status, 0);
+            assert_eq!(out.len(), 48 * 1024 - 1, "{}", t.name);
+            assert!(
+                out.chars().all(|c| c == letter || c == '\n'),
+                "{}: foreign bytes in its output",
+                t.name
+            );
+        }
     }
 
     #[test]
@@ -949,7 +1104,7 @@ mod tests {
         let names = entry_names(&p);
         assert_eq!(names, vec!["run.sh", "checks/bwa.sh"]);
         let script = run_script(&[tool("x", 0)]);
-        assert!(script.contains("check bwa 60 \"$here/checks/bwa.sh\" -\n"));
+        assert!(script.contains("\nbwa 60 $here/checks/bwa.sh -\n"));
         assert!(script.contains("emit done"));
     }
 }
