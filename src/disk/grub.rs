@@ -48,13 +48,25 @@ const EFI_MODULES: &[&str] = &["efi_gop", "efi_uga", "all_video"];
 const PC_MODULES: &[&str] = &["biosdisk", "vga_text"];
 
 /// The config embedded in both images: find the root filesystem by UUID
-/// and read the menu it carries.
-fn embedded_cfg(root_uuid: &str) -> String {
-    format!(
+/// and read the menu it carries. The BIOS image first turns on the serial
+/// console (UEFI firmware already copies its console there), so that a
+/// disk whose root filesystem GRUB cannot find says so where clouds and
+/// `biovm test` read, not only on a screen nobody sees.
+fn embedded_cfg(root_uuid: &str, serial: bool) -> String {
+    let mut s = String::new();
+    if serial {
+        s.push_str(
+            "serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1\n\
+terminal_input serial console\n\
+terminal_output serial console\n",
+        );
+    }
+    s.push_str(&format!(
         "search --no-floppy --fs-uuid --set=root {root_uuid}\n\
 set prefix=($root)/boot/grub\n\
 configfile ($root)/boot/grub/grub.cfg\n"
-    )
+    ));
+    s
 }
 
 fn mkimage(
@@ -66,7 +78,7 @@ fn mkimage(
     root_uuid: &str,
 ) -> Result<PathBuf> {
     let cfg = work.join(format!("embedded-{format}.cfg"));
-    fs::write(&cfg, embedded_cfg(root_uuid))?;
+    fs::write(&cfg, embedded_cfg(root_uuid, format == "i386-pc"))?;
     let out = work.join(out);
     Cmd::new("grub-mkimage")
         .arg("-O")

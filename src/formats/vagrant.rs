@@ -1,7 +1,7 @@
 //! Vagrant box for the `virtualbox` provider.
 //!
-//! Follows Vagrant's "Box File Format" documentation (a tar, here gzip
-//! compressed, whose root holds `metadata.json` naming the provider) and
+//! Follows Vagrant's "Box File Format" documentation (a tar, here in a
+//! gzip stream, whose root holds `metadata.json` naming the provider) and
 //! the VirtualBox provider's "Creating a Base Box" page (the box holds the
 //! exported OVF package `box.ovf` + disk, and a `Vagrantfile` setting
 //! `config.vm.base_mac` to the MAC in the OVF). The gzip header carries
@@ -44,7 +44,10 @@ pub fn write_vagrant_box_from_vmdk(vmdk: &Path, dest: &Path, ctx: &FormatContext
     let (a, f) = AtomicFile::create(dest)?;
     let gz = GzBuilder::new()
         .mtime(ctx.source_date_epoch.min(u64::from(u32::MAX)) as u32)
-        .write(BufWriter::new(f), Compression::default());
+        // Stored, not compressed: nearly all of the box is the VMDK, whose
+        // grains are deflated already, so compressing it again costs a
+        // core for seconds and saves next to nothing.
+        .write(BufWriter::new(f), Compression::none());
     let mut t = DetTar::new(gz, ctx.source_date_epoch);
     t.add_bytes("metadata.json", br#"{"provider":"virtualbox"}"#)?;
     t.add_bytes("Vagrantfile", vagrantfile(ctx).as_bytes())?;

@@ -112,14 +112,6 @@ mkdir -p "$HOME" "$TMPDIR"
 emit start "$(cut -d' ' -f1 /proc/uptime)"
 jobs=${{BIOVM_CHECK_JOBS:-$(nproc 2>/dev/null || echo 1)}}
 if [ "$lock" != flock ] || ! command -v xargs >/dev/null 2>&1; then jobs=1; fi
-# Each line: name timeout script data-folder|-
-run_all() {{
-    if [ "$jobs" -gt 1 ]; then
-        xargs -P "$jobs" -L 1 sh "$here/run.sh" check
-    else
-        while read -r n t c d; do check "$n" "$t" "$c" "$d"; done
-    fi
-}}
 "#,
         tty = RESULTS_TTY,
         limit = OUTPUT_LIMIT
@@ -136,17 +128,28 @@ run_all() {{
             timeout = t.check.timeout
         )
     };
-    let (system, mut parallel): (Vec<&Tool>, Vec<&Tool>) =
+    let (system, in_order): (Vec<&Tool>, Vec<&Tool>) =
         tools.iter().partition(|t| t.category == SYSTEM_CATEGORY);
-    // Functional tests (named recipe/test) first: a long one started last
-    // would leave the other slots idle at the end.
-    parallel.sort_by_key(|t| !t.name.contains('/'));
-    if !parallel.is_empty() {
-        s.push_str("run_all <<EOF\n");
-        for t in &parallel {
+    if !in_order.is_empty() {
+        // Several at once: the functional tests (named recipe/test) first,
+        // since a long one started last would leave the other slots idle
+        // at the end. One at a time: in the given order. Each line: name
+        // timeout script data-folder|-.
+        let mut longest_first = in_order.clone();
+        longest_first.sort_by_key(|t| !t.name.contains('/'));
+        s.push_str(
+            "if [ \"$jobs\" -gt 1 ]; then\nxargs -P \"$jobs\" -L 1 sh \"$here/run.sh\" check <<EOF\n",
+        );
+        for t in &longest_first {
             s.push_str(&line(t));
         }
-        s.push_str("EOF\n");
+        s.push_str(
+            "EOF\nelse\nwhile read -r n t c d; do check \"$n\" \"$t\" \"$c\" \"$d\"; done <<EOF\n",
+        );
+        for t in &in_order {
+            s.push_str(&line(t));
+        }
+        s.push_str("EOF\nfi\n");
     }
     for t in system {
         s.push_str("check ");
@@ -952,6 +955,14 @@ mod tests {
         fail.name = "reads/data".into();
         fail.check.command = "cat in.txt; touch out; exit 3".into();
         fail.check.data = vec![crate::manifest::DataFile::read(&data).unwrap()];
+        // Several at once, the functional test goes first.
+        let script = run_script(&[ok.clone(), fail.clone()]);
+        let xargs_list =
+            &script[script.find("xargs -P").unwrap()..script.find("\nelse\nwhile").unwrap()];
+        assert!(
+            xargs_list.find("\nreads/data ").unwrap() < xargs_list.find("\ngreet ").unwrap(),
+            "{script}"
+        );
         for jobs in [1, 2] {
             let (lines, text, run) = run_drive(&[ok.clone(), fail.clone()], jobs);
             assert!(matches!(lines[0], Line::Start(_)), "{text}");
@@ -968,6 +979,13 @@ mod tests {
             );
             assert_eq!(lines.last(), Some(&Line::Done), "{text}");
             assert_eq!(lines.len(), 4, "{text}");
+            if jobs == 1 {
+                // One at a time, in the given order.
+                assert!(
+                    matches!(&lines[1], Line::Check { name, .. } if name == "greet"),
+                    "{text}"
+                );
+            }
             // The test data was copied, never written in place.
             let root = run.path().join("unpacked");
             assert!(root.join("data/reads/data").is_dir());
