@@ -131,12 +131,20 @@ if [ "$lock" != flock ] || ! command -v xargs >/dev/null 2>&1; then jobs=1; fi
     let (system, in_order): (Vec<&Tool>, Vec<&Tool>) =
         tools.iter().partition(|t| t.category == SYSTEM_CATEGORY);
     if !in_order.is_empty() {
-        // Several at once: the functional tests (named recipe/test) first,
-        // since a long one started last would leave the other slots idle
-        // at the end. One at a time: in the given order. Each line: name
+        // Several at once: one quick version check, so the first result
+        // comes as soon as it would one at a time, then the functional
+        // tests (named recipe/test), since a long one started last would
+        // leave the other slots idle at the end, then the other version
+        // checks. One at a time: in the given order. Each line: name
         // timeout script data-folder|-.
-        let mut longest_first = in_order.clone();
-        longest_first.sort_by_key(|t| !t.name.contains('/'));
+        let (functional, mut quick): (Vec<&Tool>, Vec<&Tool>) =
+            in_order.iter().partition(|t| t.name.contains('/'));
+        let mut longest_first: Vec<&Tool> = Vec::with_capacity(in_order.len());
+        if !quick.is_empty() {
+            longest_first.push(quick.remove(0));
+        }
+        longest_first.extend(functional);
+        longest_first.extend(quick);
         s.push_str(
             "if [ \"$jobs\" -gt 1 ]; then\nxargs -P \"$jobs\" -L 1 sh \"$here/run.sh\" check <<EOF\n",
         );
@@ -955,14 +963,20 @@ mod tests {
         fail.name = "reads/data".into();
         fail.check.command = "cat in.txt; touch out; exit 3".into();
         fail.check.data = vec![crate::manifest::DataFile::read(&data).unwrap()];
-        // Several at once, the functional test goes first.
-        let script = run_script(&[ok.clone(), fail.clone()]);
+        // Several at once: one version check, the functional tests, the
+        // other version checks.
+        let mut other = ok.clone();
+        other.name = "other".into();
+        let script = run_script(&[ok.clone(), other, fail.clone()]);
         let xargs_list =
             &script[script.find("xargs -P").unwrap()..script.find("\nelse\nwhile").unwrap()];
-        assert!(
-            xargs_list.find("\nreads/data ").unwrap() < xargs_list.find("\ngreet ").unwrap(),
-            "{script}"
-        );
+        let names: Vec<&str> = xargs_list
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split(' ').next())
+            .filter(|n| *n != "EOF")
+            .collect();
+        assert_eq!(names, ["greet", "reads/data", "other"], "{script}");
         for jobs in [1, 2] {
             let (lines, text, run) = run_drive(&[ok.clone(), fail.clone()], jobs);
             assert!(matches!(lines[0], Line::Start(_)), "{text}");
