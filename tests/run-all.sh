@@ -10,9 +10,8 @@
 #
 # The BioLinux test runs after the rest, never beside it: measured beside
 # it, three guests on two cores starved a matrix boot (a device timeout in
-# systemd). It took 18 minutes in the run measured on 2 cores (build 606 s,
-# partly beside another test; one boot with 251 checks, two at a time,
-# 494 s).
+# systemd). In a full .ci/run on 2 cores it took 831 s (build 420 s; one
+# boot with 251 checks, two at a time, 411 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
