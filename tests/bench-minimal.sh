@@ -44,9 +44,13 @@ for fw in ("uefi", "bios"):
     print(f"{fw + ' boot to first result':<27} {r['first_check_secs']:7.1f}")
     print(f"{fw + ' all checks':<27} {sum(c['seconds'] for c in r['results']):7.1f}   ({len(r['results'])} checks, total boot {r['total_secs']:.1f} s)")
 m = report("bench-matrix.json")
-print(f"{'VM matrix (wall)':<27} {t3 - t2:7.1f}   ({len(m)} boots, {sum(1 for r in m if r['error'] is None and all(c['result'] == 'passed' for c in r['results']))} passed)")
+passed = sum(1 for r in m if r['error'] is None and all(c['result'] == 'passed' for c in r['results']))
+shared = sum(1 for r in m if r.get('same_boot_as'))
+vms = sum(1 for r in m if r['firmware'] != 'container')
+print(f"{'matrix (wall)':<27} {t3 - t2:7.1f}   ({len(m)} cells, {passed} passed: {vms - shared} VM boots, {shared} VM cells sharing a boot of the same disk, {len(m) - vms} containers)")
 for r in m:
-    print(f"  {r['artifact'] + ' ' + r['firmware']:<25} {r['total_secs']:7.1f}   ({r['bus']}, checks start at {r['boot_secs'] or 0:.1f} s)")
+    how = f"same disk as {r['same_boot_as']}" if r.get('same_boot_as') else f"checks start at {r['boot_secs'] or 0:.1f} s"
+    print(f"  {r['artifact'] + ' ' + r['firmware']:<25} {r['total_secs']:7.1f}   ({r['bus']}, {how})")
 raw = os.path.join(out, "minimal.raw")
 st = os.stat(raw)
 print(f"{'disk size (apparent)':<27} {st.st_size / 2**20:7.0f} MiB")

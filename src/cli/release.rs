@@ -169,6 +169,7 @@ pub fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<ExitCode> {
             boot_timeout: Duration::from_secs(a.boot_timeout),
             jobs,
             memory_mib: a.memory,
+            boot_identical_disks: false,
         },
     };
     let publisher = CliPublisher {

@@ -42,6 +42,12 @@ pub struct TestArgs {
     /// once as it has processors).
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     pub memory: u32,
+    /// Boot every artifact's disk, even one that is byte-for-byte the disk
+    /// of another artifact booted on the same controller and firmware (the
+    /// VMDK inside the OVA and the Vagrant box is the `vmdk` artifact's):
+    /// by default such a cell reports that boot's results and names it.
+    #[arg(long)]
+    pub boot_identical_disks: bool,
 }
 
 /// What to test: artifacts (path and format), the checks, the firmware.
@@ -164,6 +170,7 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
         boot_timeout: Duration::from_secs(a.boot_timeout),
         jobs: a.jobs.unwrap_or_else(smoke::default_jobs),
         memory_mib: a.memory,
+        boot_identical_disks: a.boot_identical_disks,
     };
     let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;
     if g.json {

@@ -779,6 +779,8 @@ pub fn test_container(
         error: None,
         serial_log: log_path.clone(),
         boot_analysis: Default::default(),
+        disk_sha256: None,
+        same_boot_as: None,
     };
     let mut cmd = Cmd::new("unshare");
     // --kill-child: when unshare dies (or is killed at the timeout), the

@@ -71,26 +71,108 @@ fn container_timeout(tools: &[Tool]) -> Duration {
     )
 }
 
+/// How the matrix treats one job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sharing {
+    /// The earlier job whose boot this one would repeat exactly.
+    pub same_boot_as: Option<usize>,
+    /// The SHA-256 of the disk QEMU boots, where it was compared.
+    pub disk_sha256: Option<String>,
+}
+
+/// For each job, whether it repeats an earlier job's boot: a VM cell whose
+/// disk is byte-for-byte an earlier cell's (an OVA and a Vagrant box carry
+/// the very VMDK the build wrote as the `vmdk` artifact), read by QEMU in
+/// the same format, on the same controller, under the same firmware and
+/// cloud. Only disks that another artifact could match are hashed. A disk
+/// that cannot be read is not shared: its own boot reports why.
+pub fn shared_boots(jobs: &[Job]) -> Vec<Sharing> {
+    use std::collections::HashMap;
+    let cells: Vec<Option<&Cell>> = jobs
+        .iter()
+        .map(|j| match j {
+            Job::Vm(c) => Some(c),
+            Job::Container { .. } => None,
+        })
+        .collect();
+    // How an artifact's disk boots, its bytes aside: QEMU's disk format,
+    // the controller, the cloud data source.
+    type How = (&'static str, &'static str, &'static str);
+    let how = |c: &Cell| -> Option<How> {
+        super::qemu_format(&c.artifact, c.format)
+            .ok()
+            .map(|f| (f, c.bus.as_str(), c.cloud.datasource()))
+    };
+    let mut digests: HashMap<&Path, String> = HashMap::new();
+    for c in cells.iter().flatten() {
+        let Some(h) = how(c) else { continue };
+        if digests.contains_key(c.artifact.as_path())
+            || !cells
+                .iter()
+                .flatten()
+                .any(|o| o.artifact != c.artifact && how(o) == Some(h))
+        {
+            continue;
+        }
+        match super::boot_disk_sha256(&c.artifact, c.format) {
+            Ok((sha, _)) => {
+                digests.insert(&c.artifact, sha);
+            }
+            Err(e) => log::warn!("{e:#}: its cells boot on their own"),
+        }
+    }
+    // The first job of each disk, way of booting and firmware.
+    let mut first: HashMap<(String, How, &str), usize> = HashMap::new();
+    let mut sharing = vec![Sharing::default(); jobs.len()];
+    for (i, c) in cells.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let (Some(h), Some(sha)) = (how(c), digests.get(c.artifact.as_path())) else {
+            continue;
+        };
+        sharing[i].disk_sha256 = Some(sha.clone());
+        let key = (sha.clone(), h, c.firmware.as_str());
+        match first.get(&key) {
+            Some(&p) => sharing[i].same_boot_as = Some(p),
+            None => {
+                first.insert(key, i);
+            }
+        }
+    }
+    sharing
+}
+
 /// Run every job, up to `opts.jobs` at once; VM guests get an equal share
-/// of the cores. Reports come back in the jobs' order; a job that fails to
-/// start gets a failed report naming why.
+/// of the cores. A VM cell that would repeat an earlier cell's boot
+/// exactly ([`shared_boots`]) is not booted again unless
+/// `opts.boot_identical_disks`: its report is that boot's, naming it.
+/// Reports come back in the jobs' order; a job that fails to start gets a
+/// failed report naming why.
 pub fn run_jobs(
     jobs: &[Job],
     tools: &[Tool],
     run_dir: &Path,
     opts: &TestOptions,
 ) -> Vec<BootReport> {
-    let workers = opts.jobs.clamp(1, jobs.len().max(1));
+    let sharing = if opts.boot_identical_disks {
+        vec![Sharing::default(); jobs.len()]
+    } else {
+        shared_boots(jobs)
+    };
+    let own: Vec<usize> = (0..jobs.len())
+        .filter(|&i| sharing[i].same_boot_as.is_none())
+        .collect();
+    let workers = opts.jobs.clamp(1, own.len().max(1));
     let cpus = (default_jobs() / workers).max(1) as u32;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<BootReport>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
-    let done = crate::progress::units("test", "boots", jobs.len() as u64, "boots");
+    let done = crate::progress::units("test", "boots", own.len() as u64, "boots");
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(job) = jobs.get(i) else { break };
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(&i) = own.get(n) else { break };
+                let job = &jobs[i];
                 let stage = crate::progress::start("test", &job.label());
                 let r = match job {
                     Job::Vm(cell) => {
@@ -124,7 +206,7 @@ pub fn run_jobs(
         }
     });
     done.finish();
-    slots
+    let mut reports: Vec<BootReport> = slots
         .into_iter()
         .zip(jobs)
         .map(|(m, j)| {
@@ -132,7 +214,25 @@ pub fn run_jobs(
                 j.failed(&anyhow::anyhow!("{}: the test thread died", j.label()))
             })
         })
-        .collect()
+        .collect();
+    for (i, share) in sharing.iter().enumerate() {
+        reports[i].disk_sha256.clone_from(&share.disk_sha256);
+        let (Some(p), Job::Vm(cell)) = (share.same_boot_as, &jobs[i]) else {
+            continue;
+        };
+        let mut r = reports[p].clone();
+        r.name_cell(cell);
+        r.same_boot_as = Some(reports[p].cell());
+        log::info!(
+            "{}: its disk is byte-for-byte the disk of {} (sha256 {}), booted the same way: \
+             its results are that boot's",
+            r.cell(),
+            reports[p].cell(),
+            share.disk_sha256.as_deref().unwrap_or("")
+        );
+        reports[i] = r;
+    }
+    reports
 }
 
 /// Test `artifacts` with `tools` (the whole matrix), and write
@@ -240,6 +340,7 @@ mod tests {
             boot_timeout: Duration::from_secs(5),
             jobs: 1,
             memory_mib: 256,
+            boot_identical_disks: false,
         };
         let r = run_jobs(&jobs, &[], d.path(), &opts);
         assert_eq!(r.len(), 1);
@@ -253,5 +354,194 @@ mod tests {
             "{:?}",
             r[0].error
         );
+    }
+
+    /// A tar archive at `path` holding `members` (name, bytes), gzip-compressed
+    /// when `gz` (as a Vagrant box is).
+    fn archive(path: &Path, members: &[(&str, &[u8])], gz: bool) {
+        let file = std::fs::File::create(path).unwrap();
+        let w: Box<dyn std::io::Write> = if gz {
+            Box::new(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::fast(),
+            ))
+        } else {
+            Box::new(file)
+        };
+        let mut b = tar::Builder::new(w);
+        for (name, bytes) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *bytes).unwrap();
+        }
+        b.into_inner().unwrap().flush().unwrap();
+    }
+
+    fn artifacts(dir: &Path, ova_disk: &[u8]) -> Vec<(PathBuf, Format)> {
+        let disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
+        let p = |n: &str| dir.join(n);
+        std::fs::write(p("m.raw"), &disk).unwrap();
+        std::fs::write(p("m.vmdk"), &disk).unwrap();
+        std::fs::write(p("m.vdi"), &disk).unwrap();
+        archive(
+            &p("m.ova"),
+            &[("m.ovf", b"<Envelope/>"), ("m-disk001.vmdk", ova_disk)],
+            false,
+        );
+        archive(
+            &p("m.box"),
+            &[("metadata.json", b"{}"), ("box-disk001.vmdk", &disk)],
+            true,
+        );
+        [
+            ("m.raw", Format::Raw),
+            ("m.vmdk", Format::Vmdk),
+            ("m.vdi", Format::Vdi),
+            ("m.ova", Format::Ova),
+            ("m.box", Format::Vagrant),
+            ("m.tar.gz", Format::Tarball),
+        ]
+        .iter()
+        .map(|(n, f)| (p(n), *f))
+        .collect()
+    }
+
+    /// Which job each job shares its boot with, by label.
+    fn shared_labels(jobs: &[Job]) -> Vec<(String, Option<String>)> {
+        shared_boots(jobs)
+            .iter()
+            .zip(jobs)
+            .map(|(s, j)| (j.label(), s.same_boot_as.map(|p| jobs[p].label())))
+            .collect()
+    }
+
+    #[test]
+    fn identical_disks_share_a_boot_per_firmware_and_nothing_else_does() {
+        let d = tempfile::tempdir().unwrap();
+        let disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
+        let arts = artifacts(d.path(), &disk);
+        let jobs = jobs(&arts, &[BootMode::Uefi, BootMode::Bios]);
+        let s = |l: &str, p: Option<&str>| (l.to_string(), p.map(String::from));
+        assert_eq!(
+            shared_labels(&jobs),
+            [
+                // The raw disk boots on NVMe with EC2's metadata service and
+                // the VDI is read as VDI: the same bytes, another boot.
+                s("raw-uefi", None),
+                s("raw-bios", None),
+                s("vmdk-uefi", None),
+                s("vmdk-bios", None),
+                s("vdi-uefi", None),
+                s("vdi-bios", None),
+                s("ova-uefi", Some("vmdk-uefi")),
+                s("ova-bios", Some("vmdk-bios")),
+                s("vagrant-uefi", Some("vmdk-uefi")),
+                s("vagrant-bios", Some("vmdk-bios")),
+                s("tarball", None),
+            ]
+        );
+        // Only disks another artifact could match were read and hashed.
+        let sharing = shared_boots(&jobs);
+        let hashed: Vec<String> = sharing
+            .iter()
+            .zip(&jobs)
+            .filter(|(s, _)| s.disk_sha256.is_some())
+            .map(|(_, j)| j.label())
+            .collect();
+        assert_eq!(
+            hashed,
+            [
+                "vmdk-uefi",
+                "vmdk-bios",
+                "ova-uefi",
+                "ova-bios",
+                "vagrant-uefi",
+                "vagrant-bios"
+            ]
+        );
+        assert_eq!(
+            sharing[2].disk_sha256.as_deref(),
+            Some(
+                crate::fsutil::sha256_file(&d.path().join("m.vmdk"))
+                    .unwrap()
+                    .as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn a_disk_that_differs_by_one_byte_or_cannot_be_read_boots_on_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let mut disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
+        disk[4321] ^= 1;
+        let arts = artifacts(d.path(), &disk);
+        let jobs = jobs(&arts, &[BootMode::Uefi]);
+        let shared: Vec<(String, Option<String>)> = shared_labels(&jobs)
+            .into_iter()
+            .filter(|(_, p)| p.is_some())
+            .collect();
+        assert_eq!(
+            shared,
+            [("vagrant-uefi".to_string(), Some("vmdk-uefi".to_string()))]
+        );
+        // An OVA that is not a tar archive: no sharing, and its own boot
+        // will say what is wrong with it.
+        std::fs::write(d.path().join("m.ova"), b"garbage").unwrap();
+        let shared = shared_labels(&jobs);
+        assert_eq!(shared[3], ("ova-uefi".to_string(), None));
+        assert_eq!(
+            shared[4],
+            ("vagrant-uefi".to_string(), Some("vmdk-uefi".to_string()))
+        );
+    }
+
+    /// A cell that shares a boot reports that boot's results under its own
+    /// artifact's name and names the boot; with `boot_identical_disks`
+    /// every cell boots (here: fails to, the disks are not disks).
+    #[test]
+    fn a_shared_cell_reports_the_boot_it_shares_under_its_own_name() {
+        let d = tempfile::tempdir().unwrap();
+        let disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
+        let arts: Vec<(PathBuf, Format)> = artifacts(d.path(), &disk)
+            .into_iter()
+            .filter(|(_, f)| matches!(f, Format::Vmdk | Format::Ova))
+            .collect();
+        let jobs = jobs(&arts, &[BootMode::Bios]);
+        let mut opts = TestOptions {
+            boot_timeout: Duration::from_secs(5),
+            jobs: 2,
+            memory_mib: 256,
+            boot_identical_disks: false,
+        };
+        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        assert_eq!(
+            (r[0].cell().as_str(), r[1].cell().as_str()),
+            ("m.vmdk bios", "m.ova bios")
+        );
+        assert_eq!(r[1].format, "ova");
+        assert_eq!(r[1].same_boot_as.as_deref(), Some("m.vmdk bios"));
+        assert_eq!(r[0].same_boot_as, None);
+        assert_eq!(r[1].disk_sha256, r[0].disk_sha256);
+        // The boot failed (no disk QEMU can read), and so does its copy.
+        let e = r[0].error.as_deref().unwrap();
+        assert!(e.contains("m.vmdk"), "{e}");
+        assert_eq!(r[1].error.as_deref(), Some(e));
+        let table = report::table(&r);
+        assert!(
+            table.contains("m.ova bios: FAILED (") && table.contains("same disk as m.vmdk bios"),
+            "{table}"
+        );
+        let junit = report::junit(&r);
+        assert!(
+            junit.contains("<property name=\"same-boot-as\" value=\"m.vmdk bios\"/>"),
+            "{junit}"
+        );
+        opts.boot_identical_disks = true;
+        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        assert_eq!(r[1].same_boot_as, None);
+        let e = r[1].error.as_deref().unwrap();
+        assert!(e.contains("m.ova"), "{e}");
     }
 }

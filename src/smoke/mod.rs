@@ -49,6 +49,9 @@ pub struct TestOptions {
     /// Parallel guests.
     pub jobs: usize,
     pub memory_mib: u32,
+    /// Boot every cell, even one whose disk is byte-for-byte the disk of
+    /// another cell booted the same way (see `matrix::shared_boots`).
+    pub boot_identical_disks: bool,
 }
 
 impl Default for TestOptions {
@@ -57,6 +60,7 @@ impl Default for TestOptions {
             boot_timeout: Duration::from_secs(300),
             jobs: default_jobs(),
             memory_mib: 2048,
+            boot_identical_disks: false,
         }
     }
 }
@@ -459,23 +463,14 @@ fn bootable_disk(cell: &Cell, scratch: &Path) -> Result<(PathBuf, &'static str)>
     disk_to_boot(&cell.artifact, cell.format, scratch)
 }
 
-/// The disk QEMU boots for `artifact`, and its QEMU format name. OVA and
-/// Vagrant boxes carry a streamOptimized VMDK inside a tar (gzip-compressed
-/// for Vagrant): it is copied out to `scratch`, as VirtualBox would import it.
-pub fn disk_to_boot(
-    artifact: &Path,
-    format: Format,
-    scratch: &Path,
-) -> Result<(PathBuf, &'static str)> {
+/// The QEMU format name of the disk a `format` artifact boots from (for an
+/// OVA or a Vagrant box, of the VMDK inside it).
+pub(crate) fn qemu_format(artifact: &Path, format: Format) -> Result<&'static str> {
     Ok(match format {
-        Format::Raw => (artifact.to_path_buf(), "raw"),
-        Format::Qcow2 => (artifact.to_path_buf(), "qcow2"),
-        Format::Vmdk => (artifact.to_path_buf(), "vmdk"),
-        Format::Vdi => (artifact.to_path_buf(), "vdi"),
-        Format::Ova | Format::Vagrant => {
-            extract_vmdk(artifact, scratch)?;
-            (scratch.to_path_buf(), "vmdk")
-        }
+        Format::Raw => "raw",
+        Format::Qcow2 => "qcow2",
+        Format::Vmdk | Format::Ova | Format::Vagrant => "vmdk",
+        Format::Vdi => "vdi",
         f => anyhow::bail!(
             "{}: a {} artifact is not a disk to boot",
             artifact.display(),
@@ -484,9 +479,46 @@ pub fn disk_to_boot(
     })
 }
 
+/// Whether the disk of a `format` artifact sits inside an archive.
+fn disk_in_archive(format: Format) -> bool {
+    matches!(format, Format::Ova | Format::Vagrant)
+}
+
+/// The disk QEMU boots for `artifact`, and its QEMU format name. OVA and
+/// Vagrant boxes carry a streamOptimized VMDK inside a tar (gzip-compressed
+/// for Vagrant): it is copied out to `scratch`, as VirtualBox would import it.
+pub fn disk_to_boot(
+    artifact: &Path,
+    format: Format,
+    scratch: &Path,
+) -> Result<(PathBuf, &'static str)> {
+    let qf = qemu_format(artifact, format)?;
+    if disk_in_archive(format) {
+        extract_vmdk(artifact, scratch)?;
+        Ok((scratch.to_path_buf(), qf))
+    } else {
+        Ok((artifact.to_path_buf(), qf))
+    }
+}
+
 /// Copy the first `.vmdk` member of the (possibly gzip-compressed) tar
 /// `archive` to `dest`.
 pub fn extract_vmdk(archive: &Path, dest: &Path) -> Result<()> {
+    with_vmdk_member(archive, |name, member| {
+        let mut out =
+            fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+        std::io::copy(member, &mut out)
+            .with_context(|| format!("extracting {name} from {}", archive.display()))?;
+        Ok(())
+    })
+}
+
+/// Call `f` with the name and contents of the first `.vmdk` member of the
+/// (possibly gzip-compressed) tar `archive`.
+fn with_vmdk_member<T>(
+    archive: &Path,
+    f: impl FnOnce(&str, &mut dyn std::io::Read) -> Result<T>,
+) -> Result<T> {
     use std::io::Read;
     let open =
         || fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()));
@@ -505,14 +537,29 @@ pub fn extract_vmdk(archive: &Path, dest: &Path) -> Result<()> {
         let mut e = e.with_context(|| format!("reading {}", archive.display()))?;
         let name = e.path()?.to_string_lossy().into_owned();
         if name.ends_with(".vmdk") {
-            let mut out = fs::File::create(dest)
-                .with_context(|| format!("cannot create {}", dest.display()))?;
-            std::io::copy(&mut e, &mut out)
-                .with_context(|| format!("extracting {name} from {}", archive.display()))?;
-            return Ok(());
+            return f(&name, &mut e);
         }
     }
     anyhow::bail!("{} holds no .vmdk disk", archive.display())
+}
+
+/// The SHA-256 of the disk QEMU boots for `artifact` (for an OVA or a
+/// Vagrant box, of the VMDK inside it, read from the archive without
+/// writing it out), and that disk's QEMU format.
+pub fn boot_disk_sha256(artifact: &Path, format: Format) -> Result<(String, &'static str)> {
+    use sha2::Digest;
+    let qf = qemu_format(artifact, format)?;
+    let sha = if disk_in_archive(format) {
+        with_vmdk_member(artifact, |name, member| {
+            let mut h = sha2::Sha256::new();
+            std::io::copy(member, &mut h)
+                .with_context(|| format!("reading {name} in {}", artifact.display()))?;
+            Ok(crate::fsutil::hex(&h.finalize()))
+        })?
+    } else {
+        crate::fsutil::sha256_file(artifact)?
+    };
+    Ok((sha, qf))
 }
 
 /// Checks of the booted system itself, run after the tools' checks in
@@ -653,7 +700,10 @@ pub fn boot_and_check(
         Ok(v) => v,
         Err(e) => {
             cleanup();
-            return Err(e);
+            return Err(e.context(format!(
+                "{}: its disk cannot be readied to boot",
+                cell.artifact.display()
+            )));
         }
     };
     let all: Vec<Tool> = tools
@@ -688,13 +738,7 @@ pub fn boot_and_check(
         let _ = fs::remove_file(p);
     }
     let mut report = BootReport::new(firmware, accel, files.console_log.clone());
-    report.artifact = cell
-        .artifact
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    report.format = cell.format.as_str();
-    report.bus = cell.bus.as_str();
+    report.name_cell(cell);
     report.prepare_secs = prepare_secs;
     let t0 = Instant::now();
     let mut guest = cmd.spawn()?;

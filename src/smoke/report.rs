@@ -86,6 +86,14 @@ pub struct BootReport {
     pub serial_log: PathBuf,
     /// What the guest said about its boot (systemd-analyze), by topic.
     pub boot_analysis: std::collections::BTreeMap<String, String>,
+    /// The SHA-256 of the disk QEMU booted, where it was compared with
+    /// another cell's.
+    pub disk_sha256: Option<String>,
+    /// The cell (`minimal.vmdk uefi`) whose boot this cell's results are:
+    /// its disk is byte-for-byte that cell's, booted on the same controller
+    /// under the same firmware and cloud, so booting it again would repeat
+    /// that boot.
+    pub same_boot_as: Option<String>,
 }
 
 impl BootReport {
@@ -105,6 +113,8 @@ impl BootReport {
             error: None,
             serial_log,
             boot_analysis: Default::default(),
+            disk_sha256: None,
+            same_boot_as: None,
         }
     }
 
@@ -119,16 +129,21 @@ impl BootReport {
 }
 
 impl BootReport {
-    /// The report of a cell whose boot could not even be set up.
-    pub fn failed_to_start(cell: &super::Cell, e: &anyhow::Error) -> BootReport {
-        let mut r = BootReport::new(cell.firmware, super::qemu::accel(), PathBuf::new());
-        r.artifact = cell
+    /// Name `cell`'s artifact (its file name), format and disk controller.
+    pub fn name_cell(&mut self, cell: &super::Cell) {
+        self.artifact = cell
             .artifact
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        r.format = cell.format.as_str();
-        r.bus = cell.bus.as_str();
+        self.format = cell.format.as_str();
+        self.bus = cell.bus.as_str();
+    }
+
+    /// The report of a cell whose boot could not even be set up.
+    pub fn failed_to_start(cell: &super::Cell, e: &anyhow::Error) -> BootReport {
+        let mut r = BootReport::new(cell.firmware, super::qemu::accel(), PathBuf::new());
+        r.name_cell(cell);
         r.error = Some(format!("{e:#}"));
         r
     }
@@ -237,9 +252,13 @@ pub fn table(reports: &[BootReport]) -> String {
         } else {
             "serial log"
         };
+        let shared = match &r.same_boot_as {
+            Some(c) => format!("same disk as {c}, results of that boot, "),
+            None => String::new(),
+        };
         let _ = writeln!(
             s,
-            "{}: {} ({}, {}, {prepare}{timing}, checks {:.1} s, total {:.1} s) {log}: {}",
+            "{}: {} ({}, {}, {shared}{prepare}{timing}, checks {:.1} s, total {:.1} s) {log}: {}",
             r.cell(),
             if r.passed() { "PASSED" } else { "FAILED" },
             r.accel,
@@ -332,7 +351,12 @@ pub fn junit(reports: &[BootReport]) -> String {
             ("firmware", r.firmware),
             ("bus", r.bus),
             ("accel", r.accel),
+            ("disk-sha256", r.disk_sha256.as_deref().unwrap_or("")),
+            ("same-boot-as", r.same_boot_as.as_deref().unwrap_or("")),
         ] {
+            if v.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "      <property name=\"{k}\" value=\"{}\"/>",
