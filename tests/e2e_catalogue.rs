@@ -189,10 +189,10 @@ fn biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot() {
         .collect();
     results.sort_by(|a, b| b.0.total_cmp(&a.0));
     eprintln!(
-        "boot to first check {:?} s, all checks {:.0} s, whole boot {:?} s; slowest: {:?}",
-        boot["first_check_secs"],
+        "boot to first check {:.1} s, all checks {:.0} s, whole boot {:.1} s; slowest: {:?}",
+        boot["first_check_secs"].as_f64().unwrap_or(f64::NAN),
         results.iter().map(|r| r.0).sum::<f64>(),
-        boot["total_secs"],
+        boot["total_secs"].as_f64().unwrap_or(f64::NAN),
         &results[..results.len().min(10)]
     );
     assert!(o.status.success(), "biovm test failed");

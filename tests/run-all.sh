@@ -10,8 +10,8 @@
 #
 # The BioLinux test runs after the rest, never beside it: measured beside
 # it, three guests on two cores starved a matrix boot (a device timeout in
-# systemd). In a full .ci/run on 2 cores it took 831 s (build 420 s; one
-# boot with 251 checks, two at a time, 411 s).
+# systemd). In a full .ci/run on 2 cores it took 709 s (build 381 s; one
+# boot with 251 checks, two at a time, 327 s; 2026-11-27).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
