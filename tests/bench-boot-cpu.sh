@@ -9,11 +9,8 @@
 # Usage: tests/bench-boot-cpu.sh [OUT_DIR]   (OUT_DIR holds a build of
 # images/minimal.toml; default /var/tmp/biovm-bench, as tests/bench-minimal.sh)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/bench-env.sh"
 out=${1:-/var/tmp/biovm-bench}
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/biovm
-export BIOVM_CACHE_DIR=${BIOVM_CACHE_DIR:-/var/cache/biovm}
 [ -f "$out/minimal.qcow2" ] || "$bin" build images/minimal.toml --out "$out" >/dev/null
 
 work=$(mktemp -d)

@@ -6,11 +6,8 @@
 # artifact under UEFI and BIOS) < 240 s.
 # Usage: tests/bench-minimal.sh [OUT_DIR]   (as root, after .ci/setup)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/bench-env.sh"
 out=${1:-/var/tmp/biovm-bench}
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/biovm
-export BIOVM_CACHE_DIR=${BIOVM_CACHE_DIR:-/var/cache/biovm}
 
 if [ -z "$(ls -A "$BIOVM_CACHE_DIR/debs/bookworm-amd64" 2>/dev/null)" ]; then
   echo "package cache is cold: warm-up build first (not measured)"

@@ -6,12 +6,8 @@
 # their ratio. Target: biovm / bare <= 1.15.
 # Usage: tests/bench-rootfs.sh [OUT_DIR]   (as root, after .ci/setup)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-repo=$PWD
+. "$(dirname "$0")/bench-env.sh"
 out=${1:-/var/tmp/biovm-bench-rootfs}
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-$repo/target}/release/biovm
-export BIOVM_CACHE_DIR=${BIOVM_CACHE_DIR:-/var/cache/biovm}
 debs=$BIOVM_CACHE_DIR/debs/bookworm-amd64
 
 rm -rf "$out"

@@ -88,55 +88,45 @@ pub struct Sharing {
 /// that cannot be read is not shared: its own boot reports why.
 pub fn shared_boots(jobs: &[Job]) -> Vec<Sharing> {
     use std::collections::HashMap;
-    let cells: Vec<Option<&Cell>> = jobs
+    // Each VM job's cell and how its disk boots, bytes aside: QEMU's disk
+    // format, the controller, the cloud data source.
+    type How = (&'static str, &'static str, &'static str);
+    let vms: Vec<Option<(&Cell, How)>> = jobs
         .iter()
         .map(|j| match j {
-            Job::Vm(c) => Some(c),
+            Job::Vm(c) => super::qemu_format(&c.artifact, c.format)
+                .ok()
+                .map(|f| (c, (f, c.bus.as_str(), c.cloud.datasource()))),
             Job::Container { .. } => None,
         })
         .collect();
-    // How an artifact's disk boots, its bytes aside: QEMU's disk format,
-    // the controller, the cloud data source.
-    type How = (&'static str, &'static str, &'static str);
-    let how = |c: &Cell| -> Option<How> {
-        super::qemu_format(&c.artifact, c.format)
-            .ok()
-            .map(|f| (f, c.bus.as_str(), c.cloud.datasource()))
-    };
     let mut digests: HashMap<&Path, String> = HashMap::new();
-    for c in cells.iter().flatten() {
-        let Some(h) = how(c) else { continue };
-        if digests.contains_key(c.artifact.as_path())
-            || !cells
-                .iter()
-                .flatten()
-                .any(|o| o.artifact != c.artifact && how(o) == Some(h))
-        {
+    for &(c, how) in vms.iter().flatten() {
+        let could_match = vms
+            .iter()
+            .flatten()
+            .any(|&(o, h)| o.artifact != c.artifact && h == how);
+        if !could_match || digests.contains_key(c.artifact.as_path()) {
             continue;
         }
         match super::boot_disk_sha256(&c.artifact, c.format) {
-            Ok((sha, _)) => {
+            Ok(sha) => {
                 digests.insert(&c.artifact, sha);
             }
             Err(e) => log::warn!("{e:#}: its cells boot on their own"),
         }
     }
     // The first job of each disk, way of booting and firmware.
-    let mut first: HashMap<(String, How, &str), usize> = HashMap::new();
+    let mut first: HashMap<(&str, How, &str), usize> = HashMap::new();
     let mut sharing = vec![Sharing::default(); jobs.len()];
-    for (i, c) in cells.iter().enumerate() {
-        let Some(c) = c else { continue };
-        let (Some(h), Some(sha)) = (how(c), digests.get(c.artifact.as_path())) else {
+    for (i, vm) in vms.iter().enumerate() {
+        let Some((c, how)) = vm else { continue };
+        let Some(sha) = digests.get(c.artifact.as_path()) else {
             continue;
         };
         sharing[i].disk_sha256 = Some(sha.clone());
-        let key = (sha.clone(), h, c.firmware.as_str());
-        match first.get(&key) {
-            Some(&p) => sharing[i].same_boot_as = Some(p),
-            None => {
-                first.insert(key, i);
-            }
-        }
+        let p = *first.entry((sha, *how, c.firmware.as_str())).or_insert(i);
+        sharing[i].same_boot_as = (p != i).then_some(p);
     }
     sharing
 }
@@ -379,8 +369,15 @@ mod tests {
         b.into_inner().unwrap().flush().unwrap();
     }
 
+    /// The bytes of the test's disks.
+    fn disk() -> Vec<u8> {
+        b"not really a disk, but the same bytes in three artifacts".repeat(1000)
+    }
+
+    /// Raw, VMDK and VDI disks and a Vagrant box all holding [`disk`], an
+    /// OVA holding `ova_disk`, and a tarball (not a disk).
     fn artifacts(dir: &Path, ova_disk: &[u8]) -> Vec<(PathBuf, Format)> {
-        let disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
+        let disk = disk();
         let p = |n: &str| dir.join(n);
         std::fs::write(p("m.raw"), &disk).unwrap();
         std::fs::write(p("m.vmdk"), &disk).unwrap();
@@ -420,8 +417,7 @@ mod tests {
     #[test]
     fn identical_disks_share_a_boot_per_firmware_and_nothing_else_does() {
         let d = tempfile::tempdir().unwrap();
-        let disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
-        let arts = artifacts(d.path(), &disk);
+        let arts = artifacts(d.path(), &disk());
         let jobs = jobs(&arts, &[BootMode::Uefi, BootMode::Bios]);
         let s = |l: &str, p: Option<&str>| (l.to_string(), p.map(String::from));
         assert_eq!(
@@ -474,7 +470,7 @@ mod tests {
     #[test]
     fn a_disk_that_differs_by_one_byte_or_cannot_be_read_boots_on_its_own() {
         let d = tempfile::tempdir().unwrap();
-        let mut disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
+        let mut disk = disk();
         disk[4321] ^= 1;
         let arts = artifacts(d.path(), &disk);
         let jobs = jobs(&arts, &[BootMode::Uefi]);
@@ -503,8 +499,7 @@ mod tests {
     #[test]
     fn a_shared_cell_reports_the_boot_it_shares_under_its_own_name() {
         let d = tempfile::tempdir().unwrap();
-        let disk = b"not really a disk, but the same bytes in three artifacts".repeat(1000);
-        let arts: Vec<(PathBuf, Format)> = artifacts(d.path(), &disk)
+        let arts: Vec<(PathBuf, Format)> = artifacts(d.path(), &disk())
             .into_iter()
             .filter(|(_, f)| matches!(f, Format::Vmdk | Format::Ova))
             .collect();

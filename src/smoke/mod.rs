@@ -545,21 +545,18 @@ fn with_vmdk_member<T>(
 
 /// The SHA-256 of the disk QEMU boots for `artifact` (for an OVA or a
 /// Vagrant box, of the VMDK inside it, read from the archive without
-/// writing it out), and that disk's QEMU format.
-pub fn boot_disk_sha256(artifact: &Path, format: Format) -> Result<(String, &'static str)> {
+/// writing it out).
+pub fn boot_disk_sha256(artifact: &Path, format: Format) -> Result<String> {
     use sha2::Digest;
-    let qf = qemu_format(artifact, format)?;
-    let sha = if disk_in_archive(format) {
-        with_vmdk_member(artifact, |name, member| {
-            let mut h = sha2::Sha256::new();
-            std::io::copy(member, &mut h)
-                .with_context(|| format!("reading {name} in {}", artifact.display()))?;
-            Ok(crate::fsutil::hex(&h.finalize()))
-        })?
-    } else {
-        crate::fsutil::sha256_file(artifact)?
-    };
-    Ok((sha, qf))
+    if !disk_in_archive(format) {
+        return crate::fsutil::sha256_file(artifact);
+    }
+    with_vmdk_member(artifact, |name, member| {
+        let mut h = sha2::Sha256::new();
+        std::io::copy(member, &mut h)
+            .with_context(|| format!("reading {name} in {}", artifact.display()))?;
+        Ok(crate::fsutil::hex(&h.finalize()))
+    })
 }
 
 /// Checks of the booted system itself, run after the tools' checks in
