@@ -83,6 +83,39 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     a.commit()
 }
 
+/// A scratch folder owned by whoever made it: hidden and ending in `.tmp`
+/// (so [`remove_stale_temps`] clears it after a crash), removed with
+/// everything in it, never across a mount, when dropped, on every exit path.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh `.<name>.<pid>.tmp` folder in `parent` (any leftover of the
+    /// same name is removed first).
+    pub fn new_in(parent: &Path, name: &str) -> Result<Scratch> {
+        let p = temp_name(&parent.join(name));
+        remove_tree(&p)?;
+        fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        Ok(Scratch(p))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `self.path().join(name)`.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.0) {
+            log::warn!("cannot remove {}: {e:#}", self.0.display());
+        }
+    }
+}
+
 /// Remove temporary files an interrupted earlier run left in `dir`.
 pub fn remove_stale_temps(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
@@ -384,6 +417,25 @@ mod tests {
             .ends_with(".tmp"));
         a.commit().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"half");
+    }
+
+    #[test]
+    fn a_scratch_folder_goes_with_its_owner() {
+        let d = tempfile::tempdir().unwrap();
+        let kept;
+        {
+            let s = Scratch::new_in(d.path(), "boot").unwrap();
+            fs::create_dir(s.join("sub")).unwrap();
+            fs::write(s.join("sub/f"), b"x").unwrap();
+            kept = s.path().to_path_buf();
+            let name = kept.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                name.starts_with(".boot.") && name.ends_with(".tmp"),
+                "{name}"
+            );
+        }
+        assert!(!kept.exists());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -112,6 +112,7 @@ fn prepare(o: &RunOptions, port: u16) -> Result<(Cmd, PathBuf)> {
         cpus: o.cpus,
         memory_mib: o.memory_mib,
         run_dir: &o.state_dir,
+        scratch: &o.state_dir,
     };
     let (cmd, files) = vm.command()?;
     Ok((cmd, files.console_log))

@@ -22,12 +22,14 @@ pub fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         let ok = tools.iter().all(|t| t["present"] == true);
-        let kvm = crate::smoke::qemu::accel() == crate::smoke::Accel::Kvm;
+        let v = crate::smoke::kvm::current();
         crate::progress::result(
             "doctor",
             serde_json::json!({
                 "tools": tools,
-                "kvm": kvm,
+                "kvm": v.accel == crate::smoke::Accel::Kvm,
+                "accel": v.accel,
+                "accel_detail": v.detail,
                 "cache": crate::fsutil::cache_dir(),
             }),
         );
@@ -56,15 +58,7 @@ pub fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
             t.used_for
         );
     }
-    let accel = crate::smoke::qemu::accel();
-    println!(
-        "\nvirtualisation: {}",
-        match accel {
-            crate::smoke::Accel::Kvm => "KVM works",
-            crate::smoke::Accel::Tcg =>
-                "KVM unusable here; boot tests use software emulation (TCG)",
-        }
-    );
+    println!("\nvirtualisation: {}", crate::smoke::kvm::current().detail);
     println!("cache: {}", crate::fsutil::cache_dir().display());
     if missing.is_empty() {
         println!("all host tools present");

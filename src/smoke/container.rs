@@ -771,6 +771,7 @@ pub fn test_container(
         bus: "namespaces",
         prepare_secs: t0.elapsed().as_secs_f64(),
         accel: "container",
+        accel_note: None,
         boot_secs: None,
         first_check_secs: None,
         guest_uptime_at_start: None,
@@ -808,21 +809,11 @@ pub fn test_container(
     .arg(CAPABILITIES);
     let run_t0 = Instant::now();
     let mut child = cmd.spawn()?;
-    let mut consumed = 0usize;
-    let mut pending = String::new();
+    let mut tail = super::ResultsTail::new(&results);
     let mut done = false;
     loop {
         let exited = child.try_wait();
-        if let Ok(bytes) = read_no_follow(&results) {
-            if bytes.len() > consumed {
-                pending.push_str(&String::from_utf8_lossy(&bytes[consumed..]));
-                consumed = bytes.len();
-                while let Some(nl) = pending.find('\n') {
-                    let line: String = pending.drain(..=nl).collect();
-                    done |= report.record_line(tools, line.trim_end(), t0, false);
-                }
-            }
-        }
+        done |= tail.pump(&mut report, tools, t0, false);
         if done || exited.is_some() {
             break;
         }
@@ -875,19 +866,6 @@ pub fn test_container(
         t_rm.elapsed().as_secs_f64()
     );
     Ok(report)
-}
-
-/// A file's content, refusing a symbolic link (the container can write in
-/// the results folder, and must not make the host read its files).
-fn read_no_follow(p: &Path) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(p)?;
-    let mut v = Vec::new();
-    f.read_to_end(&mut v)?;
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -16,8 +16,10 @@
 //! The guest only reports; the host decides pass or fail, so check patterns
 //! are Rust regexes wherever they run.
 
+pub mod boot;
 pub mod container;
 pub mod imds;
+pub mod kvm;
 pub mod matrix;
 pub mod qemu;
 pub mod report;
@@ -33,6 +35,7 @@ use regex::Regex;
 
 use crate::config::{BootMode, Format};
 use crate::manifest::Tool;
+pub use boot::boot_and_check;
 pub use matrix::{test_artifacts, Job};
 pub use qemu::{Accel, Bus};
 pub use report::{BootReport, CheckOutcome, CheckResult};
@@ -333,39 +336,62 @@ impl BootReport {
     }
 }
 
-/// What firmware, GRUB, the kernel and the initramfs print when a boot has
-/// failed for good.
-const FATAL_CONSOLE: &[&str] = &[
-    "No bootable device",
-    "No bootable option or device was found",
-    "error: no such device",
-    "grub rescue>",
-    "Kernel panic - not syncing",
-    "Dropping to a shell",
-    // OVMF found nothing to boot and started its shell.
-    "Shell> ",
-];
+/// Reads the result lines a guest (through its serial port) or a container
+/// appends to a file, as they come. The file is opened without following a
+/// symbolic link: a container can write in its results folder and must not
+/// make the host read its files.
+pub(crate) struct ResultsTail {
+    path: PathBuf,
+    consumed: usize,
+    pending: String,
+}
 
-/// The first console line (after byte `seen`) that shows a failed boot.
-/// `seen` advances past complete lines; the unfinished last line is looked
-/// at too (a prompt such as OVMF's `Shell> ` never ends its line).
-fn fatal_console_line(console: &Path, seen: &mut usize) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    // Only what arrived since the last complete line is read.
-    let mut f = fs::File::open(console).ok()?;
-    f.seek(SeekFrom::Start(*seen as u64)).ok()?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).ok()?;
-    if bytes.is_empty() {
-        return None;
+impl ResultsTail {
+    pub(crate) fn new(path: &Path) -> ResultsTail {
+        ResultsTail {
+            path: path.to_path_buf(),
+            consumed: 0,
+            pending: String::new(),
+        }
     }
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    if let Some(nl) = bytes.iter().rposition(|b| *b == b'\n') {
-        *seen += nl + 1;
+
+    /// Take every complete new line into `report` (see
+    /// [`BootReport::record_line`]); true once the `done` line came.
+    pub(crate) fn pump(
+        &mut self,
+        report: &mut BootReport,
+        tools: &[Tool],
+        t0: Instant,
+        guest: bool,
+    ) -> bool {
+        let Ok(bytes) = read_no_follow(&self.path) else {
+            return false;
+        };
+        let mut done = false;
+        if bytes.len() > self.consumed {
+            self.pending
+                .push_str(&String::from_utf8_lossy(&bytes[self.consumed..]));
+            self.consumed = bytes.len();
+            while let Some(nl) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=nl).collect();
+                done |= report.record_line(tools, line.trim_end(), t0, guest);
+            }
+        }
+        done
     }
-    text.split(['\n', '\r'])
-        .find(|l| FATAL_CONSOLE.iter().any(|p| l.contains(p)))
-        .map(|l| l.trim().chars().filter(|c| !c.is_control()).collect())
+}
+
+/// A file's content, refusing a symbolic link.
+fn read_no_follow(p: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)?;
+    Ok(v)
 }
 
 /// Judge one check's result against its tool's expectations.
@@ -457,10 +483,6 @@ pub fn vm_cells(artifacts: &[(PathBuf, Format)], modes: &[BootMode]) -> Vec<Cell
         }
     }
     cells
-}
-
-fn bootable_disk(cell: &Cell, scratch: &Path) -> Result<(PathBuf, &'static str)> {
-    disk_to_boot(&cell.artifact, cell.format, scratch)
 }
 
 /// The QEMU format name of the disk a `format` artifact boots from (for an
@@ -642,196 +664,6 @@ fn imds_check() -> Tool {
             data: vec![],
         },
     }
-}
-
-/// Boot `cell` once and run every check.
-pub fn boot_and_check(
-    cell: &Cell,
-    tools: &[Tool],
-    run_dir: &Path,
-    cpus: u32,
-    opts: &TestOptions,
-) -> Result<BootReport> {
-    fs::create_dir_all(run_dir)?;
-    let label = cell.label();
-    let firmware = cell.firmware;
-    let scratch = run_dir.join(format!("{label}.disk.tmp"));
-    let overlay = run_dir.join(format!("{label}.overlay.qcow2"));
-    let seed_drive = run_dir.join(format!("{label}.seed.img"));
-    let imds_dir = run_dir.join(format!("{label}.imds"));
-    let checks = run_dir.join(format!("{label}.checks.tar"));
-    let t_prepare = Instant::now();
-    let prepared = (|| -> Result<(u64, u64)> {
-        let (disk, disk_format) = bootable_disk(cell, &scratch)?;
-        // The guest boots a larger disk than the image (as on a bigger cloud
-        // volume) through an overlay, so the artifact is never written.
-        let image_bytes = seed::virtual_size(&disk, disk_format)?;
-        let disk_bytes = image_bytes + seed::GROW_BYTES;
-        seed::create_overlay(&disk, disk_format, &overlay, disk_bytes)?;
-        let user_data = seed::user_data(seed::SEED_USER, seed::SEED_KEY);
-        match cell.cloud {
-            Cloud::NoCloud => {
-                seed::write_nocloud_seed(&seed_drive, &format!("biovm-test-{label}"), &user_data)?
-            }
-            Cloud::Ec2 => imds::Config {
-                token: format!("biovm-{label}-{}", std::process::id()),
-                instance_id: "i-0b10b10b10b10b10b".into(),
-                ami_id: "ami-0b10b10b10b10b10b".into(),
-                instance_type: "t3.medium".into(),
-                region: "us-east-1".into(),
-                public_key: seed::SEED_KEY.into(),
-                user_data,
-            }
-            .write(&imds_dir)?,
-        }
-        Ok((image_bytes, disk_bytes))
-    })();
-    let cleanup = || {
-        for p in [&checks, &scratch, &overlay, &seed_drive] {
-            let _ = fs::remove_file(p);
-        }
-        let _ = fs::remove_file(run_dir.join(format!("{label}.vars.fd")));
-        let _ = fs::remove_dir_all(&imds_dir);
-    };
-    let (image_bytes, disk_bytes) = match prepared {
-        Ok(v) => v,
-        Err(e) => {
-            cleanup();
-            return Err(e.context(format!(
-                "{}: its disk cannot be readied to boot",
-                cell.artifact.display()
-            )));
-        }
-    };
-    let all: Vec<Tool> = tools
-        .iter()
-        .cloned()
-        .chain(system_checks(image_bytes, disk_bytes, cell.cloud))
-        .collect();
-    let tools = &all[..];
-    write_checks_drive(tools, &checks)?;
-    let prepare_secs = t_prepare.elapsed().as_secs_f64();
-    let accel = qemu::accel();
-    let vm = qemu::Vm {
-        disk: &overlay,
-        disk_format: "qcow2",
-        bus: cell.bus,
-        label: &label,
-        checks_drive: Some(&checks),
-        seed_drive: (cell.cloud == Cloud::NoCloud).then_some(seed_drive.as_path()),
-        imds: (cell.cloud == Cloud::Ec2).then_some(imds_dir.as_path()),
-        ssh_forward: None,
-        console_on_terminal: false,
-        firmware,
-        accel,
-        cpus,
-        // Each processor runs a check at once: each gets the memory one
-        // guest of one processor would have.
-        memory_mib: opts.memory_mib.saturating_mul(cpus.max(1)),
-        run_dir,
-    };
-    let (mut cmd, files) = vm.command()?;
-    for p in [&files.console_log, &files.results_log] {
-        let _ = fs::remove_file(p);
-    }
-    let mut report = BootReport::new(firmware, accel, files.console_log.clone());
-    report.name_cell(cell);
-    report.prepare_secs = prepare_secs;
-    let t0 = Instant::now();
-    let mut guest = cmd.spawn()?;
-    let checks_budget: u64 = tools.iter().map(|t| u64::from(t.check.timeout) + 5).sum();
-    let deadline = opts.boot_timeout + Duration::from_secs(checks_budget + 60);
-    let mut consumed = 0usize;
-    let mut console_seen = 0usize;
-    let mut pending = String::new();
-    let mut done = false;
-    loop {
-        let exited = guest.try_wait();
-        // Read whatever new result lines arrived.
-        if let Ok(bytes) = fs::read(&files.results_log) {
-            if bytes.len() > consumed {
-                pending.push_str(&String::from_utf8_lossy(&bytes[consumed..]));
-                consumed = bytes.len();
-                while let Some(nl) = pending.find('\n') {
-                    let line: String = pending.drain(..=nl).collect();
-                    done |= report.record_line(tools, line.trim_end(), t0, true);
-                }
-            }
-        }
-        if done || exited.is_some() {
-            break;
-        }
-        // A boot that has visibly failed ends now, not at the timeout.
-        if report.boot_secs.is_none() {
-            if let Some(line) = fatal_console_line(&files.console_log, &mut console_seen) {
-                report.error = Some(format!(
-                    "the guest failed to boot: \"{line}\" (see {})",
-                    files.console_log.display()
-                ));
-                break;
-            }
-        }
-        let elapsed = t0.elapsed();
-        if report.boot_secs.is_none() && elapsed > opts.boot_timeout {
-            report.error = Some(format!(
-                "the guest did not reach the checks within {} s (see {})",
-                opts.boot_timeout.as_secs(),
-                files.console_log.display()
-            ));
-            break;
-        }
-        if elapsed > deadline {
-            report.error = Some(format!(
-                "the checks did not finish within {} s",
-                deadline.as_secs()
-            ));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if done {
-        // The guest powers itself off; give it a moment, then stop it.
-        if guest.wait_timeout(Duration::from_secs(30)).is_none() {
-            log::warn!(
-                "{} guest did not power off after its checks; stopping it",
-                firmware.as_str()
-            );
-        }
-    } else if report.error.is_none() {
-        let status = guest
-            .try_wait()
-            .map(crate::cmd::describe_status)
-            .unwrap_or_default();
-        report.error = Some(format!(
-            "QEMU ended ({status}) before the checks finished: {}",
-            guest
-                .stderr_tail()
-                .lines()
-                .last()
-                .unwrap_or("see the serial log")
-        ));
-    }
-    guest.kill();
-    report.total_secs = t0.elapsed().as_secs_f64();
-    report.mark_not_run(tools);
-    if cell.cloud == Cloud::Ec2 {
-        // Judged on the host: did the guest read its metadata with IMDSv2?
-        let audit = imds::audit(&imds_dir);
-        let t = imds_check();
-        report.results.push(CheckResult {
-            tool: t.name.clone(),
-            outcome: judge(&t, 0, &audit),
-            status: 0,
-            seconds: 0.0,
-            output: audit,
-        });
-        let _ = fs::copy(
-            imds_dir.join("imds.log"),
-            run_dir.join(format!("{label}.imds.log")),
-        );
-    }
-    cleanup();
-    Ok(report)
 }
 
 pub fn report_dir_for(artifact: &Path) -> PathBuf {
@@ -1138,35 +970,6 @@ mod tests {
                 t.name
             );
         }
-    }
-
-    #[test]
-    fn a_failed_boot_is_seen_on_the_console() {
-        let d = tempfile::tempdir().unwrap();
-        let log = d.path().join("c.log");
-        let mut seen = 0;
-        fs::write(&log, "SeaBIOS\nBooting from Hard Disk...\n").unwrap();
-        assert_eq!(fatal_console_line(&log, &mut seen), None);
-        // A partial line is looked at (and again once it is complete).
-        fs::write(
-            &log,
-            "SeaBIOS\nBooting from Hard Disk...\nALERT!  UUID=1 does not exist.  Dropping to",
-        )
-        .unwrap();
-        assert_eq!(fatal_console_line(&log, &mut seen), None);
-        fs::write(&log, "SeaBIOS\nBooting from Hard Disk...\nALERT!  UUID=1 does not exist.  Dropping to a shell!\r\n").unwrap();
-        assert_eq!(
-            fatal_console_line(&log, &mut seen).as_deref(),
-            Some("ALERT!  UUID=1 does not exist.  Dropping to a shell!")
-        );
-        assert_eq!(fatal_console_line(&log, &mut seen), None, "each line once");
-        // OVMF without a bootloader on the disk ends in its shell, whose
-        // prompt ends no line (as captured from a real boot).
-        let ovmf = "\x1b[16;01HPress \x1b[1m\x1b[37m\x1b[40mESC\x1b[0m\x1b[37m\x1b[40m in 1 seconds to skip \x1b[1m\x1b[33m\x1b[40mstartup.nsh\x1b[0m\x1b[37m\x1b[40m or any other key to continue.\r\n\x1b[17;01H\x1b[1m\x1b[33m\x1b[40mShell> \x1b[0m\x1b[37m\x1b[40m";
-        let mut seen = 0;
-        fs::write(&log, ovmf).unwrap();
-        let line = fatal_console_line(&log, &mut seen).unwrap();
-        assert!(line.contains("Shell> "), "{line}");
     }
 
     #[test]

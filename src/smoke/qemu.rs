@@ -2,8 +2,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -19,7 +17,8 @@ pub const TCG_CPU: &str = "max";
 const EC2_UUID: &str = "ec2e1f5a-1f0c-4d7b-9a55-0123456789ab";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Accel {
     Kvm,
     Tcg,
@@ -34,76 +33,9 @@ impl Accel {
     }
 }
 
-/// A boot sector that writes 0x2a to QEMU's isa-debug-exit port, which
-/// ends QEMU with status (0x2a << 1) | 1 = 85.
-fn probe_sector() -> Vec<u8> {
-    let mut b = vec![0xb0, 0x2a, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd]; // mov al,0x2a; out 0xf4,al; hlt; jmp $-1
-    b.resize(510, 0);
-    b.extend([0x55, 0xaa]);
-    b
-}
-const PROBE_EXIT: i32 = 85;
-
-/// Whether KVM really runs guest code here: /dev/kvm may exist and still
-/// fail (nested virtualisation), so boot a one-instruction guest under KVM
-/// and see it exit as expected within a few seconds. Cached per process.
+/// The accelerator for the next boot (see [`super::kvm`]).
 pub fn accel() -> Accel {
-    static A: OnceLock<Accel> = OnceLock::new();
-    *A.get_or_init(|| {
-        if std::env::var("BIOVM_ACCEL").as_deref() == Ok("tcg") {
-            return Accel::Tcg;
-        }
-        match probe_kvm() {
-            Ok(true) => Accel::Kvm,
-            Ok(false) => Accel::Tcg,
-            Err(e) => {
-                log::info!("KVM probe failed ({e:#}); using software emulation");
-                Accel::Tcg
-            }
-        }
-    })
-}
-
-fn probe_kvm() -> Result<bool> {
-    if fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        log::info!("/dev/kvm is not usable; using software emulation (TCG)");
-        return Ok(false);
-    }
-    let dir = tempfile::tempdir()?;
-    let img = dir.path().join("probe.img");
-    fs::write(&img, probe_sector())?;
-    let mut run = Cmd::new(QEMU)
-        .args(["-machine", "pc,accel=kvm", "-cpu", "host", "-m", "16"])
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "none",
-            "-monitor",
-            "none",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=ide", img.display()))
-        .spawn()?;
-    let status = run.wait_timeout(Duration::from_secs(20));
-    let ok = status.and_then(|s| s.code()) == Some(PROBE_EXIT);
-    if !ok {
-        log::info!(
-            "KVM is present but did not run a test guest ({}); using software emulation (TCG)",
-            status
-                .map(crate::cmd::describe_status)
-                .unwrap_or_else(|| "timed out".into())
-        );
-    }
-    Ok(ok)
+    super::kvm::accel()
 }
 
 /// The controller the image's disk sits on, as its destination has it.
@@ -183,8 +115,10 @@ pub struct Vm<'a> {
     pub accel: Accel,
     pub cpus: u32,
     pub memory_mib: u32,
-    /// Folder for the console log, result log and firmware variables.
+    /// Folder for the console log and result log.
     pub run_dir: &'a Path,
+    /// Folder for the boot's own scratch files (its firmware variables).
+    pub scratch: &'a Path,
 }
 
 pub struct VmFiles {
@@ -284,7 +218,7 @@ impl Vm<'_> {
             .args(["-object", "rng-random,id=rng,filename=/dev/urandom"])
             .args(["-device", "virtio-rng-pci,rng=rng"]);
         if self.firmware == BootMode::Uefi {
-            let vars = self.run_dir.join(format!("{}.vars.fd", self.label));
+            let vars = self.scratch.join(format!("{}.vars.fd", self.label));
             fs::copy(OVMF_VARS, &vars)
                 .with_context(|| format!("cannot copy {OVMF_VARS} (package ovmf)"))?;
             c.arg("-drive")
@@ -306,13 +240,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probe_sector_is_a_boot_sector() {
-        let s = probe_sector();
-        assert_eq!(s.len(), 512);
-        assert_eq!(&s[510..], &[0x55, 0xaa]);
-    }
-
-    #[test]
     fn command_line_has_no_network_and_a_snapshot_disk() {
         let d = tempfile::tempdir().unwrap();
         let vm = Vm {
@@ -330,6 +257,7 @@ mod tests {
             cpus: 1,
             memory_mib: 1024,
             run_dir: d.path(),
+            scratch: d.path(),
         };
         let (c, _) = vm.command().unwrap();
         let line = c.display();

@@ -71,6 +71,10 @@ pub struct BootReport {
     /// `container` for a container artifact's checks.
     pub bus: &'static str,
     pub accel: &'static str,
+    /// Why the accelerator differs from the one first tried (a boot that
+    /// stalled under KVM and was retried under TCG).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel_note: Option<String>,
     /// Seconds from QEMU start to the guest's first report line.
     pub boot_secs: Option<f64>,
     /// Seconds from QEMU start to the first check result.
@@ -105,6 +109,7 @@ impl BootReport {
             bus: "",
             prepare_secs: 0.0,
             accel: accel.as_str(),
+            accel_note: None,
             boot_secs: None,
             first_check_secs: None,
             guest_uptime_at_start: None,
@@ -267,6 +272,9 @@ pub fn table(reports: &[BootReport]) -> String {
             r.total_secs,
             r.serial_log.display()
         );
+        if let Some(n) = &r.accel_note {
+            let _ = writeln!(s, "{}: {n}", r.cell());
+        }
         if let Some(e) = &r.error {
             let _ = writeln!(s, "{}: error: {e}", r.cell());
         }
@@ -351,6 +359,7 @@ pub fn junit(reports: &[BootReport]) -> String {
             ("firmware", r.firmware),
             ("bus", r.bus),
             ("accel", r.accel),
+            ("accel-note", r.accel_note.as_deref().unwrap_or("")),
             ("disk-sha256", r.disk_sha256.as_deref().unwrap_or("")),
             ("same-boot-as", r.same_boot_as.as_deref().unwrap_or("")),
         ] {
