@@ -163,17 +163,32 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     })?;
     let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
     let needs_raw = image.formats.iter().any(|f| f.is_disk());
-    if needs_raw {
-        timed(&mut stages, "disk", || {
-            disk::assemble(&image, &ids, &root, work.path(), &time, &raw)
-        })?;
-    }
     let version = env!("CARGO_PKG_VERSION");
-    let artifacts = timed(&mut stages, "formats", || {
-        let mut ctx = FormatContext::new(&image.name, version, &seed, epoch);
-        ctx.description = &image.description;
-        ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
-        convert_all(&image, &ctx, &raw, &root, out, work.path())
+    // The tree every artifact is made from, digested beside the disk and
+    // the formats (which only read it): `biovm test` recomputes it from
+    // each disk and from the tree the native checks run in.
+    let (artifacts, tree_sha256) = std::thread::scope(|s| -> Result<_> {
+        let digest = s.spawn(|| {
+            let t0 = std::time::Instant::now();
+            let d = crate::smoke::tree::digest_dir(&root);
+            log::info!("root tree digested in {:.1} s", t0.elapsed().as_secs_f64());
+            d
+        });
+        if needs_raw {
+            timed(&mut stages, "disk", || {
+                disk::assemble(&image, &ids, &root, work.path(), &time, &raw)
+            })?;
+        }
+        let artifacts = timed(&mut stages, "formats", || {
+            let mut ctx = FormatContext::new(&image.name, version, &seed, epoch);
+            ctx.description = &image.description;
+            ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
+            convert_all(&image, &ctx, &raw, &root, out, work.path())
+        })?;
+        let tree = digest
+            .join()
+            .map_err(|_| anyhow::anyhow!("the tree digest thread died"))??;
+        Ok((artifacts, tree))
     })?;
     let sbom = formats::spdx::sbom_path(out, &image.name);
     formats::spdx::write_sbom(
@@ -203,7 +218,9 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         },
     )?;
     write_sums(out, &artifacts, &sbom)?;
-    Manifest::new(&image, artifacts.clone())?.write(out)?;
+    let mut manifest = Manifest::new(&image, artifacts.clone())?;
+    manifest.tree_sha256 = Some(tree_sha256);
+    manifest.write(out)?;
     let report = BuildReport {
         image: image.name.clone(),
         stages,

@@ -21,6 +21,10 @@ pub struct Manifest {
     pub default_user: Option<String>,
     pub artifacts: Vec<Artifact>,
     pub tools: Vec<Tool>,
+    /// The digest of the root filesystem tree every artifact was made from
+    /// (see `smoke::tree`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -36,6 +40,20 @@ pub struct Tool {
     pub name: String,
     pub category: String,
     pub check: ToolCheck,
+    /// Where the recipe installs the tool from (a version check's; none for
+    /// functional tests and the system's checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<InstallSource>,
+}
+
+/// Where a tool comes from; the VM boots check one tool of each source the
+/// image has (see `smoke::boot_sample`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallSource {
+    Debian,
+    Pypi,
+    Download,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +130,7 @@ impl Tool {
                     timeout: t.timeout_secs,
                     data,
                 },
+                source: None,
             });
         }
         Ok(v)
@@ -144,6 +163,13 @@ impl Tool {
                 timeout: r.check.timeout_secs,
                 data: Vec::new(),
             },
+            source: Some(if !r.install.downloads.is_empty() {
+                InstallSource::Download
+            } else if !r.install.pypi.is_empty() {
+                InstallSource::Pypi
+            } else {
+                InstallSource::Debian
+            }),
         }
     }
 }
@@ -164,6 +190,7 @@ impl Manifest {
             default_user: image.system.user.as_ref().map(|u| u.name.clone()),
             artifacts,
             tools: Tool::all_from_recipes(&image.recipes)?,
+            tree_sha256: None,
         })
     }
 
@@ -251,6 +278,7 @@ mod tests {
                 })
                 .collect(),
             tools: vec![],
+            tree_sha256: None,
         };
         m.write(d.path()).unwrap();
         for a in ["bio.raw", "bio.oci"] {

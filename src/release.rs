@@ -113,6 +113,11 @@ pub struct IndexTests {
     pub logs: Vec<FileRef>,
     /// Matrix cells run (artifact x firmware, and each container artifact).
     pub cells: usize,
+    /// Where the checks ran: `native-and-boot-sample` (every check once
+    /// natively in the disk's own tree, each boot the system's checks and
+    /// one tool per install source) or `every-check-in-every-boot`
+    /// (`--full`).
+    pub checks: String,
     pub passed: bool,
 }
 
@@ -405,7 +410,10 @@ fn build_and_test(
             &manifest.tools,
             &manifest.boot_modes(),
             &report_dir,
-            &opts.test,
+            &TestOptions {
+                tree_sha256: manifest.tree_sha256.clone(),
+                ..opts.test.clone()
+            },
         )?;
         let ok = r.iter().all(|x| x.passed());
         if ok {
@@ -644,6 +652,7 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
             junit: file_ref(out, &format!("{test_name}/junit.xml"))?,
             logs: logs_refs,
             cells,
+            checks: checks_rule(&opts.test).into(),
             passed: true,
         },
         vagrant,
@@ -653,6 +662,16 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
 
 /// SHA256SUMS of the whole release (`sha256sum -c SHA256SUMS` in DIR checks it):
 /// every artifact file, SBOM, manifest, Vagrant metadata and test report.
+/// How `opts` spreads the checks over native runs and boots (recorded in
+/// release.json).
+pub fn checks_rule(opts: &TestOptions) -> &'static str {
+    if opts.full {
+        "every-check-in-every-boot"
+    } else {
+        "native-and-boot-sample"
+    }
+}
+
 pub fn sums(index: &Index) -> String {
     let mut lines = Vec::new();
     for i in &index.images {

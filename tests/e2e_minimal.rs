@@ -319,17 +319,66 @@ fn the_whole_vm_matrix_boots_and_every_check_passes() {
                     || stdout.contains(&format!("{art} {fw}: PASSED (kvm, {bus},")),
                 "{art} under {fw} did not pass on {bus}:\n{stdout}"
             );
-            for tool in ["bcftools", "bwa", "fastp", "minimap2", "samtools"] {
-                let row = stdout
-                    .lines()
-                    .find(|l| {
-                        let f: Vec<&str> = l.split_whitespace().collect();
-                        f.len() > 2 && f[0] == *art && f[1] == fw && f[2] == tool
-                    })
-                    .unwrap_or_else(|| panic!("no row for {tool} in {art} under {fw}:\n{stdout}"));
-                assert!(row.ends_with("passed"), "{row}");
-            }
+            // Every check ran natively (below); a boot runs the system's
+            // checks, the same-tree check and one tool per install source
+            // (the minimal image's tools are all Debian's: the first one).
+            let rows: Vec<&str> = stdout
+                .lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 2 && f[0] == *art && f[1] == fw
+                })
+                .collect();
+            let tools: Vec<&str> = rows
+                .iter()
+                .map(|l| l.split_whitespace().nth(2).unwrap())
+                .collect();
+            assert_eq!(
+                tools,
+                [
+                    "bcftools",
+                    "system/boot-finished",
+                    "system/cloud-init",
+                    "system/cloud-user",
+                    "system/root-grown"
+                ]
+                .iter()
+                .chain(if *art == "minimal.raw" {
+                    &["system/imdsv2"][..]
+                } else {
+                    &[][..]
+                })
+                .chain(&["system/same-tree"])
+                .copied()
+                .collect::<Vec<_>>(),
+                "{art} under {fw}:\n{stdout}"
+            );
+            assert!(rows.iter().all(|r| r.ends_with("passed")), "{rows:?}");
         }
+    }
+    // Every check, natively, in the root filesystem read out of the raw
+    // disk, which is the tree the build made.
+    assert!(
+        stdout.contains("minimal.raw native: PASSED (native, namespaces,"),
+        "{stdout}"
+    );
+    for tool in [
+        "bcftools",
+        "bwa",
+        "fastp",
+        "minimap2",
+        "samtools",
+        "bwa/index-and-map",
+        "system/same-tree",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 2 && f[0] == "minimal.raw" && f[1] == "native" && f[2] == tool
+            })
+            .unwrap_or_else(|| panic!("no native row for {tool}:\n{stdout}"));
+        assert!(row.ends_with("passed"), "{row}");
     }
     for art in CONTAINERS {
         assert!(
@@ -341,11 +390,11 @@ fn the_whole_vm_matrix_boots_and_every_check_passes() {
     let rd = out.join("minimal.test");
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(rd.join("report.json")).unwrap()).unwrap();
-    let n = 2 * VM_CELLS.len() + CONTAINERS.len();
+    let n = 2 * VM_CELLS.len() + CONTAINERS.len() + 1;
     assert_eq!(report.as_array().unwrap().len(), n);
     for r in report.as_array().unwrap() {
         assert!(r["boot_secs"].as_f64().unwrap() > 0.0);
-        if r["firmware"] == "container" {
+        if r["firmware"] == "container" || r["firmware"] == "native" {
             assert!(r["results"].as_array().unwrap().len() >= 5, "{r}");
             continue;
         }
@@ -491,7 +540,7 @@ fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
             "{cell} named at the end: {stderr}"
         );
     }
-    assert!(stderr.contains("3 of 4 boots failed:"), "{stderr}");
+    assert!(stderr.contains("3 of 5 boots failed:"), "{stderr}");
     // A boot that shows its failure on the serial console fails at once,
     // not at the boot timeout: OVMF's shell, or GRUB's error (its BIOS core
     // image turns on the serial console before it looks for the root
@@ -507,10 +556,82 @@ fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
         );
         let err = r["error"].as_str().unwrap_or("");
         match cell.as_str() {
-            "minimal.raw bios" => assert!(err.is_empty(), "{r}"),
+            "minimal.raw bios" | "minimal.raw native" => assert!(err.is_empty(), "{r}"),
             _ => assert!(err.contains("the guest failed to boot"), "{cell}: {err}"),
         }
     }
+}
+
+/// A disk whose root filesystem differs from the build's tree by one byte
+/// inside one file is caught, both in the native run (which reads its tree
+/// from that disk) and in the boot, by the same-tree check: a native pass
+/// stands for a disk only when the disk holds that very tree.
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn a_disk_one_byte_off_the_built_tree_is_caught() {
+    let out = minimal();
+    let d = scratch("e2e-one-byte");
+    let raw = d.join("minimal.raw");
+    fs::copy(out.join("minimal.raw"), &raw).unwrap();
+    // Where /etc/motd's first block lies: the root partition starts at
+    // 66 MiB (sector 135168), blocks are 4 KiB.
+    let part = 135168u64 * 512;
+    let o = Command::new("debugfs")
+        .args(["-R", "bmap /etc/motd 0"])
+        .arg(format!("{}?offset={part}", raw.display()))
+        .output()
+        .unwrap();
+    let block: u64 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("debugfs: {}", String::from_utf8_lossy(&o.stderr)));
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&raw)
+            .unwrap();
+        let at = part + block * 4096;
+        let mut head = [0u8; 5];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"biovm", "/etc/motd is where debugfs says");
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(b"B").unwrap();
+    }
+    let mut m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("minimal.manifest.json")).unwrap())
+            .unwrap();
+    assert!(m["tree_sha256"].is_string(), "the build records its tree");
+    m["artifacts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|a| a["format"] == "raw");
+    fs::write(d.join("minimal.manifest.json"), m.to_string()).unwrap();
+    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "test",
+        "images/minimal.toml",
+        "--out",
+        d.to_str().unwrap(),
+        "--firmware",
+        "bios",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for place in ["native", "bios"] {
+        assert!(
+            stderr.contains(&format!(
+                "system/same-tree in minimal.raw under {place}: FAILED: output does not match"
+            )),
+            "{place}: {stderr}"
+        );
+    }
+    // Nothing else failed: the tools still work, the tree is not the built one.
+    assert_eq!(stderr.matches("FAILED").count(), 2, "{stderr}");
 }
 
 fn biovm_sha(p: &Path) -> String {
@@ -549,14 +670,17 @@ fn a_wrong_check_pattern_fails_and_names_the_tool() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
+    // Every check runs natively, in the disk's own tree: the report says
+    // so; the boot runs its sample (not samtools) and passes.
     assert!(
         stderr.contains(
-            "samtools in minimal.raw under bios: FAILED: output does not match /^samtools 9\\.\\d+/"
+            "samtools in minimal.raw under native: FAILED: output does not match /^samtools 9\\.\\d+/"
         ),
         "{stderr}"
     );
     // Only samtools failed.
     assert_eq!(stderr.matches("FAILED").count(), 1, "{stderr}");
+    assert!(stderr.contains("1 of 2 boots failed:"), "{stderr}");
 
     // The same inside a container artifact.
     let oci = out.join("minimal.oci");

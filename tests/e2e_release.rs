@@ -190,7 +190,8 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
     ];
     refs.extend(img["tests"]["logs"].as_array().unwrap().iter());
     // raw and the box under BIOS (console and results; raw boots as on EC2,
-    // so its metadata-service log too), the tarball's results.
+    // so its metadata-service log too), the tarball's results, and the
+    // native run of every check in the raw disk's tree.
     let logs: Vec<&str> = img["tests"]["logs"]
         .as_array()
         .unwrap()
@@ -203,6 +204,7 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
             "tiny.test/raw-bios.imds.log",
             "tiny.test/raw-bios.results.log",
             "tiny.test/raw-bios.serial.log",
+            "tiny.test/raw-native.results.log",
             "tiny.test/tarball.results.log",
             "tiny.test/vagrant-bios.results.log",
             "tiny.test/vagrant-bios.serial.log"
@@ -214,8 +216,9 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
         listed.push(r["file"].as_str().unwrap().to_string());
     }
     assert_eq!(img["sbom"]["file"], "tiny.spdx.json");
-    // raw-bios, vagrant-bios, the tarball.
-    assert_eq!(img["tests"]["cells"], 3);
+    // raw-bios, vagrant-bios, the tarball, the native run.
+    assert_eq!(img["tests"]["cells"], 4);
+    assert_eq!(img["tests"]["checks"], "native-and-boot-sample");
     let report = json(&rel.join("tiny.test/report.json"));
     let mut released = names_in(&rel.join("tiny.test"));
     released.sort();
@@ -296,7 +299,7 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
     let out = text(&o.stdout);
     for needle in [
         "build    reused",
-        "test     reused (3 cells passed)",
+        "test     reused (4 cells passed)",
         "already published",
     ] {
         assert!(out.contains(needle), "{needle:?} in {out}");
@@ -345,7 +348,7 @@ fn a_release_with_a_failing_check_writes_and_publishes_nothing() {
     let err = text(&o.stderr);
     assert!(
         err.contains(
-            "samtools in tiny.raw under bios: FAILED: output does not match /^samtools 9\\.\\d+/"
+            "samtools in tiny.raw under native: FAILED: output does not match /^samtools 9\\.\\d+/"
         ),
         "{err}"
     );

@@ -162,6 +162,7 @@ fn sample() -> Index {
                 junit: f("tiny.test/junit.xml", '7'),
                 logs: vec![f("tiny.test/raw-bios.serial.log", '8')],
                 cells: 1,
+                checks: "native-and-boot-sample".into(),
                 passed: true,
             },
             vagrant: None,

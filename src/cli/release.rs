@@ -47,6 +47,10 @@ pub struct ReleaseArgs {
     /// once as it has processors).
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     pub memory: u32,
+    /// Run every check in every boot too (see `biovm test --full`); the
+    /// rule used is recorded in release.json.
+    #[arg(long)]
+    pub full: bool,
     /// Debian mirror (default: the image's, else mmdebstrap's default).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
@@ -170,6 +174,8 @@ pub fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<ExitCode> {
             jobs,
             memory_mib: a.memory,
             boot_identical_disks: false,
+            full: a.full,
+            tree_sha256: None,
         },
     };
     let publisher = CliPublisher {

@@ -48,11 +48,19 @@ pub struct TestArgs {
     /// by default such a cell reports that boot's results and names it.
     #[arg(long)]
     pub boot_identical_disks: bool,
+    /// Run every check in every boot too (for runners where KVM works).
+    /// Without it, every check runs once natively in the root filesystem
+    /// read out of a disk (proven to be the build's tree), and each boot
+    /// runs the system's checks and one tool per install source
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// What to test: artifacts (path and format), the checks, the firmware.
 struct Plan {
     artifacts: Vec<(PathBuf, Format)>,
+    /// The build's tree digest, from the manifest.
+    tree_sha256: Option<String>,
     tools: Vec<Tool>,
     boot: Vec<BootMode>,
     /// Where the reports go.
@@ -106,6 +114,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
             artifacts.push((p, f));
         }
         return Ok(Plan {
+            tree_sha256: m.tree_sha256.clone(),
             artifacts,
             tools,
             boot,
@@ -129,6 +138,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         (None, Ok(m)) => (m.tools.clone(), m.boot_modes()),
         (None, Err(e)) => bail!("{e:#}"),
     };
+    let tree_sha256 = manifest.as_ref().ok().and_then(|m| m.tree_sha256.clone());
     let from_manifest = manifest.ok().and_then(|m| {
         m.artifacts
             .iter()
@@ -147,6 +157,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
     };
     Ok(Plan {
         artifacts: vec![(a.target.clone(), format)],
+        tree_sha256,
         tools,
         boot,
         report_dir: smoke::report_dir_for(&a.target),
@@ -171,6 +182,8 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
         jobs: a.jobs.unwrap_or_else(smoke::default_jobs),
         memory_mib: a.memory,
         boot_identical_disks: a.boot_identical_disks,
+        full: a.full,
+        tree_sha256: p.tree_sha256.clone(),
     };
     let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;
     if g.json {

@@ -663,17 +663,6 @@ exec setpriv --bounding-set="$caps" \
     chroot "$root" /bin/sh -c 'cd /run/biovm-checks && exec sh ./run.sh'
 "#;
 
-/// A work folder removed (never across mounts or symbolic links) when dropped.
-struct WorkDir(PathBuf);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if let Err(e) = fsutil::remove_tree(&self.0) {
-            log::warn!("cannot remove {}: {e:#}", self.0.display());
-        }
-    }
-}
-
 /// Make sure every mount point is a real folder of the tree.
 fn prepare_mount_points(root: &Path) -> Result<()> {
     for (mp, mode) in MOUNT_POINTS {
@@ -715,12 +704,17 @@ fn hostname_of(root: &Path) -> String {
 /// Unpack the container artifact `artifact` (of `format`) into a temporary
 /// folder under `run_dir`, run every check of `tools` inside it as a
 /// container (see the module documentation) and judge the results as a
-/// boot's are. `timeout` bounds the run of the checks (not the unpacking);
+/// boot's are. A disk artifact is read instead: its root filesystem is
+/// copied out of the disk (no mount) and digested on the way, and with
+/// `expected_tree` (the build's tree digest) the report gets a
+/// `system/same-tree` result saying whether the tree the checks ran in is
+/// the one the build made, so these native checks stand for the disk's
+/// boots. `timeout` bounds the run of the checks (not the unpacking);
 /// when it passes, every process of the container is killed and the report
-/// says so. The report's `firmware` and `accel` are "container", its
-/// `format` the format's name; `boot_secs` counts from the start
-/// of the unpacking to the first result line; the results the container
-/// wrote are kept in `run_dir/<format>.results.log` (the report's
+/// says so. The report's `firmware` and `accel` are "container" ("native"
+/// for a disk), its `format` the format's name; `boot_secs` counts from
+/// the start of the unpacking to the first result line; the results the
+/// container wrote are kept in `run_dir/<label>.results.log` (the report's
 /// `serial_log`). Needs root.
 pub fn test_container(
     artifact: &Path,
@@ -728,25 +722,33 @@ pub fn test_container(
     tools: &[Tool],
     run_dir: &Path,
     timeout: Duration,
+    expected_tree: Option<&str>,
 ) -> Result<BootReport> {
-    let label = format.as_str();
-    if format.is_disk() {
-        bail!(
-            "{}: {label} is a disk format; it is tested by booting it",
-            artifact.display()
-        );
-    }
+    let native = format.is_disk();
+    let label = if native {
+        format!("{}-native", format.as_str())
+    } else {
+        format.as_str().to_string()
+    };
     crate::doctor::require(crate::doctor::Need::ContainerTest)?;
     fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let log_path = run_dir.join(format!("{label}.results.log"));
     let _ = fs::remove_file(&log_path);
     let t0 = Instant::now();
-    let work = fsutil::temp_name(&run_dir.join(format!("{label}.container")));
-    fsutil::remove_tree(&work)?;
-    fs::create_dir(&work).with_context(|| format!("cannot create {}", work.display()))?;
-    let work = WorkDir(work);
-    let root = work.0.join("root");
-    unpack_rootfs(artifact, format, &root)?;
+    let work = fsutil::Scratch::new_in(run_dir, &format!("{label}.container"))?;
+    let root = work.join("root");
+    let tree = if native {
+        fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        let raw = super::tree::raw_view(artifact, format, work.path())?;
+        let digest = super::tree::digest_disk(&raw, Some(&root));
+        if raw != artifact {
+            let _ = fs::remove_file(&raw);
+        }
+        Some(digest?)
+    } else {
+        unpack_rootfs(artifact, format, &root)?;
+        None
+    };
     log::info!(
         "{}: unpacked in {:.1} s",
         artifact.display(),
@@ -754,9 +756,9 @@ pub fn test_container(
     );
     prepare_mount_points(&root)
         .with_context(|| format!("cannot run {} as a container", artifact.display()))?;
-    let checks = work.0.join("checks.tar");
+    let checks = work.join("checks.tar");
     write_checks_drive(tools, &checks)?;
-    let results_dir = work.0.join("results");
+    let results_dir = work.join("results");
     fs::create_dir(&results_dir)
         .with_context(|| format!("cannot create {}", results_dir.display()))?;
     let results = results_dir.join("results.log");
@@ -766,11 +768,11 @@ pub fn test_container(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        format: label,
-        firmware: "container",
+        format: format.as_str(),
+        firmware: if native { "native" } else { "container" },
         bus: "namespaces",
         prepare_secs: t0.elapsed().as_secs_f64(),
-        accel: "container",
+        accel: if native { "native" } else { "container" },
         accel_note: None,
         boot_secs: None,
         first_check_secs: None,
@@ -845,6 +847,9 @@ pub fn test_container(
     child.kill();
     report.total_secs = t0.elapsed().as_secs_f64();
     report.mark_not_run(tools);
+    if let (Some(got), Some(want)) = (&tree, expected_tree) {
+        report.results.push(super::same_tree_result(want, got));
+    }
     match fs::rename(&results, &log_path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1245,6 +1250,7 @@ mod tests {
                 timeout: 30,
                 data: vec![],
             },
+            source: None,
         }
     }
 
@@ -1277,7 +1283,7 @@ mod tests {
         ];
         for (f, file) in &a.files {
             let run = d.path().join("run");
-            let r = test_container(file, *f, &tools, &run, Duration::from_secs(120)).unwrap();
+            let r = test_container(file, *f, &tools, &run, Duration::from_secs(120), None).unwrap();
             let label = f.as_str();
             assert_eq!((r.firmware, r.format), ("container", label));
             assert!(r.error.is_none(), "{label}: {:?}", r.error);
@@ -1337,6 +1343,7 @@ mod tests {
             &tools,
             &run,
             Duration::from_secs(60),
+            None,
         )
         .unwrap();
         let err = r.error.clone().unwrap_or_default();
@@ -1361,7 +1368,7 @@ mod tests {
         ];
         let (f, file) = &a.files[3];
         let t = Instant::now();
-        let r = test_container(file, *f, &tools, d.path(), Duration::from_secs(3)).unwrap();
+        let r = test_container(file, *f, &tools, d.path(), Duration::from_secs(3), None).unwrap();
         assert!(t.elapsed() < Duration::from_secs(60));
         let err = r.error.clone().unwrap_or_default();
         assert!(err.contains("did not finish within 3 s"), "{err}");

@@ -17,7 +17,8 @@ use crate::manifest::Tool;
 pub enum Job {
     /// Boot a disk artifact under one firmware.
     Vm(Cell),
-    /// Run the checks in a container artifact's root filesystem.
+    /// Run the checks in a container artifact's root filesystem, or (for a
+    /// disk format) natively in the root filesystem read out of the disk.
     Container { artifact: PathBuf, format: Format },
 }
 
@@ -26,6 +27,9 @@ impl Job {
     pub fn label(&self) -> String {
         match self {
             Job::Vm(c) => c.label(),
+            Job::Container { format, .. } if format.is_disk() => {
+                format!("{}-native", format.as_str())
+            }
             Job::Container { format, .. } => format.as_str().to_string(),
         }
     }
@@ -58,6 +62,21 @@ pub fn jobs(artifacts: &[(PathBuf, Format)], modes: &[BootMode]) -> Vec<Job> {
             }),
     );
     v
+}
+
+/// The job that runs every check natively, once, in the root filesystem of
+/// one of `artifacts`' disks (the raw disk where there is one): VM boots
+/// then run the system's checks and [`super::boot_sample`] only. None when
+/// there is no disk, or no tool check to run.
+pub fn native_job(artifacts: &[(PathBuf, Format)]) -> Option<Job> {
+    let disks = || artifacts.iter().filter(|(_, f)| f.is_disk());
+    disks()
+        .find(|(_, f)| *f == Format::Raw)
+        .or_else(|| disks().next())
+        .map(|(a, f)| Job::Container {
+            artifact: a.clone(),
+            format: *f,
+        })
 }
 
 /// How long a container's checks may run: every check's own timeout, plus a
@@ -148,6 +167,18 @@ pub fn run_jobs(
     } else {
         shared_boots(jobs)
     };
+    // With a native run of every check in the same tree, boots run the
+    // system's checks and a sample; otherwise (or with --full) every check.
+    let has_native = jobs
+        .iter()
+        .any(|j| matches!(j, Job::Container { format, .. } if format.is_disk()));
+    let sample;
+    let boot_tools = if has_native && !opts.full {
+        sample = super::boot_sample(tools);
+        &sample[..]
+    } else {
+        tools
+    };
     let own: Vec<usize> = (0..jobs.len())
         .filter(|&i| sharing[i].same_boot_as.is_none())
         .collect();
@@ -167,7 +198,7 @@ pub fn run_jobs(
                 let r = match job {
                     Job::Vm(cell) => {
                         log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
-                        boot_and_check(cell, tools, run_dir, cpus, opts)
+                        boot_and_check(cell, boot_tools, run_dir, cpus, opts)
                     }
                     Job::Container { artifact, format } => {
                         log::info!("running the checks in {}", artifact.display());
@@ -177,6 +208,7 @@ pub fn run_jobs(
                             tools,
                             run_dir,
                             container_timeout(tools),
+                            opts.tree_sha256.as_deref(),
                         )
                     }
                 };
@@ -235,7 +267,13 @@ pub fn test_artifacts(
     report_dir: &Path,
     opts: &TestOptions,
 ) -> Result<Vec<BootReport>> {
-    let jobs = jobs(artifacts, modes);
+    let mut jobs = jobs(artifacts, modes);
+    if !opts.full && jobs.iter().any(|j| matches!(j, Job::Vm(_))) {
+        // First: it is quick, and a tool that fails shows at once.
+        if let Some(n) = native_job(artifacts) {
+            jobs.insert(0, n);
+        }
+    }
     if jobs.is_empty() {
         anyhow::bail!("nothing to test: no disk or container artifact among the targets");
     }
@@ -331,6 +369,7 @@ mod tests {
             jobs: 1,
             memory_mib: 256,
             boot_identical_disks: false,
+            ..TestOptions::default()
         };
         let r = run_jobs(&jobs, &[], d.path(), &opts);
         assert_eq!(r.len(), 1);
@@ -509,6 +548,7 @@ mod tests {
             jobs: 2,
             memory_mib: 256,
             boot_identical_disks: false,
+            ..TestOptions::default()
         };
         let r = run_jobs(&jobs, &[], d.path(), &opts);
         assert_eq!(

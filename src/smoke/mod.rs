@@ -24,6 +24,7 @@ pub mod matrix;
 pub mod qemu;
 pub mod report;
 pub mod seed;
+pub mod tree;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,12 @@ pub struct TestOptions {
     /// Boot every cell, even one whose disk is byte-for-byte the disk of
     /// another cell booted the same way (see `matrix::shared_boots`).
     pub boot_identical_disks: bool,
+    /// Every check in every boot, as well as natively (for runners where
+    /// KVM makes boots cheap); otherwise boots run [`boot_sample`].
+    pub full: bool,
+    /// The build's tree digest (from the manifest): every disk booted, and
+    /// the tree the native checks run in, must have it.
+    pub tree_sha256: Option<String>,
 }
 
 impl Default for TestOptions {
@@ -64,6 +71,8 @@ impl Default for TestOptions {
             jobs: default_jobs(),
             memory_mib: 2048,
             boot_identical_disks: false,
+            full: false,
+            tree_sha256: None,
         }
     }
 }
@@ -598,6 +607,7 @@ pub fn system_checks(image_bytes: u64, disk_bytes: u64, cloud: Cloud) -> Vec<Too
             timeout,
             data: vec![],
         },
+        source: None,
     };
     vec![
         // `running` means every unit started; otherwise the failed ones
@@ -650,6 +660,60 @@ if [ "$size" -gt {image_bytes} ]; then echo grown; else echo "not grown"; fi
     ]
 }
 
+/// The host-side check that a tree is the build's: `got` is the digest of
+/// the tree read from a disk (or the tree the native checks ran in),
+/// `want` the one the build recorded in the manifest.
+pub(crate) fn same_tree_result(want: &str, got: &str) -> CheckResult {
+    let t = same_tree_check();
+    let output = if got == want {
+        format!("same tree as built: {got}")
+    } else {
+        format!("root filesystem {got}, but the build made {want}")
+    };
+    CheckResult {
+        tool: t.name.clone(),
+        outcome: judge(&t, 0, &output),
+        status: 0,
+        seconds: 0.0,
+        output,
+    }
+}
+
+fn same_tree_check() -> Tool {
+    Tool {
+        name: "system/same-tree".into(),
+        category: SYSTEM_CATEGORY.into(),
+        check: crate::manifest::ToolCheck {
+            command: "(judged on the host: the digest of the root filesystem read from the disk)"
+                .into(),
+            expect: "^same tree as built: ".into(),
+            status: 0,
+            timeout: 0,
+            data: vec![],
+        },
+        source: None,
+    }
+}
+
+/// The tool checks a VM boot runs beside the system's when every check
+/// already ran natively in the same tree: one version check per install
+/// source the image has (Debian, PyPI, download), the first of each in
+/// catalogue order, so every way a tool gets into the image is proven in
+/// the booted system too. Without sources (an old manifest), the first
+/// version check.
+pub fn boot_sample(tools: &[Tool]) -> Vec<Tool> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut v: Vec<Tool> = tools
+        .iter()
+        .filter(|t| t.source.is_some_and(|s| seen.insert(s)))
+        .cloned()
+        .collect();
+    if v.is_empty() {
+        v.extend(tools.iter().find(|t| !t.name.contains('/')).cloned());
+    }
+    v
+}
+
 /// The host's check of an EC2 boot: every metadata read carried an IMDSv2
 /// session token.
 fn imds_check() -> Tool {
@@ -663,6 +727,7 @@ fn imds_check() -> Tool {
             timeout: 0,
             data: vec![],
         },
+        source: None,
     }
 }
 
@@ -690,6 +755,7 @@ mod tests {
                 timeout: 60,
                 data: vec![],
             },
+            source: None,
         }
     }
 

@@ -165,9 +165,17 @@ impl BootReport {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             format: format.as_str(),
-            firmware: "container",
+            firmware: if format.is_disk() {
+                "native"
+            } else {
+                "container"
+            },
             bus: "namespaces",
-            accel: "container",
+            accel: if format.is_disk() {
+                "native"
+            } else {
+                "container"
+            },
             error: Some(format!("{e:#}")),
             ..BootReport::new(BootMode::Uefi, super::qemu::Accel::Tcg, PathBuf::new())
         }
@@ -246,7 +254,7 @@ pub fn table(reports: &[BootReport]) -> String {
             (Some(b), None) => format!("boot {b:.1} s"),
             _ => "did not boot".into(),
         };
-        let container = r.firmware == "container";
+        let container = r.firmware == "container" || r.firmware == "native";
         let prepare = match (r.prepare_secs >= 0.05, container) {
             (false, _) => String::new(),
             (true, false) => format!("disk prepared {:.1} s, ", r.prepare_secs),

@@ -1,0 +1,463 @@
+//! The digest of a root filesystem tree, the same whether it is read from
+//! a folder (the build's staging tree, a tree the native checks run in) or
+//! straight out of a disk artifact's ext4 root partition (no mount, no loop
+//! device). The build records the staging tree's digest in the manifest;
+//! the test recomputes it from every disk it boots and from the tree the
+//! native checks run in, so a check that passed natively stands for the
+//! disk: they are one tree.
+//!
+//! What counts: every path (in a depth-first walk, children sorted by name
+//! bytes), its type, permission bits (with setuid, setgid, sticky), owner
+//! and group, a regular file's size and SHA-256, a symbolic link's target.
+//! Times do not count (the build clamps them), nor `lost+found` at the
+//! root, which `mkfs.ext4` adds.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Paths at the root the digest leaves out.
+const SKIP_AT_ROOT: &[&[u8]] = &[b"lost+found"];
+
+/// The kinds of file the digest tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// Device node, FIFO or socket: only its metadata counts.
+    Special,
+}
+
+impl Kind {
+    fn tag(self) -> u8 {
+        match self {
+            Kind::Dir => b'd',
+            Kind::File => b'f',
+            Kind::Symlink => b'l',
+            Kind::Special => b's',
+        }
+    }
+}
+
+/// A running tree digest.
+#[derive(Default)]
+pub struct TreeDigest {
+    sha: Sha256,
+    pub entries: u64,
+    pub file_bytes: u64,
+}
+
+impl TreeDigest {
+    /// Add one entry; `content` is a file's SHA-256 and size, a link's
+    /// target, or nothing. Every field is length-prefixed, so no two trees
+    /// give the same stream.
+    fn add(&mut self, path: &[u8], kind: Kind, mode: u32, uid: u32, gid: u32, content: &[u8]) {
+        self.entries += 1;
+        self.sha.update((path.len() as u64).to_le_bytes());
+        self.sha.update(path);
+        self.sha.update([kind.tag()]);
+        self.sha.update((mode & 0o7777).to_le_bytes());
+        self.sha.update(uid.to_le_bytes());
+        self.sha.update(gid.to_le_bytes());
+        self.sha.update((content.len() as u64).to_le_bytes());
+        self.sha.update(content);
+    }
+
+    pub fn finish(self) -> String {
+        crate::fsutil::hex(&self.sha.finalize())
+    }
+}
+
+/// A file's content record: its SHA-256 and its size.
+fn file_record(sha: Sha256, size: u64) -> Vec<u8> {
+    let mut v = sha.finalize().to_vec();
+    v.extend(size.to_le_bytes());
+    v
+}
+
+/// The digest of the tree under the folder `root`.
+pub fn digest_dir(root: &Path) -> Result<String> {
+    let mut d = TreeDigest::default();
+    walk_dir(root, &mut Vec::new(), &mut d)?;
+    Ok(d.finish())
+}
+
+fn walk_dir(root: &Path, rel: &mut Vec<u8>, d: &mut TreeDigest) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let here = root.join(std::ffi::OsStr::from_bytes(rel));
+    let meta =
+        fs::symlink_metadata(&here).with_context(|| format!("cannot stat {}", here.display()))?;
+    let ft = meta.file_type();
+    let (mode, uid, gid) = (meta.mode(), meta.uid(), meta.gid());
+    if ft.is_dir() {
+        d.add(rel, Kind::Dir, mode, uid, gid, &[]);
+        let mut names: Vec<Vec<u8>> = fs::read_dir(&here)
+            .with_context(|| format!("cannot list {}", here.display()))?
+            .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("cannot list {}", here.display()))?;
+        names.sort();
+        for n in names {
+            if rel.is_empty() && SKIP_AT_ROOT.contains(&n.as_slice()) {
+                continue;
+            }
+            let len = rel.len();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend(&n);
+            walk_dir(root, rel, d)?;
+            rel.truncate(len);
+        }
+    } else if ft.is_file() {
+        let mut f =
+            fs::File::open(&here).with_context(|| format!("cannot open {}", here.display()))?;
+        let mut sha = Sha256::new();
+        let size = std::io::copy(&mut f, &mut sha)
+            .with_context(|| format!("cannot read {}", here.display()))?;
+        d.file_bytes += size;
+        d.add(rel, Kind::File, mode, uid, gid, &file_record(sha, size));
+    } else if ft.is_symlink() {
+        let target =
+            fs::read_link(&here).with_context(|| format!("cannot read {}", here.display()))?;
+        d.add(
+            rel,
+            Kind::Symlink,
+            mode,
+            uid,
+            gid,
+            target.as_os_str().as_bytes(),
+        );
+    } else {
+        d.add(rel, Kind::Special, mode, uid, gid, &[]);
+    }
+    Ok(())
+}
+
+/// A disk image file read from an offset (the root partition's start).
+struct Partition {
+    file: fs::File,
+    offset: u64,
+}
+
+impl ext4_view::Ext4Read for Partition {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(dst, self.offset + start_byte)?;
+        Ok(())
+    }
+}
+
+/// The byte offset of the Linux root partition (x86-64 root type) of the
+/// raw GPT disk `raw`.
+pub fn root_partition_offset(raw: &Path) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::open(raw).with_context(|| format!("cannot open {}", raw.display()))?;
+    let mut hdr = [0u8; 92];
+    f.read_exact_at(&mut hdr, 512)
+        .with_context(|| format!("{}: no GPT header", raw.display()))?;
+    if &hdr[0..8] != b"EFI PART" {
+        bail!("{}: not a GPT disk", raw.display());
+    }
+    let le64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+    let le32 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default());
+    let entries_lba = le64(&hdr[72..80]);
+    let count = le32(&hdr[80..84]).min(1024) as u64;
+    let size = le32(&hdr[84..88]) as u64;
+    if size < 128 {
+        bail!("{}: GPT entries of {size} bytes", raw.display());
+    }
+    let root = crate::disk::gpt::Guid::parse(crate::disk::gpt::types::ROOT_X86_64)?.to_disk();
+    let mut e = vec![0u8; size as usize];
+    for i in 0..count {
+        f.read_exact_at(&mut e, entries_lba * 512 + i * size)
+            .with_context(|| format!("cannot read {}'s partition table", raw.display()))?;
+        if e[0..16] == root {
+            return Ok(le64(&e[32..40]) * 512);
+        }
+    }
+    bail!("{}: no Linux root partition in its GPT", raw.display())
+}
+
+/// The disk of `artifact` as a raw disk file: the artifact itself when it
+/// is raw, else a sparse raw copy in `scratch` made by `qemu-img convert`
+/// (for an OVA or a Vagrant box, of the VMDK inside it). The caller removes
+/// a copy when done with it.
+pub fn raw_view(artifact: &Path, format: crate::config::Format, scratch: &Path) -> Result<PathBuf> {
+    let (disk, qf) = super::disk_to_boot(artifact, format, &scratch.join("disk.tmp"))?;
+    if qf == "raw" {
+        return Ok(disk);
+    }
+    let raw = scratch.join("disk.raw.tmp");
+    let converted = crate::cmd::Cmd::new("qemu-img")
+        .args(["convert", "-f", qf, "-O", "raw"])
+        .arg(&disk)
+        .arg(&raw)
+        .run()
+        .with_context(|| format!("cannot read the disk of {}", artifact.display()));
+    if disk != artifact {
+        let _ = fs::remove_file(&disk);
+    }
+    converted?;
+    Ok(raw)
+}
+
+/// The digest of the root filesystem of each disk artifact, computed once
+/// per process (cells of one disk under two firmwares share it).
+pub fn disk_digest_once(
+    artifact: &Path,
+    format: crate::config::Format,
+    scratch: &Path,
+) -> Result<String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static DONE: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+    // One disk is read at a time: two at once on two cores would only
+    // slow both.
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = done.get_or_insert_with(HashMap::new);
+    if let Some(d) = map.get(artifact) {
+        return Ok(d.clone());
+    }
+    let t0 = std::time::Instant::now();
+    let raw = raw_view(artifact, format, scratch)?;
+    let d = digest_disk(&raw, None);
+    if raw != artifact {
+        let _ = fs::remove_file(&raw);
+    }
+    let d = d?;
+    log::info!(
+        "{}: root filesystem digested in {:.1} s",
+        artifact.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    map.insert(artifact.to_path_buf(), d.clone());
+    Ok(d)
+}
+
+/// The root filesystem of the raw disk `raw`.
+pub fn open_root(raw: &Path) -> Result<ext4_view::Ext4> {
+    let offset = root_partition_offset(raw)?;
+    let file = fs::File::open(raw).with_context(|| format!("cannot open {}", raw.display()))?;
+    ext4_view::Ext4::load(Box::new(Partition { file, offset }))
+        .map_err(|e| anyhow::anyhow!("{}: its root filesystem cannot be read: {e}", raw.display()))
+}
+
+/// The digest of the root filesystem of the raw disk `raw`; with
+/// `extract_to`, the tree is also written there (owners, modes with
+/// setuid bits, links; device nodes, FIFOs and sockets are left out, as a
+/// container gets its own /dev).
+pub fn digest_disk(raw: &Path, extract_to: Option<&Path>) -> Result<String> {
+    let fs4 = open_root(raw)?;
+    let mut d = TreeDigest::default();
+    let root = ext4_view::PathBuf::new("/");
+    walk_ext4(&fs4, &root, &mut Vec::new(), extract_to, &mut d)
+        .with_context(|| format!("reading the root filesystem of {}", raw.display()))?;
+    Ok(d.finish())
+}
+
+fn e4(e: ext4_view::Ext4Error) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn walk_ext4(
+    fs4: &ext4_view::Ext4,
+    path: &ext4_view::PathBuf,
+    rel: &mut Vec<u8>,
+    out: Option<&Path>,
+    d: &mut TreeDigest,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let meta = fs4.symlink_metadata(path).map_err(e4)?;
+    let ft = meta.file_type();
+    let (mode, uid, gid) = (u32::from(meta.mode()), meta.uid(), meta.gid());
+    let dest: Option<PathBuf> = out.map(|o| o.join(std::ffi::OsStr::from_bytes(rel)));
+    let own = |p: &Path, chmod: bool| -> Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))
+            .with_context(|| format!("cannot chown {}", p.display()))?;
+        if chmod {
+            fs::set_permissions(p, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot chmod {}", p.display()))?;
+        }
+        Ok(())
+    };
+    if ft.is_dir() {
+        d.add(rel, Kind::Dir, mode, uid, gid, &[]);
+        if let Some(p) = &dest {
+            if !rel.is_empty() {
+                fs::create_dir(p).with_context(|| format!("cannot create {}", p.display()))?;
+            }
+        }
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for entry in fs4.read_dir(path).map_err(e4)? {
+            let entry = entry.map_err(e4)?;
+            let name = entry.file_name();
+            let n: &[u8] = name.as_ref();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        }
+        names.sort();
+        for n in names {
+            if rel.is_empty() && SKIP_AT_ROOT.contains(&n.as_slice()) {
+                continue;
+            }
+            let len = rel.len();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend(&n);
+            walk_ext4(fs4, &path.join(&n), rel, out, d)?;
+            rel.truncate(len);
+        }
+        // Owner and mode last: the folder may not be writable by them.
+        if let Some(p) = &dest {
+            own(p, true)?;
+        }
+    } else if ft.is_regular_file() {
+        let mut f = fs4.open(path).map_err(e4)?;
+        let mut sha = Sha256::new();
+        let mut w = match &dest {
+            Some(p) => Some(
+                fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            if let Some(w) = w.as_mut() {
+                w.write_all(&buf[..n])?;
+            }
+            size += n as u64;
+        }
+        d.file_bytes += size;
+        d.add(rel, Kind::File, mode, uid, gid, &file_record(sha, size));
+        if let Some(p) = &dest {
+            drop(w);
+            // chown clears setuid bits: the mode goes on after it.
+            own(p, true)?;
+        }
+    } else if ft.is_symlink() {
+        let target = fs4.read_link(path).map_err(e4)?;
+        let t: &[u8] = target.as_ref();
+        d.add(rel, Kind::Symlink, mode, uid, gid, t);
+        if let Some(p) = &dest {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(t), p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
+            own(p, false)?;
+        }
+    } else {
+        d.add(rel, Kind::Special, mode, uid, gid, &[]);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(d: &Path) {
+        fs::create_dir_all(d.join("usr/bin")).unwrap();
+        fs::write(d.join("usr/bin/tool"), b"#!/bin/sh\necho 1\n").unwrap();
+        fs::set_permissions(d.join("usr/bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::symlink("usr/bin", d.join("bin")).unwrap();
+        fs::write(d.join("etc"), b"x").unwrap();
+    }
+
+    #[test]
+    fn equal_trees_give_equal_digests_and_any_change_shows() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        tree(a.path());
+        tree(b.path());
+        let da = digest_dir(a.path()).unwrap();
+        assert_eq!(da, digest_dir(b.path()).unwrap());
+        // lost+found at the root does not count.
+        fs::create_dir(b.path().join("lost+found")).unwrap();
+        assert_eq!(da, digest_dir(b.path()).unwrap());
+        // One byte of content, a mode bit, a link target: each shows.
+        fs::write(b.path().join("usr/bin/tool"), b"#!/bin/sh\necho 2\n").unwrap();
+        let changed = digest_dir(b.path()).unwrap();
+        assert_ne!(da, changed);
+        tree_reset(b.path());
+        fs::set_permissions(
+            b.path().join("usr/bin/tool"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert_ne!(da, digest_dir(b.path()).unwrap());
+        tree_reset(b.path());
+        fs::remove_file(b.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink("usr/sbin", b.path().join("bin")).unwrap();
+        assert_ne!(da, digest_dir(b.path()).unwrap());
+    }
+
+    fn tree_reset(d: &Path) {
+        fs::remove_dir_all(d.join("usr")).unwrap();
+        fs::remove_file(d.join("bin")).unwrap();
+        fs::remove_file(d.join("etc")).unwrap();
+        tree(d);
+    }
+
+    /// A tree written into an ext4 image by `mkfs.ext4 -d` (as the build
+    /// writes the root partition) reads back to the same digest, and
+    /// extracting it gives a folder with the same digest.
+    #[test]
+    #[ignore = "needs root (file owners) and mkfs.ext4"]
+    fn an_ext4_image_reads_back_as_the_tree_it_was_made_from() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir(&src).unwrap();
+        tree(&src);
+        std::os::unix::fs::lchown(src.join("etc"), Some(1000), Some(100)).unwrap();
+        let img = d.path().join("root.ext4");
+        crate::cmd::Cmd::new("mkfs.ext4")
+            .args(["-q", "-d"])
+            .arg(&src)
+            .arg(&img)
+            .arg("16M")
+            .run()
+            .unwrap();
+        // A raw GPT disk around it is what tests read; here the partition
+        // is the whole file.
+        let fs4 = ext4_view::Ext4::load(Box::new(Partition {
+            file: fs::File::open(&img).unwrap(),
+            offset: 0,
+        }))
+        .unwrap();
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let mut dig = TreeDigest::default();
+        walk_ext4(
+            &fs4,
+            &ext4_view::PathBuf::new("/"),
+            &mut Vec::new(),
+            Some(&out),
+            &mut dig,
+        )
+        .unwrap();
+        let want = digest_dir(&src).unwrap();
+        assert_eq!(dig.finish(), want);
+        assert_eq!(digest_dir(&out).unwrap(), want);
+        let m = fs::metadata(out.join("usr/bin/tool")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o4755);
+        assert_eq!(fs::symlink_metadata(out.join("etc")).unwrap().uid(), 1000);
+    }
+}
