@@ -189,6 +189,12 @@ impl Cmd {
         r.finish()
     }
 
+    /// Run to completion with stdout written to `out` (a decompressor's
+    /// output, say).
+    pub fn run_to_file(&mut self, out: std::fs::File) -> Result<(), CmdError> {
+        self.start(Stdio::from(out))?.finish()
+    }
+
     /// Run attached to this terminal (stdin, stdout and stderr inherited)
     /// until it ends; its exit status, whatever it is.
     pub fn run_on_terminal(&mut self) -> Result<ExitStatus, CmdError> {
