@@ -86,6 +86,34 @@ fn openat2(dirfd: RawFd, path: &Path, flags: i32, mode: u32) -> io::Result<Owned
     }
 }
 
+/// Open the file `rel` below the folder `dir` for reading, refusing any
+/// resolution that leaves `dir` (`RESOLVE_BENEATH`: no `..` above it, no
+/// absolute symlink, no magic link) rather than clamping it.
+pub fn open_beneath(dir: &Path, rel: &Path) -> io::Result<File> {
+    let top = File::open(dir)?;
+    let c = cstr(rel)?;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: a valid NUL-terminated path and an open_how of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            top.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor that we now own.
+    Ok(unsafe { File::from_raw_fd(r as RawFd) })
+}
+
 /// `path` as plain components inside a tree: a leading `/` and `.` are
 /// dropped; `..` is refused (the kernel would stop it at the top anyway,
 /// but a path that tries is a mistake worth naming).
