@@ -208,7 +208,7 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) 
     }
     wheels.write(Path::new("requirements.txt"), hashed.as_bytes(), 0o644)?;
     let in_root = |program: &str, args: Vec<String>| {
-        Cmd::new("chroot")
+        Cmd::isolated("chroot")
             .arg(root)
             .arg(program)
             .args(args)

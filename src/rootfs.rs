@@ -97,6 +97,7 @@ pub fn bootstrap(
     // the kernel's first (and only) initramfs is already the small one.
     let stage = tempfile::tempdir().context("cannot create a staging folder")?;
     let initramfs = stage.path().join("initramfs-tools");
+    fs::create_dir(&initramfs).with_context(|| format!("cannot create {}", initramfs.display()))?;
     write_file(&initramfs, "conf.d/biovm", INITRAMFS_CONF.as_bytes(), 0o644)?;
     write_file(
         &initramfs,
@@ -115,7 +116,9 @@ pub fn bootstrap(
     // minimal image needs a few hundred of the cache's two thousand files,
     // and copying them all in and out again cost most of its bootstrap.
     let link = same_filesystem(&private.input, root);
-    let mut c = Cmd::new("mmdebstrap");
+    // Isolated: the /proc, /sys and /dev mounts mmdebstrap makes in the
+    // tree vanish with it, even when biovm is killed mid-bootstrap.
+    let mut c = Cmd::isolated("mmdebstrap");
     // mmdebstrap (and dpkg, initramfs-tools, useradd) take their timestamps from it.
     c.env("SOURCE_DATE_EPOCH", epoch.to_string());
     // Python byte-code compiled at install time (py3compile) does not
@@ -630,7 +633,8 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
     tree.remove_file(Path::new("var/lib/systemd/random-seed"))?;
 
     let chroot = |args: &[&str]| -> Result<()> {
-        Cmd::new("chroot")
+        // Isolated: nothing a package script starts outlives the step.
+        Cmd::isolated("chroot")
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .env("PYTHONHASHSEED", "0")
             .arg(root)
