@@ -397,3 +397,25 @@ fn locales_are_checked_against_the_hosts_list() {
         assert!(err.contains("cannot check locale `en_US.utf8`"), "{err}");
     }
 }
+
+/// `build`, `lock` and `plan` load the image as `check` does: an image or
+/// recipe aimed at host paths stops them before anything is made.
+#[test]
+fn commands_that_build_refuse_host_paths_first() {
+    let case = repo().join("tests/fixtures/broken/image-host-paths");
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let expected = fs::read_to_string(case.join("expected.txt")).unwrap();
+    for args in [
+        vec!["build", "images/x.toml", "--out", out.to_str().unwrap()],
+        vec!["lock", "images/x.toml"],
+        vec!["plan", "images/x.toml"],
+    ] {
+        let o = biovm(&case, &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert_eq!(text(&o.stderr), expected, "{args:?}");
+    }
+    assert!(!out.exists(), "build made its output folder");
+    assert!(!case.join("images/x.lock").exists());
+    assert!(!Path::new("/tmp/biovm-host-marker").exists());
+}

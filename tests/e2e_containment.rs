@@ -325,13 +325,34 @@ fn kill_in_stage(mut child: Child, stage: &str, after: Duration) {
 }
 
 /// What a killed build may leave in its output folder: hidden `.tmp`
-/// scratch only, never a file under a final name, and no mount.
-fn assert_nothing_final_or_mounted(out: &Path, stage: &str) {
+/// scratch, and under a final name only what an earlier stage completed
+/// (`complete`: the raw disk once the disk stage is over, whole); no mount.
+fn assert_nothing_partial_or_mounted(out: &Path, stage: &str, complete: &[&str]) {
     for e in fs::read_dir(out).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            continue;
+        }
         assert!(
-            name.starts_with('.') && name.ends_with(".tmp"),
+            complete.contains(&name.as_str()),
             "killed in {stage}: {name} carries a final name"
+        );
+    }
+    if complete.contains(&"minimal.raw") {
+        let raw = out.join("minimal.raw");
+        assert_eq!(
+            fs::metadata(&raw).unwrap().len(),
+            3 << 30,
+            "minimal.raw is whole"
+        );
+        let o = Command::new("sfdisk")
+            .arg("--json")
+            .arg(&raw)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "minimal.raw has no valid partition table"
         );
     }
     assert_eq!(
@@ -365,9 +386,14 @@ fn a_killed_build_leaves_no_mounts_and_the_next_one_succeeds() {
     fs::create_dir_all(&out).unwrap();
     // Bootstrap: mmdebstrap has /proc, /sys and /dev mounted in the tree
     // within seconds of starting.
-    for (stage, after) in [("bootstrap", 25), ("disk", 1), ("formats", 1)] {
+    let points: [(&str, u64, &[&str]); 3] = [
+        ("bootstrap", 25, &[]),
+        ("disk", 1, &[]),
+        ("formats", 1, &["minimal.raw"]),
+    ];
+    for (stage, after, complete) in points {
         kill_in_stage(start_build(&img, &out), stage, Duration::from_secs(after));
-        assert_nothing_final_or_mounted(&out, stage);
+        assert_nothing_partial_or_mounted(&out, stage, complete);
     }
     let o = biovm(
         &project,
