@@ -4,8 +4,8 @@
 //! copied or unpacked into the image.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cmd::Cmd;
 use crate::config::{Download, Recipe};
+use crate::confined::Tree;
 use crate::fsutil::{self, AtomicFile};
 
 const ATTEMPTS: u32 = 3;
@@ -132,37 +133,173 @@ pub fn fetch_all(recipes: &[Recipe], cache: &Path) -> Result<Vec<(PathBuf, Downl
     Ok(v)
 }
 
+/// How a download's archive is compressed, from the end of its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+/// The archive names biovm unpacks, and how each is compressed.
+const ARCHIVES: &[(&str, Compression)] = &[
+    (".tar", Compression::None),
+    (".tar.gz", Compression::Gzip),
+    (".tgz", Compression::Gzip),
+    (".tar.bz2", Compression::Bzip2),
+    (".tbz2", Compression::Bzip2),
+    (".tar.xz", Compression::Xz),
+    (".txz", Compression::Xz),
+    (".tar.zst", Compression::Zstd),
+];
+
 /// Put a fetched file into the tree at `root`: copied to `dest` (mode 0755),
-/// or, with `unpack`, a tar archive unpacked into the folder `dest`.
+/// or, with `unpack`, a tar archive unpacked into the folder `dest`. Every
+/// write is confined to the tree (see `confined`), and an archive's members
+/// to `dest`: absolute names, `..` and links leading out of `dest` are
+/// refused, and nothing is written through a link.
 pub fn install(file: &Path, d: &Download, root: &Path) -> Result<()> {
-    let dest = root.join(d.dest.trim_start_matches('/'));
-    if d.unpack {
-        fs::create_dir_all(&dest)?;
-        let u = d.url.to_ascii_lowercase();
-        let known = [
-            ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst",
-        ];
-        if !known.iter().any(|s| u.ends_with(s)) {
-            bail!(
-                "{}: cannot unpack this kind of archive (known: {})",
-                d.url,
-                known.join(" ")
-            );
+    let tree = Tree::open(root)?;
+    let dest = Path::new(&d.dest);
+    if !d.unpack {
+        return tree
+            .copy_in(file, dest, 0o755)
+            .with_context(|| format!("cannot copy {} to {}", d.url, d.dest));
+    }
+    let u = d.url.to_ascii_lowercase();
+    let Some((_, compression)) = ARCHIVES.iter().find(|(s, _)| u.ends_with(s)) else {
+        let known: Vec<&str> = ARCHIVES.iter().map(|(s, _)| *s).collect();
+        bail!(
+            "{}: cannot unpack this kind of archive (known: {})",
+            d.url,
+            known.join(" ")
+        );
+    };
+    let into = tree.subtree(dest)?;
+    let unpacked = decompressed(file, *compression).and_then(|r| unpack(r, &into));
+    unpacked.with_context(|| format!("unpacking {} into {} failed", d.url, d.dest))
+}
+
+/// The tar stream inside `file`. Compressions other than gzip go through
+/// their own program into an unnamed temporary file beside `file` (gone
+/// with the process, however it ends).
+fn decompressed(file: &Path, c: Compression) -> Result<Box<dyn Read>> {
+    let f = fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let program = match c {
+        Compression::None => return Ok(Box::new(f)),
+        Compression::Gzip => return Ok(Box::new(flate2::read::GzDecoder::new(f))),
+        Compression::Bzip2 => "bzip2",
+        Compression::Xz => "xz",
+        Compression::Zstd => "zstd",
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut out = tempfile::tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    Cmd::new(program)
+        .args(["-d", "-c"])
+        .arg(file)
+        .run_to_file(out.try_clone()?)?;
+    out.seek(SeekFrom::Start(0))?;
+    Ok(Box::new(out))
+}
+
+/// A member's name as a path inside the destination: `./` and a trailing
+/// `/` dropped; absolute names and `..` refused.
+fn member_path(name: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                bail!("member {} has an absolute name", name.display())
+            }
+            Component::ParentDir => bail!("member {} climbs out with `..`", name.display()),
         }
-        Cmd::new("tar")
-            .args(["--no-same-owner", "--no-same-permissions", "-xf"])
-            .arg(file)
-            .arg("-C")
-            .arg(&dest)
-            .run()
-            .with_context(|| format!("unpacking {} into {} failed", d.url, d.dest))?;
-    } else {
-        if let Some(p) = dest.parent() {
-            fs::create_dir_all(p)?;
+    }
+    Ok(out)
+}
+
+/// Refuse a symlink member `at` whose `target` leads out of the
+/// destination: an absolute target, or one whose `..` climb above it.
+fn check_link_target(at: &Path, target: &Path) -> Result<()> {
+    let outside = || {
+        anyhow::anyhow!(
+            "member {} is a link to {}, outside the folder the archive is unpacked into",
+            at.display(),
+            target.display()
+        )
+    };
+    if target.is_absolute() {
+        return Err(outside());
+    }
+    // Depth below the destination of the folder holding the link.
+    let mut depth = at.components().count().saturating_sub(1) as i64;
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => depth -= 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return Err(outside()),
         }
-        fs::copy(file, &dest).with_context(|| format!("cannot copy {} to {}", d.url, d.dest))?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
+        if depth < 0 {
+            return Err(outside());
+        }
+    }
+    Ok(())
+}
+
+/// Unpack the tar stream `r` into `into`, member by member, with biovm's
+/// own writes (never an external tar): files owned by root with the
+/// archive's permission bits less group/other write (as root's umask
+/// would make them), no set-id bits.
+fn unpack(r: Box<dyn Read>, into: &Tree) -> Result<()> {
+    use tar::EntryType;
+    let mut archive = tar::Archive::new(r);
+    for entry in archive.entries().context("cannot read the archive")? {
+        let mut e = entry.context("cannot read the archive")?;
+        let name = e
+            .path()
+            .context("a member has an unreadable name")?
+            .into_owned();
+        let rel = member_path(&name)?;
+        let kind = e.header().entry_type();
+        let mode = e.header().mode().unwrap_or(0o644) & 0o755;
+        match kind {
+            EntryType::Directory => into.create_dir_all(&rel)?,
+            EntryType::Regular | EntryType::Continuous => {
+                if rel.as_os_str().is_empty() {
+                    bail!("member {} is a file without a name", name.display());
+                }
+                into.write_from(&rel, &mut e, mode)?;
+            }
+            EntryType::Symlink => {
+                let target = e
+                    .link_name()?
+                    .with_context(|| format!("member {} is a link to nothing", name.display()))?
+                    .into_owned();
+                check_link_target(&rel, &target)?;
+                into.symlink(&target, &rel)?;
+            }
+            EntryType::Link => {
+                let target = e
+                    .link_name()?
+                    .with_context(|| format!("member {} is a link to nothing", name.display()))?
+                    .into_owned();
+                let existing = member_path(&target).with_context(|| {
+                    format!("member {} is a hard link out of the archive", name.display())
+                })?;
+                into.hard_link(&existing, &rel)?;
+            }
+            // Metadata for the members that follow, not members.
+            EntryType::XGlobalHeader | EntryType::XHeader => {}
+            other => bail!(
+                "member {} is a {other:?} entry, which biovm does not unpack (only files, folders and links)",
+                name.display()
+            ),
+        }
     }
     Ok(())
 }
@@ -273,6 +410,158 @@ mod tests {
         fs::write(&p, b"evil").unwrap();
         let e = fetch("tool", &dl(&url, &sha), cache.path()).unwrap_err();
         assert!(e.downcast_ref::<HashMismatch>().is_some(), "{e:#}");
+    }
+
+    /// One tar member, its name written as is (the tar crate would refuse
+    /// the bad names these tests need).
+    enum Member<'a> {
+        File(&'a str, &'a [u8]),
+        Dir(&'a str),
+        Symlink(&'a str, &'a str),
+        HardLink(&'a str, &'a str),
+    }
+
+    fn tar_of(members: &[Member]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for m in members {
+            let mut h = tar::Header::new_ustar();
+            let (name, kind, link, body): (&str, _, Option<&str>, &[u8]) = match m {
+                Member::File(n, body) => (n, tar::EntryType::Regular, None, body),
+                Member::Dir(n) => (n, tar::EntryType::Directory, None, b""),
+                Member::Symlink(n, t) => (n, tar::EntryType::Symlink, Some(t), b""),
+                Member::HardLink(n, t) => (n, tar::EntryType::Link, Some(t), b""),
+            };
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(t) = link {
+                h.as_old_mut().linkname[..t.len()].copy_from_slice(t.as_bytes());
+            }
+            h.set_entry_type(kind);
+            h.set_mode(0o4775);
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            b.append(&h, body).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Unpack `members` (as a .tar.xz when `xz`) into /opt/tool of a new
+    /// tree that has `etc/planted -> <outside>`; the tree, the outside
+    /// folder (which must stay empty) and the result.
+    fn unpack_into_tree(
+        members: &[Member],
+        xz: bool,
+    ) -> (tempfile::TempDir, PathBuf, PathBuf, Result<()>) {
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc/planted")).unwrap();
+        let mut archive = d.path().join("a.tar");
+        fs::write(&archive, tar_of(members)).unwrap();
+        if xz {
+            Cmd::new("xz").arg(&archive).run().unwrap();
+            archive = d.path().join("a.tar.xz");
+        }
+        let dl = Download {
+            url: format!(
+                "https://example.org/{}",
+                archive.file_name().unwrap().to_string_lossy()
+            ),
+            sha256: "0".repeat(64),
+            dest: "/opt/tool".into(),
+            unpack: true,
+        };
+        let r = install(&archive, &dl, &root);
+        (d, root, outside, r)
+    }
+
+    #[test]
+    fn archives_unpack_files_folders_and_links_inside_their_folder() {
+        for xz in [false, true] {
+            let (_d, root, outside, r) = unpack_into_tree(
+                &[
+                    Member::Dir("./"),
+                    Member::Dir("tool-1.0/bin/"),
+                    Member::File("tool-1.0/bin/tool", b"#!/bin/sh\n"),
+                    Member::Symlink("tool-1.0/latest", "bin/tool"),
+                    Member::Symlink("tool-1.0/bin/up", "../bin"),
+                    Member::HardLink("tool-1.0/bin/tool2", "tool-1.0/bin/tool"),
+                ],
+                xz,
+            );
+            r.unwrap();
+            let t = root.join("opt/tool/tool-1.0");
+            assert_eq!(fs::read(t.join("bin/tool")).unwrap(), b"#!/bin/sh\n");
+            assert_eq!(fs::read(t.join("bin/tool2")).unwrap(), b"#!/bin/sh\n");
+            assert_eq!(
+                fs::read_link(t.join("latest")).unwrap(),
+                Path::new("bin/tool")
+            );
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(t.join("bin/tool"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o755, "no set-id bit, no group write");
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn archives_that_reach_out_are_refused_and_write_nothing_outside() {
+        let cases: Vec<(Vec<Member>, &str)> = vec![
+            (
+                vec![Member::File("/etc/evil", b"x")],
+                "member /etc/evil has an absolute name",
+            ),
+            (
+                vec![Member::File("a/../../../evil", b"x")],
+                "member a/../../../evil climbs out with `..`",
+            ),
+            (
+                vec![
+                    Member::Symlink("link", "/etc"),
+                    Member::File("link/evil", b"x"),
+                ],
+                "member link is a link to /etc, outside the folder",
+            ),
+            (
+                vec![
+                    Member::Symlink("a/link", "../../etc"),
+                    Member::File("a/link/evil", b"x"),
+                ],
+                "member a/link is a link to ../../etc, outside the folder",
+            ),
+            (
+                vec![Member::HardLink("h", "../../../etc/shadow")],
+                "member h is a hard link out of the archive",
+            ),
+        ];
+        for (members, want) in cases {
+            let (_d, root, outside, r) = unpack_into_tree(&members, false);
+            let e = format!("{:#}", r.unwrap_err());
+            assert!(
+                e.starts_with("unpacking https://example.org/a.tar into /opt/tool failed"),
+                "{e}"
+            );
+            assert!(e.contains(want), "{want}: {e}");
+            assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "{want}");
+            assert!(!root.join("etc/evil").exists() && !root.join("evil").exists());
+        }
+        // A download's `dest` through a link planted in the tree stays in the tree.
+        let d = tempfile::tempdir().unwrap();
+        let (root, outside) = (d.path().join("root"), d.path().join("outside"));
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(outside.join("marker"), root.join("usr/bin/tool")).unwrap();
+        let file = d.path().join("tool");
+        fs::write(&file, b"tool").unwrap();
+        let mut dl = dl("https://example.org/tool", &"0".repeat(64));
+        dl.dest = "/usr/bin/tool".into();
+        install(&file, &dl, &root).unwrap();
+        assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"tool");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     }
 
     #[test]

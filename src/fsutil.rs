@@ -116,12 +116,22 @@ impl Drop for Scratch {
     }
 }
 
-/// Remove temporary files an interrupted earlier run left in `dir`.
+/// The process that owns a temporary name `.NAME.PID.tmp`, if it says.
+fn temp_owner(name: &str) -> Option<u32> {
+    name.strip_suffix(".tmp")?.rsplit('.').next()?.parse().ok()
+}
+
+/// Remove temporary files and work folders that interrupted earlier runs
+/// left in `dir` (their process is gone); those of another biovm still
+/// running (its PID alive) are left alone.
 pub fn remove_stale_temps(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        let running = temp_owner(&name).is_some_and(|pid| {
+            pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if name.starts_with('.') && name.ends_with(".tmp") && !running {
             log::info!("removing leftover {}", e.path().display());
             if let Err(err) = remove_tree(&e.path()) {
                 log::warn!("{err:#}");
@@ -452,15 +462,20 @@ mod tests {
     #[test]
     fn stale_temps_are_removed_and_others_kept() {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join(".disk.raw.123.tmp"), b"x").unwrap();
-        fs::create_dir(d.path().join(".rootfs.9.tmp")).unwrap();
+        // PIDs never exceed 2^22 on Linux: these owners cannot be running.
+        fs::write(d.path().join(".disk.raw.4294967295.tmp"), b"x").unwrap();
+        fs::create_dir(d.path().join(".x.work.4294967294.tmp")).unwrap();
+        fs::write(d.path().join(".old-style.tmp"), b"x").unwrap();
         fs::write(d.path().join("keep.raw"), b"x").unwrap();
+        // A running build's (PID 1 is always running).
+        fs::create_dir(d.path().join(".y.work.1.tmp")).unwrap();
         remove_stale_temps(d.path());
-        let left: Vec<_> = fs::read_dir(d.path())
+        let mut left: Vec<_> = fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(left, vec!["keep.raw".to_string()]);
+        left.sort();
+        assert_eq!(left, [".y.work.1.tmp", "keep.raw"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod confined;
 pub mod disk;
 pub mod doctor;
 pub mod fetch;

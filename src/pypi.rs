@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::config::Recipe;
+use crate::confined::Tree;
 use crate::fsutil;
 
 /// Where the environment lives in the image.
@@ -191,11 +192,13 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) 
     if files.is_empty() {
         return Ok(());
     }
-    let wheels = root.join("tmp/biovm-wheels");
-    fs::create_dir_all(&wheels)?;
+    // Written confined to the tree: a link planted at /tmp cannot send
+    // the wheels (or anything else) to the host.
+    let tree = Tree::open(root)?;
+    let wheels = tree.subtree(Path::new(WHEELS))?;
     let mut hashed = String::new();
     for f in files {
-        fs::copy(&f.path, wheels.join(&f.file))?;
+        wheels.copy_in(&f.path, Path::new(&f.file), 0o644)?;
     }
     for r in recipes {
         for req in requirements(r) {
@@ -203,9 +206,9 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) 
             hashed.push('\n');
         }
     }
-    fs::write(wheels.join("requirements.txt"), hashed)?;
+    wheels.write(Path::new("requirements.txt"), hashed.as_bytes(), 0o644)?;
     let in_root = |program: &str, args: Vec<String>| {
-        Cmd::new("chroot")
+        Cmd::isolated("chroot")
             .arg(root)
             .arg(program)
             .args(args)
@@ -215,29 +218,36 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) 
     in_root("python3", ["-m", "venv", VENV].map(String::from).to_vec())?;
     in_root(
         &format!("{VENV}/bin/pip"),
-        pip_install_args("/tmp/biovm-wheels"),
+        pip_install_args(&format!("/{WHEELS}")),
     )
     .context("installing the PyPI packages into the image failed")?;
-    fsutil::remove_tree(&wheels)?;
-    link_entry_points(root)
+    drop(wheels);
+    for (name, _) in tree.read_dir(Path::new(WHEELS))? {
+        tree.remove_file(&Path::new(WHEELS).join(name))?;
+    }
+    tree.remove_dir(Path::new(WHEELS))?;
+    link_entry_points(&tree)
 }
+
+/// Where the wheels wait in the tree while pip installs them.
+const WHEELS: &str = "tmp/biovm-wheels";
 
 /// Link the environment's programs (not Python itself, pip or activate
 /// scripts) into /usr/local/bin so checks and users find them on PATH.
-fn link_entry_points(root: &Path) -> Result<()> {
-    let bin = root.join(VENV.trim_start_matches('/')).join("bin");
-    let dest = root.join("usr/local/bin");
-    fs::create_dir_all(&dest)?;
-    for e in fs::read_dir(&bin)? {
-        let name = e?.file_name().to_string_lossy().into_owned();
+fn link_entry_points(tree: &Tree) -> Result<()> {
+    let bin = Path::new(VENV).join("bin");
+    let dest = Path::new("usr/local/bin");
+    tree.create_dir_all(dest)?;
+    for (name, _) in tree.read_dir(&bin)? {
+        let name = name.to_string_lossy().into_owned();
         let skip = name.starts_with("python")
             || name.starts_with("pip")
             || name.starts_with("activate")
             || name.starts_with("Activate");
-        if skip || dest.join(&name).exists() {
+        if skip || tree.is_file(&dest.join(&name)) {
             continue;
         }
-        std::os::unix::fs::symlink(format!("{VENV}/bin/{name}"), dest.join(&name))?;
+        tree.symlink(&bin.join(&name), &dest.join(&name))?;
     }
     Ok(())
 }

@@ -5,13 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::config::Image;
+use crate::confined::Tree;
 use crate::disk::DiskIds;
 
 /// Debian packages every image gets, whatever its recipes, beside its
@@ -96,6 +97,7 @@ pub fn bootstrap(
     // the kernel's first (and only) initramfs is already the small one.
     let stage = tempfile::tempdir().context("cannot create a staging folder")?;
     let initramfs = stage.path().join("initramfs-tools");
+    fs::create_dir(&initramfs).with_context(|| format!("cannot create {}", initramfs.display()))?;
     write_file(&initramfs, "conf.d/biovm", INITRAMFS_CONF.as_bytes(), 0o644)?;
     write_file(
         &initramfs,
@@ -114,7 +116,9 @@ pub fn bootstrap(
     // minimal image needs a few hundred of the cache's two thousand files,
     // and copying them all in and out again cost most of its bootstrap.
     let link = same_filesystem(&private.input, root);
-    let mut c = Cmd::new("mmdebstrap");
+    // Isolated: the /proc, /sys and /dev mounts mmdebstrap makes in the
+    // tree vanish with it, even when biovm is killed mid-bootstrap.
+    let mut c = Cmd::isolated("mmdebstrap");
     // mmdebstrap (and dpkg, initramfs-tools, useradd) take their timestamps from it.
     c.env("SOURCE_DATE_EPOCH", epoch.to_string());
     // Python byte-code compiled at install time (py3compile) does not
@@ -580,52 +584,57 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
             });
         }
     }
+    // Every write below resolves inside the tree (see `confined`): a link
+    // planted in it cannot send a write, a removal or a read to the host.
+    let tree = Tree::open(root)?;
     if needs_locales(&sys.locale) {
-        let charset = sys.locale.split('.').nth(1).unwrap_or("UTF-8");
+        let line = supported_locale(&tree, &sys.locale)
+            .with_context(|| format!("system.locale in {}", image.source.display()))?;
         files.push(Owned {
             path: "etc/locale.gen",
             mode: 0o644,
-            content: format!("{} {}\n", sys.locale, charset),
+            content: format!("{line}\n"),
         });
     }
     for f in &files {
-        write_file(root, f.path, f.content.as_bytes(), f.mode)?;
+        tree.write(Path::new(f.path), f.content.as_bytes(), f.mode)?;
     }
     for f in &sys.files {
-        write_file(root, f.path.trim_start_matches('/'), &f.content, f.mode)?;
+        tree.write(Path::new(&f.path), &f.content, f.mode)
+            .with_context(|| format!("[[system.files]] of {}", image.source.display()))?;
     }
 
     // Time zone.
-    let zone = root.join("usr/share/zoneinfo").join(&sys.timezone);
-    if !zone.exists() {
+    let zone = Path::new("usr/share/zoneinfo").join(&sys.timezone);
+    if !tree.is_file(&zone) {
         bail!(
             "time zone {:?} (system.timezone in {}) is not in the image's tzdata",
             sys.timezone,
             image.source.display()
         );
     }
-    replace_symlink(
-        &format!("/usr/share/zoneinfo/{}", sys.timezone),
-        &root.join("etc/localtime"),
+    tree.symlink(
+        &Path::new("/usr/share/zoneinfo").join(&sys.timezone),
+        Path::new("etc/localtime"),
     )?;
     // DNS through systemd-resolved, never the build host's resolver.
-    replace_symlink(
-        "../run/systemd/resolve/stub-resolv.conf",
-        &root.join("etc/resolv.conf"),
+    tree.symlink(
+        Path::new("../run/systemd/resolve/stub-resolv.conf"),
+        Path::new("etc/resolv.conf"),
     )?;
 
     // No SSH host keys and no D-Bus machine ID baked in.
-    for e in fs::read_dir(root.join("etc/ssh")).context("reading etc/ssh of the image")? {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-            fs::remove_file(e.path())?;
+    for (name, _) in tree.read_dir(Path::new("etc/ssh"))? {
+        if name.to_string_lossy().starts_with("ssh_host_") {
+            tree.remove_file(&Path::new("etc/ssh").join(name))?;
         }
     }
-    let _ = fs::remove_file(root.join("var/lib/dbus/machine-id"));
-    let _ = fs::remove_file(root.join("var/lib/systemd/random-seed"));
+    tree.remove_file(Path::new("var/lib/dbus/machine-id"))?;
+    tree.remove_file(Path::new("var/lib/systemd/random-seed"))?;
 
     let chroot = |args: &[&str]| -> Result<()> {
-        Cmd::new("chroot")
+        // Isolated: nothing a package script starts outlives the step.
+        Cmd::isolated("chroot")
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .env("PYTHONHASHSEED", "0")
             .arg(root)
@@ -651,10 +660,7 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
     // biovm disks do not have; at first boot it cost a TCG guest seconds of
     // CPU while cloud-init waited for it. (The weekly e2scrub_all timer
     // stays.)
-    if root
-        .join("lib/systemd/system/e2scrub_reap.service")
-        .exists()
-    {
+    if tree.is_file(Path::new("lib/systemd/system/e2scrub_reap.service")) {
         chroot(&["systemctl", "disable", "e2scrub_reap.service"])?;
     }
     if needs_locales(&sys.locale) {
@@ -670,9 +676,8 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
         if !u.ssh_authorized_keys.is_empty() {
             let dir = format!("home/{}/.ssh", u.name);
             let keys = u.ssh_authorized_keys.join("\n") + "\n";
-            write_file(
-                root,
-                &format!("{dir}/authorized_keys"),
+            tree.write(
+                &Path::new(&dir).join("authorized_keys"),
                 keys.as_bytes(),
                 0o600,
             )?;
@@ -682,35 +687,37 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
                 &format!("{0}:{0}", u.name),
                 &format!("/{dir}"),
             ])?;
-            fs::set_permissions(root.join(&dir), fs::Permissions::from_mode(0o700))?;
+            tree.set_mode(Path::new(&dir), 0o700)?;
         }
     }
-    check_no_passwords(root)?;
+    check_no_passwords(&tree)?;
     // Logs of the build are not part of the image.
-    truncate_logs(&root.join("var/log"))?;
-    Ok(())
+    tree.truncate_files_below(Path::new("var/log"))
 }
 
-fn write_file(root: &Path, rel: &str, content: &[u8], mode: u32) -> Result<()> {
-    let p = root.join(rel);
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent)?;
+/// The image's own line for `locale` in the list of locales its glibc
+/// supports (`/usr/share/i18n/SUPPORTED`, from the `locales` package), e.g.
+/// `de_DE ISO-8859-1`: `locale-gen` builds what /etc/locale.gen lists.
+fn supported_locale(tree: &Tree, locale: &str) -> Result<String> {
+    const SUPPORTED: &str = "usr/share/i18n/SUPPORTED";
+    let text = String::from_utf8_lossy(&tree.read(Path::new(SUPPORTED))?).into_owned();
+    match text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(locale))
+    {
+        Some(l) => Ok(l.trim().to_string()),
+        None => bail!("the locale {locale:?} is not in the image's /{SUPPORTED}"),
     }
-    // Replace rather than write through: the target may be a symlink.
-    let _ = fs::remove_file(&p);
-    fs::write(&p, content).with_context(|| format!("cannot write /{rel} in the image"))?;
-    fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
-    Ok(())
 }
 
-fn replace_symlink(target: &str, link: &Path) -> Result<()> {
-    let _ = fs::remove_file(link);
-    symlink(target, link).with_context(|| format!("cannot create symlink {}", link.display()))
+/// Write `rel` under the folder `root` (confined to it, replacing a link).
+fn write_file(root: &Path, rel: &str, content: &[u8], mode: u32) -> Result<()> {
+    Tree::open(root)?.write(Path::new(rel), content, mode)
 }
 
 /// Every account must be locked or key-only: no password hash may ship.
-fn check_no_passwords(root: &Path) -> Result<()> {
-    let shadow = fs::read_to_string(root.join("etc/shadow")).context("reading /etc/shadow")?;
+fn check_no_passwords(tree: &Tree) -> Result<()> {
+    let shadow = String::from_utf8_lossy(&tree.read(Path::new("etc/shadow"))?).into_owned();
     for line in shadow.lines() {
         let mut f = line.split(':');
         let (user, hash) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
@@ -719,22 +726,6 @@ fn check_no_passwords(root: &Path) -> Result<()> {
         }
         if hash.is_empty() {
             bail!("the image would ship an empty password for {user:?}");
-        }
-    }
-    Ok(())
-}
-
-fn truncate_logs(dir: &Path) -> Result<()> {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in rd {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            truncate_logs(&e.path())?;
-        } else if t.is_file() {
-            fs::File::create(e.path())?;
         }
     }
     Ok(())

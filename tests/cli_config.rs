@@ -302,3 +302,120 @@ fn image_extra_recipe_folder() {
     assert_eq!(text(&out.stderr), "");
     assert_eq!(text(&out.stdout), "ok: 3 recipes, 1 image\n");
 }
+
+/// A project in a temporary folder: `images/x.toml` with `system` (TOML
+/// lines) and `files`, the one recipe samtools, and a folder `shared`
+/// beside it holding `motd`.
+fn project(system: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("images/files")).unwrap();
+    fs::create_dir_all(p.join("recipes/bam-vcf-utilities")).unwrap();
+    fs::create_dir_all(p.join("shared")).unwrap();
+    fs::write(p.join("shared/motd"), "from the lab's shared folder\n").unwrap();
+    fs::copy(
+        repo()
+            .join("tests/fixtures/broken/image-bad-system/recipes/bam-vcf-utilities/samtools.toml"),
+        p.join("recipes/bam-vcf-utilities/samtools.toml"),
+    )
+    .unwrap();
+    fs::write(
+        p.join("images/x.toml"),
+        format!(
+            "name = \"x\"\n\n[base]\ndistribution = \"debian\"\n\n[recipes]\ninclude = [\"samtools\"]\n\n\
+             [system]\n{system}\n[disk]\nsize = \"2GiB\"\n"
+        ),
+    )
+    .unwrap();
+    d
+}
+
+/// A source outside the image's folder (here through a symlink) is refused
+/// unless the command line allows that folder; the file never can.
+#[test]
+fn host_paths_need_the_command_line_opt_in() {
+    let d = project("[[system.files]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\n");
+    let p = d.path();
+    std::os::unix::fs::symlink(p.join("shared/motd"), p.join("images/files/motd")).unwrap();
+    let shared = p.join("shared").canonicalize().unwrap();
+    let out = biovm(p, &["check", "images/x.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: images/x.toml:12:10: source `files/motd` resolves to {}/motd, outside the image file's folder `images`\n   \
+             |\n12 | source = \"files/motd\"\n   |          ^^^^^^^^^^^^\n   \
+             = help: biovm reads only files inside the image file's folder `images`; to allow another folder, \
+             pass `--allow-host-path DIR` on the command line\n",
+            shared.display()
+        )
+    );
+    for cmd in ["check", "plan"] {
+        let out = biovm(p, &[cmd, "--allow-host-path", "shared", "images/x.toml"]);
+        assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+    }
+    let out = biovm(
+        p,
+        &["check", "--allow-host-path", "nowhere", "images/x.toml"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .starts_with("error: nowhere: --allow-host-path: cannot resolve the folder"),
+        "{}",
+        text(&out.stderr)
+    );
+    // `build` and `lock` take the flag too (checked before anything runs).
+    for cmd in ["build", "lock"] {
+        let out = biovm(p, &[cmd, "--help"]);
+        assert!(
+            text(&out.stdout).contains("--allow-host-path <DIR>"),
+            "{cmd}"
+        );
+    }
+}
+
+/// A locale is checked against the host's list of supported locales when
+/// the host has one (package `locales`); without it, a warning says so.
+#[test]
+fn locales_are_checked_against_the_hosts_list() {
+    let d = project("locale = \"en_US.utf8\"\n");
+    let out = biovm(d.path(), &["check", "images/x.toml"]);
+    let err = text(&out.stderr);
+    if Path::new("/usr/share/i18n/SUPPORTED").exists() {
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            err,
+            "error: images/x.toml:10:10: unknown locale `en_US.utf8`\n   |\n10 | locale = \"en_US.utf8\"\n   \
+             |          ^^^^^^^^^^^^\n   = help: did you mean `en_US.UTF-8`?\n"
+        );
+        let d = project("locale = \"de_DE.UTF-8\"\ntimezone = \"Europe/Berlin\"\n");
+        let out = biovm(d.path(), &["check", "images/x.toml"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    } else {
+        assert!(out.status.success());
+        assert!(err.contains("cannot check locale `en_US.utf8`"), "{err}");
+    }
+}
+
+/// `build`, `lock` and `plan` load the image as `check` does: an image or
+/// recipe aimed at host paths stops them before anything is made.
+#[test]
+fn commands_that_build_refuse_host_paths_first() {
+    let case = repo().join("tests/fixtures/broken/image-host-paths");
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let expected = fs::read_to_string(case.join("expected.txt")).unwrap();
+    for args in [
+        vec!["build", "images/x.toml", "--out", out.to_str().unwrap()],
+        vec!["lock", "images/x.toml"],
+        vec!["plan", "images/x.toml"],
+    ] {
+        let o = biovm(&case, &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert_eq!(text(&o.stderr), expected, "{args:?}");
+    }
+    assert!(!out.exists(), "build made its output folder");
+    assert!(!case.join("images/x.lock").exists());
+    assert!(!Path::new("/tmp/biovm-host-marker").exists());
+}

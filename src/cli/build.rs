@@ -30,6 +30,8 @@ pub struct BuildArgs {
     /// default: all of them), e.g. `--format raw` for a quick boot test.
     #[arg(long = "format", value_name = "FMT", value_parser = parse_format)]
     pub formats: Vec<Format>,
+    #[command(flatten)]
+    pub host: super::HostPathArgs,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -69,7 +71,7 @@ fn restrict_formats(
 
 pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
-    let mut image = crate::config::load_image(&a.image, &recipe_dir)?;
+    let mut image = crate::config::load_image_with(&a.image, &recipe_dir, &a.host.access()?)?;
     restrict_formats(&mut image, &a.formats, &a.image)?;
     let opts = BuildOptions {
         out_dir: a.out.clone(),

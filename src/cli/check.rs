@@ -17,6 +17,8 @@ pub struct CheckArgs {
     /// Default: the recipe folder and every images/*.toml of the current folder.
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub host: super::HostPathArgs,
 }
 
 /// What one path on the command line is.
@@ -27,6 +29,7 @@ enum Target {
 }
 
 pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let access = a.host.access()?;
     let mut diags = Diagnostics::new();
     let mut targets = Vec::new();
     if a.paths.is_empty() {
@@ -45,19 +48,19 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut images = 0usize;
     for t in targets {
         match t {
-            Target::RecipeFile(p) => match config::load_recipe(&p) {
+            Target::RecipeFile(p) => match config::load_recipe_with(&p, &access) {
                 Ok(r) => {
                     recipes.insert(r.source);
                 }
                 Err(d) => diags.extend(d),
             },
-            Target::RecipeDir(p) => match config::load_catalog(&[p]) {
+            Target::RecipeDir(p) => match config::load_catalog_with(&[p], &access) {
                 Ok(c) => recipes.extend(c.recipes.into_values().map(|r| r.source)),
                 Err(d) => diags.extend(d),
             },
             Target::ImageFile(p) => {
                 let dir = config::default_recipe_dir(Some(&p), g.recipes.as_deref());
-                match config::load_image_and_catalog(&p, &dir) {
+                match config::load_image_and_catalog(&p, &dir, &access) {
                     Ok((_, c)) => {
                         images += 1;
                         recipes.extend(c.recipes.into_values().map(|r| r.source));
@@ -99,7 +102,7 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
 fn has_toml(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|rd| {
         rd.flatten()
-            .any(|e| e.path().is_file() && e.path().extension().is_some_and(|x| x == "toml"))
+            .any(|e| e.path().extension().is_some_and(|x| x == "toml"))
     })
 }
 
@@ -125,7 +128,7 @@ fn toml_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
         Ok(rd) => rd
             .flatten()
             .map(|e| dir.join(e.file_name()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect(),
         Err(e) => {
             diags.push(Diagnostic::new(dir, format!("cannot read folder: {e}")));
@@ -133,6 +136,14 @@ fn toml_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
         }
     };
     files.sort();
+    // Nothing named *.toml is passed over in silence.
+    files.retain(|p| match config::toml_entry_problem(p) {
+        None => true,
+        Some(msg) => {
+            diags.push(Diagnostic::new(p, msg).with_help("rename or remove this entry"));
+            false
+        }
+    });
     files
 }
 

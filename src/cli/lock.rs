@@ -19,11 +19,13 @@ pub struct LockArgs {
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: super::HostPathArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: LockArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
-    let mut image = crate::config::load_image(&a.image, &recipe_dir)?;
+    let mut image = crate::config::load_image_with(&a.image, &recipe_dir, &a.host.access()?)?;
     if let Some(m) = a.mirror {
         image.base.mirror = Some(m);
     }

@@ -64,6 +64,24 @@ pub struct GlobalArgs {
     pub json: bool,
 }
 
+/// The opt-in for input files that name host files outside their own
+/// folder; shared by the commands that load images.
+#[derive(Debug, Args, Default)]
+pub struct HostPathArgs {
+    /// Allow `[[system.files]] source` and test `data` to name files below
+    /// DIR (repeatable). Without it they must be inside the image file's
+    /// folder, or the recipe's, after symlinks are resolved.
+    #[arg(long = "allow-host-path", value_name = "DIR")]
+    pub allow_host_path: Vec<PathBuf>,
+}
+
+impl HostPathArgs {
+    /// The folders allowed; a missing one is invalid input (exit 2).
+    pub fn access(&self) -> anyhow::Result<crate::config::HostAccess> {
+        Ok(crate::config::HostAccess::allowing(&self.allow_host_path)?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate recipe and image files; report every problem with file, line and column.

@@ -25,11 +25,13 @@ pub struct PlanArgs {
     /// is downloaded beyond the package indices).
     #[arg(long)]
     pub resolve: bool,
+    #[command(flatten)]
+    pub host: super::HostPathArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: PlanArgs) -> anyhow::Result<ExitCode> {
     let dir = config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
-    let image = config::load_image(&a.image, &dir)?;
+    let image = config::load_image_with(&a.image, &dir, &a.host.access()?)?;
     if a.resolve {
         let packages = crate::rootfs::requested_packages(&image);
         crate::rootfs::simulate(&image, &packages)

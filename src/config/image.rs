@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
+use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
 use super::model::{
     Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe, System,
@@ -78,7 +79,17 @@ pub fn default_recipe_dir(image: Option<&Path>, flag: Option<&Path>) -> PathBuf 
 /// Load an image, its catalogue (`recipe_dir` plus the image's own
 /// `recipes.paths`), and resolve its recipe selection.
 pub fn load_image(path: &Path, recipe_dir: &Path) -> Result<Image, Diagnostics> {
-    load_image_and_catalog(path, recipe_dir).map(|(image, _)| image)
+    load_image_and_catalog(path, recipe_dir, &HostAccess::strict()).map(|(image, _)| image)
+}
+
+/// [`load_image`], reading `source` files and test data from the folders
+/// `access` allows too.
+pub fn load_image_with(
+    path: &Path,
+    recipe_dir: &Path,
+    access: &HostAccess,
+) -> Result<Image, Diagnostics> {
+    load_image_and_catalog(path, recipe_dir, access).map(|(image, _)| image)
 }
 
 /// Like [`load_image`], also returning the whole catalogue the selection
@@ -86,10 +97,11 @@ pub fn load_image(path: &Path, recipe_dir: &Path) -> Result<Image, Diagnostics> 
 pub fn load_image_and_catalog(
     path: &Path,
     recipe_dir: &Path,
+    access: &HostAccess,
 ) -> Result<(Image, Catalog), Diagnostics> {
     let text = read_text(path)?;
     let raw: RawImage = toml::from_str(&text).map_err(|e| from_toml_error(path, &text, &e))?;
-    let mut cx = Ctx::new(path, &text);
+    let mut cx = Ctx::new(path, &text, access);
     let image_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
 
     let stem = path
@@ -149,7 +161,7 @@ pub fn load_image_and_catalog(
             dirs.push(dir);
         }
     }
-    let (loaded, catalog_diags) = load_all(&dirs);
+    let (loaded, catalog_diags) = load_all(&dirs, access);
     let catalog = Catalog {
         recipes: loaded
             .into_iter()
@@ -194,7 +206,24 @@ fn pin_recipe_packages(recipes: &mut [Recipe], base: &[DebPackage]) {
     }
 }
 
+/// Report every entry of `list` that repeats an earlier one.
+fn listed_twice(cx: &mut Ctx<'_>, list: &[Spanned<String>], field: &str) {
+    let mut seen = BTreeSet::new();
+    for item in list {
+        if !seen.insert(item.get_ref().as_str()) {
+            let d = cx
+                .diag(
+                    item.span(),
+                    format!("`{}` is listed twice in `{field}`", item.get_ref()),
+                )
+                .with_help("remove the second one");
+            cx.push(d);
+        }
+    }
+}
+
 fn deb_packages(cx: &mut Ctx<'_>, list: &[Spanned<String>]) -> Vec<DebPackage> {
+    listed_twice(cx, list, "packages");
     list.iter()
         .filter_map(|p| cx.check(p, |s| v::deb_package(s)))
         .collect()
@@ -213,20 +242,7 @@ fn base(cx: &mut Ctx<'_>, b: &RawBase) -> Base {
     }
     let suite = match &b.suite {
         Some(s) => {
-            let ok = s
-                .get_ref()
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase())
-                && s.get_ref()
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !ok {
-                let d = cx
-                    .diag(s.span(), format!("invalid suite `{}`", s.get_ref()))
-                    .with_help("write a Debian suite or code name such as \"bookworm\"");
-                cx.push(d);
-            }
+            cx.check(s, |x| v::suite(x));
             s.get_ref().clone()
         }
         None => DEFAULT_SUITE.to_string(),
@@ -324,10 +340,32 @@ fn string_or(
     }
 }
 
+/// A value checked against a list on the build host: as [`string_or`],
+/// and when the list is missing, a warning saying the value went unchecked.
+fn host_list_value(
+    cx: &mut Ctx<'_>,
+    value: &Option<Spanned<String>>,
+    default: &str,
+    field: &str,
+    check: impl FnOnce(&str) -> Result<Option<String>, Invalid>,
+) -> String {
+    let Some(s) = value else {
+        return default.to_string();
+    };
+    if let Some(Some(note)) = cx.check(s, |x| check(x)) {
+        log::warn!("{} ({field}): {note}", cx.path.display());
+    }
+    s.get_ref().clone()
+}
+
 fn system(cx: &mut Ctx<'_>, s: &RawSystem, image_dir: &Path) -> System {
     let hostname = string_or(cx, &s.hostname, DEFAULT_HOSTNAME, v::hostname);
-    let locale = string_or(cx, &s.locale, DEFAULT_LOCALE, v::locale);
-    let timezone = string_or(cx, &s.timezone, DEFAULT_TIMEZONE, v::timezone);
+    let locale = host_list_value(cx, &s.locale, DEFAULT_LOCALE, "system.locale", |x| {
+        v::locale(x, Path::new(v::SUPPORTED_LOCALES))
+    });
+    let timezone = host_list_value(cx, &s.timezone, DEFAULT_TIMEZONE, "system.timezone", |x| {
+        v::timezone(x, Path::new(v::ZONEINFO))
+    });
     let user = s.user.as_ref().map(|u| {
         let u = u.get_ref();
         let name = string_or(cx, &u.name, DEFAULT_USER, v::user_name);
@@ -375,7 +413,7 @@ fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Optio
     let span = f.span();
     let f = f.get_ref();
     let path = cx.check(&f.path, |p| {
-        v::absolute_path(p, "file path")?;
+        v::image_path(p, "file path")?;
         if p.ends_with('/') {
             return Err(Invalid {
                 message: format!("file path `{p}` names a folder"),
@@ -391,32 +429,27 @@ fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Optio
     let content = match (&f.content, &f.source) {
         (Some(c), None) => Some(c.get_ref().clone().into_bytes()),
         (None, Some(src)) => {
-            let rel = Path::new(src.get_ref());
-            if src.get_ref().is_empty() || rel.is_absolute() {
-                let d = cx
-                    .diag(
-                        src.span(),
-                        format!("source `{}` must be a relative path", src.get_ref()),
-                    )
-                    .with_help("sources are relative to the image file's folder");
-                cx.push(d);
-                None
-            } else {
-                let full = normalize_path(&image_dir.join(rel));
-                match fs::read(&full) {
+            let home = format!(
+                "the image file's folder `{}`",
+                normalize_path(image_dir).display()
+            );
+            let reading = Reading {
+                what: "source",
+                home: &home,
+            };
+            let access = cx.access;
+            cx.check(src, |rel| access.resolve(image_dir, rel, reading))
+                .and_then(|real| match fs::read(&real) {
                     Ok(bytes) => Some(bytes),
-                    Err(_) => {
-                        let d = cx
-                            .diag(
-                                src.span(),
-                                format!("source file `{}` not found", full.display()),
-                            )
-                            .with_help("sources are relative to the image file's folder");
+                    Err(e) => {
+                        let d = cx.diag(
+                            src.span(),
+                            format!("cannot read source `{}`: {e}", real.display()),
+                        );
                         cx.push(d);
                         None
                     }
-                }
-            }
+                })
         }
         (Some(_), Some(src)) => {
             let d = cx
@@ -548,6 +581,14 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
         cx.push(d);
     };
 
+    for (field, list) in [
+        ("include", &sel.include),
+        ("categories", &sel.categories),
+        ("exclude", &sel.exclude),
+        ("exclude-categories", &sel.exclude_categories),
+    ] {
+        listed_twice(cx, list, field);
+    }
     let errors_before = cx.diags.len();
     let mut selected: BTreeSet<&str> = BTreeSet::new();
     if sel.all {
@@ -567,7 +608,12 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
             None => unknown_category(cx, item),
         }
     }
+    // A repeated exclusion is reported above, not again as "not selected".
+    let mut excluded: BTreeSet<&str> = BTreeSet::new();
     for item in &sel.exclude_categories {
+        if !excluded.insert(item.get_ref()) {
+            continue;
+        }
         match by_category.get(item.get_ref().as_str()) {
             Some(members) => {
                 let before = selected.len();
@@ -590,8 +636,12 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
             None => unknown_category(cx, item),
         }
     }
+    let mut excluded: BTreeSet<&str> = BTreeSet::new();
     for item in &sel.exclude {
         let name = item.get_ref().as_str();
+        if !excluded.insert(name) {
+            continue;
+        }
         if !catalog.recipes.contains_key(name) {
             unknown_recipe(cx, item);
         } else if !selected.remove(name) {

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+mod access;
 mod diag;
 mod image;
 pub mod model;
@@ -16,14 +17,15 @@ mod recipe;
 mod targets;
 mod validate;
 
+pub use access::{HostAccess, ALLOW_FLAG};
 pub use diag::{did_you_mean, quoted_list, Diagnostic, Diagnostics, Location};
 pub use image::{
-    default_recipe_dir, load_image, load_image_and_catalog, normalize_path, DEFAULT_ARCHITECTURE,
-    DEFAULT_FILE_MODE, DEFAULT_HOSTNAME, DEFAULT_LOCALE, DEFAULT_SHELL, DEFAULT_SUITE,
-    DEFAULT_TIMEZONE, DEFAULT_USER,
+    default_recipe_dir, load_image, load_image_and_catalog, load_image_with, normalize_path,
+    DEFAULT_ARCHITECTURE, DEFAULT_FILE_MODE, DEFAULT_HOSTNAME, DEFAULT_LOCALE, DEFAULT_SHELL,
+    DEFAULT_SUITE, DEFAULT_TIMEZONE, DEFAULT_USER,
 };
 pub use model::*;
-pub use recipe::{load_recipe, DEFAULT_CHECK_TIMEOUT, DEFAULT_TEST_TIMEOUT};
+pub use recipe::{DEFAULT_CHECK_TIMEOUT, DEFAULT_TEST_TIMEOUT};
 pub use targets::{check_account_id, check_bucket, check_instance_type};
 pub use validate::parse_size;
 
@@ -31,7 +33,31 @@ pub use validate::parse_size;
 /// into one catalogue. Reports every problem in every file, and duplicate
 /// names across files.
 pub fn load_catalog(dirs: &[PathBuf]) -> Result<Catalog, Diagnostics> {
-    recipe::load_catalog(dirs)
+    recipe::load_catalog(dirs, &HostAccess::strict())
+}
+
+/// [`load_catalog`], reading test data from the folders `access` allows too.
+pub fn load_catalog_with(dirs: &[PathBuf], access: &HostAccess) -> Result<Catalog, Diagnostics> {
+    recipe::load_catalog(dirs, access)
+}
+
+/// Load and validate one recipe file (test data inside its own folder).
+pub fn load_recipe(path: &std::path::Path) -> Result<Recipe, Diagnostics> {
+    recipe::load_recipe(path, &HostAccess::strict())
+}
+
+/// [`load_recipe`], reading test data from the folders `access` allows too.
+pub fn load_recipe_with(
+    path: &std::path::Path,
+    access: &HostAccess,
+) -> Result<Recipe, Diagnostics> {
+    recipe::load_recipe(path, access)
+}
+
+/// Why the `.toml` entry `p` cannot be loaded as a file (a symlink loop, a
+/// dangling link, a folder, a device), or `None` for a regular file.
+pub fn toml_entry_problem(p: &std::path::Path) -> Option<String> {
+    recipe::recipe_file_kind(p).err()
 }
 
 /// `1073741824` → `"1GiB"`; sizes that are not whole GiB print in MiB.

@@ -6,6 +6,7 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, Diagnostic, Diagnostics};
 use super::model::{Catalog, Check, Download, FunctionalTest, Install, Recipe};
 use super::raw::{RawCheck, RawRecipe, RawTest};
@@ -37,14 +38,18 @@ pub(crate) fn read_text(path: &Path) -> Result<String, Diagnostic> {
 
 /// Load and validate one recipe file. Its category is the name of the
 /// folder it is in.
-pub fn load_recipe(path: &Path) -> Result<Recipe, Diagnostics> {
+pub fn load_recipe(path: &Path, access: &HostAccess) -> Result<Recipe, Diagnostics> {
     let text = read_text(path)?;
-    parse_recipe(path, &text).map(|l| l.recipe)
+    parse_recipe(path, &text, access).map(|l| l.recipe)
 }
 
-pub(crate) fn parse_recipe(path: &Path, text: &str) -> Result<Loaded, Diagnostics> {
+pub(crate) fn parse_recipe(
+    path: &Path,
+    text: &str,
+    access: &HostAccess,
+) -> Result<Loaded, Diagnostics> {
     let raw: RawRecipe = toml::from_str(text).map_err(|e| from_toml_error(path, text, &e))?;
-    let mut cx = Ctx::new(path, text);
+    let mut cx = Ctx::new(path, text, access);
 
     let name = raw.name.get_ref().clone();
     let stem = path
@@ -147,8 +152,7 @@ fn install(cx: &mut Ctx<'_>, raw: &RawRecipe) -> Install {
         let ok = [
             cx.check(&d.url, |u| v::http_url(u)).is_some(),
             cx.check(&d.sha256, |s| v::sha256(s)).is_some(),
-            cx.check(&d.dest, |p| v::absolute_path(p, "`dest`"))
-                .is_some(),
+            cx.check(&d.dest, |p| v::image_path(p, "`dest`")).is_some(),
         ];
         if ok.iter().all(|x| *x) {
             out.downloads.push(Download {
@@ -200,30 +204,19 @@ fn test(cx: &mut Ctx<'_>, t: &RawTest) -> Option<FunctionalTest> {
         None => Some(DEFAULT_TEST_TIMEOUT),
     };
     let folder = cx.path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let home = format!("the recipe's folder `{}`", folder.display());
+    let reading = Reading {
+        what: "test data",
+        home: &home,
+    };
+    let access = cx.access;
     let mut data = Vec::new();
     for d in &t.data {
-        let rel = PathBuf::from(d.get_ref());
-        if d.get_ref().is_empty() || rel.is_absolute() {
-            let e = cx
-                .diag(
-                    d.span(),
-                    format!("test data path `{}` must be relative", d.get_ref()),
-                )
-                .with_help("data paths are relative to the recipe's folder");
-            cx.push(e);
-        } else if !folder.join(&rel).is_file() {
-            let e = cx
-                .diag(
-                    d.span(),
-                    format!("test data file `{}` not found", d.get_ref()),
-                )
-                .with_help(format!(
-                    "data paths are relative to the recipe's folder `{}`",
-                    folder.display()
-                ));
-            cx.push(e);
-        } else {
-            data.push(rel);
+        if cx
+            .check(d, |rel| access.resolve(&folder, rel, reading))
+            .is_some()
+        {
+            data.push(PathBuf::from(d.get_ref()));
         }
     }
     Some(FunctionalTest {
@@ -237,7 +230,10 @@ fn test(cx: &mut Ctx<'_>, t: &RawTest) -> Option<FunctionalTest> {
 }
 
 /// The recipe files of one recipe folder, sorted: `<dir>/<category>/*.toml`.
-/// Stray `.toml` files directly in `dir` are reported.
+/// Nothing that looks like a recipe is passed over in silence: stray
+/// `.toml` files directly in `dir`, and entries that cannot be read (a
+/// symlink loop, a dangling link, a folder or device named `x.toml`) are
+/// reported.
 pub(crate) fn recipe_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let entries = match sorted_entries(dir) {
@@ -247,21 +243,41 @@ pub(crate) fn recipe_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> 
             return files;
         }
     };
+    let is_toml = |p: &Path| p.extension().is_some_and(|e| e == "toml");
     for entry in entries {
         let name = entry.file_name().map(|n| n.to_string_lossy().into_owned());
         if name.as_deref().is_some_and(|n| n.starts_with('.')) {
             continue;
         }
-        if entry.is_dir() {
-            match sorted_entries(&entry) {
-                Ok(inner) => files.extend(
-                    inner
-                        .into_iter()
-                        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml")),
-                ),
-                Err(msg) => diags.push(Diagnostic::new(&entry, msg)),
+        let meta =
+            match fs::metadata(&entry) {
+                Ok(m) => m,
+                // Any top-level entry may be a category folder.
+                Err(e) => {
+                    diags.push(Diagnostic::new(&entry, unreadable(&e)).with_help(
+                        "a category is a folder of recipes; rename or remove this entry",
+                    ));
+                    continue;
+                }
+            };
+        if meta.is_dir() {
+            let inner = match sorted_entries(&entry) {
+                Ok(inner) => inner,
+                Err(msg) => {
+                    diags.push(Diagnostic::new(&entry, msg));
+                    continue;
+                }
+            };
+            for p in inner.into_iter().filter(|p| is_toml(p)) {
+                match recipe_file_kind(&p) {
+                    Ok(()) => files.push(p),
+                    Err(msg) => diags.push(
+                        Diagnostic::new(&p, msg)
+                            .with_help("a recipe is a regular file; rename or remove this entry"),
+                    ),
+                }
             }
-        } else if entry.extension().is_some_and(|e| e == "toml") {
+        } else if is_toml(&entry) {
             diags.push(
                 Diagnostic::new(&entry, "recipe file is not in a category folder").with_help(
                     format!("recipes go in `{}/<category>/<name>.toml`", dir.display()),
@@ -270,6 +286,27 @@ pub(crate) fn recipe_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> 
         }
     }
     files
+}
+
+/// Why an entry cannot be read, in words.
+pub(crate) fn unreadable(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => "symlink loop".to_string(),
+        Some(libc::ENOENT) => "symlink to a file that does not exist".to_string(),
+        _ => format!("cannot read: {e}"),
+    }
+}
+
+/// Ok when `p` (links followed) is a regular file; else what it is.
+pub(crate) fn recipe_file_kind(p: &Path) -> Result<(), String> {
+    let t = fs::metadata(p).map_err(|e| unreadable(&e))?.file_type();
+    if t.is_file() {
+        Ok(())
+    } else if t.is_dir() {
+        Err("is a folder, not a TOML file".to_string())
+    } else {
+        Err("is not a regular file".to_string())
+    }
 }
 
 /// The entries of a folder, sorted by name, as paths joined onto `dir`.
@@ -290,13 +327,13 @@ pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Load every recipe under the folders, reporting duplicates by name.
 /// Returns the valid recipes and every problem found.
-pub(crate) fn load_all(dirs: &[PathBuf]) -> (Vec<Loaded>, Diagnostics) {
+pub(crate) fn load_all(dirs: &[PathBuf], access: &HostAccess) -> (Vec<Loaded>, Diagnostics) {
     let mut diags = Diagnostics::new();
     let mut loaded: Vec<Loaded> = Vec::new();
     for dir in dirs {
         for file in recipe_files(dir, &mut diags) {
             match read_text(&file) {
-                Ok(text) => match parse_recipe(&file, &text) {
+                Ok(text) => match parse_recipe(&file, &text, access) {
                     Ok(l) => loaded.push(l),
                     Err(d) => diags.extend(d),
                 },
@@ -330,8 +367,8 @@ pub(crate) fn load_all(dirs: &[PathBuf]) -> (Vec<Loaded>, Diagnostics) {
 }
 
 /// Load every `<dir>/<category>/<name>.toml` under the folders.
-pub fn load_catalog(dirs: &[PathBuf]) -> Result<Catalog, Diagnostics> {
-    let (loaded, diags) = load_all(dirs);
+pub fn load_catalog(dirs: &[PathBuf], access: &HostAccess) -> Result<Catalog, Diagnostics> {
+    let (loaded, diags) = load_all(dirs, access);
     let catalog = Catalog {
         recipes: loaded
             .into_iter()

@@ -8,6 +8,7 @@ use base64::Engine;
 use regex::Regex;
 use toml::Spanned;
 
+use super::access::HostAccess;
 use super::diag::{Diagnostic, Diagnostics};
 use super::model::{DebPackage, PypiPackage};
 
@@ -19,13 +20,13 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn new(message: impl Into<String>) -> Invalid {
+    pub(crate) fn new(message: impl Into<String>) -> Invalid {
         Invalid {
             message: message.into(),
             help: None,
         }
     }
-    fn help(mut self, help: impl Into<String>) -> Invalid {
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Invalid {
         self.help = Some(help.into());
         self
     }
@@ -36,14 +37,17 @@ pub(crate) struct Ctx<'a> {
     pub path: &'a Path,
     pub text: &'a str,
     pub diags: Diagnostics,
+    /// Which host files the file may name.
+    pub access: &'a HostAccess,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(path: &'a Path, text: &'a str) -> Ctx<'a> {
+    pub fn new(path: &'a Path, text: &'a str, access: &'a HostAccess) -> Ctx<'a> {
         Ctx {
             path,
             text,
             diags: Diagnostics::new(),
+            access,
         }
     }
 
@@ -202,6 +206,20 @@ pub fn absolute_path(s: &str, what: &str) -> Result<(), Invalid> {
             )),
         )
     }
+}
+
+/// An absolute path inside the image that names where to write: no `..`
+/// (which could only mean climbing out of the image's tree).
+pub fn image_path(s: &str, what: &str) -> Result<(), Invalid> {
+    absolute_path(s, what)?;
+    if s.split('/').any(|c| c == "..") {
+        return Err(
+            Invalid::new(format!("{what} `{s}` contains `..`")).help(
+                "write the path from the root of the image without `..`; biovm never writes outside the image",
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn deb_name_ok(n: &str) -> bool {
@@ -398,28 +416,174 @@ pub fn hostname(s: &str) -> Result<(), Invalid> {
     }
 }
 
-/// A locale such as `C.UTF-8`, `POSIX` or `en_US.UTF-8`.
-pub fn locale(s: &str) -> Result<(), Invalid> {
-    let re = Regex::new(r"^(C|POSIX|[a-z]{2,3}(_[A-Z]{2})?)(\.[A-Za-z0-9-]+)?(@[a-z]+)?$")
-        .expect("locale pattern");
-    if re.is_match(s) {
-        Ok(())
-    } else {
-        Err(Invalid::new(format!("invalid locale `{s}`"))
-            .help("write e.g. \"C.UTF-8\" or \"en_US.UTF-8\""))
+/// Debian suites and code names mmdebstrap can bootstrap from an archive
+/// mirror: the releases still on the mirrors and the moving aliases.
+pub const DEBIAN_SUITES: &[&str] = &[
+    "buster",
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "duke",
+    "sid",
+    "oldoldstable",
+    "oldstable",
+    "stable",
+    "testing",
+    "unstable",
+];
+
+/// A known Debian suite (see [`DEBIAN_SUITES`]).
+pub fn suite(s: &str) -> Result<(), Invalid> {
+    if DEBIAN_SUITES.contains(&s) {
+        return Ok(());
     }
+    let help = match super::diag::did_you_mean(s, DEBIAN_SUITES.iter().copied()) {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => format!("known suites: {}", super::diag::quoted_list(DEBIAN_SUITES)),
+    };
+    Err(Invalid::new(format!("unknown Debian suite `{s}`")).help(help))
 }
 
-/// A time zone: `UTC` or `Area/City` (e.g. `Europe/Berlin`, `America/Argentina/Salta`).
-pub fn timezone(s: &str) -> Result<(), Invalid> {
-    let re = Regex::new(r"^(UTC|[A-Z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){1,2})$")
-        .expect("timezone pattern");
-    if re.is_match(s) {
-        Ok(())
-    } else {
-        Err(Invalid::new(format!("invalid timezone `{s}`"))
-            .help("write \"UTC\" or an Area/City name such as \"Europe/Berlin\""))
+/// Where the build host lists the locales glibc can build (package
+/// `locales`); the image's own copy is checked again during the build.
+pub const SUPPORTED_LOCALES: &str = "/usr/share/i18n/SUPPORTED";
+
+/// Locales every image has without the `locales` package.
+pub const BUILTIN_LOCALES: &[&str] = &["C", "C.UTF-8", "C.utf8", "POSIX"];
+
+/// A locale: one of [`BUILTIN_LOCALES`] or a name in the first column of
+/// the `supported` list. `Ok(Some(note))` when that list cannot be read
+/// (the note says so; the value is then only checked for its shape).
+pub fn locale(s: &str, supported: &Path) -> Result<Option<String>, Invalid> {
+    if BUILTIN_LOCALES.contains(&s) {
+        return Ok(None);
     }
+    let re = Regex::new(r"^[a-z]{2,3}(_[A-Z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?$")
+        .expect("locale pattern");
+    if !re.is_match(s) {
+        return Err(Invalid::new(format!("invalid locale `{s}`"))
+            .help("write e.g. \"C.UTF-8\" or \"en_US.UTF-8\""));
+    }
+    let text = match std::fs::read_to_string(supported) {
+        Ok(t) => t,
+        Err(e) => {
+            return Ok(Some(format!(
+                "cannot check locale `{s}`: {} cannot be read ({e}); install the Debian package `locales` on this host to check it before the build",
+                supported.display()
+            )));
+        }
+    };
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| !n.starts_with('#'))
+        .collect();
+    if names.contains(&s) {
+        return Ok(None);
+    }
+    let help = match super::diag::did_you_mean(
+        s,
+        names.iter().copied().chain(BUILTIN_LOCALES.iter().copied()),
+    ) {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => format!(
+            "write \"C.UTF-8\" or a locale listed in {}, e.g. \"en_US.UTF-8\"",
+            supported.display()
+        ),
+    };
+    Err(Invalid::new(format!("unknown locale `{s}`")).help(help))
+}
+
+/// Where the build host keeps the time zone database (package `tzdata`).
+pub const ZONEINFO: &str = "/usr/share/zoneinfo";
+
+/// A time zone: a TZif file below `zoneinfo` (after symlinks), named
+/// without `..`. `Ok(Some(note))` when `zoneinfo` is missing (the note says
+/// so; the value is then only checked for its shape, and the build checks
+/// it against the image's own tzdata).
+pub fn timezone(s: &str, zoneinfo: &Path) -> Result<Option<String>, Invalid> {
+    let shape =
+        Regex::new(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$").expect("timezone pattern");
+    if s.split('/').any(|c| c == "..") {
+        return Err(Invalid::new(format!("time zone `{s}` contains `..`"))
+            .help("write \"UTC\" or an Area/City name such as \"Europe/Berlin\""));
+    }
+    if !shape.is_match(s) {
+        return Err(Invalid::new(format!("invalid time zone `{s}`"))
+            .help("write \"UTC\" or an Area/City name such as \"Europe/Berlin\""));
+    }
+    let Ok(base) = zoneinfo.canonicalize() else {
+        return Ok(Some(format!(
+            "cannot check time zone `{s}`: {} does not exist; install the Debian package `tzdata` on this host to check it before the build",
+            zoneinfo.display()
+        )));
+    };
+    // Resolved beneath zoneinfo only: `localtime` there is a link to the
+    // host's own /etc/localtime, which in the image would point at itself.
+    let is_zone = |p: &Path| -> bool {
+        let mut magic = [0u8; 4];
+        crate::confined::open_beneath(&base, p)
+            .and_then(|mut f| {
+                let regular = f.metadata()?.is_file();
+                std::io::Read::read_exact(&mut f, &mut magic)?;
+                Ok(regular)
+            })
+            .is_ok_and(|regular| regular && &magic == b"TZif")
+    };
+    if is_zone(Path::new(s)) {
+        return Ok(None);
+    }
+    let names = zone_names(&base);
+    // A typo, or a city without its area ("Berlin" for "Europe/Berlin").
+    let suggestion = super::diag::did_you_mean(s, names.iter().map(String::as_str)).or_else(|| {
+        names
+            .iter()
+            .find(|n| {
+                n.rsplit('/')
+                    .next()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(s))
+            })
+            .map(String::as_str)
+    });
+    let help = match suggestion {
+        Some(m) => format!("did you mean `{m}`?"),
+        None => format!(
+            "write \"UTC\" or a name below {}, such as \"Europe/Berlin\"",
+            zoneinfo.display()
+        ),
+    };
+    Err(Invalid::new(format!("unknown time zone `{s}`")).help(help))
+}
+
+/// The zone names below `base` (`Area/City`, without the `posix/` and
+/// `right/` copies), for suggestions.
+fn zone_names(base: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            let rel = p
+                .strip_prefix(base)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if t.is_dir() {
+                if rel != "posix" && rel != "right" {
+                    walk(base, &p, out);
+                }
+            } else if rel.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+                out.push(rel);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(base, base, &mut v);
+    v.sort();
+    v
 }
 
 /// A Unix user name for the login user.
@@ -486,6 +650,44 @@ pub fn file_mode(s: &str) -> Result<u32, Invalid> {
 mod tests {
     use super::*;
 
+    /// Against a small zoneinfo tree and locale list like the host's.
+    #[test]
+    fn time_zones_and_locales_against_the_host_lists() {
+        let d = tempfile::tempdir().unwrap();
+        let zi = d.path().join("zoneinfo");
+        std::fs::create_dir_all(zi.join("Europe")).unwrap();
+        std::fs::create_dir_all(zi.join("Etc")).unwrap();
+        std::fs::write(zi.join("Europe/Berlin"), b"TZif2...").unwrap();
+        std::fs::write(zi.join("Etc/UTC"), b"TZif2...").unwrap();
+        std::os::unix::fs::symlink("Etc/UTC", zi.join("UTC")).unwrap();
+        std::fs::write(zi.join("zone.tab"), b"# not a zone").unwrap();
+        std::fs::write(d.path().join("host"), b"TZif2 outside").unwrap();
+        std::os::unix::fs::symlink(d.path().join("host"), zi.join("Outside")).unwrap();
+        assert_eq!(timezone("UTC", &zi), Ok(None));
+        assert_eq!(timezone("Europe/Berlin", &zi), Ok(None));
+        let e = timezone("Europe/Berln", &zi).unwrap_err();
+        assert_eq!(e.message, "unknown time zone `Europe/Berln`");
+        assert_eq!(e.help.unwrap(), "did you mean `Europe/Berlin`?");
+        let e = timezone("berlin", &zi).unwrap_err();
+        assert_eq!(e.help.unwrap(), "did you mean `Europe/Berlin`?");
+        assert!(timezone("zone.tab", &zi).is_err(), "not a TZif file");
+        assert!(timezone("Outside", &zi).is_err(), "a link out of zoneinfo");
+        std::os::unix::fs::symlink("../zoneinfo/Etc/UTC", zi.join("Around")).unwrap();
+        assert!(
+            timezone("Around", &zi).is_err(),
+            "a link that leaves zoneinfo and comes back"
+        );
+        assert!(timezone("Europe", &zi).is_err(), "a folder");
+        let sup = d.path().join("SUPPORTED");
+        std::fs::write(&sup, "de_DE ISO-8859-1\nen_US.UTF-8 UTF-8\n").unwrap();
+        assert_eq!(locale("en_US.UTF-8", &sup), Ok(None));
+        assert_eq!(locale("de_DE", &sup), Ok(None));
+        assert_eq!(locale("POSIX", &sup), Ok(None));
+        let e = locale("en_US.utf8", &sup).unwrap_err();
+        assert_eq!(e.help.unwrap(), "did you mean `en_US.UTF-8`?");
+        assert!(locale("xx_YY.UTF-8", &sup).is_err());
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("3GiB"), Ok(3 << 30));
@@ -538,13 +740,28 @@ mod tests {
         assert!(hostname("bio_vm").is_err());
         assert!(hostname("-x").is_err());
         assert!(hostname(&"a".repeat(64)).is_err());
-        assert!(timezone("UTC").is_ok());
-        assert!(timezone("Europe/Berlin").is_ok());
-        assert!(timezone("America/Argentina/Salta").is_ok());
-        assert!(timezone("Berlin").is_err());
-        assert!(locale("C.UTF-8").is_ok());
-        assert!(locale("en_US.UTF-8").is_ok());
-        assert!(locale("utf8").is_err());
+        // No tzdata or locale list: the shape is checked, and a note says
+        // what could not be.
+        let none = Path::new("/nonexistent");
+        assert!(timezone("UTC", none).unwrap().is_some());
+        assert!(timezone("Europe/Berlin", none)
+            .unwrap()
+            .unwrap()
+            .contains("tzdata"));
+        assert!(timezone("Europe/../../etc/passwd", none).is_err());
+        assert!(timezone("/etc/passwd", none).is_err());
+        assert!(locale("C.UTF-8", none).unwrap().is_none());
+        assert!(locale("en_US.UTF-8", none)
+            .unwrap()
+            .unwrap()
+            .contains("`locales`"));
+        assert!(locale("utf8", none).is_err());
+        assert!(suite("bookworm").is_ok());
+        assert_eq!(
+            suite("bookwrom").unwrap_err().help.unwrap(),
+            "did you mean `bookworm`?"
+        );
+        assert!(suite("bookworm-backports").is_err());
         assert_eq!(file_mode("0644"), Ok(0o644));
         assert_eq!(file_mode("755"), Ok(0o755));
         assert!(file_mode("0648").is_err());
