@@ -80,6 +80,32 @@ fn file_record(sha: Sha256, size: u64) -> Vec<u8> {
     v
 }
 
+/// Visit the children `names` of the folder at `rel` in name order (`rel`
+/// extended by each name during its visit), leaving out what the digest
+/// does not count at the root. Both walks go through here, so they cannot
+/// disagree on the order.
+fn each_child(
+    rel: &mut Vec<u8>,
+    mut names: Vec<Vec<u8>>,
+    mut visit: impl FnMut(&mut Vec<u8>, &[u8]) -> Result<()>,
+) -> Result<()> {
+    names.sort();
+    for n in names {
+        if rel.is_empty() && SKIP_AT_ROOT.contains(&n.as_slice()) {
+            continue;
+        }
+        let len = rel.len();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend(&n);
+        let r = visit(rel, &n);
+        rel.truncate(len);
+        r?;
+    }
+    Ok(())
+}
+
 /// The digest of the tree under the folder `root`.
 pub fn digest_dir(root: &Path) -> Result<String> {
     let mut d = TreeDigest::default();
@@ -96,24 +122,12 @@ fn walk_dir(root: &Path, rel: &mut Vec<u8>, d: &mut TreeDigest) -> Result<()> {
     let (mode, uid, gid) = (meta.mode(), meta.uid(), meta.gid());
     if ft.is_dir() {
         d.add(rel, Kind::Dir, mode, uid, gid, &[]);
-        let mut names: Vec<Vec<u8>> = fs::read_dir(&here)
+        let names: Vec<Vec<u8>> = fs::read_dir(&here)
             .with_context(|| format!("cannot list {}", here.display()))?
             .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
             .collect::<std::io::Result<_>>()
             .with_context(|| format!("cannot list {}", here.display()))?;
-        names.sort();
-        for n in names {
-            if rel.is_empty() && SKIP_AT_ROOT.contains(&n.as_slice()) {
-                continue;
-            }
-            let len = rel.len();
-            if !rel.is_empty() {
-                rel.push(b'/');
-            }
-            rel.extend(&n);
-            walk_dir(root, rel, d)?;
-            rel.truncate(len);
-        }
+        each_child(rel, names, |rel, _| walk_dir(root, rel, d))?;
     } else if ft.is_file() {
         let mut f =
             fs::File::open(&here).with_context(|| format!("cannot open {}", here.display()))?;
@@ -306,19 +320,9 @@ fn walk_ext4(
                 names.push(n.to_vec());
             }
         }
-        names.sort();
-        for n in names {
-            if rel.is_empty() && SKIP_AT_ROOT.contains(&n.as_slice()) {
-                continue;
-            }
-            let len = rel.len();
-            if !rel.is_empty() {
-                rel.push(b'/');
-            }
-            rel.extend(&n);
-            walk_ext4(fs4, &path.join(&n), rel, out, d)?;
-            rel.truncate(len);
-        }
+        each_child(rel, names, |rel, n| {
+            walk_ext4(fs4, &path.join(n), rel, out, d)
+        })?;
         // Owner and mode last: the folder may not be writable by them.
         if let Some(p) = &dest {
             own(p, true)?;
