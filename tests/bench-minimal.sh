@@ -43,8 +43,12 @@ for fw in ("uefi", "bios"):
 m = report("bench-matrix.json")
 passed = sum(1 for r in m if r['error'] is None and all(c['result'] == 'passed' for c in r['results']))
 shared = sum(1 for r in m if r.get('same_boot_as'))
-vms = sum(1 for r in m if r['firmware'] != 'container')
-print(f"{'matrix (wall)':<27} {t3 - t2:7.1f}   ({len(m)} cells, {passed} passed: {vms - shared} VM boots, {shared} VM cells sharing a boot of the same disk, {len(m) - vms} containers)")
+vms = sum(1 for r in m if r['firmware'] not in ('container', 'native'))
+native = [r for r in m if r['firmware'] == 'native']
+print(f"{'matrix (wall)':<27} {t3 - t2:7.1f}   ({len(m)} cells, {passed} passed: {vms - shared} VM boots, {shared} VM cells sharing a boot of the same disk, {len(m) - vms - len(native)} containers, {len(native)} native run)")
+for r in native:
+    print(f"{'native: tree out of disk':<27} {r['prepare_secs']:7.1f}")
+    print(f"{'native: every check (wall)':<27} {r['total_secs'] - r['prepare_secs']:7.1f}   ({len(r['results'])} checks)")
 for r in m:
     how = f"same disk as {r['same_boot_as']}" if r.get('same_boot_as') else f"checks start at {r['boot_secs'] or 0:.1f} s"
     print(f"  {r['artifact'] + ' ' + r['firmware']:<25} {r['total_secs']:7.1f}   ({r['bus']}, {how})")

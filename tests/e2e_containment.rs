@@ -326,11 +326,29 @@ fn kill_in_stage(mut child: Child, stage: &str, after: Duration) {
 
 /// What a killed build may leave in its output folder: hidden `.tmp`
 /// scratch, and under a final name only what an earlier stage completed
-/// (`complete`: the raw disk once the disk stage is over, whole); no mount.
+/// (`complete`: the raw disk once the disk stage is over, whole) or a
+/// conversion that finished before the kill (the qcow2, compared with the
+/// raw disk); no mount.
 fn assert_nothing_partial_or_mounted(out: &Path, stage: &str, complete: &[&str]) {
     for e in fs::read_dir(out).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && name.ends_with(".tmp") {
+            continue;
+        }
+        // A conversion may finish before the kill: under its final name it
+        // must then be whole, the raw disk's content to the last byte.
+        if name == "minimal.qcow2" && complete.contains(&"minimal.raw") {
+            let o = Command::new("qemu-img")
+                .args(["compare", "-f", "raw", "-F", "qcow2"])
+                .arg(out.join("minimal.raw"))
+                .arg(out.join(&name))
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "killed in {stage}: {name} carries a final name but is not the raw disk's content: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
             continue;
         }
         assert!(
