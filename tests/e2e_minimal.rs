@@ -803,8 +803,9 @@ fn a_failed_build_leaves_no_artifact() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
+    // The command (run in private namespaces: `unshare ... mmdebstrap`).
     assert!(
-        stderr.contains("`mmdebstrap "),
+        stderr.contains(" mmdebstrap --variant=apt "),
         "the error names the command: {stderr}"
     );
     assert!(stderr.contains("127.0.0.1:9"), "and the mirror: {stderr}");
