@@ -104,7 +104,7 @@ pub fn boot_and_check(
     if let Some(want) = &opts.tree_sha256 {
         // The tree the native checks ran in must be this disk's.
         let got =
-            super::tree::disk_digest_once(&cell.artifact, cell.format, prepared.scratch.path())
+            super::tree::disk_digest(&cell.artifact, cell.format, prepared.scratch.path(), None)
                 .unwrap_or_else(|e| format!("unreadable ({e:#})"));
         report.results.push(super::same_tree_result(want, &got));
     }

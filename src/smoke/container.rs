@@ -739,12 +739,12 @@ pub fn test_container(
     let root = work.join("root");
     let tree = if native {
         fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
-        let raw = super::tree::raw_view(artifact, format, work.path())?;
-        let digest = super::tree::digest_disk(&raw, Some(&root));
-        if raw != artifact {
-            let _ = fs::remove_file(&raw);
-        }
-        Some(digest?)
+        Some(super::tree::disk_digest(
+            artifact,
+            format,
+            work.path(),
+            Some(&root),
+        )?)
     } else {
         unpack_rootfs(artifact, format, &root)?;
         None

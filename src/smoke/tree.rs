@@ -13,7 +13,7 @@
 //! root, which `mkfs.ext4` adds.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -225,12 +225,15 @@ pub fn raw_view(artifact: &Path, format: crate::config::Format, scratch: &Path) 
     Ok(raw)
 }
 
-/// The digest of the root filesystem of each disk artifact, computed once
-/// per process (cells of one disk under two firmwares share it).
-pub fn disk_digest_once(
+/// The digest of the root filesystem of the disk artifact `artifact`,
+/// read once per process: cells of one disk under two firmwares, and the
+/// native run that copied the tree out of it (`extract_to`), share it.
+/// With `extract_to` the tree is always read, and written there.
+pub fn disk_digest(
     artifact: &Path,
     format: crate::config::Format,
     scratch: &Path,
+    extract_to: Option<&Path>,
 ) -> Result<String> {
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -239,23 +242,43 @@ pub fn disk_digest_once(
     // slow both.
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     let map = done.get_or_insert_with(HashMap::new);
-    if let Some(d) = map.get(artifact) {
+    if let (Some(d), None) = (map.get(artifact), extract_to) {
         return Ok(d.clone());
     }
     let t0 = std::time::Instant::now();
     let raw = raw_view(artifact, format, scratch)?;
-    let d = digest_disk(&raw, None);
+    let d = digest_disk(&raw, extract_to);
     if raw != artifact {
         let _ = fs::remove_file(&raw);
     }
     let d = d?;
     log::info!(
-        "{}: root filesystem digested in {:.1} s",
+        "{}: root filesystem read in {:.1} s",
         artifact.display(),
         t0.elapsed().as_secs_f64()
     );
     map.insert(artifact.to_path_buf(), d.clone());
     Ok(d)
+}
+
+/// Hashes what is written to it, and copies it to a file if it has one.
+struct Tee {
+    sha: Sha256,
+    copy: Option<fs::File>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(c) = self.copy.as_mut() {
+            c.write_all(buf)?;
+        }
+        self.sha.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.copy.as_mut().map_or(Ok(()), |c| c.flush())
+    }
 }
 
 /// The root filesystem of the raw disk `raw`.
@@ -329,28 +352,25 @@ fn walk_ext4(
         }
     } else if ft.is_regular_file() {
         let mut f = fs4.open(path).map_err(e4)?;
-        let mut sha = Sha256::new();
-        let mut w = match &dest {
+        // A new file only: a name met twice (a corrupt or crafted disk)
+        // never writes through what the first one made.
+        let copy = match &dest {
             Some(p) => Some(
-                fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(p)
+                    .with_context(|| format!("cannot create {}", p.display()))?,
             ),
             None => None,
         };
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            sha.update(&buf[..n]);
-            if let Some(w) = w.as_mut() {
-                w.write_all(&buf[..n])?;
-            }
-            size += n as u64;
-        }
+        let mut tee = Tee {
+            sha: Sha256::new(),
+            copy,
+        };
+        let size = std::io::copy(&mut f, &mut tee)
+            .with_context(|| format!("cannot copy {}", path.display()))?;
+        let (sha, w) = (tee.sha, tee.copy);
         d.file_bytes += size;
         d.add(rel, Kind::File, mode, uid, gid, &file_record(sha, size));
         if let Some(p) = &dest {
