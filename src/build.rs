@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::config::{Format, Image};
@@ -27,13 +27,13 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageTime {
-    pub stage: &'static str,
+    pub stage: String,
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildReport {
     pub image: String,
     pub stages: Vec<StageTime>,
@@ -44,6 +44,132 @@ pub struct BuildReport {
     /// Whether the build followed a lock file.
     pub locked: bool,
     pub debian_packages: usize,
+    /// The hash of everything the build depended on ([`inputs_hash`]), for
+    /// a build from a lock: a later build with the same inputs reuses this
+    /// one's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_sha256: Option<String>,
+    /// Set when this report is an earlier build's, reused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
+}
+
+/// The hash of everything a build of `image` from the lock `lock_path`
+/// depends on: the biovm executable, the lock, the image file, its
+/// system files, the formats asked for, and every recipe with its test
+/// data. (The mirror is not an input: a lock pins every package by
+/// SHA-256, wherever it comes from.)
+pub fn inputs_hash(image: &Image, lock_path: &Path) -> Result<String> {
+    let mut k = crate::store::Key::new();
+    k.add("biovm", crate::store::own_sha256()?.as_bytes());
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    k.add("lock", &read(lock_path)?);
+    k.add("image", &read(&image.source)?);
+    for f in &image.system.files {
+        k.add(&format!("file {}", f.path), &f.content);
+    }
+    let formats: Vec<&str> = image.formats.iter().map(|f| f.as_str()).collect();
+    k.add("formats", formats.join(",").as_bytes());
+    let mut recipes: Vec<_> = image.recipes.iter().collect();
+    recipes.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in recipes {
+        k.add(&format!("recipe {}", r.name), &read(&r.source)?);
+        // Test data paths are relative to the recipe's folder.
+        let dir = r.source.parent().unwrap_or(Path::new("."));
+        for t in &r.tests {
+            for d in &t.data {
+                k.add(
+                    &format!("data {} {}", r.name, d.display()),
+                    &read(&dir.join(d))?,
+                );
+            }
+        }
+    }
+    Ok(k.finish())
+}
+
+/// `<out>/<image>.build.json`: the report of the last complete build
+/// there, written after every other output.
+fn report_path(out: &Path, image: &str) -> PathBuf {
+    out.join(format!("{image}.build.json"))
+}
+
+/// The earlier build in `out` that a build of `image` would repeat: made
+/// from the same inputs ([`inputs_hash`]; only builds from a lock have
+/// them), complete, and with every artifact it lists still holding the
+/// bytes it had (SHA-256, from the digest memo where the file is
+/// unchanged). None, with the reason logged, otherwise.
+pub fn reusable(image: &Image, out: &Path) -> Result<Option<BuildReport>> {
+    let lock_path = crate::lock::path_for(&image.source);
+    if !lock_path.exists() {
+        return Ok(None);
+    }
+    let rpath = report_path(out, &image.name);
+    let Ok(text) = std::fs::read_to_string(&rpath) else {
+        return Ok(None);
+    };
+    let Ok(mut report) = serde_json::from_str::<BuildReport>(&text) else {
+        log::info!("{}: not a build report; building", rpath.display());
+        return Ok(None);
+    };
+    let inputs = inputs_hash(image, &lock_path)?;
+    if report.inputs_sha256.as_deref() != Some(inputs.as_str()) {
+        log::info!(
+            "{}: the last build there had other inputs (lock, image, recipes, formats or biovm); building",
+            out.display()
+        );
+        return Ok(None);
+    }
+    let mpath = Manifest::path_for(out, &image.name);
+    let manifest = match Manifest::read(&mpath) {
+        Ok(m) if m.artifacts == report.artifacts => m,
+        _ => {
+            log::info!(
+                "{}: missing or not the last build's; building",
+                mpath.display()
+            );
+            return Ok(None);
+        }
+    };
+    for a in &manifest.artifacts {
+        let p = out.join(&a.file);
+        let same = std::fs::metadata(&p).is_ok_and(|m| m.len() == a.size)
+            && crate::store::sha256(&p).is_ok_and(|s| s == a.sha256);
+        if !same {
+            log::info!(
+                "{}: changed or missing since the last build; building",
+                p.display()
+            );
+            return Ok(None);
+        }
+    }
+    for f in [
+        "SHA256SUMS".to_string(),
+        format!("{}.spdx.json", image.name),
+    ] {
+        if !out.join(&f).is_file() {
+            log::info!("{}: missing; building", out.join(f).display());
+            return Ok(None);
+        }
+    }
+    report.reused = true;
+    Ok(Some(report))
+}
+
+/// Build `image`, or reuse the complete earlier build in `opts.out_dir`
+/// made from the same inputs ([`reusable`]) unless `rebuild`.
+pub fn build_or_reuse(image: &Image, opts: &BuildOptions, rebuild: bool) -> Result<BuildReport> {
+    if !rebuild {
+        if let Some(r) = reusable(image, &opts.out_dir)? {
+            log::info!(
+                "{}: built before from the same inputs (sha256 {}): reused",
+                opts.out_dir.display(),
+                r.inputs_sha256.as_deref().unwrap_or_default()
+            );
+            return Ok(r);
+        }
+    }
+    build(image, opts)
 }
 
 /// The seed every identifier in the image derives from.
@@ -76,7 +202,10 @@ fn timed<T>(
     let t = Instant::now();
     let v = crate::progress::stage("build", stage, f)?;
     let seconds = t.elapsed().as_secs_f64();
-    stages.push(StageTime { stage, seconds });
+    stages.push(StageTime {
+        stage: stage.to_string(),
+        seconds,
+    });
     Ok(v)
 }
 
@@ -90,6 +219,12 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
     fsutil::remove_stale_temps(out);
+    // The report says a build there is complete: not while this one runs.
+    let rpath = report_path(out, &image.name);
+    if rpath.exists() {
+        std::fs::remove_file(&rpath)
+            .with_context(|| format!("cannot remove {}", rpath.display()))?;
+    }
     // Scratch space next to the outputs (same filesystem), hidden and
     // named like every other temporary so a later run cleans it up.
     let work = WorkDir::create(out, &image.name)?;
@@ -109,6 +244,12 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
             image.source.display()
         );
         None
+    };
+    // Taken before anything is read: an input changed during the build
+    // then does not match the report.
+    let inputs = match &lock {
+        Some(_) => Some(inputs_hash(&image, &lock_path)?),
+        None => None,
     };
     let (packages, seed, epoch) = match &lock {
         Some(l) => (l.apt_specs(), l.seed.clone(), l.source_date_epoch),
@@ -229,9 +370,11 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         source_date_epoch: epoch,
         locked: lock.is_some(),
         debian_packages: debs.len(),
+        inputs_sha256: inputs,
+        reused: false,
     };
     fsutil::write_atomic(
-        &out.join(format!("{}.build.json", image.name)),
+        &report_path(out, &image.name),
         (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
     )?;
     Ok(report)
@@ -513,7 +656,7 @@ impl Drop for WorkDir {
     }
 }
 
-/// An artifact's size and sha256; an OCI layout folder is named by the
+/// An artifact's size and sha256 (at its final name); an OCI layout folder is named by the
 /// sha256 of its index.json (which pins every blob by digest).
 fn artifact(format: Format, path: &Path) -> Result<Artifact> {
     let (file, hashed) = if path.is_dir() {
@@ -532,7 +675,9 @@ fn artifact(format: Format, path: &Path) -> Result<Artifact> {
         format: format.as_str().into(),
         file,
         size: std::fs::metadata(&hashed)?.len(),
-        sha256: fsutil::sha256_file(&hashed)?,
+        // Remembered by the file's identity: a later test or build of the
+        // unchanged file does not read it again.
+        sha256: crate::store::sha256(&hashed)?,
     })
 }
 

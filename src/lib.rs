@@ -25,3 +25,4 @@ pub mod rootfs;
 pub mod run;
 pub mod smoke;
 pub mod sshkey;
+pub mod store;

@@ -33,9 +33,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::build::{build, BuildOptions};
+use crate::build::{build, inputs_hash, BuildOptions};
 use crate::config::{Format, Image};
 use crate::fsutil;
 use crate::lock::Lock;
@@ -185,38 +184,6 @@ pub fn default_version(source_date_epoch: u64) -> String {
     // 2026-11-26T04:30:12Z
     let digits: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
     format!("{}.{}", &digits[..8], &digits[8..14])
-}
-
-/// The hash of everything a build of `image` depends on.
-pub fn inputs_hash(image: &Image, lock_path: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    let mut add = |label: &str, bytes: &[u8]| {
-        h.update(format!("{label}\0{}\0", bytes.len()).as_bytes());
-        h.update(bytes);
-    };
-    add("biovm", env!("CARGO_PKG_VERSION").as_bytes());
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    add("lock", &read(lock_path)?);
-    add("image", &read(&image.source)?);
-    for f in &image.system.files {
-        add(&format!("file {}", f.path), &f.content);
-    }
-    let mut recipes: Vec<_> = image.recipes.iter().collect();
-    recipes.sort_by(|a, b| a.name.cmp(&b.name));
-    for r in recipes {
-        add(&format!("recipe {}", r.name), &read(&r.source)?);
-        // Test data paths are relative to the recipe's folder.
-        let dir = r.source.parent().unwrap_or(Path::new("."));
-        for t in &r.tests {
-            for d in &t.data {
-                add(
-                    &format!("data {} {}", r.name, d.display()),
-                    &read(&dir.join(d))?,
-                );
-            }
-        }
-    }
-    Ok(fsutil::hex(&h.finalize()))
 }
 
 /// Written into a staging folder once its build finished, and updated once
@@ -412,6 +379,7 @@ fn build_and_test(
             &report_dir,
             &TestOptions {
                 tree_sha256: manifest.tree_sha256.clone(),
+                default_user: manifest.default_user.clone(),
                 ..opts.test.clone()
             },
         )?;

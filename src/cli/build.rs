@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::build::{build, BuildOptions};
+use crate::build::{build_or_reuse, BuildOptions};
 use crate::config::Format;
 
 #[derive(Debug, Args)]
@@ -26,6 +26,12 @@ pub struct BuildArgs {
     /// fails, naming the file and the first differing offset.
     #[arg(long)]
     pub verify_reproducible: bool,
+    /// Build afresh even when --out holds a complete build from the same
+    /// inputs (lock, image file, recipes and their data, formats, biovm
+    /// itself), which is otherwise reused. Builds without a lock are never
+    /// reused.
+    #[arg(long)]
+    pub rebuild: bool,
     /// Build only this one of the image's `[output] formats` (repeatable;
     /// default: all of them), e.g. `--format raw` for a quick boot test.
     #[arg(long = "format", value_name = "FMT", value_parser = parse_format)]
@@ -79,8 +85,10 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         mirror: a.mirror.clone(),
         source_date_epoch: None,
     };
-    let report =
-        build(&image, &opts).with_context(|| format!("building {} failed", a.image.display()))?;
+    // A reproducibility check compares two fresh builds.
+    let rebuild = a.rebuild || a.verify_reproducible;
+    let report = build_or_reuse(&image, &opts, rebuild)
+        .with_context(|| format!("building {} failed", a.image.display()))?;
     if g.json {
         let mut result = serde_json::to_value(&report)?;
         if a.verify_reproducible {
@@ -90,8 +98,17 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         crate::progress::result("build", result);
         return Ok(ExitCode::SUCCESS);
     }
-    for s in &report.stages {
-        println!("{:<10} {:>7.1} s", s.stage, s.seconds);
+    if report.reused {
+        println!(
+            "{} holds a complete build from the same inputs (lock, image file, recipes, formats, \
+             biovm; sha256 {}), every artifact unchanged: reused (--rebuild builds afresh)",
+            a.out.display(),
+            report.inputs_sha256.as_deref().unwrap_or_default()
+        );
+    } else {
+        for s in &report.stages {
+            println!("{:<10} {:>7.1} s", s.stage, s.seconds);
+        }
     }
     for art in &report.artifacts {
         let path = a.out.join(&art.file);

@@ -1,6 +1,5 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -11,7 +10,6 @@ use crate::config::Image;
 use crate::publish::credentials::{self, ProcessEnv};
 use crate::publish::{aws, eucalyptus, Artifact};
 use crate::release::{self, Published, Publisher, ReleaseOptions};
-use crate::smoke::{self, TestOptions};
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
@@ -37,20 +35,8 @@ pub struct ReleaseArgs {
     /// <URL>/<name>.box (default: the bare file name).
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
-    /// Guests booted at once (default: one per core).
-    #[arg(long)]
-    pub jobs: Option<usize>,
-    /// Seconds to wait for a guest to reach its checks.
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
-    pub boot_timeout: u64,
-    /// Guest memory in MiB per processor (a guest runs as many checks at
-    /// once as it has processors).
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
-    pub memory: u32,
-    /// Run every check in every boot too (see `biovm test --full`); the
-    /// rule used is recorded in release.json.
-    #[arg(long)]
-    pub full: bool,
+    #[command(flatten)]
+    pub matrix: super::test::MatrixArgs,
     /// Debian mirror (default: the image's, else mmdebstrap's default).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
@@ -158,10 +144,6 @@ pub fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<ExitCode> {
         let dir = crate::config::default_recipe_dir(Some(p), g.recipes.as_deref());
         images.push(crate::config::load_image(p, &dir)?);
     }
-    let jobs = a.jobs.unwrap_or_else(smoke::default_jobs);
-    if jobs == 0 {
-        anyhow::bail!("--jobs must be at least 1");
-    }
     let opts = ReleaseOptions {
         out_dir: a.out.clone(),
         cache_dir: a.cache.clone().unwrap_or_else(crate::fsutil::cache_dir),
@@ -169,14 +151,7 @@ pub fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<ExitCode> {
         version: a.version.clone(),
         base_url: a.base_url.clone(),
         lock_missing: a.lock,
-        test: TestOptions {
-            boot_timeout: Duration::from_secs(a.boot_timeout),
-            jobs,
-            memory_mib: a.memory,
-            boot_identical_disks: false,
-            full: a.full,
-            tree_sha256: None,
-        },
+        test: a.matrix.options()?,
     };
     let publisher = CliPublisher {
         profile: a.profile.clone(),

@@ -31,6 +31,19 @@ pub struct TestArgs {
     /// Firmware to boot with (repeatable; default: the image's boot modes).
     #[arg(long, value_enum)]
     pub firmware: Vec<Firmware>,
+    /// Boot every artifact's disk, even one that is byte-for-byte the disk
+    /// of another artifact booted on the same controller and firmware (the
+    /// VMDK inside the OVA and the Vagrant box is the `vmdk` artifact's):
+    /// by default such a cell reports that boot's results and names it.
+    #[arg(long)]
+    pub boot_identical_disks: bool,
+    #[command(flatten)]
+    pub matrix: MatrixArgs,
+}
+
+/// How the matrix runs: the flags `biovm test` and `biovm release` share.
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
     /// Guests booted at once (default: one per core).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -42,18 +55,39 @@ pub struct TestArgs {
     /// once as it has processors).
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     pub memory: u32,
-    /// Boot every artifact's disk, even one that is byte-for-byte the disk
-    /// of another artifact booted on the same controller and firmware (the
-    /// VMDK inside the OVA and the Vagrant box is the `vmdk` artifact's):
-    /// by default such a cell reports that boot's results and names it.
-    #[arg(long)]
-    pub boot_identical_disks: bool,
     /// Run every check in every boot too (for runners where KVM works).
     /// Without it, every check runs once natively in the root filesystem
     /// read out of a disk (proven to be the build's tree), and each boot
-    /// runs the system's checks and one tool per install source
+    /// runs the system's checks and one tool per install source. The rule
+    /// used is in the report (and a release's release.json).
     #[arg(long)]
     pub full: bool,
+    /// Run every cell again, even one whose passing result is stored: by
+    /// default a cell whose artifact bytes, checks and runner are those of
+    /// an earlier passing run takes that run's results and says so.
+    #[arg(long)]
+    pub rerun: bool,
+}
+
+impl MatrixArgs {
+    /// The test options these flags give (the tree digest comes from the
+    /// build's manifest, not from flags).
+    pub fn options(&self) -> anyhow::Result<TestOptions> {
+        let jobs = self.jobs.unwrap_or_else(smoke::default_jobs);
+        if jobs == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        Ok(TestOptions {
+            boot_timeout: Duration::from_secs(self.boot_timeout),
+            jobs,
+            memory_mib: self.memory,
+            boot_identical_disks: false,
+            full: self.full,
+            tree_sha256: None,
+            default_user: None,
+            rerun: self.rerun,
+        })
+    }
 }
 
 /// What to test: artifacts (path and format), the checks, the firmware.
@@ -63,28 +97,41 @@ struct Plan {
     tree_sha256: Option<String>,
     tools: Vec<Tool>,
     boot: Vec<BootMode>,
+    /// The image's default user, who runs the native checks.
+    default_user: Option<String>,
     /// Where the reports go.
     report_dir: PathBuf,
+}
+
+/// What an image file says about testing its builds.
+struct ImageChecks {
+    name: String,
+    tools: Vec<Tool>,
+    boot: Vec<BootMode>,
+    default_user: Option<String>,
 }
 
 fn format_named(name: &str) -> Option<Format> {
     Format::ALL.iter().copied().find(|f| f.as_str() == name)
 }
 
-fn tools_of_image(
-    g: &GlobalArgs,
-    img: &Path,
-) -> anyhow::Result<(String, Vec<Tool>, Vec<BootMode>)> {
+fn tools_of_image(g: &GlobalArgs, img: &Path) -> anyhow::Result<ImageChecks> {
     let dir = crate::config::default_recipe_dir(Some(img), g.recipes.as_deref());
     let image = crate::config::load_image(img, &dir)?;
-    let tools = Tool::all_from_recipes(&image.recipes)?;
-    Ok((image.name.clone(), tools, image.disk.boot.clone()))
+    Ok(ImageChecks {
+        tools: Tool::all_from_recipes(&image.recipes)?,
+        boot: image.disk.boot.clone(),
+        default_user: image.system.user.as_ref().map(|u| u.name.clone()),
+        name: image.name,
+    })
 }
 
 fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
     let is_image = a.target.extension().is_some_and(|e| e == "toml");
     if is_image {
-        let (name, tools, boot) = tools_of_image(g, &a.target)?;
+        let ImageChecks {
+            name, tools, boot, ..
+        } = tools_of_image(g, &a.target)?;
         let mpath = Manifest::path_for(&a.out, &name);
         let m = Manifest::read(&mpath).with_context(|| {
             format!(
@@ -115,6 +162,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         }
         return Ok(Plan {
             tree_sha256: m.tree_sha256.clone(),
+            default_user: m.default_user.clone(),
             artifacts,
             tools,
             boot,
@@ -130,12 +178,12 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let manifest = Manifest::for_artifact(&a.target);
-    let (tools, boot) = match (&a.image, &manifest) {
+    let (tools, boot, default_user) = match (&a.image, &manifest) {
         (Some(img), _) => {
-            let (_, t, b) = tools_of_image(g, img)?;
-            (t, b)
+            let c = tools_of_image(g, img)?;
+            (c.tools, c.boot, c.default_user)
         }
-        (None, Ok(m)) => (m.tools.clone(), m.boot_modes()),
+        (None, Ok(m)) => (m.tools.clone(), m.boot_modes(), m.default_user.clone()),
         (None, Err(e)) => bail!("{e:#}"),
     };
     let tree_sha256 = manifest.as_ref().ok().and_then(|m| m.tree_sha256.clone());
@@ -160,6 +208,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         tree_sha256,
         tools,
         boot,
+        default_user,
         report_dir: smoke::report_dir_for(&a.target),
     })
 }
@@ -178,12 +227,10 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
             .collect()
     };
     let opts = TestOptions {
-        boot_timeout: Duration::from_secs(a.boot_timeout),
-        jobs: a.jobs.unwrap_or_else(smoke::default_jobs),
-        memory_mib: a.memory,
         boot_identical_disks: a.boot_identical_disks,
-        full: a.full,
         tree_sha256: p.tree_sha256.clone(),
+        default_user: p.default_user.clone(),
+        ..a.matrix.options()?
     };
     let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;
     if g.json {

@@ -233,7 +233,13 @@ fn run_guest(
     for f in [&files.console_log, &files.results_log] {
         let _ = fs::remove_file(f);
     }
-    let mut report = BootReport::new(cell.firmware, accel, files.console_log.clone());
+    let mut report = BootReport::new(
+        cell.format,
+        cell.firmware.into(),
+        cell.bus.into(),
+        accel.into(),
+        files.console_log.clone(),
+    );
     report.name_cell(cell);
     let t0 = Instant::now();
     let mut guest = cmd.spawn()?;

@@ -627,15 +627,21 @@ const CAPABILITIES: &str = "-all,+chown,+dac_override,+fowner,+fsetid,+kill,+net
 +setfcap,+setgid,+setpcap,+setuid,+sys_chroot";
 
 /// Run by the host's `sh` as PID 1 of the new namespaces: the mounts a
-/// container runtime makes, then the checks, chrooted into the tree, as
-/// root with a container's capabilities and a clean environment (the one
-/// the image's config sets, plus HOME).
-/// Arguments: root, checks archive, results folder, host name, capabilities.
+/// container runtime makes, then the checks, chrooted into the tree with a
+/// container's capabilities and a clean environment: as root (a container
+/// artifact), or as the image's default user in a login shell, so with the
+/// PATH and profile a researcher who logs in gets (the native run).
+/// Arguments: root, checks archive, results folder, host name,
+/// capabilities, then for a user: uid:gid, its groups (comma-separated
+/// ids), name, home and shell.
 const SETUP: &str = r#"set -eu
-root=$1 checks=$2 results=$3 name=$4 caps=$5
+root=$1 checks=$2 results=$3 name=$4 caps=$5 ids=${6:-} groups=${7:-} user=${8:-} home=${9:-} shell=${10:-}
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$root/run"
 mkdir -m 0700 "$root/run/biovm-checks" "$root/run/biovm-results"
 tar -xf "$checks" -C "$root/run/biovm-checks"
+if [ -n "$ids" ]; then
+    chown -R "$ids" "$root/run/biovm-checks" "$results"
+fi
 mount --bind "$results" "$root/run/biovm-results"
 mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
@@ -657,6 +663,14 @@ ln -s /proc/self/fd/1 "$root/dev/stdout"
 ln -s /proc/self/fd/2 "$root/dev/stderr"
 hostname "$name"
 ip link set lo up
+if [ -n "$ids" ]; then
+    exec setpriv --bounding-set="$caps" \
+        env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 HOME="$home" USER="$user" \
+        LOGNAME="$user" SHELL="$shell" BIOVM_CONTAINER=1 \
+        BIOVM_RESULTS=/run/biovm-results/results.log \
+        "$(command -v chroot)" --userspec="$ids" --groups="$groups" "$root" \
+        /bin/sh -lc 'cd /run/biovm-checks && exec sh ./run.sh'
+fi
 exec setpriv --bounding-set="$caps" \
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
     HOME=/root BIOVM_CONTAINER=1 BIOVM_RESULTS=/run/biovm-results/results.log \
@@ -701,6 +715,63 @@ fn hostname_of(root: &Path) -> String {
     }
 }
 
+/// A user of the image's tree, from its /etc/passwd and /etc/group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreeUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Every group id (primary first).
+    pub groups: Vec<u32>,
+    pub home: String,
+    pub shell: String,
+}
+
+/// Read `rel` of the tree at `root` without following a link out of it.
+fn read_in_tree(root: &Path, rel: &str) -> Result<String> {
+    let mut f = crate::confined::open_beneath(root, Path::new(rel))
+        .with_context(|| format!("cannot read /{rel} of the image"))?;
+    let mut s = String::new();
+    f.read_to_string(&mut s)
+        .with_context(|| format!("cannot read /{rel} of the image"))?;
+    Ok(s)
+}
+
+/// `name`'s account in the tree at `root`.
+pub fn tree_user(root: &Path, name: &str) -> Result<TreeUser> {
+    let passwd = read_in_tree(root, "etc/passwd")?;
+    let line = passwd
+        .lines()
+        .find(|l| l.split(':').next() == Some(name))
+        .with_context(|| format!("the image's default user {name} is not in its /etc/passwd"))?;
+    let f: Vec<&str> = line.split(':').collect();
+    let num = |i: usize, what: &str| -> Result<u32> {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("/etc/passwd of the image: bad {what} for {name}: {line:?}"))
+    };
+    let (uid, gid) = (num(2, "uid")?, num(3, "gid")?);
+    let mut groups = vec![gid];
+    let group = read_in_tree(root, "etc/group")?;
+    for l in group.lines() {
+        let g: Vec<&str> = l.split(':').collect();
+        if let (Some(id), Some(members)) = (g.get(2).and_then(|v| v.parse::<u32>().ok()), g.get(3))
+        {
+            if members.split(',').any(|m| m == name) && !groups.contains(&id) {
+                groups.push(id);
+            }
+        }
+    }
+    Ok(TreeUser {
+        name: name.to_string(),
+        uid,
+        gid,
+        groups,
+        home: f.get(5).copied().unwrap_or("/").to_string(),
+        shell: f.get(6).copied().unwrap_or("/bin/sh").to_string(),
+    })
+}
+
 /// Unpack the container artifact `artifact` (of `format`) into a temporary
 /// folder under `run_dir`, run every check of `tools` inside it as a
 /// container (see the module documentation) and judge the results as a
@@ -713,7 +784,9 @@ fn hostname_of(root: &Path) -> String {
 /// when it passes, every process of the container is killed and the report
 /// says so. The report's `firmware` and `accel` are "container" ("native"
 /// for a disk), its `format` the format's name; `boot_secs` counts from
-/// the start of the unpacking to the first result line; the results the
+/// the start of the unpacking to the first result line; with `user` (the
+/// image's default user, for the native run) the checks run as that user
+/// of the tree, in a login shell; the results the
 /// container wrote are kept in `run_dir/<label>.results.log` (the report's
 /// `serial_log`). Needs root.
 pub fn test_container(
@@ -723,6 +796,7 @@ pub fn test_container(
     run_dir: &Path,
     timeout: Duration,
     expected_tree: Option<&str>,
+    user: Option<&str>,
 ) -> Result<BootReport> {
     let native = format.is_disk();
     let label = if native {
@@ -756,6 +830,7 @@ pub fn test_container(
     );
     prepare_mount_points(&root)
         .with_context(|| format!("cannot run {} as a container", artifact.display()))?;
+    let run_as = user.map(|u| tree_user(&root, u)).transpose()?;
     let checks = work.join("checks.tar");
     write_checks_drive(tools, &checks)?;
     let results_dir = work.join("results");
@@ -763,28 +838,8 @@ pub fn test_container(
         .with_context(|| format!("cannot create {}", results_dir.display()))?;
     let results = results_dir.join("results.log");
 
-    let mut report = BootReport {
-        artifact: artifact
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        format: format.as_str(),
-        firmware: if native { "native" } else { "container" },
-        bus: "namespaces",
-        prepare_secs: t0.elapsed().as_secs_f64(),
-        accel: if native { "native" } else { "container" },
-        accel_note: None,
-        boot_secs: None,
-        first_check_secs: None,
-        guest_uptime_at_start: None,
-        total_secs: 0.0,
-        results: Vec::new(),
-        error: None,
-        serial_log: log_path.clone(),
-        boot_analysis: Default::default(),
-        disk_sha256: None,
-        same_boot_as: None,
-    };
+    let mut report = BootReport::in_namespaces(artifact, format, log_path.clone());
+    report.prepare_secs = t0.elapsed().as_secs_f64();
     let mut cmd = Cmd::new("unshare");
     // --kill-child: when unshare dies (or is killed at the timeout), the
     // namespace's PID 1 gets SIGKILL, and with it every process inside.
@@ -809,6 +864,13 @@ pub fn test_container(
     .arg(&results_dir)
     .arg(hostname_of(&root))
     .arg(CAPABILITIES);
+    if let Some(u) = &run_as {
+        let groups: Vec<String> = u.groups.iter().map(|g| g.to_string()).collect();
+        cmd.arg(format!("{}:{}", u.uid, u.gid))
+            .arg(groups.join(","))
+            .args([&u.name, &u.home, &u.shell]);
+        report.user = Some(u.name.clone());
+    }
     let run_t0 = Instant::now();
     let mut child = cmd.spawn()?;
     let mut tail = super::ResultsTail::new(&results);
@@ -878,6 +940,7 @@ mod tests {
     use super::*;
     use crate::formats::{self, FormatContext};
     use crate::manifest::ToolCheck;
+    use crate::smoke::report::{self, Runner};
     use crate::smoke::{CheckOutcome, CheckResult};
     use std::collections::BTreeMap;
     use std::os::unix::fs::{symlink, MetadataExt};
@@ -1254,6 +1317,78 @@ mod tests {
         }
     }
 
+    /// The native run: the checks run as the image's default user, in a
+    /// login shell (so with /etc/profile's PATH and environment), with its
+    /// groups, and can still write their results.
+    #[test]
+    fn checks_run_as_the_default_user_with_its_login_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        tiny_root(&tree);
+        fs::create_dir_all(tree.join("home/bio")).unwrap();
+        fs::write(
+            tree.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nbio:x:1234:1235::/home/bio:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(
+            tree.join("etc/group"),
+            "root:x:0:\nsudo:x:27:bio\nbio:x:1235:\nstaff:x:50:other,bio\nusers:x:100:other\n",
+        )
+        .unwrap();
+        fs::write(
+            tree.join("etc/profile"),
+            "PATH=/usr/local/bin:/usr/bin:/bin:/opt/bio/bin\nexport PATH\nexport BIO_PROFILE=read\n",
+        )
+        .unwrap();
+        let file = d.path().join("tiny.rootfs.tar.gz");
+        let ctx = FormatContext::new("tiny", "1", "seed", 0);
+        formats::write_rootfs_tarball(&tree, &file, &ctx).unwrap();
+        let tools = vec![tool(
+            "who",
+            "cat /proc/self/status; echo $USER $LOGNAME $PATH $BIO_PROFILE",
+            "(?s)Uid:\\t1234\\t1234\\t1234\\t1234\\nGid:\\t1235\\t1235\\t1235\\t1235\\n.*\
+             Groups:\\t27 50 1235 *\\n.*bio bio /usr/local/bin:/usr/bin:/bin:/opt/bio/bin read$",
+        )];
+        let u = tree_user(&tree, "bio").unwrap();
+        assert_eq!(
+            (u.uid, u.gid, &u.groups[..]),
+            (1234, 1235, &[1235, 27, 50][..])
+        );
+        assert_eq!(
+            (u.home.as_str(), u.shell.as_str()),
+            ("/home/bio", "/bin/sh")
+        );
+        let run = d.path().join("run");
+        let r = test_container(
+            &file,
+            Format::Tarball,
+            &tools,
+            &run,
+            Duration::from_secs(60),
+            None,
+            Some("bio"),
+        )
+        .unwrap();
+        assert!(r.passed(), "{}", report::table(std::slice::from_ref(&r)));
+        assert_eq!(r.user.as_deref(), Some("bio"));
+        // A user the image does not have is named.
+        let e = test_container(
+            &file,
+            Format::Tarball,
+            &tools,
+            &run,
+            Duration::from_secs(60),
+            None,
+            Some("nobody-here"),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("default user nobody-here is not in its /etc/passwd"),
+            "{e:#}"
+        );
+    }
+
     #[test]
     fn checks_pass_and_fail_inside_every_container_format() {
         let a = artifacts();
@@ -1283,9 +1418,10 @@ mod tests {
         ];
         for (f, file) in &a.files {
             let run = d.path().join("run");
-            let r = test_container(file, *f, &tools, &run, Duration::from_secs(120), None).unwrap();
+            let r = test_container(file, *f, &tools, &run, Duration::from_secs(120), None, None)
+                .unwrap();
             let label = f.as_str();
-            assert_eq!((r.firmware, r.format), ("container", label));
+            assert_eq!((r.firmware, r.format), (Runner::Container, *f));
             assert!(r.error.is_none(), "{label}: {:?}", r.error);
             let by_name: BTreeMap<&str, &CheckResult> =
                 r.results.iter().map(|c| (c.tool.as_str(), c)).collect();
@@ -1344,6 +1480,7 @@ mod tests {
             &run,
             Duration::from_secs(60),
             None,
+            None,
         )
         .unwrap();
         let err = r.error.clone().unwrap_or_default();
@@ -1368,7 +1505,16 @@ mod tests {
         ];
         let (f, file) = &a.files[3];
         let t = Instant::now();
-        let r = test_container(file, *f, &tools, d.path(), Duration::from_secs(3), None).unwrap();
+        let r = test_container(
+            file,
+            *f,
+            &tools,
+            d.path(),
+            Duration::from_secs(3),
+            None,
+            None,
+        )
+        .unwrap();
         assert!(t.elapsed() < Duration::from_secs(60));
         let err = r.error.clone().unwrap_or_default();
         assert!(err.contains("did not finish within 3 s"), "{err}");

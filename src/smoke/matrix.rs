@@ -151,22 +151,19 @@ pub fn shared_boots(jobs: &[Job]) -> Vec<Sharing> {
 }
 
 /// Run every job, up to `opts.jobs` at once; VM guests get an equal share
-/// of the cores. A VM cell that would repeat an earlier cell's boot
-/// exactly ([`shared_boots`]) is not booted again unless
-/// `opts.boot_identical_disks`: its report is that boot's, naming it.
-/// Reports come back in the jobs' order; a job that fails to start gets a
-/// failed report naming why.
+/// of the cores. A job whose result is stored ([`super::reuse`]: the same
+/// artifact bytes, checks and runner passed before) is not run again
+/// unless `opts.rerun`: its report is the stored one and says so. A VM cell
+/// that would repeat an earlier cell's boot exactly ([`shared_boots`]) is
+/// not booted again unless `opts.boot_identical_disks`: its report is that
+/// boot's, naming it. Reports come back in the jobs' order; a job that
+/// fails to start gets a failed report naming why.
 pub fn run_jobs(
     jobs: &[Job],
     tools: &[Tool],
     run_dir: &Path,
     opts: &TestOptions,
 ) -> Vec<BootReport> {
-    let sharing = if opts.boot_identical_disks {
-        vec![Sharing::default(); jobs.len()]
-    } else {
-        shared_boots(jobs)
-    };
     // With a native run of every check in the same tree, boots run the
     // system's checks and a sample; otherwise (or with --full) every check.
     let has_native = jobs
@@ -178,6 +175,68 @@ pub fn run_jobs(
         &sample[..]
     } else {
         tools
+    };
+    let checks_of = |j: &Job| match j {
+        Job::Vm(_) => boot_tools,
+        Job::Container { .. } => tools,
+    };
+    let store = crate::store::Results::open();
+    let keys: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| match super::reuse::key(j, checks_of(j), opts) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                log::warn!("{}: {e:#}; its result is not stored", j.label());
+                None
+            }
+        })
+        .collect();
+    let mut reports: Vec<Option<BootReport>> = keys
+        .iter()
+        .map(|k| match k {
+            Some(k) if !opts.rerun => super::reuse::lookup(&store, k, run_dir),
+            _ => None,
+        })
+        .collect();
+    let todo: Vec<usize> = (0..jobs.len()).filter(|&i| reports[i].is_none()).collect();
+    for (i, r) in reports.iter().enumerate() {
+        if let Some(r) = r {
+            let when = r.reused.as_ref().map_or("", |u| u.tested_at.as_str());
+            log::info!(
+                "{}: passed at {when}, unchanged since: not run again",
+                jobs[i].label()
+            );
+        }
+    }
+    let fresh_jobs: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
+    let fresh = run_fresh(&fresh_jobs, tools, boot_tools, run_dir, opts);
+    for (&i, r) in todo.iter().zip(fresh) {
+        if let (true, Some(k)) = (r.passed(), &keys[i]) {
+            if let Err(e) = super::reuse::keep(&store, k, &r, run_dir, &jobs[i].label()) {
+                log::warn!("{}: its result is not stored: {e:#}", jobs[i].label());
+            }
+        }
+        reports[i] = Some(r);
+    }
+    reports.into_iter().flatten().collect()
+}
+
+/// Run `jobs` (none of them reused): VM jobs with `boot_tools`, the others
+/// with every tool.
+fn run_fresh(
+    jobs: &[Job],
+    tools: &[Tool],
+    boot_tools: &[Tool],
+    run_dir: &Path,
+    opts: &TestOptions,
+) -> Vec<BootReport> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let sharing = if opts.boot_identical_disks {
+        vec![Sharing::default(); jobs.len()]
+    } else {
+        shared_boots(jobs)
     };
     let own: Vec<usize> = (0..jobs.len())
         .filter(|&i| sharing[i].same_boot_as.is_none())
@@ -209,6 +268,7 @@ pub fn run_jobs(
                             run_dir,
                             container_timeout(tools),
                             opts.tree_sha256.as_deref(),
+                            opts.default_user.as_deref().filter(|_| format.is_disk()),
                         )
                     }
                 };
@@ -376,7 +436,7 @@ mod tests {
         assert!(!r[0].passed());
         assert_eq!(
             (r[0].artifact.as_str(), r[0].firmware),
-            ("gone.tar.gz", "container")
+            ("gone.tar.gz", super::report::Runner::Container)
         );
         assert!(
             r[0].error.as_deref().unwrap().contains("gone.tar.gz"),
@@ -555,7 +615,7 @@ mod tests {
             (r[0].cell().as_str(), r[1].cell().as_str()),
             ("m.vmdk bios", "m.ova bios")
         );
-        assert_eq!(r[1].format, "ova");
+        assert_eq!(r[1].format, Format::Ova);
         assert_eq!(r[1].same_boot_as.as_deref(), Some("m.vmdk bios"));
         assert_eq!(r[0].same_boot_as, None);
         assert_eq!(r[1].disk_sha256, r[0].disk_sha256);

@@ -23,6 +23,7 @@ pub mod kvm;
 pub mod matrix;
 pub mod qemu;
 pub mod report;
+pub mod reuse;
 pub mod seed;
 pub mod tree;
 
@@ -62,6 +63,12 @@ pub struct TestOptions {
     /// The build's tree digest (from the manifest): every disk booted, and
     /// the tree the native checks run in, must have it.
     pub tree_sha256: Option<String>,
+    /// The image's default user (from the manifest): the native run runs
+    /// every check as this user of the tree.
+    pub default_user: Option<String>,
+    /// Run every job again, even one whose passing result is stored
+    /// (see [`reuse`]).
+    pub rerun: bool,
 }
 
 impl Default for TestOptions {
@@ -73,6 +80,8 @@ impl Default for TestOptions {
             boot_identical_disks: false,
             full: false,
             tree_sha256: None,
+            default_user: None,
+            rerun: false,
         }
     }
 }
@@ -580,7 +589,7 @@ fn with_vmdk_member<T>(
 pub fn boot_disk_sha256(artifact: &Path, format: Format) -> Result<String> {
     use sha2::Digest;
     if !disk_in_archive(format) {
-        return crate::fsutil::sha256_file(artifact);
+        return crate::store::sha256(artifact);
     }
     with_vmdk_member(artifact, |name, member| {
         let mut h = sha2::Sha256::new();

@@ -3,12 +3,130 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::qemu::Accel;
-use crate::config::BootMode;
+use super::qemu::{Accel, Bus};
+use crate::config::{BootMode, Format};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The name serde gives a unit variant (its JSON name), for text.
+fn serde_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
+/// Where a report's checks ran (JSON `firmware`): a VM under one firmware,
+/// natively in the tree read out of a disk, or in a container artifact's
+/// tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runner {
+    Uefi,
+    Bios,
+    Native,
+    Container,
+}
+
+impl From<BootMode> for Runner {
+    fn from(m: BootMode) -> Runner {
+        match m {
+            BootMode::Uefi => Runner::Uefi,
+            BootMode::Bios => Runner::Bios,
+        }
+    }
+}
+
+impl Runner {
+    /// A native or container run (no VM).
+    pub fn in_namespaces(self) -> bool {
+        matches!(self, Runner::Native | Runner::Container)
+    }
+}
+
+/// What the checks' machine sat on (JSON `bus`): the boot disk's
+/// controller, or the namespaces of a native or container run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attachment {
+    Virtio,
+    Nvme,
+    Ahci,
+    Namespaces,
+}
+
+impl From<Bus> for Attachment {
+    fn from(b: Bus) -> Attachment {
+        match b {
+            Bus::Virtio => Attachment::Virtio,
+            Bus::Nvme => Attachment::Nvme,
+            Bus::Ahci => Attachment::Ahci,
+        }
+    }
+}
+
+/// How the checks' machine ran (JSON `accel`): a VM under KVM or TCG, or
+/// no VM at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    Kvm,
+    Tcg,
+    Native,
+    Container,
+}
+
+impl From<Accel> for Engine {
+    fn from(a: Accel) -> Engine {
+        match a {
+            Accel::Kvm => Engine::Kvm,
+            Accel::Tcg => Engine::Tcg,
+        }
+    }
+}
+
+macro_rules! display_by_serde_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(&serde_name(self))
+            }
+        }
+    )*};
+}
+display_by_serde_name!(Runner, Attachment, Engine);
+
+/// A report's artifact format by its name (`raw`, `docker-archive`).
+mod format_name {
+    use crate::config::Format;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(f: &Format, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(f.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
+        let name = String::deserialize(d)?;
+        Format::ALL
+            .iter()
+            .copied()
+            .find(|f| f.as_str() == name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown format {name:?}")))
+    }
+}
+
+/// Where a report's results came from when they were not run again: the
+/// stored result of an earlier test of the same artifact bytes with the
+/// same checks, run the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reused {
+    /// The result key (see `smoke::reuse`).
+    pub key: String,
+    /// When the stored result was made (RFC 3339).
+    pub tested_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum CheckOutcome {
     Passed,
@@ -51,7 +169,7 @@ impl CheckOutcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {
     pub tool: String,
     #[serde(flatten)]
@@ -61,16 +179,18 @@ pub struct CheckResult {
     pub output: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootReport {
     /// The artifact's file name.
     pub artifact: String,
-    pub format: &'static str,
-    pub firmware: &'static str,
+    #[serde(with = "format_name")]
+    pub format: Format,
+    /// Where the checks ran: the VM's firmware, or `native`/`container`.
+    pub firmware: Runner,
     /// The boot disk's controller (`virtio`, `nvme`, `ahci`), or
-    /// `container` for a container artifact's checks.
-    pub bus: &'static str,
-    pub accel: &'static str,
+    /// `namespaces` for a native or container run.
+    pub bus: Attachment,
+    pub accel: Engine,
     /// Why the accelerator differs from the one first tried (a boot that
     /// stalled under KVM and was retried under TCG).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,17 +218,32 @@ pub struct BootReport {
     /// under the same firmware and cloud, so booting it again would repeat
     /// that boot.
     pub same_boot_as: Option<String>,
+    /// The user the checks ran as, where not root (the native run runs
+    /// them as the image's default user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Set when these results were not run again but taken from the store:
+    /// the same artifact bytes, checks and runner passed before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<Reused>,
 }
 
 impl BootReport {
-    pub fn new(firmware: BootMode, accel: Accel, serial_log: PathBuf) -> BootReport {
+    /// An empty report of a run of `format`'s artifact.
+    pub fn new(
+        format: Format,
+        firmware: Runner,
+        bus: Attachment,
+        accel: Engine,
+        serial_log: PathBuf,
+    ) -> BootReport {
         BootReport {
             artifact: String::new(),
-            format: "",
-            firmware: firmware.as_str(),
-            bus: "",
+            format,
+            firmware,
+            bus,
             prepare_secs: 0.0,
-            accel: accel.as_str(),
+            accel,
             accel_note: None,
             boot_secs: None,
             first_check_secs: None,
@@ -120,6 +255,8 @@ impl BootReport {
             boot_analysis: Default::default(),
             disk_sha256: None,
             same_boot_as: None,
+            user: None,
+            reused: None,
         }
     }
 
@@ -141,13 +278,19 @@ impl BootReport {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        self.format = cell.format.as_str();
-        self.bus = cell.bus.as_str();
+        self.format = cell.format;
+        self.bus = cell.bus.into();
     }
 
     /// The report of a cell whose boot could not even be set up.
     pub fn failed_to_start(cell: &super::Cell, e: &anyhow::Error) -> BootReport {
-        let mut r = BootReport::new(cell.firmware, super::qemu::accel(), PathBuf::new());
+        let mut r = BootReport::new(
+            cell.format,
+            cell.firmware.into(),
+            cell.bus.into(),
+            super::qemu::accel().into(),
+            PathBuf::new(),
+        );
         r.name_cell(cell);
         r.error = Some(format!("{e:#}"));
         r
@@ -159,26 +302,25 @@ impl BootReport {
         format: crate::config::Format,
         e: &anyhow::Error,
     ) -> BootReport {
-        BootReport {
-            artifact: artifact
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            format: format.as_str(),
-            firmware: if format.is_disk() {
-                "native"
-            } else {
-                "container"
-            },
-            bus: "namespaces",
-            accel: if format.is_disk() {
-                "native"
-            } else {
-                "container"
-            },
-            error: Some(format!("{e:#}")),
-            ..BootReport::new(BootMode::Uefi, super::qemu::Accel::Tcg, PathBuf::new())
-        }
+        let mut r = BootReport::in_namespaces(artifact, format, PathBuf::new());
+        r.error = Some(format!("{e:#}"));
+        r
+    }
+
+    /// An empty report of the native run (in the tree of a disk
+    /// `artifact`) or container run (in a container `artifact`'s tree).
+    pub fn in_namespaces(artifact: &std::path::Path, format: Format, log: PathBuf) -> BootReport {
+        let (runner, engine) = if format.is_disk() {
+            (Runner::Native, Engine::Native)
+        } else {
+            (Runner::Container, Engine::Container)
+        };
+        let mut r = BootReport::new(format, runner, Attachment::Namespaces, engine, log);
+        r.artifact = artifact
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        r
     }
 
     /// `minimal.raw uefi`: how a cell is named in tables and failures.
@@ -203,7 +345,7 @@ pub fn table(reports: &[BootReport]) -> String {
     // Wide enough for "container" as well as the firmware names.
     let fw = reports
         .iter()
-        .map(|r| r.firmware.len())
+        .map(|r| r.firmware.to_string().len())
         .max()
         .unwrap_or(8)
         .max(8);
@@ -254,7 +396,7 @@ pub fn table(reports: &[BootReport]) -> String {
             (Some(b), None) => format!("boot {b:.1} s"),
             _ => "did not boot".into(),
         };
-        let container = r.firmware == "container" || r.firmware == "native";
+        let container = r.firmware.in_namespaces();
         let prepare = match (r.prepare_secs >= 0.05, container) {
             (false, _) => String::new(),
             (true, false) => format!("disk prepared {:.1} s, ", r.prepare_secs),
@@ -265,13 +407,17 @@ pub fn table(reports: &[BootReport]) -> String {
         } else {
             "serial log"
         };
+        let user = match &r.user {
+            Some(u) => format!("as {u}, "),
+            None => String::new(),
+        };
         let shared = match &r.same_boot_as {
             Some(c) => format!("same disk as {c}, results of that boot, "),
             None => String::new(),
         };
         let _ = writeln!(
             s,
-            "{}: {} ({}, {}, {shared}{prepare}{timing}, checks {:.1} s, total {:.1} s) {log}: {}",
+            "{}: {} ({}, {}, {user}{shared}{prepare}{timing}, checks {:.1} s, total {:.1} s) {log}: {}",
             r.cell(),
             if r.passed() { "PASSED" } else { "FAILED" },
             r.accel,
@@ -282,6 +428,15 @@ pub fn table(reports: &[BootReport]) -> String {
         );
         if let Some(n) = &r.accel_note {
             let _ = writeln!(s, "{}: {n}", r.cell());
+        }
+        if let Some(u) = &r.reused {
+            let _ = writeln!(
+                s,
+                "{}: reused: not run again, these are the results of {} (same artifact bytes, \
+                 checks and runner; --rerun runs it again)",
+                r.cell(),
+                u.tested_at
+            );
         }
         if let Some(e) = &r.error {
             let _ = writeln!(s, "{}: error: {e}", r.cell());
@@ -363,10 +518,10 @@ pub fn junit(reports: &[BootReport]) -> String {
         let _ = writeln!(s, "    <properties>");
         for (k, v) in [
             ("artifact", r.artifact.as_str()),
-            ("format", r.format),
-            ("firmware", r.firmware),
-            ("bus", r.bus),
-            ("accel", r.accel),
+            ("format", r.format.as_str()),
+            ("firmware", &r.firmware.to_string()),
+            ("bus", &r.bus.to_string()),
+            ("accel", &r.accel.to_string()),
             ("accel-note", r.accel_note.as_deref().unwrap_or("")),
             ("disk-sha256", r.disk_sha256.as_deref().unwrap_or("")),
             ("same-boot-as", r.same_boot_as.as_deref().unwrap_or("")),
@@ -427,10 +582,14 @@ mod tests {
     use super::*;
 
     fn report(fw: BootMode, results: Vec<(&str, CheckOutcome, &str)>) -> BootReport {
-        let mut r = BootReport::new(fw, Accel::Tcg, PathBuf::from("/o/minimal.test/x.log"));
+        let mut r = BootReport::new(
+            Format::Ova,
+            fw.into(),
+            Attachment::Ahci,
+            Accel::Tcg.into(),
+            PathBuf::from("/o/minimal.test/x.log"),
+        );
         r.artifact = "minimal.ova".into();
-        r.format = "ova";
-        r.bus = "ahci";
         r.total_secs = 12.5;
         r.boot_secs = Some(7.0);
         r.results = results
@@ -444,6 +603,48 @@ mod tests {
             })
             .collect();
         r
+    }
+
+    #[test]
+    fn a_report_reads_back_as_written_with_the_names_it_had() {
+        let mut r = report(
+            BootMode::Bios,
+            vec![(
+                "samtools",
+                CheckOutcome::WrongStatus {
+                    expected: 0,
+                    got: 1,
+                },
+                "x",
+            )],
+        );
+        r.reused = Some(Reused {
+            key: "k".into(),
+            tested_at: "2026-12-05T19:00:00Z".into(),
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (&v["format"], &v["firmware"], &v["bus"], &v["accel"]),
+            (
+                &serde_json::json!("ova"),
+                &serde_json::json!("bios"),
+                &serde_json::json!("ahci"),
+                &serde_json::json!("tcg")
+            )
+        );
+        assert_eq!(v["results"][0]["result"], "wrong-status");
+        let back: BootReport = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), v);
+        let n = BootReport::in_namespaces(
+            std::path::Path::new("/o/minimal.raw"),
+            Format::Raw,
+            PathBuf::new(),
+        );
+        assert_eq!(
+            format!("{} {} {} {}", n.cell(), n.bus, n.accel, n.format.as_str()),
+            "minimal.raw native namespaces native raw"
+        );
+        assert!(table(&[r]).contains("minimal.ova bios: reused: not run again"));
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! End to end: nothing is done twice. A build whose inputs did not change
+//! is reused (and `--rebuild` builds afresh); a test of unchanged artifacts
+//! with unchanged checks takes the stored results (and `--rerun` runs them
+//! again). Built from the committed lock of images/minimal.toml, rootfs
+//! tarball only, so each build is a bootstrap and no disk.
+//!
+//! Needs root, the host packages `.ci/setup` installs, the network to the
+//! package archive and minutes: `#[ignore]`d; `.ci/run` runs it.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_biovm");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `biovm ARGS` from the repository, with its output shown and timed.
+fn biovm(args: &[&str]) -> (Output, f64) {
+    let t = Instant::now();
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "$ biovm {} ({secs:.1} s, {})\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, secs)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const REUSED_BUILD: &str = "holds a complete build from the same inputs";
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
+    // The committed image and lock, in a project of their own.
+    let project = scratch("e2e-reuse");
+    fs::create_dir_all(project.join("images")).unwrap();
+    for f in ["minimal.toml", "minimal.lock"] {
+        fs::copy(
+            repo().join("images").join(f),
+            project.join("images").join(f),
+        )
+        .unwrap();
+    }
+    let img = project.join("images/minimal.toml");
+    let out = project.join("out");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "--recipes",
+            "recipes",
+            "build",
+            img.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--format",
+            "tarball",
+        ];
+        args.extend(extra);
+        let (o, secs) = biovm(&args);
+        assert!(o.status.success(), "build failed");
+        (stdout(&o), secs)
+    };
+    let tarball = out.join("minimal.rootfs.tar.gz");
+    let identity = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+
+    let (first, _) = build(&[]);
+    assert!(!first.contains(REUSED_BUILD), "{first}");
+    let built = identity(&tarball);
+    let sha = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+
+    // Same inputs: reused, the artifact untouched.
+    let (again, secs) = build(&[]);
+    assert!(again.contains(REUSED_BUILD), "{again}");
+    assert_eq!(identity(&tarball), built, "the artifact was not rewritten");
+    eprintln!("reused build: {secs:.1} s");
+
+    // An artifact changed since: built again, to the same bytes as before.
+    let mut f = fs::OpenOptions::new().append(true).open(&tarball).unwrap();
+    std::io::Write::write_all(&mut f, b"x").unwrap();
+    drop(f);
+    let (changed, _) = build(&[]);
+    assert!(!changed.contains(REUSED_BUILD), "{changed}");
+    assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sha);
+
+    // And --rebuild builds afresh though nothing changed.
+    let (forced, _) = build(&["--rebuild"]);
+    assert!(!forced.contains(REUSED_BUILD), "{forced}");
+    assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sha);
+
+    // The test: run (--rerun: another test of these very bytes may have
+    // stored its results already), then reused, then run again on demand.
+    let test = |extra: &[&str]| {
+        let mut args = vec!["--recipes", "recipes", "test", tarball.to_str().unwrap()];
+        args.extend(extra);
+        let (o, secs) = biovm(&args);
+        assert!(o.status.success(), "test failed");
+        (stdout(&o), secs)
+    };
+    let reused = "minimal.rootfs.tar.gz container: reused: not run again";
+    let (ran, _) = test(&["--rerun"]);
+    assert!(
+        ran.contains("minimal.rootfs.tar.gz container: PASSED") && !ran.contains(reused),
+        "{ran}"
+    );
+    let (again, secs) = test(&[]);
+    assert!(again.contains(reused), "{again}");
+    eprintln!("reused test: {secs:.1} s");
+    // The report in the test's folder is the stored one, with its log there.
+    let report: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(out.join("minimal.rootfs.tar.test/report.json")).unwrap(),
+    )
+    .unwrap();
+    let cell = &report[0];
+    assert!(cell["reused"]["key"].is_string(), "{cell}");
+    let log = fs::read_to_string(cell["serial_log"].as_str().unwrap()).unwrap();
+    assert!(log.starts_with("BIOVM start ") && log.ends_with("BIOVM done\n"));
+
+    // A check changed (its pattern): the stored result does not apply.
+    let recipes = project.join("recipes");
+    copy_tree(&repo().join("recipes"), &recipes);
+    let samtools = recipes.join("bam-vcf-utilities/samtools.toml");
+    let s = fs::read_to_string(&samtools).unwrap();
+    fs::write(
+        &samtools,
+        s.replace(r"'^samtools 1\.\d+'", r"'^samtools 1\.\d*'"),
+    )
+    .unwrap();
+    let (o, _) = biovm(&[
+        "--recipes",
+        recipes.to_str().unwrap(),
+        "test",
+        tarball.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert!(!stdout(&o).contains(reused), "{}", stdout(&o));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
