@@ -19,6 +19,59 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 
+/// The folder to run e2fsprogs in and the device name for the filesystem
+/// at `offset` in `disk`: e2fsprogs reads options after a '?' in the
+/// device name, so the file is named relative to its own folder
+/// (temporary names hold no '?').
+fn device_at(disk: &Path, offset: u64) -> Result<(&Path, String)> {
+    let dir = disk
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = disk
+        .file_name()
+        .context("disk image has no file name")?
+        .to_string_lossy();
+    if name.contains('?') {
+        bail!("{}: a disk file name cannot contain '?'", disk.display());
+    }
+    Ok((dir, format!("{name}?offset={offset}")))
+}
+
+/// Index every folder of the filesystem at `offset` in `disk` (`e2fsck
+/// -fD`: hashed b-tree directories). `mkfs.ext4 -d` writes every folder as
+/// a plain list, so finding one name in /usr/lib/x86_64-linux-gnu or
+/// /usr/share/doc (thousands of entries) reads the whole list: in the
+/// guest's kernel, and in biovm's own reader of the disk (`smoke::tree`),
+/// where such lookups were half the time spent copying BioLinux's tree out
+/// of its disk. The hash seed is fixed at mkfs time and e2fsck's clock is
+/// set to SOURCE_DATE_EPOCH (`E2FSCK_TIME`), so the result is reproducible. Run before
+/// [`normalize_times`] (the rewritten folders get new times).
+pub fn index_directories(disk: &Path, offset: u64, epoch: u64) -> Result<()> {
+    let (dir, device) = device_at(disk, offset)?;
+    let out = std::process::Command::new("e2fsck")
+        .current_dir(dir)
+        // e2fsck's own clock (last check, last write) and the library's.
+        .env("E2FSCK_TIME", epoch.to_string())
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .args(["-f", "-y", "-D"])
+        .arg(&device)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run e2fsck (e2fsprogs)")?;
+    // 0: nothing to change; 1: changed (the folders were indexed).
+    match out.status.code() {
+        Some(0 | 1) => Ok(()),
+        _ => bail!(
+            "indexing the folders of the root filesystem in {} failed (`e2fsck -f -y -D {device}`, {}):\n{}{}",
+            disk.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 /// The inodes a filesystem uses, from `dumpe2fs` output: inode 2 (the root
 /// folder) and every allocated inode from `First inode` on. The reserved
 /// inodes below it (journal, resize inode, ...) are written by mkfs with its
@@ -82,20 +135,7 @@ pub fn script(inodes: &[u32], epoch: u64) -> String {
 /// Set ctime, atime and crtime of every inode in use of the ext4 filesystem
 /// at byte `offset` of `disk` to `epoch`. `work` holds the script.
 pub fn normalize_times(disk: &Path, offset: u64, epoch: u64, work: &Path) -> Result<()> {
-    // e2fsprogs reads options after a '?' in the device name, so the file is
-    // named relative to its own folder (temporary names hold no '?').
-    let dir = disk
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = disk
-        .file_name()
-        .context("disk image has no file name")?
-        .to_string_lossy();
-    if name.contains('?') {
-        bail!("{}: a disk file name cannot contain '?'", disk.display());
-    }
-    let device = format!("{name}?offset={offset}");
+    let (dir, device) = device_at(disk, offset)?;
     let listing = Cmd::new("dumpe2fs")
         .current_dir(dir)
         .arg(&device)
@@ -193,6 +233,11 @@ Group 2: (Blocks 65536-98303) [INODE_UNINIT]\n\
         std::fs::create_dir_all(tree.join("etc/sub")).unwrap();
         std::fs::write(tree.join("etc/a"), b"a").unwrap();
         std::fs::write(tree.join("etc/sub/b"), b"b").unwrap();
+        // A folder of more than one block's entries: indexed.
+        std::fs::create_dir_all(tree.join("big")).unwrap();
+        for i in 0..300 {
+            std::fs::write(tree.join(format!("big/file-with-a-long-name-{i:04}")), b"").unwrap();
+        }
         let epoch = 1_600_000_000u64;
         let make = |name: &str| {
             // Touch the tree so ctimes (and atimes) move between the two.
@@ -215,6 +260,7 @@ Group 2: (Blocks 65536-98303) [INODE_UNINIT]\n\
                 .arg("7M")
                 .run()
                 .unwrap();
+            index_directories(&img, 1 << 20, epoch).unwrap();
             normalize_times(&img, 1 << 20, epoch, d.path()).unwrap();
             std::fs::read(&img).unwrap()
         };
@@ -231,6 +277,14 @@ Group 2: (Blocks 65536-98303) [INODE_UNINIT]\n\
             let line = stat.lines().find(|l| l.contains(&format!("{f}:"))).unwrap();
             assert!(line.contains("0x5f5e1000"), "{line}");
         }
+        let big = Cmd::new("debugfs")
+            .current_dir(d.path())
+            .args(["-R", "stat /big", "a.img?offset=1048576"])
+            .output()
+            .unwrap();
+        let flags = big.split("Flags: 0x").nth(1).unwrap();
+        let flags = u32::from_str_radix(flags.split_whitespace().next().unwrap(), 16).unwrap();
+        assert_ne!(flags & 0x1000, 0, "/big is indexed: {big}");
         Cmd::new("e2fsck")
             .current_dir(d.path())
             .args(["-fn", "a.img?offset=1048576"])

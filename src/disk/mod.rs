@@ -158,6 +158,7 @@ pub fn assemble(
                 image.source.display()
             )
         })?;
+    ext4::index_directories(&disk, rootp.offset(), time.source_date_epoch)?;
     // mkfs copies each inode's ctime and atime from the staging tree.
     ext4::normalize_times(&disk, rootp.offset(), time.source_date_epoch, work)?;
 
