@@ -59,6 +59,30 @@ impl NicModel {
     }
 }
 
+/// The disk controller a VMDK descriptor names (`ddb.adapterType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VmdkAdapter {
+    /// LSI Logic SCSI: what VirtualBox and VMware expect by default.
+    #[default]
+    LsiLogic,
+    Ide,
+    BusLogic,
+    /// VMware ESX's legacy descriptor value.
+    LegacyEsx,
+}
+
+impl VmdkAdapter {
+    /// The `ddb.adapterType` value.
+    pub fn ddb_value(self) -> &'static str {
+        match self {
+            VmdkAdapter::LsiLogic => "lsilogic",
+            VmdkAdapter::Ide => "ide",
+            VmdkAdapter::BusLogic => "buslogic",
+            VmdkAdapter::LegacyEsx => "legacyESX",
+        }
+    }
+}
+
 /// What every format writer needs to know about the image.
 #[derive(Debug, Clone)]
 pub struct FormatContext<'a> {
@@ -80,8 +104,8 @@ pub struct FormatContext<'a> {
     /// Extra labels for container images; merged over the standard
     /// `org.opencontainers.image.*` ones.
     pub labels: BTreeMap<String, String>,
-    /// VMDK `ddb.adapterType` ("lsilogic", "ide", "buslogic", "legacyESX").
-    pub vmdk_adapter: &'a str,
+    /// The VMDK descriptor's disk controller.
+    pub vmdk_adapter: VmdkAdapter,
     /// OVA / Vagrant network card.
     pub nic: NicModel,
     /// `org.opencontainers.image.source` (project URL); empty to leave out.
@@ -103,7 +127,7 @@ impl<'a> FormatContext<'a> {
             memory_mib: 2048,
             user: None,
             labels: BTreeMap::new(),
-            vmdk_adapter: "lsilogic",
+            vmdk_adapter: VmdkAdapter::default(),
             nic: NicModel::default(),
             source_url: "",
             licenses: "",
