@@ -529,7 +529,7 @@ fn artifact(format: Format, path: &Path) -> Result<Artifact> {
         )
     };
     Ok(Artifact {
-        format: format.as_str().into(),
+        format,
         file,
         size: std::fs::metadata(&hashed)?.len(),
         sha256: fsutil::sha256_file(&hashed)?,

@@ -17,6 +17,7 @@ pub mod formats;
 pub mod fsutil;
 pub mod lock;
 pub mod manifest;
+pub mod names;
 pub mod progress;
 pub mod publish;
 pub mod pypi;

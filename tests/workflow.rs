@@ -150,7 +150,7 @@ fn sample() -> Index {
             boot: vec!["bios".into()],
             lock_sha256: "2".repeat(64),
             artifacts: vec![IndexArtifact {
-                format: "raw".into(),
+                format: biovm::config::Format::Raw,
                 file: "tiny.raw".into(),
                 size: 1 << 30,
                 sha256: "3".repeat(64),

@@ -104,7 +104,7 @@ fn local_build_sha256(out: &Path, image: &str) -> Option<String> {
     let m = Manifest::read(&Manifest::path_for(out, image)).ok()?;
     m.artifacts
         .iter()
-        .find(|a| a.format == "raw")
+        .find(|a| a.format == crate::config::Format::Raw)
         .map(|a| a.sha256.clone())
 }
 

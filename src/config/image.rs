@@ -7,6 +7,8 @@ use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
+use crate::names::Named;
+
 use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
 use super::model::{
@@ -474,6 +476,11 @@ fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Optio
 }
 
 /// Check a non-empty list of distinct words, each one of `allowed`.
+/// Every member of a closed set with its name, for [`word_list`].
+fn named_members<T: Named>() -> Vec<(&'static str, T)> {
+    T::MEMBERS.iter().map(|m| (m.name(), *m)).collect()
+}
+
 fn word_list<T: Copy>(
     cx: &mut Ctx<'_>,
     list: &Spanned<Vec<Spanned<String>>>,
@@ -526,7 +533,7 @@ fn disk(cx: &mut Ctx<'_>, raw: &RawImage) -> Option<Disk> {
             cx,
             list,
             ("boot", "boot mode"),
-            &[("uefi", BootMode::Uefi), ("bios", BootMode::Bios)],
+            &named_members::<BootMode>(),
         ),
         None => vec![BootMode::Uefi, BootMode::Bios],
     };
@@ -538,10 +545,7 @@ fn disk(cx: &mut Ctx<'_>, raw: &RawImage) -> Option<Disk> {
 
 fn formats(cx: &mut Ctx<'_>, raw: &RawImage) -> Vec<Format> {
     match raw.output.as_ref().and_then(|o| o.formats.as_ref()) {
-        Some(list) => {
-            let known: Vec<(&str, Format)> = Format::ALL.iter().map(|f| (f.as_str(), *f)).collect();
-            word_list(cx, list, ("formats", "format"), &known)
-        }
+        Some(list) => word_list(cx, list, ("formats", "format"), &named_members::<Format>()),
         None => vec![Format::Raw],
     }
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use crate::names::Named;
+
 use super::diag::quoted_list;
 use super::image::normalize_path;
 use super::model::{BootMode, Ec2BootMode, Ec2Target, EucalyptusTarget, Targets, EC2_VOLUME_TYPES};
@@ -160,12 +162,10 @@ fn ec2(
         }
     }
     if let Some(bm) = &r.boot_mode {
-        let names: Vec<&str> = Ec2BootMode::ALL.iter().map(|(n, _)| *n).collect();
-        match Ec2BootMode::ALL.iter().find(|(n, _)| n == bm.get_ref()) {
-            Some((_, mode)) if mode.fits(disk_boot) || disk_boot.is_empty() => {
-                t.boot_mode = Some(*mode)
-            }
-            Some((_, mode)) => {
+        let names = Ec2BootMode::names();
+        match Ec2BootMode::named(bm.get_ref()) {
+            Some(mode) if mode.fits(disk_boot) || disk_boot.is_empty() => t.boot_mode = Some(mode),
+            Some(mode) => {
                 let boots: Vec<&str> = disk_boot.iter().map(|b| b.as_str()).collect();
                 let d = cx
                     .diag(
