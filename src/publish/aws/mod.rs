@@ -1,10 +1,12 @@
 //! EC2: the raw disk goes into an EBS snapshot through the EBS direct APIs,
-//! then RegisterImage makes an AMI of it; `launch` starts an instance of it.
+//! then RegisterImage makes an AMI of it. `launch` has the calls that start
+//! an instance of it, `launcher` the steps of `biovm launch`.
 
 pub mod ami;
 pub mod ebs;
 pub mod ec2;
 pub mod launch;
+pub mod launcher;
 
 use std::time::Instant;
 
