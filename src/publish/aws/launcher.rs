@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use rand::Rng;
 use serde::Serialize;
 
-use super::ec2::Ec2;
+use super::ec2_api::Ec2;
 use super::launch::{self as ec2_launch, Ami, AmiQuery, Instance, LaunchSpec};
 use crate::publish::credentials::Credentials;
 use crate::publish::http::{Client, RetryPolicy};
