@@ -4,6 +4,7 @@
 //! against docs/release-index.schema.json (Python `jsonschema`) and broken
 //! ones do not. Both Python packages come with the venv `.ci/setup` makes.
 
+mod common;
 mod publish_common;
 
 use std::path::Path;
