@@ -134,14 +134,7 @@ fn request(
         Some(p) => Some((p.clone(), crate::sshkey::read_public_key(p)?)),
         None => None,
     };
-    let region = a.aws.region(ec2.region.clone(), env)?;
-    let ec2_endpoint = setting::endpoint(
-        a.aws.ec2_endpoint.clone(),
-        ec2.ec2_endpoint.clone(),
-        "ec2",
-        env,
-        || crate::publish::aws::default_ec2_endpoint(&region),
-    );
+    let (region, ec2_endpoint) = a.aws.region_and_ec2_endpoint(&ec2, env)?;
     let credentials = credentials::load(a.aws.profile.as_deref(), env)?;
     log::info!("credentials from {}", credentials.source);
     let ami = match image {

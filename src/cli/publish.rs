@@ -75,6 +75,25 @@ impl AwsArgs {
         })
     }
 
+    /// The region and the EC2 API URL, each from the flag, else the image
+    /// file's `[targets.ec2]` (`t`), else the environment (or the profile,
+    /// or AWS's endpoint for the region).
+    pub fn region_and_ec2_endpoint(
+        &self,
+        t: &crate::config::Ec2Target,
+        env: &dyn Env,
+    ) -> Result<(String, String)> {
+        let region = self.region(t.region.clone(), env)?;
+        let endpoint = setting::endpoint(
+            self.ec2_endpoint.clone(),
+            t.ec2_endpoint.clone(),
+            "ec2",
+            env,
+            || aws::default_ec2_endpoint(&region),
+        );
+        Ok((region, endpoint))
+    }
+
     /// The region: the flag, else the image file's `[targets.ec2]`, else the
     /// environment or the profile.
     pub fn region(&self, file: Option<String>, env: &dyn Env) -> Result<String> {
@@ -222,14 +241,7 @@ pub(super) fn ec2_settings(
     let t = image
         .and_then(|i| i.targets.ec2.clone())
         .unwrap_or_default();
-    let region = a.aws.region(t.region.clone(), env)?;
-    let ec2_endpoint = setting::endpoint(
-        a.aws.ec2_endpoint.clone(),
-        t.ec2_endpoint.clone(),
-        "ec2",
-        env,
-        || aws::default_ec2_endpoint(&region),
-    );
+    let (region, ec2_endpoint) = a.aws.region_and_ec2_endpoint(&t, env)?;
     let ebs_endpoint = setting::endpoint(
         a.ebs_endpoint.clone(),
         t.ebs_endpoint.clone(),
