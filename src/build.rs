@@ -672,7 +672,7 @@ fn artifact(format: Format, path: &Path) -> Result<Artifact> {
         )
     };
     Ok(Artifact {
-        format: format.as_str().into(),
+        format,
         file,
         size: std::fs::metadata(&hashed)?.len(),
         // Remembered by the file's identity: a later test or build of the

@@ -157,11 +157,6 @@ impl Tree {
         })
     }
 
-    /// Where the tree was opened (for messages).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// How `rel` reads in messages: from the tree's top, e.g. `/etc/motd`.
     pub fn show(&self, rel: &Path) -> String {
         format!("/{}", rel.to_string_lossy().trim_start_matches('/'))
@@ -437,12 +432,6 @@ impl Tree {
             .map(File::from)
             .and_then(|f| f.metadata().ok())
             .is_some_and(|m| m.is_file())
-    }
-
-    /// Whether `rel` exists as a folder (following links inside the tree).
-    pub fn is_dir(&self, rel: &Path) -> bool {
-        self.open_at(rel, libc::O_PATH | libc::O_DIRECTORY, 0)
-            .is_ok()
     }
 
     /// Set the mode of the file or folder `rel` (not of a link's target:

@@ -5,24 +5,25 @@
 //! `rootfs` (mmdebstrap) → `disk` (GPT raw disk) → `smoke` (QEMU boot test)
 //! → `publish` (EC2, Eucalyptus).
 
-pub mod build;
+pub(crate) mod build;
 pub mod cli;
 pub mod cmd;
 pub mod config;
-pub mod confined;
+pub(crate) mod confined;
 pub mod disk;
-pub mod doctor;
-pub mod fetch;
+pub(crate) mod doctor;
+pub(crate) mod fetch;
 pub mod formats;
 pub mod fsutil;
 pub mod lock;
-pub mod manifest;
+pub(crate) mod manifest;
+pub mod names;
 pub mod progress;
-pub mod publish;
-pub mod pypi;
+pub(crate) mod publish;
+pub(crate) mod pypi;
 pub mod release;
 pub mod rootfs;
-pub mod run;
-pub mod smoke;
-pub mod sshkey;
-pub mod store;
+pub(crate) mod run;
+pub(crate) mod smoke;
+pub(crate) mod sshkey;
+pub(crate) mod store;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BootMode, Image, Recipe};
+use crate::config::{BootMode, Format, Image, Recipe};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -29,7 +29,7 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Artifact {
-    pub format: String,
+    pub format: Format,
     pub file: String,
     pub size: u64,
     pub sha256: String,
@@ -245,11 +245,7 @@ impl Manifest {
     pub fn boot_modes(&self) -> Vec<BootMode> {
         self.boot
             .iter()
-            .filter_map(|b| match b.as_str() {
-                "uefi" => Some(BootMode::Uefi),
-                "bios" => Some(BootMode::Bios),
-                _ => None,
-            })
+            .filter_map(|b| crate::names::Named::named(b))
             .collect()
     }
 }
@@ -271,7 +267,7 @@ mod tests {
             artifacts: ["bio.raw", "bio.oci/index.json"]
                 .iter()
                 .map(|f| Artifact {
-                    format: String::new(),
+                    format: Format::Raw,
                     file: f.to_string(),
                     size: 0,
                     sha256: String::new(),

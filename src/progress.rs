@@ -65,105 +65,180 @@ impl Mode {
     }
 }
 
-/// One event. In JSON mode every event is printed as one line
-/// (`serde_json` of this struct; fields without a value are left out).
+/// One event. In JSON mode every event is printed as one line: its kind
+/// in `event` (`stage-started`, `progress`, `stage-finished`, `message`,
+/// `error` or `result`), then its fields; fields without a value are left
+/// out.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Event {
-    /// `stage-started`, `progress`, `stage-finished`, `message`, `error`
-    /// or `result`.
-    pub event: &'static str,
-    /// The part of biovm reporting: `build`, `test`, `publish`, `launch`, ...
-    pub command: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
-    /// Units done so far.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub done: Option<u64>,
-    /// Units in all, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total: Option<u64>,
-    /// `bytes`, `blocks`, `boots`, ...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// Seconds since the stage started.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secs: Option<f64>,
-    /// Units per second since the stage started.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate: Option<f64>,
-    /// `stage-finished`: whether the stage succeeded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ok: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// `result`: what the command produced (its JSON output).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// A stage began; a counting stage says how many units it expects.
+    StageStarted {
+        /// The part of biovm reporting: `build`, `test`, `publish`, `launch`, ...
+        command: String,
+        stage: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+        /// `bytes`, `blocks`, `boots`, ...
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+    },
+    /// A counting stage's count so far.
+    Progress {
+        command: String,
+        stage: String,
+        /// Units done so far.
+        done: u64,
+        /// Units in all.
+        total: u64,
+        unit: String,
+        /// Seconds since the stage started.
+        secs: f64,
+        /// Units per second since the stage started.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rate: Option<f64>,
+    },
+    /// A stage ended, well (`ok`) or not; a counting stage carries its
+    /// last count.
+    StageFinished {
+        command: String,
+        stage: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        done: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+        secs: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rate: Option<f64>,
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A line of news from a command, or from one of its stages.
+    Message {
+        command: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        message: String,
+    },
+    /// The command failed.
+    Error { command: String, message: String },
+    /// What the command produced (its JSON output).
+    Result {
+        command: String,
+        result: serde_json::Value,
+    },
 }
 
 impl Event {
-    fn new(event: &'static str, command: &str) -> Event {
-        Event {
-            event,
-            command: command.to_string(),
-            stage: None,
-            done: None,
-            total: None,
-            unit: None,
-            secs: None,
-            rate: None,
-            ok: None,
-            message: None,
-            result: None,
-        }
-    }
-
     /// The line printed for this event when stderr is not a terminal.
     pub fn plain(&self) -> Option<String> {
-        let head = match &self.stage {
-            Some(s) => format!("[{}] {s}", self.command),
-            None => format!("[{}]", self.command),
+        let head = |command: &str, stage: Option<&str>| match stage {
+            Some(s) => format!("[{command}] {s}"),
+            None => format!("[{command}]"),
         };
-        let secs = self.secs.unwrap_or(0.0);
-        match self.event {
-            "stage-started" => Some(format!("{head}: started")),
-            "progress" => Some(format!("{head}: {}", self.amount(true))),
-            "stage-finished" => {
-                let amount = match self.done {
-                    Some(_) => format!(" ({})", self.amount(false)),
+        match self {
+            Event::StageStarted { command, stage, .. } => {
+                Some(format!("{}: started", head(command, Some(stage))))
+            }
+            Event::Progress {
+                command,
+                stage,
+                done,
+                total,
+                unit,
+                rate,
+                ..
+            } => {
+                let amount = Amount {
+                    done: *done,
+                    total: Some(*total),
+                    unit,
+                    rate: *rate,
+                };
+                Some(format!(
+                    "{}: {}",
+                    head(command, Some(stage)),
+                    amount.text(true)
+                ))
+            }
+            Event::StageFinished {
+                command,
+                stage,
+                done,
+                total,
+                unit,
+                secs,
+                rate,
+                ok,
+                message,
+            } => {
+                let head = head(command, Some(stage));
+                let amount = match done {
+                    Some(done) => {
+                        let amount = Amount {
+                            done: *done,
+                            total: *total,
+                            unit: unit.as_deref().unwrap_or(""),
+                            rate: *rate,
+                        };
+                        format!(" ({})", amount.text(false))
+                    }
                     None => String::new(),
                 };
-                if self.ok == Some(false) {
-                    let why = self
-                        .message
+                if *ok {
+                    Some(format!("{head}: finished in {secs:.1} s{amount}"))
+                } else {
+                    let why = message
                         .as_deref()
                         .map(|m| format!(": {}", first_line(m, 200)))
                         .unwrap_or_default();
                     Some(format!("{head}: failed after {secs:.1} s{amount}{why}"))
-                } else {
-                    Some(format!("{head}: finished in {secs:.1} s{amount}"))
                 }
             }
-            "message" => Some(format!(
-                "{head}: {}",
-                self.message.as_deref().unwrap_or_default()
-            )),
-            _ => None,
+            Event::Message {
+                command,
+                stage,
+                message,
+            } => Some(format!("{}: {message}", head(command, stage.as_deref()))),
+            Event::Error { .. } | Event::Result { .. } => None,
         }
     }
 
+    /// Whether a terminal shows this event as a line above its bars (the
+    /// bars themselves show starts and progress).
+    fn stays_on_terminal(&self) -> bool {
+        matches!(self, Event::StageFinished { .. } | Event::Message { .. })
+    }
+}
+
+/// A count as a plain line shows it.
+struct Amount<'a> {
+    done: u64,
+    total: Option<u64>,
+    /// `bytes` shows sizes and byte rates; any other unit is a word.
+    unit: &'a str,
+    rate: Option<f64>,
+}
+
+/// The unit whose counts are shown as sizes.
+const BYTES: &str = "bytes";
+
+impl Amount<'_> {
     /// "12.0 MiB of 40.0 MiB (30%), 5.1 MiB/s, ETA 6 s" or "3 of 12 boots".
-    fn amount(&self, running: bool) -> String {
-        let unit = self.unit.as_deref().unwrap_or("");
-        let done = self.done.unwrap_or(0);
+    fn text(&self, running: bool) -> String {
+        let (unit, done) = (self.unit, self.done);
+        let bytes = unit == BYTES;
         let fmt = |n: u64| {
-            if unit == "bytes" {
+            if bytes {
                 HumanBytes(n).to_string()
             } else {
                 n.to_string()
             }
         };
-        let unit_word = if unit == "bytes" {
+        let unit_word = if bytes {
             String::new()
         } else {
             format!(" {unit}")
@@ -177,11 +252,11 @@ impl Event {
                 fmt(t),
                 done.min(t) * 100 / t
             ),
-            _ if unit == "bytes" => fmt(done),
+            _ if bytes => fmt(done),
             _ => format!("{done} {unit}"),
         };
         if let Some(r) = self.rate.filter(|r| *r > 0.0) {
-            if unit == "bytes" {
+            if bytes {
                 s.push_str(&format!(", {}/s", HumanBytes(r as u64)));
             } else {
                 s.push_str(&format!(", {} {unit}/s", rate_text(r)));
@@ -332,7 +407,7 @@ impl Reporter {
             // The bars show starts and progress; finished stages and
             // messages stay as lines above them.
             Mode::Terminal => {
-                if matches!(e.event, "stage-finished" | "message") {
+                if e.stays_on_terminal() {
                     if let Some(l) = e.plain() {
                         self.write_line(&l, false);
                     }
@@ -362,7 +437,7 @@ impl Reporter {
         let bar = self.multi.as_ref().map(|m| {
             let prefix = format!("[{command}] {stage}");
             let pb = match (total, unit) {
-                (Some(t), Some("bytes")) => ProgressBar::new(t).with_style(style(
+                (Some(t), Some(BYTES)) => ProgressBar::new(t).with_style(style(
                     "{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
                 )),
                 (Some(t), u) => ProgressBar::new(t).with_style(style(&format!(
@@ -389,20 +464,22 @@ impl Reporter {
             ended: AtomicBool::new(false),
             bar,
         };
-        let mut e = Event::new("stage-started", command);
-        e.stage = Some(stage.to_string());
-        e.total = total;
-        e.unit = s.unit.clone();
-        self.emit(&e);
+        self.emit(&Event::StageStarted {
+            command: command.to_string(),
+            stage: stage.to_string(),
+            total,
+            unit: s.unit.clone(),
+        });
         s
     }
 
     /// A line of news from a command (`[launch] i-0abc is pending`).
     pub fn message(&self, command: &str, stage: Option<&str>, text: &str) {
-        let mut e = Event::new("message", command);
-        e.stage = stage.map(str::to_string);
-        e.message = Some(text.to_string());
-        self.emit(&e);
+        self.emit(&Event::Message {
+            command: command.to_string(),
+            stage: stage.map(str::to_string),
+            message: text.to_string(),
+        });
     }
 
     /// The command failed: an `error` event (JSON only; the CLI prints
@@ -411,19 +488,21 @@ impl Reporter {
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
-        let mut e = Event::new("error", command);
-        e.message = Some(message.to_string());
         if self.mode == Mode::Json {
-            self.emit(&e);
+            self.emit(&Event::Error {
+                command: command.to_string(),
+                message: message.to_string(),
+            });
         }
     }
 
     /// What the command produced, as the last JSON event (JSON only).
     pub fn result(&self, command: &str, value: serde_json::Value) {
-        let mut e = Event::new("result", command);
-        e.result = Some(value);
         if self.mode == Mode::Json {
-            self.emit(&e);
+            self.emit(&Event::Result {
+                command: command.to_string(),
+                result: value,
+            });
         }
     }
 
@@ -462,21 +541,34 @@ pub struct Stage<'r> {
 }
 
 impl Stage<'_> {
-    fn event(&self, event: &'static str) -> Event {
-        let mut e = Event::new(event, &self.command);
-        e.stage = Some(self.stage.clone());
-        let secs = self.started.elapsed().as_secs_f64();
-        e.secs = Some((secs * 1000.0).round() / 1000.0);
-        if self.counted {
+    /// Seconds since the start, to the millisecond.
+    fn secs(&self) -> f64 {
+        (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+    }
+
+    /// The count so far and its rate, for a counting stage.
+    fn count(&self, secs: f64) -> Option<(u64, u64, Option<f64>)> {
+        self.counted.then(|| {
             let done = self.done.load(Ordering::Relaxed);
-            e.done = Some(done);
-            e.total = Some(self.total.load(Ordering::Relaxed));
-            e.unit = self.unit.clone();
-            if secs > 0.0 && done > 0 {
-                e.rate = Some(round3(done as f64 / secs));
-            }
+            let rate = (secs > 0.0 && done > 0).then(|| round3(done as f64 / secs));
+            (done, self.total.load(Ordering::Relaxed), rate)
+        })
+    }
+
+    /// A `progress` event with the count so far (only counting stages
+    /// send one).
+    fn progress_event(&self) -> Event {
+        let secs = self.secs();
+        let (done, total, rate) = self.count(secs).unwrap_or((0, 0, None));
+        Event::Progress {
+            command: self.command.clone(),
+            stage: self.stage.clone(),
+            done,
+            total,
+            unit: self.unit.clone().unwrap_or_default(),
+            secs,
+            rate,
         }
-        e
     }
 
     /// `n` more units done. Cheap; callable from many threads at once.
@@ -485,14 +577,15 @@ impl Stage<'_> {
         if let Some(b) = &self.bar {
             b.inc(n);
         }
-        if matches!(self.r.mode, Mode::Plain | Mode::Json) {
+        // A stage that does not count has no progress to report.
+        if self.counted && matches!(self.r.mode, Mode::Plain | Mode::Json) {
             // Emitted under the lock, so counts only ever go up, whichever
             // thread reports.
             let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             if last.elapsed() >= self.r.interval {
                 *last = Instant::now();
-                let e = self.event("progress");
-                let done = e.done.unwrap_or(0);
+                let e = self.progress_event();
+                let done = self.done.load(Ordering::Relaxed);
                 if done > self.emitted.load(Ordering::Relaxed) {
                     self.emitted.store(done, Ordering::Relaxed);
                     self.r.emit(&e);
@@ -536,13 +629,22 @@ impl Stage<'_> {
         if self.counted && self.r.mode == Mode::Json {
             let _last = self.last.lock().unwrap_or_else(|e| e.into_inner());
             if self.done.load(Ordering::Relaxed) != self.emitted.load(Ordering::Relaxed) {
-                self.r.emit(&self.event("progress"));
+                self.r.emit(&self.progress_event());
             }
         }
-        let mut e = self.event("stage-finished");
-        e.ok = Some(ok);
-        e.message = message.map(str::to_string);
-        self.r.emit(&e);
+        let secs = self.secs();
+        let count = self.count(secs);
+        self.r.emit(&Event::StageFinished {
+            command: self.command.clone(),
+            stage: self.stage.clone(),
+            done: count.map(|c| c.0),
+            total: count.map(|c| c.1),
+            unit: count.and(self.unit.clone()),
+            secs,
+            rate: count.and_then(|c| c.2),
+            ok,
+            message: message.map(str::to_string),
+        });
     }
 
     pub fn finish(self) {
@@ -618,7 +720,7 @@ pub fn start(command: &str, stage: &str) -> Stage<'static> {
 
 /// Start a stage counting `total` bytes (a bar with a byte rate and ETA).
 pub fn bytes(command: &str, stage: &str, total: u64) -> Stage<'static> {
-    global().count(command, stage, total, "bytes")
+    global().count(command, stage, total, BYTES)
 }
 
 /// Start a stage counting `total` units (`boots`, `blocks`, `parts`).
@@ -752,29 +854,38 @@ mod tests {
 
     #[test]
     fn plain_progress_shows_sizes_rates_and_eta() {
-        let mut e = Event::new("progress", "publish");
-        e.stage = Some("upload".into());
-        e.done = Some(12 << 20);
-        e.total = Some(48 << 20);
-        e.unit = Some("bytes".into());
-        e.rate = Some((6 << 20) as f64);
+        let progress = |done, total, unit: &str, rate| Event::Progress {
+            command: "publish".into(),
+            stage: "upload".into(),
+            done,
+            total,
+            unit: unit.into(),
+            secs: 0.0,
+            rate: Some(rate),
+        };
         assert_eq!(
-            e.plain().unwrap(),
+            progress(12 << 20, 48 << 20, "bytes", (6 << 20) as f64)
+                .plain()
+                .unwrap(),
             "[publish] upload: 12.00 MiB of 48.00 MiB (25%), 6.00 MiB/s, ETA 6 s"
         );
-        e.unit = Some("boots".into());
-        e.done = Some(3);
-        e.total = Some(12);
-        e.rate = Some(0.25);
         assert_eq!(
-            e.plain().unwrap(),
+            progress(3, 12, "boots", 0.25).plain().unwrap(),
             "[publish] upload: 3 of 12 boots (25%), 0.250 boots/s, ETA 36 s"
         );
-        e.event = "stage-finished";
-        e.secs = Some(48.0);
-        e.done = Some(12);
+        let finished = Event::StageFinished {
+            command: "publish".into(),
+            stage: "upload".into(),
+            done: Some(12),
+            total: Some(12),
+            unit: Some("boots".into()),
+            secs: 48.0,
+            rate: Some(0.25),
+            ok: true,
+            message: None,
+        };
         assert_eq!(
-            e.plain().unwrap(),
+            finished.plain().unwrap(),
             "[publish] upload: finished in 48.0 s (12 boots, 0.250 boots/s)"
         );
         assert_eq!(round3(0.0416666), 0.0417);

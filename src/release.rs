@@ -96,7 +96,7 @@ pub struct FileRef {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IndexArtifact {
-    pub format: String,
+    pub format: Format,
     pub file: String,
     pub size: u64,
     pub sha256: String,
@@ -418,19 +418,11 @@ fn build_and_test(
     })
 }
 
-fn format_named(name: &str) -> Option<Format> {
-    Format::ALL.iter().copied().find(|f| f.as_str() == name)
-}
-
 /// The artifacts a manifest lists, as paths in `dir` (an OCI layout by its folder).
 fn artifacts_of(dir: &Path, m: &Manifest) -> Result<Vec<(PathBuf, Format)>> {
     m.artifacts
         .iter()
-        .map(|a| {
-            let f = format_named(&a.format)
-                .with_context(|| format!("unknown format {:?} in the manifest", a.format))?;
-            Ok((dir.join(top_component(&a.file)), f))
-        })
+        .map(|a| Ok((dir.join(top_component(&a.file)), a.format)))
         .collect()
 }
 
@@ -526,7 +518,7 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         let top = top_component(&a.file);
         place(&s.dir.join(top), &out.join(top))?;
         artifacts.push(IndexArtifact {
-            format: a.format.clone(),
+            format: a.format,
             file: a.file.clone(),
             size: a.size,
             sha256: a.sha256.clone(),
@@ -574,7 +566,7 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         .manifest
         .artifacts
         .iter()
-        .find(|a| a.format == Format::Vagrant.as_str())
+        .find(|a| a.format == Format::Vagrant)
     {
         None => None,
         Some(b) => {

@@ -10,26 +10,19 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{repo, text};
 use pretty_assertions::assert_eq;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
+/// biovm in `cwd`, without log settings or colours (the output is
+/// compared with the expected files as it is).
 fn biovm(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_biovm"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("BIOVM_LOG")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run biovm")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    let mut c = common::biovm_command(cwd);
+    c.env_remove("BIOVM_LOG").env("NO_COLOR", "1");
+    c.args(args).output().expect("run biovm")
 }
 
 fn broken_cases() -> Vec<PathBuf> {

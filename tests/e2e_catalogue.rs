@@ -5,24 +5,16 @@
 //! archive (and root and many minutes for the build).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_biovm");
+mod common;
+
+use common::{repo, scratch};
 
 fn biovm(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run biovm");
-    eprintln!(
-        "$ biovm {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::biovm_in(&repo(), args, &[])
 }
 
 #[test]
@@ -109,13 +101,6 @@ fn locked_biolinux() -> &'static Path {
         assert!(o.status.success(), "lock failed");
         img
     })
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A copy of images/biolinux.toml (and its lock) in a scratch folder `name`/images/.

@@ -14,34 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_biovm");
+mod common;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{repo, scratch, BIN};
 
 fn biovm(cwd: &Path, args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .env("NO_PROXY", "127.0.0.1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run biovm");
-    eprintln!(
-        "$ biovm {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::biovm_in(cwd, args, &[("NO_PROXY", "127.0.0.1")])
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -9,6 +9,7 @@
 //! `#[ignore]`d; `.ci/run` runs them. The two tests take turns (one build
 //! and one matrix at a time on a small machine).
 
+mod common;
 mod publish_common;
 
 use std::fs;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use common::{copy_tree, scratch};
 use publish_common::*;
 
 static TURNS: Mutex<()> = Mutex::new(());
@@ -25,26 +27,6 @@ const CREDS: [(&str, &str); 2] = [
     ("AWS_ACCESS_KEY_ID", "AKIDRELEASETEST"),
     ("AWS_SECRET_ACCESS_KEY", "release-test-secret-key"),
 ];
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
 
 fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let t = Instant::now();

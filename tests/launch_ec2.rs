@@ -5,6 +5,7 @@
 //! key pair or cloud-init user data with the public key, security group,
 //! subnet, tags), the instance runs in moto, and failures say what failed.
 
+mod common;
 mod publish_common;
 
 use std::path::Path;

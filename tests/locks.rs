@@ -3,14 +3,13 @@
 //! `biovm lock --update` in the same commit, or the main job (which builds
 //! images/minimal.toml from its lock) would stop at its first step.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use biovm::config::load_image;
 use biovm::lock::{path_for, Lock};
+use common::repo;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
 fn assert_lock_matches(image_file: &str) {
     let img = repo().join(image_file);

@@ -5,6 +5,7 @@
 //! command is `biovm publish` against moto on 127.0.0.1 (see
 //! tests/publish_common).
 
+mod common;
 mod publish_common;
 
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! assertions are on what biovm sent) and, in one test, fails about 10% of
 //! requests (500s, throttling, resets, stalls past the request timeout).
 
+mod common;
 mod publish_common;
 
 use std::collections::BTreeSet;

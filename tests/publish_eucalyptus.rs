@@ -5,6 +5,7 @@
 //! byte from what is in the bucket, RegisterImage names its location, and a
 //! rerun changes nothing.
 
+mod common;
 mod publish_common;
 
 use std::path::Path;

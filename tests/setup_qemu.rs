@@ -13,12 +13,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::repo;
+
+mod common;
+
 /// The version of the backports build that was preinstalled.
 const NEWER: &str = "1:10.0.2+ds-2+deb13u1~bpo12+1";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A package named `qemu-utils` at [`NEWER`], built from the `qemu`
 /// source, with the real one's Breaks, and a `qemu-img` that says so.

@@ -4,6 +4,7 @@
 //! against docs/release-index.schema.json (Python `jsonschema`) and broken
 //! ones do not. Both Python packages come with the venv `.ci/setup` makes.
 
+mod common;
 mod publish_common;
 
 use std::path::Path;
@@ -150,7 +151,7 @@ fn sample() -> Index {
             boot: vec!["bios".into()],
             lock_sha256: "2".repeat(64),
             artifacts: vec![IndexArtifact {
-                format: "raw".into(),
+                format: biovm::config::Format::Raw,
                 file: "tiny.raw".into(),
                 size: 1 << 30,
                 sha256: "3".repeat(64),

@@ -40,15 +40,8 @@ pub struct BuildArgs {
     pub host: super::HostPathArgs,
 }
 
-fn parse_format(s: &str) -> Result<Format, String> {
-    Format::ALL
-        .iter()
-        .copied()
-        .find(|f| f.as_str() == s)
-        .ok_or_else(|| {
-            let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
-            format!("unknown format {s:?}; formats: {}", names.join(", "))
-        })
+fn parse_format(s: &str) -> Result<Format, crate::names::UnknownName> {
+    s.parse()
 }
 
 /// Keep only the `wanted` formats of the image; each must be one it lists.

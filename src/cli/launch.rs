@@ -1,23 +1,23 @@
 //! `biovm launch --target ec2 IMAGE|AMI-ID`: start an instance of a
-//! published image, wait until it runs, and say how to connect.
+//! published image, wait until it runs, and say how to connect. This file
+//! turns the arguments into a [`LaunchRequest`]; the steps are in
+//! [`crate::publish::aws::launcher`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use rand::Rng;
-use serde::Serialize;
 
 use super::GlobalArgs;
-use crate::config::Image;
+use crate::config::{Format, Image};
 use crate::manifest::Manifest;
-use crate::publish::aws::launch::{self as l, Ami, AmiQuery, Instance, LaunchSpec};
-use crate::publish::aws::{self, ec2::Ec2};
+use crate::publish::aws::launch::{AmiQuery, DEFAULT_INSTANCE_TYPE};
+use crate::publish::aws::launcher::{AmiChoice, LaunchRequest, Launched};
 use crate::publish::credentials::{self, Env, ProcessEnv};
-use crate::publish::http::Client;
-use crate::publish::{TAG_IMAGE, TAG_VERSION};
+use crate::publish::http::RetryPolicy;
+use crate::publish::setting;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
@@ -71,27 +71,6 @@ pub struct LaunchArgs {
     pub aws: super::publish::AwsArgs,
 }
 
-/// What `biovm launch` did (the `result` of `--json`).
-#[derive(Debug, Clone, Serialize)]
-pub struct Launched {
-    pub target: &'static str,
-    pub region: String,
-    pub image_id: String,
-    pub ami_name: String,
-    /// The image the AMI was published from (its `biovm:image` tag).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub release: Option<String>,
-    pub instance: Instance,
-    /// The address to connect to (public if there is one).
-    pub host: Option<String>,
-    pub user: String,
-    /// The command that logs in.
-    pub ssh: Option<String>,
-    pub seconds: f64,
-}
-
 /// `ami-` and 8 or 17 hex digits.
 fn is_ami_id(s: &str) -> bool {
     s.strip_prefix("ami-").is_some_and(|h| {
@@ -104,199 +83,99 @@ fn local_build_sha256(out: &Path, image: &str) -> Option<String> {
     let m = Manifest::read(&Manifest::path_for(out, image)).ok()?;
     m.artifacts
         .iter()
-        .find(|a| a.format == "raw")
+        .find(|a| a.format == Format::Raw)
         .map(|a| a.sha256.clone())
 }
 
-fn region_and_endpoint(
-    a: &LaunchArgs,
-    image: Option<&Image>,
-    env: &dyn Env,
-) -> Result<(String, String)> {
-    let t = image
-        .and_then(|i| i.targets.ec2.clone())
-        .unwrap_or_default();
-    let region = a.aws.region(t.region.clone(), env)?;
-    let endpoint = a
-        .aws
-        .ec2_endpoint
-        .clone()
-        .or(t.ec2_endpoint.clone())
-        .or_else(|| credentials::endpoint_from_env("ec2", env))
-        .unwrap_or_else(|| aws::default_ec2_endpoint(&region));
-    Ok((region, endpoint))
-}
-
-pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
-    let started = Instant::now();
-    let env = ProcessEnv;
-    let retry = a.aws.retry()?;
-    let by_id = is_ami_id(&a.image);
-    let image = if by_id {
+/// The image file `a.image` names, loaded; none for an AMI ID.
+fn image_file(g: &GlobalArgs, a: &LaunchArgs) -> Result<Option<Image>> {
+    if is_ami_id(&a.image) {
         if a.release.is_some() {
             bail!("--release goes with an image file, not with an AMI ID");
         }
-        None
-    } else {
-        let p = Path::new(&a.image);
-        if !p.extension().is_some_and(|e| e == "toml") {
-            bail!(
-                "`{}` is neither an image file (images/<name>.toml) nor an AMI ID (ami- and 8 or 17 hex digits)",
-                a.image
-            );
-        }
-        if let Some(r) = &a.release {
-            crate::publish::check_release(r)?;
-        }
-        let dir = crate::config::default_recipe_dir(Some(p), g.recipes.as_deref());
-        Some(crate::config::load_image(p, &dir)?)
-    };
-    let instance_type = a
-        .instance_type
-        .clone()
-        .or_else(|| {
-            image
-                .as_ref()
-                .and_then(|i| i.targets.ec2.as_ref())
-                .and_then(|t| t.instance_type.clone())
-        })
-        .unwrap_or_else(|| l::DEFAULT_INSTANCE_TYPE.to_string());
+        return Ok(None);
+    }
+    let p = Path::new(&a.image);
+    if !p.extension().is_some_and(|e| e == "toml") {
+        bail!(
+            "`{}` is neither an image file (images/<name>.toml) nor an AMI ID (ami- and 8 or 17 hex digits)",
+            a.image
+        );
+    }
+    if let Some(r) = &a.release {
+        crate::publish::check_release(r)?;
+    }
+    let dir = crate::config::default_recipe_dir(Some(p), g.recipes.as_deref());
+    Ok(Some(crate::config::load_image(p, &dir)?))
+}
+
+/// The launch the arguments ask for, each setting from the flag, else the
+/// image file, else the environment (or a default).
+fn request(
+    a: &LaunchArgs,
+    image: Option<&Image>,
+    retry: RetryPolicy,
+    env: &dyn Env,
+) -> Result<LaunchRequest> {
+    let ec2 = image
+        .and_then(|i| i.targets.ec2.clone())
+        .unwrap_or_default();
+    let instance_type =
+        setting::flag_file_or_env(a.instance_type.clone(), ec2.instance_type.clone(), || None)
+            .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
     crate::config::check_instance_type(&instance_type)
         .map_err(|e| anyhow::anyhow!("--instance-type: {e}"))?;
-    let user = a
-        .user
-        .clone()
-        .or_else(|| {
-            image
-                .as_ref()
-                .and_then(|i| i.system.user.as_ref())
-                .map(|u| u.name.clone())
-        })
+    let image_user = image
+        .and_then(|i| i.system.user.as_ref())
+        .map(|u| u.name.clone());
+    let user = setting::flag_file_or_env(a.user.clone(), image_user, || None)
         .unwrap_or_else(|| "biovm".to_string());
-    let public_key = a
-        .ssh_key
-        .as_deref()
-        .map(crate::sshkey::read_public_key)
-        .transpose()?;
-    let (region, endpoint) = region_and_endpoint(&a, image.as_ref(), &env)?;
-    let creds = credentials::load(a.aws.profile.as_deref(), &env)?;
-    log::info!("credentials from {}", creds.source);
-    let client = Client::new(creds, &region, retry)?;
-    let ec2 = Ec2::new(&client, &endpoint);
-    let poll = Duration::from_secs(5);
-
-    let ami: Ami = crate::progress::stage("launch", "find-ami", || -> Result<Ami> {
-        let ami = match &image {
-            None => l::ami_by_id(&ec2, &a.image)?,
-            Some(img) => {
-                let q = AmiQuery {
-                    image: img.name.clone(),
-                    release: a.release.clone(),
-                    sha256: local_build_sha256(&a.out, &img.name),
-                };
-                match l::find_published(&ec2, &q)? {
-                    Some(ami) => ami,
-                    None => bail!(
-                        "no AMI of image `{}`{} in region {} (none carries the tag {TAG_IMAGE}={}{}): publish it first: biovm publish --target ec2 {}",
-                        img.name,
-                        a.release.as_deref().map(|r| format!(", release {r},")).unwrap_or_default(),
-                        region,
-                        img.name,
-                        a.release.as_deref().map(|r| format!(" and {TAG_VERSION}={r}")).unwrap_or_default(),
-                        a.image
-                    ),
-                }
-            }
-        };
-        l::wait_for_ami(
-            &ec2,
-            ami,
-            Instant::now() + Duration::from_secs(a.wait_timeout),
-            poll,
-        )
-    })?;
-    let image_name = ami
-        .tag(TAG_IMAGE)
-        .map(str::to_string)
-        .or_else(|| image.as_ref().map(|i| i.name.clone()));
-    let name = a.name.clone().unwrap_or_else(|| match &image_name {
-        Some(n) => format!("biovm-{n}"),
-        None => format!("biovm-{}", ami.image_id),
-    });
-    let mut tags = vec![("Name".to_string(), name)];
-    if let Some(n) = &image_name {
-        tags.push((TAG_IMAGE.to_string(), n.clone()));
-    }
-    tags.push((l::TAG_AMI.to_string(), ami.image_id.clone()));
-    let spec = LaunchSpec {
-        image_id: ami.image_id.clone(),
-        instance_type,
-        key_name: a.key_name.clone(),
-        user_data: public_key
-            .as_deref()
-            .map(|k| l::ssh_key_user_data(&user, k)),
-        security_groups: a.security_groups.clone(),
-        subnet: a.subnet.clone(),
-        tags: tags.clone(),
-        client_token: {
-            let mut r = rand::thread_rng();
-            (0..32)
-                .map(|_| format!("{:x}", r.gen_range(0..16u8)))
-                .collect()
+    let ssh_key = match &a.ssh_key {
+        Some(p) => Some((p.clone(), crate::sshkey::read_public_key(p)?)),
+        None => None,
+    };
+    let (region, ec2_endpoint) = a.aws.region_and_ec2_endpoint(&ec2, env)?;
+    let credentials = credentials::load(a.aws.profile.as_deref(), env)?;
+    log::info!("credentials from {}", credentials.source);
+    let ami = match image {
+        None => AmiChoice::Id(a.image.clone()),
+        Some(img) => AmiChoice::Published {
+            file: a.image.clone(),
+            query: AmiQuery {
+                image: img.name.clone(),
+                release: a.release.clone(),
+                sha256: local_build_sha256(&a.out, &img.name),
+            },
         },
     };
-    let first = crate::progress::stage("launch", "run-instances", || l::run_instance(&ec2, &spec))?;
-    let id = first.instance_id.clone();
-    log::info!(
-        "started {id} ({}) from {}",
-        spec.instance_type,
-        ami.image_id
-    );
-
-    let wait = crate::progress::start("launch", "wait");
-    let timeout = Duration::from_secs(a.wait_timeout);
-    let inst = match l::wait_running(&ec2, &id, timeout, poll, |state| {
-        wait.message(&format!("{id} is {state}"))
-    }) {
-        Ok(i) => {
-            wait.finish();
-            i
-        }
-        Err(e) => {
-            wait.fail(&format!("{e:#}"));
-            return Err(e);
-        }
-    };
-    l::ensure_tags(&ec2, &inst, &tags)?;
-
-    let host = inst.host().map(str::to_string);
-    let identity = match (&a.ssh_key, &a.key_name) {
-        (Some(p), _) => Some(crate::sshkey::private_key_for(p).display().to_string()),
-        (None, Some(k)) => Some(format!("{k}.pem")),
-        (None, None) => None,
-    };
-    let ssh = host.as_ref().map(|h| {
-        let mut s = "ssh".to_string();
-        if let Some(i) = &identity {
-            s.push_str(&format!(" -i {}", l::shell_word(i)));
-        }
-        s.push_str(&format!(" {}", l::shell_word(&format!("{user}@{h}"))));
-        s
-    });
-    let out = Launched {
-        target: "ec2",
+    Ok(LaunchRequest {
+        ami,
+        image: image.map(|i| i.name.clone()),
         region,
-        image_id: ami.image_id.clone(),
-        ami_name: ami.name.clone(),
-        image: image_name,
-        release: ami.tag(TAG_VERSION).map(str::to_string),
-        instance: inst,
-        host,
+        ec2_endpoint,
+        credentials,
+        retry,
+        instance_type,
+        key_name: a.key_name.clone(),
+        ssh_key,
         user,
-        ssh,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    print(&out, g.json, a.ssh_key.is_none() && a.key_name.is_none())?;
+        security_groups: a.security_groups.clone(),
+        subnet: a.subnet.clone(),
+        name: a.name.clone(),
+        wait_timeout: Duration::from_secs(a.wait_timeout),
+    })
+}
+
+pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
+    let retry = a.aws.retry()?;
+    let image = image_file(g, &a)?;
+    let req = request(&a, image.as_ref(), retry, &ProcessEnv)?;
+    let launched = crate::publish::aws::launcher::launch(req)?;
+    print(
+        &launched,
+        g.json,
+        a.ssh_key.is_none() && a.key_name.is_none(),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

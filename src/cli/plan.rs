@@ -47,7 +47,7 @@ pub fn run(g: &GlobalArgs, a: PlanArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&plan_json(&image, &a.out))?
         ))?;
     } else {
-        emit(&render(&image, &a.out))?;
+        emit(&plan_text(&image, &a.out))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -80,7 +80,7 @@ fn boot_modes(image: &Image) -> Vec<&'static str> {
     image.disk.boot.iter().map(|b| b.as_str()).collect()
 }
 
-fn render(image: &Image, out: &Path) -> String {
+fn plan_text(image: &Image, out: &Path) -> String {
     let mut s = String::new();
     let kv = |s: &mut String, k: &str, v: &str| {
         s.push_str(&format!("{:<14}{}\n", format!("{k}:"), v));

@@ -11,7 +11,7 @@ use crate::manifest::Manifest;
 use crate::publish::aws::{self, ebs::volume_size_gib, Ec2Settings};
 use crate::publish::credentials::{self, Env, ProcessEnv};
 use crate::publish::eucalyptus::{self, EucalyptusSettings};
-use crate::publish::{http::RetryPolicy, Artifact, Limits, Outcome};
+use crate::publish::{http::RetryPolicy, setting, Artifact, Limits, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
@@ -75,10 +75,31 @@ impl AwsArgs {
         })
     }
 
+    /// The region and the EC2 API URL, each from the flag, else the image
+    /// file's `[targets.ec2]` (`t`), else the environment (or the profile,
+    /// or AWS's endpoint for the region).
+    pub fn region_and_ec2_endpoint(
+        &self,
+        t: &crate::config::Ec2Target,
+        env: &dyn Env,
+    ) -> Result<(String, String)> {
+        let region = self.region(t.region.clone(), env)?;
+        let endpoint = setting::endpoint(
+            self.ec2_endpoint.clone(),
+            t.ec2_endpoint.clone(),
+            "ec2",
+            env,
+            || aws::default_ec2_endpoint(&region),
+        );
+        Ok((region, endpoint))
+    }
+
     /// The region: the flag, else the image file's `[targets.ec2]`, else the
     /// environment or the profile.
     pub fn region(&self, file: Option<String>, env: &dyn Env) -> Result<String> {
-        match self.region.clone().or(file) {
+        // The environment's lookup reads the profile's config file, which
+        // can fail: it is read only when neither the flag nor the file says.
+        match setting::flag_file_or_env(self.region.clone(), file, || None) {
             Some(r) => Ok(r),
             None => credentials::region(self.profile.as_deref(), env)?.context(
                 "no region: pass --region, set `region` in [targets.ec2], or set AWS_REGION",
@@ -220,24 +241,13 @@ pub(super) fn ec2_settings(
     let t = image
         .and_then(|i| i.targets.ec2.clone())
         .unwrap_or_default();
-    let region = a.aws.region(t.region.clone(), env)?;
-    let pick = |flag: &Option<String>, file: &Option<String>, service: &str, default: String| {
-        flag.clone()
-            .or(file.clone())
-            .or_else(|| credentials::endpoint_from_env(service, env))
-            .unwrap_or(default)
-    };
-    let ec2_endpoint = pick(
-        &a.aws.ec2_endpoint,
-        &t.ec2_endpoint,
-        "ec2",
-        aws::default_ec2_endpoint(&region),
-    );
-    let ebs_endpoint = pick(
-        &a.ebs_endpoint,
-        &t.ebs_endpoint,
+    let (region, ec2_endpoint) = a.aws.region_and_ec2_endpoint(&t, env)?;
+    let ebs_endpoint = setting::endpoint(
+        a.ebs_endpoint.clone(),
+        t.ebs_endpoint.clone(),
         "ebs",
-        aws::default_ebs_endpoint(&region),
+        env,
+        || aws::default_ebs_endpoint(&region),
     );
     let min = volume_size_gib(art.size);
     let volume = t.volume_size_bytes.map(|b| b >> 30).unwrap_or(min).max(min);
@@ -263,87 +273,68 @@ pub(super) fn eucalyptus_settings(
     env: &dyn Env,
 ) -> Result<EucalyptusSettings> {
     let t = image.and_then(|i| i.targets.eucalyptus.clone());
-    let need = |flag: Option<String>,
-                file: Option<String>,
-                envs: &[&str],
-                what: &str,
-                how: &str|
-     -> Result<String> {
-        flag.or(file)
-            .or_else(|| envs.iter().find_map(|e| env.var(e)))
-            .with_context(|| format!("no {what}: {how}"))
-    };
-    let region = a
-        .aws
-        .region
-        .clone()
-        .or(t.as_ref().map(|t| t.region.clone()))
-        .unwrap_or_else(|| "eucalyptus".to_string());
-    let ec2_endpoint = need(
+    let region = setting::flag_file_or_env(
+        a.aws.region.clone(),
+        t.as_ref().map(|t| t.region.clone()),
+        || None,
+    )
+    .unwrap_or_else(|| "eucalyptus".to_string());
+    let ec2_endpoint = setting::flag_file_or_env(
         a.aws.ec2_endpoint.clone(),
         t.as_ref().map(|t| t.ec2_endpoint.clone()),
-        &["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"],
-        "EC2 endpoint",
-        "pass --ec2-endpoint or set `ec2-endpoint` in [targets.eucalyptus]",
+        || credentials::endpoint_from_env("ec2", env),
+    )
+    .context(
+        "no EC2 endpoint: pass --ec2-endpoint or set `ec2-endpoint` in [targets.eucalyptus]",
     )?;
-    let s3_endpoint = need(
+    let s3_endpoint = setting::flag_file_or_env(
         a.s3_endpoint.clone(),
         t.as_ref().map(|t| t.s3_endpoint.clone()),
-        &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
-        "S3 endpoint",
-        "pass --s3-endpoint or set `s3-endpoint` in [targets.eucalyptus]",
-    )?;
-    let bucket = need(
+        || credentials::endpoint_from_env("s3", env),
+    )
+    .context("no S3 endpoint: pass --s3-endpoint or set `s3-endpoint` in [targets.eucalyptus]")?;
+    let bucket = setting::flag_file_or_env(
         a.bucket.clone(),
         t.as_ref().map(|t| t.bucket.clone()),
-        &[],
-        "bucket",
-        "pass --bucket or set `bucket` in [targets.eucalyptus]",
-    )?;
+        || None,
+    )
+    .context("no bucket: pass --bucket or set `bucket` in [targets.eucalyptus]")?;
     crate::config::check_bucket(&bucket).map_err(|e| anyhow::anyhow!("--bucket: {e}"))?;
-    let path = |flag: &Option<PathBuf>,
-                file: Option<PathBuf>,
-                envs: &[&str],
-                what: &str,
-                key: &str|
-     -> Result<PathBuf> {
-        flag.clone()
-            .or(file)
-            .or_else(|| envs.iter().find_map(|e| env.var(e)).map(PathBuf::from))
-            .with_context(|| {
-                format!(
-                    "no {what}: pass --{key}, set `{key}` in [targets.eucalyptus] or set {}",
-                    envs.join(" or ")
-                )
-            })
-    };
-    let cloud_cert = path(
-        &a.cloud_cert,
+    let cloud_cert = setting::flag_file_or_env(
+        a.cloud_cert.clone(),
         t.as_ref().map(|t| t.cloud_cert.clone()),
-        &["EUCALYPTUS_CERT"],
-        "cloud certificate",
-        "cloud-cert",
+        || setting::env_var(env, &["EUCALYPTUS_CERT"]).map(PathBuf::from),
+    )
+    .context(
+        "no cloud certificate: pass --cloud-cert, set `cloud-cert` in [targets.eucalyptus] \
+         or set EUCALYPTUS_CERT",
     )?;
-    let user_cert = path(
-        &a.user_cert,
+    let user_cert = setting::flag_file_or_env(
+        a.user_cert.clone(),
         t.as_ref().and_then(|t| t.user_cert.clone()),
-        &["EC2_CERT"],
-        "user certificate",
-        "user-cert",
+        || setting::env_var(env, &["EC2_CERT"]).map(PathBuf::from),
+    )
+    .context(
+        "no user certificate: pass --user-cert, set `user-cert` in [targets.eucalyptus] \
+         or set EC2_CERT",
     )?;
-    let user_key = path(
-        &a.user_key,
+    let user_key = setting::flag_file_or_env(
+        a.user_key.clone(),
         t.as_ref().and_then(|t| t.user_key.clone()),
-        &["EC2_PRIVATE_KEY"],
-        "user private key",
-        "user-key",
+        || setting::env_var(env, &["EC2_PRIVATE_KEY"]).map(PathBuf::from),
+    )
+    .context(
+        "no user private key: pass --user-key, set `user-key` in [targets.eucalyptus] \
+         or set EC2_PRIVATE_KEY",
     )?;
-    let account_id = need(
+    let account_id = setting::flag_file_or_env(
         a.account_id.clone(),
         t.as_ref().and_then(|t| t.account_id.clone()),
-        &["EC2_USER_ID"],
-        "account id",
-        "pass --account-id, set `account-id` in [targets.eucalyptus] or set EC2_USER_ID",
+        || setting::env_var(env, &["EC2_USER_ID"]),
+    )
+    .context(
+        "no account id: pass --account-id, set `account-id` in [targets.eucalyptus] \
+         or set EC2_USER_ID",
     )?;
     crate::config::check_account_id(&account_id).map_err(|e| anyhow::anyhow!("account id: {e}"))?;
     let dir = art

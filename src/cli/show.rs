@@ -34,7 +34,7 @@ pub fn run(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&recipe_json(r))?
         ))?;
     } else {
-        emit(&render(r))?;
+        emit(&recipe_text(r))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -45,7 +45,7 @@ fn block(s: &str, indent: &str) -> String {
     s.lines().collect::<Vec<_>>().join(&format!("\n{indent}"))
 }
 
-fn render(r: &Recipe) -> String {
+fn recipe_text(r: &Recipe) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: &str| {
         out.push_str(&format!("{:<11}{}\n", format!("{k}:"), v));

@@ -111,10 +111,6 @@ struct ImageChecks {
     default_user: Option<String>,
 }
 
-fn format_named(name: &str) -> Option<Format> {
-    Format::ALL.iter().copied().find(|f| f.as_str() == name)
-}
-
 fn tools_of_image(g: &GlobalArgs, img: &Path) -> anyhow::Result<ImageChecks> {
     let dir = crate::config::default_recipe_dir(Some(img), g.recipes.as_deref());
     let image = crate::config::load_image(img, &dir)?;
@@ -144,8 +140,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         })?;
         let mut artifacts = Vec::new();
         for art in &m.artifacts {
-            let f = format_named(&art.format)
-                .with_context(|| format!("{}: unknown format {:?}", mpath.display(), art.format))?;
+            let f = art.format;
             let mut p = a.out.join(&art.file);
             if !p.is_file() {
                 bail!(
@@ -191,7 +186,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         m.artifacts
             .iter()
             .find(|x| x.file == file)
-            .and_then(|x| format_named(&x.format))
+            .map(|x| x.format)
     });
     let format = match from_manifest {
         Some(f) => f,

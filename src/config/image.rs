@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
+
+use crate::names::Named;
 
 use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
@@ -13,9 +15,10 @@ use super::model::{
     Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe, System,
     User,
 };
+use super::paths::normalize_path;
 use super::raw::{RawBase, RawFile, RawImage, RawSelection, RawSystem};
 use super::recipe::{load_all, read_text};
-use super::validate::{self as v, Ctx, Invalid};
+use super::validate::{self, Ctx, Invalid};
 
 pub const DEFAULT_SUITE: &str = "bookworm";
 pub const DEFAULT_ARCHITECTURE: &str = "amd64";
@@ -25,30 +28,6 @@ pub const DEFAULT_TIMEZONE: &str = "UTC";
 pub const DEFAULT_USER: &str = "biovm";
 pub const DEFAULT_SHELL: &str = "/bin/bash";
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
-
-/// Remove `.` and resolve `..` lexically, so paths print the way a person
-/// would write them (`images/../lab` becomes `lab`).
-pub fn normalize_path(p: &Path) -> PathBuf {
-    let mut out: Vec<Component<'_>> = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => match out.last() {
-                Some(Component::Normal(_)) => {
-                    out.pop();
-                }
-                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
-                _ => out.push(c),
-            },
-            _ => out.push(c),
-        }
-    }
-    if out.is_empty() {
-        PathBuf::from(".")
-    } else {
-        out.iter().collect()
-    }
-}
 
 /// The recipe folder to use: the `--recipes` flag if given; else, for an
 /// image at `X/images/foo.toml`, `X/recipes` if it exists; else `./recipes`.
@@ -110,11 +89,11 @@ pub fn load_image_and_catalog(
         .unwrap_or_default();
     let name = match &raw.name {
         Some(n) => {
-            cx.check(n, |s| v::image_name(s));
+            cx.check(n, |s| validate::image_name(s));
             n.get_ref().clone()
         }
         None => {
-            if let Err(e) = v::image_name(&stem) {
+            if let Err(e) = validate::image_name(&stem) {
                 let mut d = Diagnostic::new(path, e.message);
                 d.help = Some("set `name` in the file, or rename it".to_string());
                 cx.push(d);
@@ -170,7 +149,7 @@ pub fn load_image_and_catalog(
     };
     let mut recipes = Vec::new();
     if catalog_diags.is_empty() {
-        recipes = select(&mut cx, &raw, sel, &catalog);
+        recipes = select_recipes(&mut cx, &raw, sel, &catalog);
     }
     pin_recipe_packages(&mut recipes, &base.packages);
 
@@ -225,7 +204,7 @@ fn listed_twice(cx: &mut Ctx<'_>, list: &[Spanned<String>], field: &str) {
 fn deb_packages(cx: &mut Ctx<'_>, list: &[Spanned<String>]) -> Vec<DebPackage> {
     listed_twice(cx, list, "packages");
     list.iter()
-        .filter_map(|p| cx.check(p, |s| v::deb_package(s)))
+        .filter_map(|p| cx.check(p, |s| validate::deb_package(s)))
         .collect()
 }
 
@@ -242,7 +221,7 @@ fn base(cx: &mut Ctx<'_>, b: &RawBase) -> Base {
     }
     let suite = match &b.suite {
         Some(s) => {
-            cx.check(s, |x| v::suite(x));
+            cx.check(s, |x| validate::suite(x));
             s.get_ref().clone()
         }
         None => DEFAULT_SUITE.to_string(),
@@ -263,7 +242,7 @@ fn base(cx: &mut Ctx<'_>, b: &RawBase) -> Base {
         None => DEFAULT_ARCHITECTURE.to_string(),
     };
     let mirror = b.mirror.as_ref().map(|m| {
-        cx.check(m, |s| v::mirror_url(s));
+        cx.check(m, |s| validate::mirror_url(s));
         m.get_ref().clone()
     });
     Base {
@@ -359,24 +338,24 @@ fn host_list_value(
 }
 
 fn system(cx: &mut Ctx<'_>, s: &RawSystem, image_dir: &Path) -> System {
-    let hostname = string_or(cx, &s.hostname, DEFAULT_HOSTNAME, v::hostname);
+    let hostname = string_or(cx, &s.hostname, DEFAULT_HOSTNAME, validate::hostname);
     let locale = host_list_value(cx, &s.locale, DEFAULT_LOCALE, "system.locale", |x| {
-        v::locale(x, Path::new(v::SUPPORTED_LOCALES))
+        validate::locale(x, Path::new(validate::SUPPORTED_LOCALES))
     });
     let timezone = host_list_value(cx, &s.timezone, DEFAULT_TIMEZONE, "system.timezone", |x| {
-        v::timezone(x, Path::new(v::ZONEINFO))
+        validate::timezone(x, Path::new(validate::ZONEINFO))
     });
     let user = s.user.as_ref().map(|u| {
         let u = u.get_ref();
-        let name = string_or(cx, &u.name, DEFAULT_USER, v::user_name);
+        let name = string_or(cx, &u.name, DEFAULT_USER, validate::user_name);
         let shell = string_or(cx, &u.shell, DEFAULT_SHELL, |p| {
-            v::absolute_path(p, "shell").map_err(|mut e| {
+            validate::absolute_path(p, "shell").map_err(|mut e| {
                 e.help = Some("write the shell's full path, e.g. \"/bin/bash\"".to_string());
                 e
             })
         });
         for k in &u.ssh_authorized_keys {
-            cx.check(k, |s| v::ssh_key(s));
+            cx.check(k, |s| validate::ssh_key(s));
         }
         User {
             name,
@@ -413,7 +392,7 @@ fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Optio
     let span = f.span();
     let f = f.get_ref();
     let path = cx.check(&f.path, |p| {
-        v::image_path(p, "file path")?;
+        validate::image_path(p, "file path")?;
         if p.ends_with('/') {
             return Err(Invalid {
                 message: format!("file path `{p}` names a folder"),
@@ -423,7 +402,7 @@ fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Optio
         Ok(p.clone())
     });
     let mode = match &f.mode {
-        Some(m) => cx.check(m, |s| v::file_mode(s)),
+        Some(m) => cx.check(m, |s| validate::file_mode(s)),
         None => Some(DEFAULT_FILE_MODE),
     };
     let content = match (&f.content, &f.source) {
@@ -474,6 +453,11 @@ fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Optio
 }
 
 /// Check a non-empty list of distinct words, each one of `allowed`.
+/// Every member of a closed set with its name, for [`word_list`].
+fn named_members<T: Named>() -> Vec<(&'static str, T)> {
+    T::MEMBERS.iter().map(|m| (m.name(), *m)).collect()
+}
+
 fn word_list<T: Copy>(
     cx: &mut Ctx<'_>,
     list: &Spanned<Vec<Spanned<String>>>,
@@ -520,13 +504,13 @@ fn word_list<T: Copy>(
 
 fn disk(cx: &mut Ctx<'_>, raw: &RawImage) -> Option<Disk> {
     let d = raw.disk.get_ref();
-    let size = cx.check(&d.size, |s| v::size(s));
+    let size = cx.check(&d.size, |s| validate::size(s));
     let boot = match &d.boot {
         Some(list) => word_list(
             cx,
             list,
             ("boot", "boot mode"),
-            &[("uefi", BootMode::Uefi), ("bios", BootMode::Bios)],
+            &named_members::<BootMode>(),
         ),
         None => vec![BootMode::Uefi, BootMode::Bios],
     };
@@ -538,16 +522,18 @@ fn disk(cx: &mut Ctx<'_>, raw: &RawImage) -> Option<Disk> {
 
 fn formats(cx: &mut Ctx<'_>, raw: &RawImage) -> Vec<Format> {
     match raw.output.as_ref().and_then(|o| o.formats.as_ref()) {
-        Some(list) => {
-            let known: Vec<(&str, Format)> = Format::ALL.iter().map(|f| (f.as_str(), *f)).collect();
-            word_list(cx, list, ("formats", "format"), &known)
-        }
+        Some(list) => word_list(cx, list, ("formats", "format"), &named_members::<Format>()),
         None => vec![Format::Raw],
     }
 }
 
 /// Resolve `[recipes]` against the catalogue: the selected recipes sorted by name.
-fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalog) -> Vec<Recipe> {
+fn select_recipes(
+    cx: &mut Ctx<'_>,
+    raw: &RawImage,
+    sel: &RawSelection,
+    catalog: &Catalog,
+) -> Vec<Recipe> {
     let names: Vec<&str> = catalog.recipes.keys().map(String::as_str).collect();
     let categories = catalog.categories();
     let mut by_category: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -670,24 +656,6 @@ fn select(cx: &mut Ctx<'_>, raw: &RawImage, sel: &RawSelection, catalog: &Catalo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalizes_paths() {
-        assert_eq!(
-            normalize_path(Path::new("images/../lab")),
-            PathBuf::from("lab")
-        );
-        assert_eq!(
-            normalize_path(Path::new("./images/./x")),
-            PathBuf::from("images/x")
-        );
-        assert_eq!(
-            normalize_path(Path::new("../x/../y")),
-            PathBuf::from("../y")
-        );
-        assert_eq!(normalize_path(Path::new("a/..")), PathBuf::from("."));
-        assert_eq!(normalize_path(Path::new("/../a")), PathBuf::from("/a"));
-    }
 
     #[test]
     fn recipe_dir_flag_wins() {

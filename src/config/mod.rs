@@ -12,6 +12,7 @@ mod access;
 mod diag;
 mod image;
 pub mod model;
+mod paths;
 pub mod raw;
 mod recipe;
 mod targets;
@@ -20,11 +21,12 @@ mod validate;
 pub use access::{HostAccess, ALLOW_FLAG};
 pub use diag::{did_you_mean, quoted_list, Diagnostic, Diagnostics, Location};
 pub use image::{
-    default_recipe_dir, load_image, load_image_and_catalog, load_image_with, normalize_path,
-    DEFAULT_ARCHITECTURE, DEFAULT_FILE_MODE, DEFAULT_HOSTNAME, DEFAULT_LOCALE, DEFAULT_SHELL,
-    DEFAULT_SUITE, DEFAULT_TIMEZONE, DEFAULT_USER,
+    default_recipe_dir, load_image, load_image_and_catalog, load_image_with, DEFAULT_ARCHITECTURE,
+    DEFAULT_FILE_MODE, DEFAULT_HOSTNAME, DEFAULT_LOCALE, DEFAULT_SHELL, DEFAULT_SUITE,
+    DEFAULT_TIMEZONE, DEFAULT_USER,
 };
 pub use model::*;
+pub use paths::normalize_path;
 pub use recipe::{DEFAULT_CHECK_TIMEOUT, DEFAULT_TEST_TIMEOUT};
 pub use targets::{check_account_id, check_bucket, check_instance_type};
 pub use validate::parse_size;

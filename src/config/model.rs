@@ -186,12 +186,21 @@ pub enum BootMode {
 
 impl BootMode {
     pub fn as_str(self) -> &'static str {
+        crate::names::Named::name(self)
+    }
+}
+
+impl crate::names::Named for BootMode {
+    const WHAT: &'static str = "boot mode";
+    const MEMBERS: &'static [Self] = &[BootMode::Uefi, BootMode::Bios];
+    fn name(self) -> &'static str {
         match self {
             BootMode::Uefi => "uefi",
             BootMode::Bios => "bios",
         }
     }
 }
+crate::named_set!(BootMode);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
@@ -231,18 +240,7 @@ impl Format {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Qcow2 => "qcow2",
-            Format::Vmdk => "vmdk",
-            Format::Vdi => "vdi",
-            Format::Ova => "ova",
-            Format::Vagrant => "vagrant",
-            Format::Oci => "oci",
-            Format::DockerArchive => "docker-archive",
-            Format::Sif => "sif",
-            Format::Tarball => "tarball",
-        }
+        crate::names::Named::name(self)
     }
 
     /// The artifact's file (or, for OCI, folder) name suffix.
@@ -288,6 +286,26 @@ impl Format {
     }
 }
 
+impl crate::names::Named for Format {
+    const WHAT: &'static str = "format";
+    const MEMBERS: &'static [Self] = &Format::ALL;
+    fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
+            Format::Ova => "ova",
+            Format::Vagrant => "vagrant",
+            Format::Oci => "oci",
+            Format::DockerArchive => "docker-archive",
+            Format::Sif => "sif",
+            Format::Tarball => "tarball",
+        }
+    }
+}
+crate::named_set!(Format);
+
 /// All recipes found under the recipe folders, keyed by name.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -318,19 +336,26 @@ pub enum Ec2BootMode {
     UefiPreferred,
 }
 
-impl Ec2BootMode {
-    pub const ALL: [(&'static str, Ec2BootMode); 3] = [
-        ("uefi", Ec2BootMode::Uefi),
-        ("legacy-bios", Ec2BootMode::LegacyBios),
-        ("uefi-preferred", Ec2BootMode::UefiPreferred),
+impl crate::names::Named for Ec2BootMode {
+    const WHAT: &'static str = "boot mode";
+    const MEMBERS: &'static [Self] = &[
+        Ec2BootMode::Uefi,
+        Ec2BootMode::LegacyBios,
+        Ec2BootMode::UefiPreferred,
     ];
-
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Ec2BootMode::Uefi => "uefi",
             Ec2BootMode::LegacyBios => "legacy-bios",
             Ec2BootMode::UefiPreferred => "uefi-preferred",
         }
+    }
+}
+crate::named_set!(Ec2BootMode);
+
+impl Ec2BootMode {
+    pub fn as_str(self) -> &'static str {
+        crate::names::Named::name(self)
     }
 
     /// The mode a disk booting `modes` gets: a hybrid disk prefers UEFI.

@@ -10,7 +10,7 @@ use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, Diagnostic, Diagnostics};
 use super::model::{Catalog, Check, Download, FunctionalTest, Install, Recipe};
 use super::raw::{RawCheck, RawRecipe, RawTest};
-use super::validate::{self as v, Ctx};
+use super::validate::{self, Ctx};
 
 /// Default seconds for a `[check]`.
 pub const DEFAULT_CHECK_TIMEOUT: u32 = 60;
@@ -56,7 +56,7 @@ pub(crate) fn parse_recipe(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if cx.check(&raw.name, |n| v::recipe_name(n)).is_some() && name != stem {
+    if cx.check(&raw.name, |n| validate::recipe_name(n)).is_some() && name != stem {
         let d = cx
             .diag(
                 raw.name.span(),
@@ -71,7 +71,7 @@ pub(crate) fn parse_recipe(
     let summary = cx.non_empty(&raw.summary, "`summary`");
     let license = cx.non_empty(&raw.license, "`license`");
     let homepage = raw.homepage.get_ref().clone();
-    cx.check(&raw.homepage, |h| v::http_url(h));
+    cx.check(&raw.homepage, |h| validate::http_url(h));
 
     let category = raw.category.get_ref().clone();
     let folder = path
@@ -79,7 +79,11 @@ pub(crate) fn parse_recipe(
         .and_then(Path::file_name)
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if cx.check(&raw.category, |c| v::category_name(c)).is_some() && category != folder {
+    if cx
+        .check(&raw.category, |c| validate::category_name(c))
+        .is_some()
+        && category != folder
+    {
         let d = cx
             .diag(
                 raw.category.span(),
@@ -138,21 +142,22 @@ fn install(cx: &mut Ctx<'_>, raw: &RawRecipe) -> Install {
     let ri = raw.install.get_ref();
     let mut out = Install::default();
     for p in &ri.debian {
-        if let Some(p) = cx.check(p, |s| v::deb_package(s)) {
+        if let Some(p) = cx.check(p, |s| validate::deb_package(s)) {
             out.debian.push(p);
         }
     }
     for p in &ri.pypi {
-        if let Some(p) = cx.check(p, |s| v::pypi_package(s)) {
+        if let Some(p) = cx.check(p, |s| validate::pypi_package(s)) {
             out.pypi.push(p);
         }
     }
     for d in &ri.download {
         let d = d.get_ref();
         let ok = [
-            cx.check(&d.url, |u| v::http_url(u)).is_some(),
-            cx.check(&d.sha256, |s| v::sha256(s)).is_some(),
-            cx.check(&d.dest, |p| v::image_path(p, "`dest`")).is_some(),
+            cx.check(&d.url, |u| validate::http_url(u)).is_some(),
+            cx.check(&d.sha256, |s| validate::sha256(s)).is_some(),
+            cx.check(&d.dest, |p| validate::image_path(p, "`dest`"))
+                .is_some(),
         ];
         if ok.iter().all(|x| *x) {
             out.downloads.push(Download {
@@ -174,13 +179,13 @@ fn install(cx: &mut Ctx<'_>, raw: &RawRecipe) -> Install {
 
 fn check(cx: &mut Ctx<'_>, c: &RawCheck) -> Option<Check> {
     let command = cx.non_empty(&c.command, "the check `command`");
-    let expect = cx.check(&c.expect, |e| v::expect_regex(e));
+    let expect = cx.check(&c.expect, |e| validate::expect_regex(e));
     let status = match &c.status {
-        Some(s) => cx.check(s, v::exit_status),
+        Some(s) => cx.check(s, validate::exit_status),
         None => Some(0),
     };
     let timeout = match &c.timeout {
-        Some(t) => cx.check(t, v::timeout),
+        Some(t) => cx.check(t, validate::timeout),
         None => Some(DEFAULT_CHECK_TIMEOUT),
     };
     Some(Check {
@@ -194,13 +199,13 @@ fn check(cx: &mut Ctx<'_>, c: &RawCheck) -> Option<Check> {
 fn test(cx: &mut Ctx<'_>, t: &RawTest) -> Option<FunctionalTest> {
     let name = cx.non_empty(&t.name, "the test `name`");
     let script = cx.non_empty(&t.script, "the test `script`");
-    let expect = cx.check(&t.expect, |e| v::expect_regex(e));
+    let expect = cx.check(&t.expect, |e| validate::expect_regex(e));
     let status = match &t.status {
-        Some(s) => cx.check(s, v::exit_status),
+        Some(s) => cx.check(s, validate::exit_status),
         None => Some(0),
     };
     let timeout = match &t.timeout {
-        Some(s) => cx.check(s, v::timeout),
+        Some(s) => cx.check(s, validate::timeout),
         None => Some(DEFAULT_TEST_TIMEOUT),
     };
     let folder = cx.path.parent().unwrap_or(Path::new("")).to_path_buf();

@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use crate::names::Named;
+
 use super::diag::quoted_list;
-use super::image::normalize_path;
 use super::model::{BootMode, Ec2BootMode, Ec2Target, EucalyptusTarget, Targets, EC2_VOLUME_TYPES};
+use super::paths::normalize_path;
 use super::raw::{RawEc2Target, RawEucalyptusTarget, RawTargets};
-use super::validate::{self as v, Ctx, Invalid};
+use super::validate::{self, Ctx, Invalid};
 
 fn invalid(message: String, help: &str) -> Invalid {
     Invalid {
@@ -62,7 +64,7 @@ fn account_id(s: &str) -> Result<(), Invalid> {
 
 fn endpoint(cx: &mut Ctx<'_>, value: &Option<Spanned<String>>) -> Option<String> {
     value.as_ref().map(|e| {
-        cx.check(e, |s| v::http_url(s));
+        cx.check(e, |s| validate::http_url(s));
         e.get_ref().trim_end_matches('/').to_string()
     })
 }
@@ -130,7 +132,7 @@ fn ec2(
         }
     }
     if let Some(vs) = &r.volume_size {
-        if let Some(bytes) = cx.check(vs, |s| v::size(s)) {
+        if let Some(bytes) = cx.check(vs, |s| validate::size(s)) {
             if bytes % (1 << 30) != 0 {
                 cx.invalid(
                     vs,
@@ -160,12 +162,10 @@ fn ec2(
         }
     }
     if let Some(bm) = &r.boot_mode {
-        let names: Vec<&str> = Ec2BootMode::ALL.iter().map(|(n, _)| *n).collect();
-        match Ec2BootMode::ALL.iter().find(|(n, _)| n == bm.get_ref()) {
-            Some((_, mode)) if mode.fits(disk_boot) || disk_boot.is_empty() => {
-                t.boot_mode = Some(*mode)
-            }
-            Some((_, mode)) => {
+        let names = Ec2BootMode::names();
+        match Ec2BootMode::named(bm.get_ref()) {
+            Some(mode) if mode.fits(disk_boot) || disk_boot.is_empty() => t.boot_mode = Some(mode),
+            Some(mode) => {
                 let boots: Vec<&str> = disk_boot.iter().map(|b| b.as_str()).collect();
                 let d = cx
                     .diag(
@@ -239,8 +239,8 @@ fn eucalyptus(cx: &mut Ctx<'_>, r: &RawEucalyptusTarget, image_dir: &Path) -> Eu
         }
         None => "eucalyptus".to_string(),
     };
-    cx.check(&r.ec2_endpoint, |s| v::http_url(s));
-    cx.check(&r.s3_endpoint, |s| v::http_url(s));
+    cx.check(&r.ec2_endpoint, |s| validate::http_url(s));
+    cx.check(&r.s3_endpoint, |s| validate::http_url(s));
     cx.check(&r.bucket, |s| bucket(s));
     let cloud_cert = existing_file(cx, &r.cloud_cert, image_dir);
     let user_cert = r

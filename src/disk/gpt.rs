@@ -1,7 +1,8 @@
 //! A GUID partition table writer (UEFI spec 2.10, chapter 5): protective
 //! MBR, primary header and entries at LBA 1-33, backup entries and header at
 //! the end of the disk. Written by hand so every GUID can be seeded and the
-//! table is byte-for-byte reproducible.
+//! table is byte-for-byte reproducible; GUIDs themselves are the `uuid`
+//! crate's.
 
 use std::fmt;
 use std::fs::File;
@@ -9,6 +10,7 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 pub const SECTOR: u64 = 512;
 const ENTRIES: u64 = 128;
@@ -16,23 +18,19 @@ const ENTRY_SIZE: u64 = 128;
 /// Sectors the 128 entries take: 128 * 128 / 512.
 const ENTRY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
 
-/// A GUID, stored as its canonical string's 16 bytes in order.
+/// A GUID. The `uuid` crate parses and prints it and gives its on-disk
+/// (mixed-endian) layout; biovm only adds the seeded derivation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Guid([u8; 16]);
+pub struct Guid(Uuid);
 
 impl Guid {
-    /// Parse `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+    /// Parse `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (that form only).
     pub fn parse(s: &str) -> Result<Guid> {
-        let hexs: String = s.chars().filter(|c| *c != '-').collect();
-        if hexs.len() != 32 || s.len() != 36 {
+        if s.len() != HYPHENATED_LEN {
             bail!("not a GUID: {s}");
         }
-        let mut b = [0u8; 16];
-        for (i, byte) in b.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hexs[2 * i..2 * i + 2], 16)
-                .with_context(|| format!("not a GUID: {s}"))?;
-        }
-        Ok(Guid(b))
+        let u = Uuid::try_parse(s).with_context(|| format!("not a GUID: {s}"))?;
+        Ok(Guid(u))
     }
 
     /// A random-looking (version 4 layout) GUID derived from a seed and a
@@ -45,38 +43,26 @@ impl Guid {
             .finalize();
         let mut b = [0u8; 16];
         b.copy_from_slice(&d[..16]);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        Guid(b)
+        Guid(uuid::Builder::from_random_bytes(b).into_uuid())
     }
 
     /// The on-disk form: the first three fields little-endian.
     pub fn to_disk(self) -> [u8; 16] {
-        let b = self.0;
-        let mut o = b;
-        o[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
-        o[4..6].copy_from_slice(&[b[5], b[4]]);
-        o[6..8].copy_from_slice(&[b[7], b[6]]);
-        o
+        self.0.to_bytes_le()
     }
 
+    /// The 16 bytes in the canonical string's order.
     pub fn bytes(self) -> [u8; 16] {
-        self.0
+        *self.0.as_bytes()
     }
 }
 
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+const HYPHENATED_LEN: usize = 36;
+
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = crate::fsutil::hex(&self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        fmt::Display::fmt(&self.0.hyphenated(), f)
     }
 }
 
@@ -258,6 +244,14 @@ mod tests {
             "28732ac11ff8d211ba4b00a0c93ec93b"
         );
         assert!(Guid::parse("nope").is_err());
+        assert!(Guid::parse("c12a7328f81f11d2ba4b00a0c93ec93b").is_err());
+        assert!(Guid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93g").is_err());
+        // Byte for byte what the hand-written derivation gave before the
+        // uuid crate (partition GUIDs are part of every disk's bytes).
+        assert_eq!(
+            Guid::derive("seed", "root").to_string(),
+            "f0abe75a-7431-4359-91ea-9babef8eb17d"
+        );
     }
 
     #[test]

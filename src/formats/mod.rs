@@ -59,6 +59,30 @@ impl NicModel {
     }
 }
 
+/// The disk controller a VMDK descriptor names (`ddb.adapterType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VmdkAdapter {
+    /// LSI Logic SCSI: what VirtualBox and VMware expect by default.
+    #[default]
+    LsiLogic,
+    Ide,
+    BusLogic,
+    /// VMware ESX's legacy descriptor value.
+    LegacyEsx,
+}
+
+impl VmdkAdapter {
+    /// The `ddb.adapterType` value.
+    pub fn ddb_value(self) -> &'static str {
+        match self {
+            VmdkAdapter::LsiLogic => "lsilogic",
+            VmdkAdapter::Ide => "ide",
+            VmdkAdapter::BusLogic => "buslogic",
+            VmdkAdapter::LegacyEsx => "legacyESX",
+        }
+    }
+}
+
 /// What every format writer needs to know about the image.
 #[derive(Debug, Clone)]
 pub struct FormatContext<'a> {
@@ -80,8 +104,8 @@ pub struct FormatContext<'a> {
     /// Extra labels for container images; merged over the standard
     /// `org.opencontainers.image.*` ones.
     pub labels: BTreeMap<String, String>,
-    /// VMDK `ddb.adapterType` ("lsilogic", "ide", "buslogic", "legacyESX").
-    pub vmdk_adapter: &'a str,
+    /// The VMDK descriptor's disk controller.
+    pub vmdk_adapter: VmdkAdapter,
     /// OVA / Vagrant network card.
     pub nic: NicModel,
     /// `org.opencontainers.image.source` (project URL); empty to leave out.
@@ -103,7 +127,7 @@ impl<'a> FormatContext<'a> {
             memory_mib: 2048,
             user: None,
             labels: BTreeMap::new(),
-            vmdk_adapter: "lsilogic",
+            vmdk_adapter: VmdkAdapter::default(),
             nic: NicModel::default(),
             source_url: "",
             licenses: "",
@@ -202,26 +226,14 @@ pub(crate) fn flush_buf(
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Seconds since the epoch as RFC 3339 UTC, without a time-zone database
-/// (Howard Hinnant's days-from-civil inverse).
+/// Seconds since the epoch as RFC 3339 UTC (`2024-01-02T03:04:05Z`);
+/// past jiff's range (the end of the year 9999) the range's last second.
 pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let last = jiff::Timestamp::MAX.as_second();
+    let secs = i64::try_from(epoch).map_or(last, |s| s.min(last));
+    jiff::Timestamp::from_second(secs)
+        .expect("within jiff's range")
+        .to_string()
 }
 
 /// A writer that passes bytes through and keeps their SHA-256 and count.
@@ -272,6 +284,8 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-30T22:00:00Z");
     }
 
     #[test]

@@ -139,7 +139,7 @@ pub fn descriptor(ctx: &FormatContext, capacity_sectors: u64, file_name: &str) -
          ddb.geometry.sectors = \"63\"\n\
          ddb.longContentID = \"{long_cid}\"\n\
          ddb.uuid.image = \"{uuid}\"\n",
-        adapter = ctx.vmdk_adapter,
+        adapter = ctx.vmdk_adapter.ddb_value(),
         uuid = ctx.uuid("vmdk-image"),
     )
 }

@@ -115,14 +115,6 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ApiError::Status { status, .. } => Some(*status),
-            ApiError::GaveUp { last, .. } => last.status(),
-            _ => None,
-        }
-    }
-
     fn retryable(&self) -> bool {
         match self {
             ApiError::Transport { .. } => true,
@@ -254,10 +246,6 @@ impl Client {
 
     pub fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
-    }
-
-    pub fn credentials_source(&self) -> &str {
-        &self.creds.source
     }
 
     /// Send with retries; a non-2xx answer is an error.

@@ -16,6 +16,7 @@ pub mod aws;
 pub mod credentials;
 pub mod eucalyptus;
 pub mod http;
+pub mod setting;
 pub mod xml;
 
 use std::path::{Path, PathBuf};

@@ -38,7 +38,7 @@ use regex::Regex;
 use crate::config::{BootMode, Format};
 use crate::manifest::Tool;
 pub use boot::boot_and_check;
-pub use matrix::{test_artifacts, Job};
+pub use matrix::test_artifacts;
 pub use qemu::{Accel, Bus};
 pub use report::{BootReport, CheckOutcome, CheckResult};
 

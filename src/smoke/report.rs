@@ -96,25 +96,6 @@ macro_rules! display_by_serde_name {
 }
 display_by_serde_name!(Runner, Attachment, Engine);
 
-/// A report's artifact format by its name (`raw`, `docker-archive`).
-mod format_name {
-    use crate::config::Format;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(f: &Format, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(f.as_str())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Format, D::Error> {
-        let name = String::deserialize(d)?;
-        Format::ALL
-            .iter()
-            .copied()
-            .find(|f| f.as_str() == name)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown format {name:?}")))
-    }
-}
-
 /// Where a report's results came from when they were not run again: the
 /// stored result of an earlier test of the same artifact bytes with the
 /// same checks, run the same way.
@@ -183,7 +164,6 @@ pub struct CheckResult {
 pub struct BootReport {
     /// The artifact's file name.
     pub artifact: String,
-    #[serde(with = "format_name")]
     pub format: Format,
     /// Where the checks ran: the VM's firmware, or `native`/`container`.
     pub firmware: Runner,

@@ -23,9 +23,9 @@ use rand::{Rng, SeedableRng};
 
 pub const BLOCK: usize = 512 * 1024;
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+// Not every binary that includes this module uses both.
+#[allow(unused_imports)]
+pub use crate::common::{repo, text};
 
 /// recipes/misc/hello.toml under `root`, for image files in tests.
 pub fn write_recipe(root: &Path) {
@@ -646,10 +646,6 @@ pub fn biovm(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.output().expect("run biovm")
-}
-
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Every file under `dir`, recursively.

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 
-use super::ec2::{tag_params, Ec2};
+use super::ec2_api::{tag_params, Ec2};
 use crate::config::Ec2BootMode;
 use crate::publish::http::ApiError;
 

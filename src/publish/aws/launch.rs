@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use base64::Engine;
 use serde::Serialize;
 
-use super::ec2::{tag_filters, tag_params, Ec2};
+use super::ec2_api::{tag_filters, tag_params, Ec2};
 use crate::publish::http::ApiError;
 use crate::publish::xml::Element;
 use crate::publish::{TAG_IMAGE, TAG_SHA256, TAG_VERSION};

@@ -1,10 +1,12 @@
 //! EC2: the raw disk goes into an EBS snapshot through the EBS direct APIs,
-//! then RegisterImage makes an AMI of it; `launch` starts an instance of it.
+//! then RegisterImage makes an AMI of it. `launch` has the calls that start
+//! an instance of it, `launcher` the steps of `biovm launch`.
 
 pub mod ami;
 pub mod ebs;
-pub mod ec2;
+pub mod ec2_api;
 pub mod launch;
+pub mod launcher;
 
 use std::time::Instant;
 
@@ -44,7 +46,7 @@ pub fn publish(
 ) -> Result<Outcome> {
     let started = Instant::now();
     let client = Client::new(creds, &s.region, limits.retry.clone())?;
-    let ec2 = ec2::Ec2::new(&client, &s.ec2_endpoint);
+    let ec2 = ec2_api::Ec2::new(&client, &s.ec2_endpoint);
     let identity = a.identity_tags();
     let tags = a.tags();
     let outcome = |image_id: String,

@@ -102,7 +102,6 @@ pub struct Bundle {
     pub manifest: String,
     /// Part file names, in order.
     pub parts: Vec<String>,
-    pub image_size: u64,
     pub bundled_size: u64,
 }
 
@@ -221,12 +220,6 @@ fn rsa_hex(key: &RsaPublicKey, data: &[u8]) -> Result<String> {
         .encrypt(&mut rand::thread_rng(), Pkcs1v15Encrypt, data)
         .context("RSA encryption failed")?;
     Ok(fsutil::hex(&ct))
-}
-
-/// The manifest's signed elements, exactly as they appear in the file.
-pub struct SignedParts {
-    pub machine_configuration: String,
-    pub image: String,
 }
 
 /// Bundle the raw disk `raw` as `name` into `out`, a folder that is
@@ -361,7 +354,6 @@ fn write_bundle(raw: &Path, name: &str, dir: &Path, keys: &Keys) -> Result<Bundl
         dir: dir.to_path_buf(),
         manifest: manifest_name,
         parts: part_list.into_iter().map(|(n, _)| n).collect(),
-        image_size,
         bundled_size,
     })
 }

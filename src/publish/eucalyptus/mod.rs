@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::aws::ec2::Ec2;
+use super::aws::ec2_api::Ec2;
 use super::credentials::Credentials;
 use super::http::Client;
 use super::{Artifact, Limits, Outcome};

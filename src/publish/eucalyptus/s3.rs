@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 
-use crate::publish::aws::ec2::encode;
+use crate::publish::aws::ec2_api::encode;
 use crate::publish::http::{ApiError, Client, Request};
 
 pub struct S3<'a> {

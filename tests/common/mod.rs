@@ -1,0 +1,84 @@
+//! What the test binaries share: the repository, the biovm binary, scratch
+//! folders under Cargo's test temporary folder, and copies of project
+//! files. Each test file includes it with `mod common;` and uses what it
+//! needs (so some items go unused in some binaries).
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The biovm binary Cargo built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_biovm");
+
+/// The repository (recipes/, images/, tests/fixtures/).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An empty folder `name` under Cargo's test temporary folder; whatever an
+/// earlier run left there is removed first, and what this run leaves stays
+/// for a look after a failure.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Copy the folder tree `from` to `to` (files and folders only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// A copy of the repository's `images/<file>` in scratch folder
+/// `project`/images/, so what biovm writes beside it (the lock) stays in
+/// the scratch folder.
+pub fn project_image(project: &str, file: &str) -> PathBuf {
+    let p = scratch(project).join("images");
+    fs::create_dir_all(&p).unwrap();
+    let img = p.join(file);
+    fs::copy(repo().join("images").join(file), &img).unwrap();
+    img
+}
+
+/// Bytes as text, invalid UTF-8 replaced.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A command running biovm in `cwd`, with no standard input.
+pub fn biovm_command(cwd: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd).stdin(Stdio::null());
+    c
+}
+
+/// Run `c` (a [`biovm_command`] with its arguments `args`) and show what
+/// it printed on the test's stderr (seen when the test fails).
+pub fn run_logged(mut c: Command, args: &[&str]) -> Output {
+    let out = c.args(args).output().expect("run biovm");
+    eprintln!(
+        "$ biovm {}\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// `biovm ARGS` in `cwd` with extra environment variables, logged.
+pub fn biovm_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = biovm_command(cwd);
+    c.envs(env.iter().copied());
+    run_logged(c, args)
+}

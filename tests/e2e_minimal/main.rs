@@ -1,0 +1,95 @@
+//! End to end: build images/minimal.toml for real (mmdebstrap from the
+//! Debian archive, root) and boot it in QEMU under UEFI and BIOS.
+//!
+//! These tests need root, the host packages `.ci/setup` installs, the
+//! network to the package archive and minutes, so they are `#[ignore]`d;
+//! `cargo test --release -- --include-ignored` (what `.ci/run` does) runs them.
+//!
+//! One test binary, one file per area: `build` (the artifacts, a failed or
+//! interrupted build, reproducibility, the SBOM and OVA), `boot` (the VM
+//! and container matrix, broken disks, KVM), `lock` and `run`. They share
+//! one build of the image ([`minimal`]) and take turns to boot ([`BOOTS`]),
+//! which is why they are modules of one binary and not binaries of their own.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod boot;
+mod build;
+mod lock;
+mod run;
+
+use common::{copy_tree, repo, scratch, BIN};
+
+fn biovm(args: &[&str]) -> Output {
+    biovm_env(args, &[])
+}
+
+/// `biovm ARGS` with extra environment variables, in the repository.
+fn biovm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    common::biovm_in(&repo(), args, env)
+}
+
+/// Boots share two cores; one at a time keeps their timings meaningful.
+static BOOTS: Mutex<()> = Mutex::new(());
+
+/// Lock, then build, the minimal image once for every test in this file.
+/// The image file is copied to a scratch project so its lock is written there.
+fn minimal() -> &'static Path {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let img = project_image("e2e-project");
+        let o = biovm(&["--recipes", "recipes", "lock", img.to_str().unwrap()]);
+        assert!(o.status.success(), "lock failed");
+        assert!(String::from_utf8_lossy(&o.stdout).contains("minimal.lock written"));
+        let out = scratch("e2e-minimal");
+        let o = build_into(&img, &out);
+        assert!(o.status.success(), "build failed");
+        out
+    })
+}
+
+/// A copy of images/minimal.toml in a scratch folder `name`/images/.
+fn project_image(name: &str) -> PathBuf {
+    common::project_image(name, "minimal.toml")
+}
+
+fn lock_of(img: &Path) -> PathBuf {
+    img.with_extension("lock")
+}
+
+/// `biovm build IMG --out OUT` with the repository's recipes.
+fn build_into(img: &Path, out: &Path) -> Output {
+    biovm(&[
+        "--recipes",
+        "recipes",
+        "build",
+        img.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn biovm_sha(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
