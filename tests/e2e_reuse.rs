@@ -7,43 +7,21 @@
 //! Needs root, the host packages `.ci/setup` installs, the network to the
 //! package archive and minutes: `#[ignore]`d; `.ci/run` runs it.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_biovm");
+use common::{copy_tree, repo, scratch};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `biovm ARGS` from the repository, with its output shown and timed.
+/// `biovm ARGS` from the repository, logged and timed.
 fn biovm(args: &[&str]) -> (Output, f64) {
     let t = Instant::now();
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(repo())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    eprintln!(
-        "$ biovm {} ({secs:.1} s, {})\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, secs)
+    let out = common::biovm_in(&repo(), args, &[]);
+    (out, t.elapsed().as_secs_f64())
 }
 
 fn stdout(o: &Output) -> String {
@@ -161,17 +139,4 @@ fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
     ]);
     assert!(o.status.success());
     assert!(!stdout(&o).contains(reused), "{}", stdout(&o));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }

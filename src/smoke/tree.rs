@@ -297,7 +297,8 @@ pub fn digest_disk(raw: &Path, extract_to: Option<&Path>) -> Result<String> {
     let fs4 = open_root(raw)?;
     let mut d = TreeDigest::default();
     let root = ext4_view::PathBuf::new("/");
-    walk_ext4(&fs4, &root, &mut Vec::new(), extract_to, &mut d)
+    let meta = fs4.symlink_metadata(&root).map_err(e4)?;
+    walk_ext4(&fs4, &root, meta, &mut Vec::new(), extract_to, &mut d)
         .with_context(|| format!("reading the root filesystem of {}", raw.display()))?;
     Ok(d.finish())
 }
@@ -306,15 +307,18 @@ fn e4(e: ext4_view::Ext4Error) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
+/// Visit `path` (whose metadata `meta` its parent's entry gave: looking a
+/// name up costs a read of its folder's blocks, so each file is looked up
+/// once, to open it).
 fn walk_ext4(
     fs4: &ext4_view::Ext4,
     path: &ext4_view::PathBuf,
+    meta: ext4_view::Metadata,
     rel: &mut Vec<u8>,
     out: Option<&Path>,
     d: &mut TreeDigest,
 ) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let meta = fs4.symlink_metadata(path).map_err(e4)?;
     let ft = meta.file_type();
     let (mode, uid, gid) = (u32::from(meta.mode()), meta.uid(), meta.gid());
     let dest: Option<PathBuf> = out.map(|o| o.join(std::ffi::OsStr::from_bytes(rel)));
@@ -335,16 +339,21 @@ fn walk_ext4(
             }
         }
         let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut metas = std::collections::HashMap::new();
         for entry in fs4.read_dir(path).map_err(e4)? {
             let entry = entry.map_err(e4)?;
             let name = entry.file_name();
             let n: &[u8] = name.as_ref();
             if n != b"." && n != b".." {
                 names.push(n.to_vec());
+                metas.insert(n.to_vec(), entry.metadata().map_err(e4)?);
             }
         }
         each_child(rel, names, |rel, n| {
-            walk_ext4(fs4, &path.join(n), rel, out, d)
+            let meta = metas
+                .remove(n)
+                .with_context(|| format!("{}: a name listed twice", path.join(n).display()))?;
+            walk_ext4(fs4, &path.join(n), meta, rel, out, d)
         })?;
         // Owner and mode last: the folder may not be writable by them.
         if let Some(p) = &dest {
@@ -469,14 +478,9 @@ mod tests {
         let out = d.path().join("out");
         fs::create_dir(&out).unwrap();
         let mut dig = TreeDigest::default();
-        walk_ext4(
-            &fs4,
-            &ext4_view::PathBuf::new("/"),
-            &mut Vec::new(),
-            Some(&out),
-            &mut dig,
-        )
-        .unwrap();
+        let root = ext4_view::PathBuf::new("/");
+        let meta = fs4.symlink_metadata(&root).unwrap();
+        walk_ext4(&fs4, &root, meta, &mut Vec::new(), Some(&out), &mut dig).unwrap();
         let want = digest_dir(&src).unwrap();
         assert_eq!(dig.finish(), want);
         assert_eq!(digest_dir(&out).unwrap(), want);
