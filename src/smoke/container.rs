@@ -782,6 +782,7 @@ pub fn test_container(
         error: None,
         serial_log: log_path.clone(),
         boot_analysis: Default::default(),
+        boot_stages: Vec::new(),
         disk_sha256: None,
         same_boot_as: None,
     };
