@@ -25,7 +25,7 @@ use serde::Serialize;
 /// unit over D-Bus cost a loaded TCG guest several seconds after its checks.
 pub const GUEST_INFO: &str = r#"info stages 'echo "uptime $(cut -d" " -f1 /proc/uptime)"
 dmesg 2>/dev/null | sed -n "s/^\[ *\([0-9.]*\)\] Run \/.*init as init process.*/run-init \1/p" | head -n 1
-systemctl show -p UserspaceTimestampMonotonic -p FinishTimestampMonotonic
+systemctl show -p UserspaceTimestampMonotonic -p GeneratorsFinishTimestampMonotonic -p UnitsLoadFinishTimestampMonotonic -p FinishTimestampMonotonic
 echo
 systemctl show -p Id -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service'
 info cloud-init-events 'sed -nE "s/^([0-9-]+ [0-9:,]+) - handlers\.py\[DEBUG\]: (start|finish): ([^:]+): .*/\1 \2 \3/p" /var/log/cloud-init.log'
@@ -68,6 +68,10 @@ struct GuestTimes {
     run_init: Option<f64>,
     /// systemd started from the root filesystem.
     userspace: Option<f64>,
+    /// systemd's generators (cloud-init's runs ds-identify) were done, then
+    /// its units were loaded.
+    generators: Option<f64>,
+    units_loaded: Option<f64>,
     /// The boot finished (every start job done).
     finish: Option<f64>,
     /// Per unit: when it started activating and when it was active.
@@ -90,6 +94,8 @@ fn parse_guest(text: &str) -> GuestTimes {
                 let s = usec(v).map(|u| u as f64 / 1e6);
                 match k {
                     "UserspaceTimestampMonotonic" => g.userspace = s,
+                    "GeneratorsFinishTimestampMonotonic" => g.generators = s,
+                    "UnitsLoadFinishTimestampMonotonic" => g.units_loaded = s,
                     "FinishTimestampMonotonic" => g.finish = s,
                     "Id" => id = Some(v.trim().to_string()),
                     "InactiveExitTimestampMonotonic" => exit = s,
@@ -106,8 +112,9 @@ fn parse_guest(text: &str) -> GuestTimes {
 }
 
 /// The boot's stages, in order, each from the end of the one before (a
-/// stage whose marks are missing is left out and its time goes to the
-/// next one). `boot_secs` is when the guest's `start` line came (host),
+/// stage whose mark is missing, or later than a later stage's, as after a
+/// `systemctl daemon-reload` that loads the units again, is left out and
+/// its time goes to the next one). `boot_secs` is when the guest's `start` line came (host),
 /// `uptime_at_start` the guest's uptime in it, `total_secs` when the guest
 /// was gone; `guest` the `stages` report. Nothing without the guest's
 /// times (a container's checks, an older image).
@@ -130,14 +137,16 @@ pub fn breakdown(
     let (net_start, net_end) = unit("cloud-init.service");
     let (config_start, config_end) = unit("cloud-config.service");
     let (final_start, final_end) = unit("cloud-final.service");
-    let marks_in_order: [(&'static str, Option<f64>); 15] = [
+    let marks_in_order: [(&'static str, Option<f64>); 17] = [
         ("firmware", marks.loader),
         ("grub", marks.handover),
         // GRUB reads the kernel and the initramfs through the firmware.
         ("kernel-load", Some(k)),
         ("kernel", at(g.run_init)),
         ("initramfs", at(g.userspace)),
-        // Generators, early units, udev's coldplug, local file systems.
+        ("systemd-generators", at(g.generators)),
+        ("systemd-load-units", at(g.units_loaded)),
+        // Early units, udev's coldplug, local file systems.
         ("systemd-early", at(local_start)),
         ("cloud-init-local", at(local_end)),
         ("to-cloud-init-network", at(net_start)),
@@ -152,9 +161,10 @@ pub fn breakdown(
     ];
     let mut stages = Vec::new();
     let mut from = 0.0_f64;
-    for (name, end) in marks_in_order {
-        if let Some(end) = end {
-            if end >= from {
+    for (i, (name, end)) in marks_in_order.iter().enumerate() {
+        let later = marks_in_order[i + 1..].iter().filter_map(|(_, e)| *e);
+        if let Some(end) = *end {
+            if end >= from && later.clone().all(|l| l >= end) {
                 stages.push(Stage {
                     name,
                     start: round(from),
@@ -261,7 +271,7 @@ mod tests {
     use super::*;
 
     /// A `stages` report as a bookworm guest gives it.
-    const GUEST: &str = "uptime 92.50\nrun-init 2.742275\nUserspaceTimestampMonotonic=6416048\nFinishTimestampMonotonic=78085000\n\n\
+    const GUEST: &str = "uptime 92.50\nrun-init 2.742275\nUserspaceTimestampMonotonic=6416048\nGeneratorsFinishTimestampMonotonic=8000000\nUnitsLoadFinishTimestampMonotonic=9500000\nFinishTimestampMonotonic=78085000\n\n\
 Id=cloud-init-local.service\nInactiveExitTimestampMonotonic=14000000\nActiveEnterTimestampMonotonic=43522000\n\n\
 Id=cloud-init.service\nInactiveExitTimestampMonotonic=44000000\nActiveEnterTimestampMonotonic=65271000\n\n\
 Id=cloud-config.service\nInactiveExitTimestampMonotonic=66000000\nActiveEnterTimestampMonotonic=73463000\n\n\
@@ -273,6 +283,7 @@ Id=cloud-final.service\nInactiveExitTimestampMonotonic=73500000\nActiveEnterTime
         assert_eq!(g.uptime, Some(92.5));
         assert_eq!(g.run_init, Some(2.742275));
         assert_eq!(g.userspace, Some(6.416048));
+        assert_eq!((g.generators, g.units_loaded), (Some(8.0), Some(9.5)));
         assert_eq!(g.finish, Some(78.085));
         assert_eq!(g.units["cloud-init.service"], (Some(44.0), Some(65.271)));
         assert_eq!(g.units.len(), 4);
@@ -299,6 +310,8 @@ Id=cloud-final.service\nInactiveExitTimestampMonotonic=73500000\nActiveEnterTime
                 "kernel-load",
                 "kernel",
                 "initramfs",
+                "systemd-generators",
+                "systemd-load-units",
                 "systemd-early",
                 "cloud-init-local",
                 "to-cloud-init-network",
@@ -332,6 +345,17 @@ Id=cloud-final.service\nInactiveExitTimestampMonotonic=73500000\nActiveEnterTime
         // No guest report, no stages.
         assert!(breakdown(marks, Some(20.3), Some(12.24), 101.5, None).is_empty());
         assert!(breakdown(marks, None, None, 10.0, Some(GUEST)).is_empty());
+        // Units loaded again after cloud-init's first stage began: that
+        // mark is left out, the stages still follow each other.
+        let reloaded = GUEST.replace("=9500000", "=50000000");
+        let s = breakdown(marks, Some(20.3), Some(12.24), 101.5, Some(&reloaded));
+        assert!(!s.iter().any(|x| x.name == "systemd-load-units"));
+        assert_eq!(
+            s.iter().find(|x| x.name == "systemd-early").unwrap().start,
+            16.06
+        );
+        let total: f64 = s.iter().map(|x| x.secs).sum();
+        assert!((total - 101.5).abs() < 0.1, "{total}");
     }
 
     #[test]
