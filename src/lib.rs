@@ -5,6 +5,7 @@
 //! `rootfs` (mmdebstrap) → `disk` (GPT raw disk) → `smoke` (QEMU boot test)
 //! → `publish` (EC2, Eucalyptus).
 
+pub(crate) mod boot_cuts;
 pub(crate) mod build;
 pub mod cli;
 pub mod cmd;

@@ -490,11 +490,12 @@ set timeout=0\n\
 set default=0\n\
 menuentry 'Debian GNU/Linux ({name})' {{\n\
 \tsearch --no-floppy --fs-uuid --set=root {uuid}\n\
-\tlinux /vmlinuz root=UUID={uuid} ro console=tty0 console=ttyS0,115200n8\n\
+\tlinux /vmlinuz root=UUID={uuid} ro {args} console=tty0 console=ttyS0,115200n8\n\
 \tinitrd /initrd.img\n\
 }}\n",
         name = image.name,
-        uuid = ids.root_fs_uuid
+        uuid = ids.root_fs_uuid,
+        args = crate::boot_cuts::KERNEL_ARGS
     )
 }
 
@@ -599,6 +600,7 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
     for f in &files {
         tree.write(Path::new(f.path), f.content.as_bytes(), f.mode)?;
     }
+    crate::boot_cuts::apply(&tree)?;
     for f in &sys.files {
         tree.write(Path::new(&f.path), &f.content, f.mode)
             .with_context(|| format!("[[system.files]] of {}", image.source.display()))?;

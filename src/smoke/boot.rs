@@ -318,6 +318,7 @@ fn run_guest(
     }
     guest.kill();
     report.total_secs = t0.elapsed().as_secs_f64();
+    super::stages::fill(&mut report, console.marks(t0));
     Ok(match stalled {
         Some(why) => {
             // Keep the stalled run's console beside the retry's.
@@ -352,6 +353,9 @@ struct Console {
     grew_at: Instant,
     handed_over: bool,
     last_line: String,
+    /// When the boot loader took over, and when it handed over.
+    loader_at: Option<Instant>,
+    handover_at: Option<Instant>,
 }
 
 impl Console {
@@ -363,6 +367,17 @@ impl Console {
             grew_at: Instant::now(),
             handed_over: false,
             last_line: String::new(),
+            loader_at: None,
+            handover_at: None,
+        }
+    }
+
+    /// When the boot loader took over and handed over, in seconds since `t0`.
+    fn marks(&self, t0: Instant) -> super::stages::ConsoleMarks {
+        let secs = |i: Option<Instant>| i.map(|i| i.saturating_duration_since(t0).as_secs_f64());
+        super::stages::ConsoleMarks {
+            loader: secs(self.loader_at),
+            handover: secs(self.handover_at),
         }
     }
 
@@ -394,6 +409,10 @@ impl Console {
         // The unfinished last line is looked at too: a prompt such as
         // OVMF's `Shell> ` never ends its line.
         let text = String::from_utf8_lossy(&bytes).into_owned();
+        if self.loader_at.is_none() && super::stages::LOADER_MARKS.iter().any(|m| text.contains(m))
+        {
+            self.loader_at = Some(Instant::now());
+        }
         for l in text.split(['\n', '\r']) {
             let clean = plain_text(l);
             if clean.is_empty() {
@@ -404,6 +423,7 @@ impl Console {
             }
             if HANDOVER.iter().any(|h| l.contains(h)) {
                 self.handed_over = true;
+                self.handover_at.get_or_insert_with(Instant::now);
             }
             self.last_line = clean;
         }

@@ -25,6 +25,7 @@ pub mod qemu;
 pub mod report;
 pub mod reuse;
 pub mod seed;
+pub mod stages;
 pub mod tree;
 
 use std::fs;
@@ -189,15 +190,13 @@ if [ "$lock" != flock ] || ! command -v xargs >/dev/null 2>&1; then jobs=1; fi
         s.push_str(&line(t));
     }
     // Where the boot spent its time, for the report (after the checks, so it
-    // does not delay them).
+    // does not delay them; see `stages`).
     s.push_str(
         "if [ -z \"${BIOVM_CONTAINER:-}\" ]; then\n\
-info() { emit info \"$1\" \"$(sh -c \"$2\" 2>&1 | head -c 16384 | base64 -w0)\"; }\n\
-info time 'systemd-analyze time --no-pager'\n\
-info blame 'systemd-analyze blame --no-pager | head -n 25'\n\
-info critical-chain 'systemd-analyze critical-chain --no-pager biovm-smoke.service'\n\
-fi\n",
+info() { emit info \"$1\" \"$(sh -c \"$2\" 2>&1 | head -c 16384 | base64 -w0)\"; }\n",
     );
+    s.push_str(stages::GUEST_INFO);
+    s.push_str("fi\n");
     s.push_str(
         "emit done\nif [ -z \"${BIOVM_CONTAINER:-}\" ]; then sync; systemctl poweroff --force --force; fi\n",
     );

@@ -190,6 +190,8 @@ pub struct BootReport {
     pub serial_log: PathBuf,
     /// What the guest said about its boot (systemd-analyze), by topic.
     pub boot_analysis: std::collections::BTreeMap<String, String>,
+    /// Where a VM boot's time went, stage by stage (see `stages`).
+    pub boot_stages: Vec<super::stages::Stage>,
     /// The SHA-256 of the disk QEMU booted, where it was compared with
     /// another cell's.
     pub disk_sha256: Option<String>,
@@ -233,6 +235,7 @@ impl BootReport {
             error: None,
             serial_log,
             boot_analysis: Default::default(),
+            boot_stages: Vec::new(),
             disk_sha256: None,
             same_boot_as: None,
             user: None,
