@@ -227,7 +227,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     }
     // Scratch space next to the outputs (same filesystem), hidden and
     // named like every other temporary so a later run cleans it up.
-    let work = WorkDir::create(out, &image.name)?;
+    let work = fsutil::Scratch::new_in(out, &format!("{}.work", image.name))?;
     let root = work.path().join("root");
     let requested = rootfs::requested_packages(&image);
     let lock_path = crate::lock::path_for(&image.source);
@@ -614,10 +614,7 @@ pub fn compare_outputs(a: &Path, b: &Path, names: &[String]) -> Result<u64> {
 /// (same lock, same SOURCE_DATE_EPOCH, another folder and time), compare
 /// every output and remove the second build. Returns the bytes compared.
 pub fn verify_reproducible(image: &Image, opts: &BuildOptions, first: &BuildReport) -> Result<u64> {
-    let second = WorkDir::create_named(
-        &opts.out_dir,
-        &format!(".{}.verify.{}.tmp", image.name, std::process::id()),
-    )?;
+    let second = fsutil::Scratch::new_in(&opts.out_dir, &format!("{}.verify", image.name))?;
     let mut o = opts.clone();
     o.out_dir = second.path().to_path_buf();
     o.source_date_epoch = Some(first.source_date_epoch);
@@ -628,32 +625,6 @@ pub fn verify_reproducible(image: &Image, opts: &BuildOptions, first: &BuildRepo
     );
     build(image, &o).context("the second build (--verify-reproducible) failed")?;
     compare_outputs(&opts.out_dir, second.path(), &reproducible_outputs(image))
-}
-
-/// The scratch folder of one build, removed (without crossing mounts) when dropped.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn create(out: &Path, name: &str) -> Result<WorkDir> {
-        WorkDir::create_named(out, &format!(".{name}.work.{}.tmp", std::process::id()))
-    }
-    fn create_named(out: &Path, file: &str) -> Result<WorkDir> {
-        let p = out.join(file);
-        fsutil::remove_tree(&p)?;
-        std::fs::create_dir(&p).with_context(|| format!("cannot create {}", p.display()))?;
-        Ok(WorkDir(p))
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if let Err(e) = fsutil::remove_tree(&self.0) {
-            log::warn!("{e:#}");
-        }
-    }
 }
 
 /// An artifact's size and sha256 (at its final name); an OCI layout folder is named by the
@@ -711,7 +682,7 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
     let pypi_files = crate::pypi::download(&image.recipes, cache, None)?;
     let work_parent = cache.join("work");
     std::fs::create_dir_all(&work_parent)?;
-    let work = WorkDir::create(&work_parent, &format!("lock-{}", image.name))?;
+    let work = fsutil::Scratch::new_in(&work_parent, &format!("lock-{}.work", image.name))?;
     let root = work.path().join("root");
     let epoch = source_date_epoch();
     crate::progress::stage("lock", "bootstrap", || {

@@ -499,8 +499,32 @@ menuentry 'Debian GNU/Linux ({name})' {{\n\
     )
 }
 
-/// Apply the image's system settings to the bootstrapped tree at `root`.
+/// Apply the image's system settings to the bootstrapped tree at `root`,
+/// step by step.
 pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Result<()> {
+    // Every write below resolves inside the tree (see `confined`): a link
+    // planted in it cannot send a write, a removal or a read to the host.
+    let tree = Tree::open(root)?;
+    write_system_files(&tree, image, ids)?;
+    link_time_zone_and_resolver(&tree, image)?;
+    remove_machine_secrets(&tree)?;
+    let chroot = InTree { root, epoch };
+    enable_units(&chroot, &tree)?;
+    if needs_locales(&image.system.locale) {
+        chroot.run(&["locale-gen"])?;
+    }
+    if let Some(u) = &image.system.user {
+        add_user(&chroot, &tree, u)?;
+    }
+    check_no_passwords(&tree)?;
+    // Logs of the build are not part of the image.
+    tree.truncate_files_below(Path::new("var/log"))
+}
+
+/// The files biovm owns in every image (host name, fstab, GRUB's config,
+/// the smoke agent, cloud-init's settings...), then the boot cuts, then the
+/// image's own `[[system.files]]`.
+fn write_system_files(tree: &Tree, image: &Image, ids: &DiskIds) -> Result<()> {
     let sys = &image.system;
     let mut files = vec![
         Owned {
@@ -585,11 +609,8 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
             });
         }
     }
-    // Every write below resolves inside the tree (see `confined`): a link
-    // planted in it cannot send a write, a removal or a read to the host.
-    let tree = Tree::open(root)?;
     if needs_locales(&sys.locale) {
-        let line = supported_locale(&tree, &sys.locale)
+        let line = supported_locale(tree, &sys.locale)
             .with_context(|| format!("system.locale in {}", image.source.display()))?;
         files.push(Owned {
             path: "etc/locale.gen",
@@ -600,32 +621,39 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
     for f in &files {
         tree.write(Path::new(f.path), f.content.as_bytes(), f.mode)?;
     }
-    crate::boot_cuts::apply(&tree)?;
+    crate::boot_cuts::apply(tree)?;
     for f in &sys.files {
         tree.write(Path::new(&f.path), &f.content, f.mode)
             .with_context(|| format!("[[system.files]] of {}", image.source.display()))?;
     }
+    Ok(())
+}
 
-    // Time zone.
-    let zone = Path::new("usr/share/zoneinfo").join(&sys.timezone);
+/// /etc/localtime to the image's time zone (which its tzdata must have),
+/// and DNS through systemd-resolved, never the build host's resolver.
+fn link_time_zone_and_resolver(tree: &Tree, image: &Image) -> Result<()> {
+    let tz = &image.system.timezone;
+    let zone = Path::new("usr/share/zoneinfo").join(tz);
     if !tree.is_file(&zone) {
         bail!(
             "time zone {:?} (system.timezone in {}) is not in the image's tzdata",
-            sys.timezone,
+            tz,
             image.source.display()
         );
     }
     tree.symlink(
-        &Path::new("/usr/share/zoneinfo").join(&sys.timezone),
+        &Path::new("/usr/share/zoneinfo").join(tz),
         Path::new("etc/localtime"),
     )?;
-    // DNS through systemd-resolved, never the build host's resolver.
     tree.symlink(
         Path::new("../run/systemd/resolve/stub-resolv.conf"),
         Path::new("etc/resolv.conf"),
-    )?;
+    )
+}
 
-    // No SSH host keys and no D-Bus machine ID baked in.
+/// No SSH host keys, no D-Bus machine ID and no random seed baked in: each
+/// machine makes its own at first boot.
+fn remove_machine_secrets(tree: &Tree) -> Result<()> {
     for (name, _) in tree.read_dir(Path::new("etc/ssh"))? {
         if name.to_string_lossy().starts_with("ssh_host_") {
             tree.remove_file(&Path::new("etc/ssh").join(name))?;
@@ -633,18 +661,32 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
     }
     tree.remove_file(Path::new("var/lib/dbus/machine-id"))?;
     tree.remove_file(Path::new("var/lib/systemd/random-seed"))?;
+    Ok(())
+}
 
-    let chroot = |args: &[&str]| -> Result<()> {
-        // Isolated: nothing a package script starts outlives the step.
+/// Commands run inside the tree at `root`, isolated (nothing a package
+/// script starts outlives the step), with the build's SOURCE_DATE_EPOCH.
+struct InTree<'a> {
+    root: &'a Path,
+    epoch: u64,
+}
+
+impl InTree<'_> {
+    fn run(&self, args: &[&str]) -> Result<()> {
         Cmd::isolated("chroot")
-            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
             .env("PYTHONHASHSEED", "0")
-            .arg(root)
+            .arg(self.root)
             .args(args)
             .run()?;
         Ok(())
-    };
-    chroot(&[
+    }
+}
+
+/// The units the image runs (network, resolver, host keys, the smoke
+/// agent), and those it must not wait for.
+fn enable_units(chroot: &InTree, tree: &Tree) -> Result<()> {
+    chroot.run(&[
         "systemctl",
         "enable",
         "systemd-networkd.service",
@@ -653,7 +695,7 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
         "biovm-smoke.service",
     ])?;
     // No network device must not mean a failed unit or a two-minute wait.
-    chroot(&[
+    chroot.run(&[
         "systemctl",
         "disable",
         "systemd-networkd-wait-online.service",
@@ -663,38 +705,36 @@ pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Resul
     // CPU while cloud-init waited for it. (The weekly e2scrub_all timer
     // stays.)
     if tree.is_file(Path::new("lib/systemd/system/e2scrub_reap.service")) {
-        chroot(&["systemctl", "disable", "e2scrub_reap.service"])?;
+        chroot.run(&["systemctl", "disable", "e2scrub_reap.service"])?;
     }
-    if needs_locales(&sys.locale) {
-        chroot(&["locale-gen"])?;
+    Ok(())
+}
+
+/// The image's own user (`[system.user]`), with its SSH keys.
+fn add_user(chroot: &InTree, tree: &Tree, u: &crate::config::User) -> Result<()> {
+    let mut args = vec!["useradd", "--create-home", "--shell", &u.shell];
+    if u.sudo {
+        args.extend(["--groups", "sudo"]);
     }
-    if let Some(u) = &sys.user {
-        let mut args = vec!["useradd", "--create-home", "--shell", &u.shell];
-        if u.sudo {
-            args.extend(["--groups", "sudo"]);
-        }
-        args.push(&u.name);
-        chroot(&args)?;
-        if !u.ssh_authorized_keys.is_empty() {
-            let dir = format!("home/{}/.ssh", u.name);
-            let keys = u.ssh_authorized_keys.join("\n") + "\n";
-            tree.write(
-                &Path::new(&dir).join("authorized_keys"),
-                keys.as_bytes(),
-                0o600,
-            )?;
-            chroot(&[
-                "chown",
-                "-R",
-                &format!("{0}:{0}", u.name),
-                &format!("/{dir}"),
-            ])?;
-            tree.set_mode(Path::new(&dir), 0o700)?;
-        }
+    args.push(&u.name);
+    chroot.run(&args)?;
+    if !u.ssh_authorized_keys.is_empty() {
+        let dir = format!("home/{}/.ssh", u.name);
+        let keys = u.ssh_authorized_keys.join("\n") + "\n";
+        tree.write(
+            &Path::new(&dir).join("authorized_keys"),
+            keys.as_bytes(),
+            0o600,
+        )?;
+        chroot.run(&[
+            "chown",
+            "-R",
+            &format!("{0}:{0}", u.name),
+            &format!("/{dir}"),
+        ])?;
+        tree.set_mode(Path::new(&dir), 0o700)?;
     }
-    check_no_passwords(&tree)?;
-    // Logs of the build are not part of the image.
-    tree.truncate_files_below(Path::new("var/log"))
+    Ok(())
 }
 
 /// The image's own line for `locale` in the list of locales its glibc
