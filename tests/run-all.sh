@@ -46,8 +46,13 @@ part() {
 part compile cargo test --release --no-run
 part unit cargo test --release --lib --bins -- --include-ignored
 part doc cargo test --release --doc
-for f in tests/*.rs; do
-  name=$(basename "$f" .rs)
+# Every test binary: tests/NAME.rs and tests/NAME/main.rs (tests/common
+# and tests/publish_common are modules the binaries share, not tests).
+for f in tests/*.rs tests/*/main.rs; do
+  case "$f" in
+    */main.rs) name=$(basename "$(dirname "$f")") ;;
+    *) name=$(basename "$f" .rs) ;;
+  esac
   part "$name" cargo test --release --test "$name" -- --include-ignored --skip "$biolinux_test"
 done
 
