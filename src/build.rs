@@ -131,17 +131,12 @@ pub fn reusable(image: &Image, out: &Path) -> Result<Option<BuildReport>> {
             return Ok(None);
         }
     };
-    for a in &manifest.artifacts {
-        let p = out.join(&a.file);
-        let same = std::fs::metadata(&p).is_ok_and(|m| m.len() == a.size)
-            && crate::store::sha256(&p).is_ok_and(|s| s == a.sha256);
-        if !same {
-            log::info!(
-                "{}: changed or missing since the last build; building",
-                p.display()
-            );
-            return Ok(None);
-        }
+    if let Some(p) = changed_artifact(out, &manifest.artifacts) {
+        log::info!(
+            "{}: changed or missing since the last build; building",
+            p.display()
+        );
+        return Ok(None);
     }
     for f in [
         "SHA256SUMS".to_string(),
@@ -154,6 +149,20 @@ pub fn reusable(image: &Image, out: &Path) -> Result<Option<BuildReport>> {
     }
     report.reused = true;
     Ok(Some(report))
+}
+
+/// The first of `artifacts` (as a manifest in `dir` lists them) that is
+/// missing or no longer has its size and SHA-256 (read from the digest
+/// memo while the file is unchanged, so an intact build costs a stat each).
+pub fn changed_artifact(dir: &Path, artifacts: &[Artifact]) -> Option<PathBuf> {
+    artifacts
+        .iter()
+        .map(|a| (dir.join(&a.file), a))
+        .find_map(|(p, a)| {
+            let same = std::fs::metadata(&p).is_ok_and(|m| m.len() == a.size)
+                && crate::store::sha256(&p).is_ok_and(|s| s == a.sha256);
+            (!same).then_some(p)
+        })
 }
 
 /// Build `image`, or reuse the complete earlier build in `opts.out_dir`

@@ -209,20 +209,6 @@ fn write_state(dir: &Path, s: &StagingState) -> Result<()> {
     )
 }
 
-/// Every artifact the staged manifest lists is there with its size and
-/// sha256 (a staged build someone changed is built again).
-fn staged_artifacts_intact(dir: &Path, m: &Manifest) -> bool {
-    m.artifacts.iter().all(|a| {
-        let p = dir.join(&a.file);
-        match std::fs::metadata(&p) {
-            Ok(meta) if meta.len() == a.size => fsutil::sha256_file(&p)
-                .map(|s| s == a.sha256)
-                .unwrap_or(false),
-            _ => false,
-        }
-    })
-}
-
 /// One image, built and tested in its staging folder.
 struct Staged {
     image: Image,
@@ -306,7 +292,8 @@ fn build_and_test(
     let mpath = Manifest::path_for(&dir, &image.name);
     let reused = match &state {
         Some(s) if s.built => match Manifest::read(&mpath) {
-            Ok(m) if staged_artifacts_intact(&dir, &m) => Some(m),
+            // A staged build someone changed is built again.
+            Ok(m) if crate::build::changed_artifact(&dir, &m.artifacts).is_none() => Some(m),
             _ => {
                 log::warn!(
                     "{}: the staged build is incomplete or changed; building again",

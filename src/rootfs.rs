@@ -773,6 +773,24 @@ fn check_no_passwords(tree: &Tree) -> Result<()> {
     Ok(())
 }
 
+/// A YAML text (cloud-init's configuration) as JSON, read by PyYAML: the
+/// parser cloud-init itself uses. For the tests.
+#[cfg(test)]
+pub(crate) fn yaml_as_json(yaml: &str) -> serde_json::Value {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = d.path().join("cloud.cfg");
+    fs::write(&cfg, yaml).unwrap();
+    let json = Cmd::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -931,18 +949,7 @@ mod tests {
         let image =
             crate::config::load_image(&repo.join("images/minimal.toml"), &repo.join("recipes"))
                 .unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let cfg = d.path().join("90-biovm.cfg");
-        fs::write(&cfg, cloud_cfg(&image)).unwrap();
-        let json = Cmd::new("python3")
-            .args([
-                "-c",
-                "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-            ])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let v = yaml_as_json(&cloud_cfg(&image));
         assert_eq!(
             v["datasource_list"],
             serde_json::json!(["NoCloud", "Ec2", "None"])
