@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -14,6 +14,7 @@ use crate::formats::{self, FormatContext};
 use crate::fsutil;
 use crate::lock::{Lock, LockedDownload};
 use crate::manifest::{Artifact, Manifest};
+use crate::pool::Pool;
 use crate::rootfs;
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,18 @@ pub struct BuildOptions {
     /// SOURCE_DATE_EPOCH for a build without a lock (default: the
     /// environment's, else now); a lock's always wins.
     pub source_date_epoch: Option<u64>,
+    /// A vendor folder (`biovm vendor`) to build from with no network: every
+    /// file the lock names comes from it (or the cache's pool).
+    pub vendor: Option<PathBuf>,
+}
+
+impl BuildOptions {
+    /// Where locked files are looked up: the vendor folder, then the cache's pool.
+    pub fn pools(&self) -> Vec<Pool> {
+        let mut v: Vec<Pool> = self.vendor.iter().map(|d| Pool::at(d)).collect();
+        v.push(Pool::in_cache(&self.cache_dir));
+        v
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +258,11 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         l.check_matches(&image, &requested, &lock_path)?;
         log::info!("installing exactly what {} says", lock_path.display());
         Some(l)
+    } else if opts.vendor.is_some() {
+        bail!(
+            "{} does not exist: a build from a vendor folder follows a lock",
+            lock_path.display()
+        );
     } else {
         log::warn!(
             "{} does not exist: resolving packages from the mirror as of now \
@@ -275,20 +293,48 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let mut stages = Vec::new();
 
     // Downloads first: a bad hash stops the build before anything is written.
+    let pools = opts.pools();
+    let offline = opts.vendor.is_some();
     let (downloads, pypi_files) = timed(&mut stages, "downloads", || {
-        let d = crate::fetch::fetch_all(&image.recipes, &opts.cache_dir)?;
-        let locked = lock.as_ref().map(|l| l.pypi_hashes());
-        let p = crate::pypi::download(&image.recipes, &opts.cache_dir, locked.as_ref())?;
+        let d = crate::fetch::fetch_all(&image.recipes, &opts.cache_dir, &pools, offline)?;
+        let p = match &lock {
+            Some(l) => match crate::pypi::from_pools(&image.recipes, l, &pools)? {
+                Some(p) => p,
+                None if offline => bail!(
+                    "the vendor folder {} lacks PyPI files the lock names; run `biovm vendor` again",
+                    opts.vendor.as_deref().unwrap_or(Path::new("")).display()
+                ),
+                None => crate::pypi::download(
+                    &image.recipes,
+                    &opts.cache_dir,
+                    Some(&l.pypi_hashes()),
+                )?,
+            },
+            None => crate::pypi::download(&image.recipes, &opts.cache_dir, None)?,
+        };
         Ok((d, p))
     })?;
+    let repo = work.path().join("locked-packages");
     let debs = timed(&mut stages, "bootstrap", || {
-        rootfs::bootstrap(&image, &packages, &opts.cache_dir, epoch, &root).map_err(
+        let sources = match &lock {
+            Some(l) => locked_sources(&image, l, opts, &pools, &repo)?,
+            None => (rootfs::Sources::Mirror, Vec::new()),
+        };
+        rootfs::bootstrap(&image, &packages, sources.0, &opts.cache_dir, epoch, &root).map_err(
             |e| match &lock {
+                Some(_) if sources.1.is_empty() => e.context(format!(
+                    "a package pinned in {} did not install from biovm's store; run `biovm lock --update {}`",
+                    lock_path.display(),
+                    image.source.display()
+                )),
                 Some(_) => e.context(format!(
-                "a package pinned in {} may be gone from the mirror; run `biovm lock --update {}`",
-                lock_path.display(),
-                image.source.display()
-            )),
+                    "{} locked package(s) are in neither biovm's store nor (it seems) the mirror: {}; \
+                     run `biovm lock --check {}` to see what the mirror dropped, or `biovm lock --update {}`",
+                    sources.1.len(),
+                    sources.1.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+                    image.source.display(),
+                    image.source.display()
+                )),
                 None => e,
             },
         )?;
@@ -296,6 +342,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         let debs = crate::lock::debs_of(&root, &indices)?;
         if let Some(l) = &lock {
             l.verify_tree(&debs, &lock_path)?;
+            keep_locked(l, &opts.cache_dir, &image, &downloads, &pypi_files);
         }
         Ok(debs)
     })?;
@@ -677,6 +724,79 @@ fn tree_size(dir: &Path) -> u64 {
     n
 }
 
+/// Where a build from `lock` takes its packages: a local repository (in
+/// `repo`) of every locked package the pools have, alone when they have
+/// them all, else beside the mirror. Also returns the packages no pool has.
+fn locked_sources<'a>(
+    image: &Image,
+    lock: &Lock,
+    opts: &BuildOptions,
+    pools: &[Pool],
+    repo: &'a Path,
+) -> Result<(rootfs::Sources<'a>, Vec<String>)> {
+    // What earlier builds downloaded into the name-keyed cache counts too.
+    let cache_pool = Pool::in_cache(&opts.cache_dir);
+    let adopted = crate::pool::adopt_debs(
+        &cache_pool,
+        &rootfs::deb_cache(&opts.cache_dir, image),
+        &lock.debian,
+    );
+    if adopted > 0 {
+        log::info!("kept {adopted} locked packages from the package cache in biovm's store");
+    }
+    let missing: Vec<String> = crate::pool::apt_repo(pools, &lock.debian, repo, false)?
+        .iter()
+        .map(|d| format!("{} {}", d.name, d.version))
+        .collect();
+    if missing.is_empty() {
+        log::info!(
+            "all {} locked packages are in biovm's store: building from it, not the mirror",
+            lock.debian.len()
+        );
+        return Ok((rootfs::Sources::Local(repo), missing));
+    }
+    if let Some(v) = &opts.vendor {
+        bail!(
+            "the vendor folder {} lacks {} locked package(s): {}; run `biovm vendor {} --out {}` again",
+            v.display(),
+            missing.len(),
+            missing.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+            image.source.display(),
+            v.display()
+        );
+    }
+    log::info!(
+        "{} of {} locked packages come from the mirror, {} from biovm's store",
+        missing.len(),
+        lock.debian.len(),
+        lock.debian.len() - missing.len()
+    );
+    Ok((rootfs::Sources::MirrorAndLocal(repo), missing))
+}
+
+/// After a build from `lock`: keep every locked file it used in the cache's
+/// pool, so the next build does not need the mirror, PyPI or the download
+/// site to still serve it. A failure here costs only that.
+fn keep_locked(
+    lock: &Lock,
+    cache: &Path,
+    image: &Image,
+    downloads: &[(PathBuf, crate::config::Download)],
+    pypi: &[crate::pypi::PypiFile],
+) {
+    let pool = Pool::in_cache(cache);
+    crate::pool::adopt_debs(&pool, &rootfs::deb_cache(cache, image), &lock.debian);
+    let files = downloads
+        .iter()
+        .map(|(p, d)| (p.as_path(), d.sha256.as_str()))
+        .chain(pypi.iter().map(|f| (f.path.as_path(), f.sha256.as_str())));
+    for (path, sha) in files {
+        if let Err(e) = pool.keep(path, sha) {
+            log::warn!("{e:#}");
+        }
+    }
+}
+
 /// `biovm lock`: bootstrap the image once and record what it got.
 pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock, bool)> {
     crate::doctor::require(crate::doctor::Need::Build)?;
@@ -687,7 +807,7 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
         l.check_matches(image, &requested, &lock_path)?;
         return Ok((lock_path, l, false));
     }
-    let downloads = crate::fetch::fetch_all(&image.recipes, cache)?;
+    let downloads = crate::fetch::fetch_all(&image.recipes, cache, &[], false)?;
     let pypi_files = crate::pypi::download(&image.recipes, cache, None)?;
     let work_parent = cache.join("work");
     std::fs::create_dir_all(&work_parent)?;
@@ -695,7 +815,14 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
     let root = work.path().join("root");
     let epoch = source_date_epoch();
     crate::progress::stage("lock", "bootstrap", || {
-        rootfs::bootstrap(image, &requested, cache, epoch, &root)
+        rootfs::bootstrap(
+            image,
+            &requested,
+            rootfs::Sources::Mirror,
+            cache,
+            epoch,
+            &root,
+        )
     })?;
     let indices = crate::lock::read_indices(&root)?;
     let debian = crate::lock::debs_of(&root, &indices)?;
@@ -714,6 +841,7 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
         architecture: image.base.architecture.clone(),
         source_date_epoch: epoch,
         seed: fsutil::hex(&sha2::Sha256::digest(seed_src.as_bytes())),
+        snapshot: image.base.snapshot.as_ref().map(|s| s.time.clone()),
         requested,
         debian,
         download: downloads

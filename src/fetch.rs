@@ -15,6 +15,7 @@ use crate::cmd::Cmd;
 use crate::config::{Download, Recipe};
 use crate::confined::Tree;
 use crate::fsutil::{self, AtomicFile};
+use crate::pool::Pool;
 
 const ATTEMPTS: u32 = 3;
 
@@ -36,8 +37,18 @@ fn client() -> Result<reqwest::blocking::Client> {
         .build()?)
 }
 
-/// The cached, verified file for `d`, downloading it if needed.
-pub fn fetch(recipe: &str, d: &Download, cache: &Path) -> Result<PathBuf> {
+/// The cached, verified file for `d`: from one of `pools` when one has it,
+/// else from the cache, else downloaded (unless `offline`).
+pub fn fetch(
+    recipe: &str,
+    d: &Download,
+    cache: &Path,
+    pools: &[Pool],
+    offline: bool,
+) -> Result<PathBuf> {
+    if let Some((_, p)) = crate::pool::find(pools, &d.sha256) {
+        return Ok(p);
+    }
     let dir = cache.join("downloads");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(&d.sha256);
@@ -53,6 +64,13 @@ pub fn fetch(recipe: &str, d: &Download, cache: &Path) -> Result<PathBuf> {
             .into());
         }
         return Ok(path);
+    }
+    if offline {
+        bail!(
+            "recipe {recipe}: {} (sha256 {}) is not in the vendor folder; run `biovm vendor` again",
+            d.url,
+            d.sha256
+        );
     }
     let client = client()?;
     let mut last = None;
@@ -123,11 +141,16 @@ fn download_once(
 }
 
 /// Fetch every download of `recipes` (before anything is written to the image).
-pub fn fetch_all(recipes: &[Recipe], cache: &Path) -> Result<Vec<(PathBuf, Download)>> {
+pub fn fetch_all(
+    recipes: &[Recipe],
+    cache: &Path,
+    pools: &[Pool],
+    offline: bool,
+) -> Result<Vec<(PathBuf, Download)>> {
     let mut v = Vec::new();
     for r in recipes {
         for d in &r.install.downloads {
-            v.push((fetch(&r.name, d, cache)?, d.clone()));
+            v.push((fetch(&r.name, d, cache, pools, offline)?, d.clone()));
         }
     }
     Ok(v)

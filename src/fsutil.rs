@@ -106,6 +106,15 @@ impl Scratch {
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.0.join(name)
     }
+
+    /// Give the finished folder its final name `dest` (on the same
+    /// filesystem); it is then no longer removed.
+    pub fn persist(self, dest: &Path) -> Result<()> {
+        fs::rename(&self.0, dest)
+            .with_context(|| format!("cannot rename {} to {}", self.0.display(), dest.display()))?;
+        std::mem::forget(self);
+        Ok(())
+    }
 }
 
 impl Drop for Scratch {
@@ -286,8 +295,11 @@ pub fn require_fresh_bytecode(root: &Path) -> Result<()> {
 }
 
 /// Set every mtime in the tree that is later than `epoch` to `epoch`
-/// (symlinks themselves, not their targets), so filesystems and archives
-/// made from the tree do not depend on when it was built.
+/// (symlinks themselves, not their targets), and that of every folder, so
+/// filesystems and archives made from the tree depend neither on when it
+/// was built nor on the order packages were unpacked in (a folder shared by
+/// several packages, such as /usr/share/man, otherwise keeps the time of
+/// whichever came first, and that order follows the package index).
 pub fn clamp_mtimes(dir: &Path, epoch: u64) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
@@ -298,7 +310,7 @@ pub fn clamp_mtimes(dir: &Path, epoch: u64) -> Result<()> {
                 walk(&e?.path(), epoch)?;
             }
         }
-        if m.mtime() > epoch {
+        if m.mtime() > epoch || m.is_dir() {
             let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
             let t = libc::timespec {
                 tv_sec: epoch,
@@ -524,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn clamp_mtimes_only_lowers() {
+    fn clamp_mtimes_lowers_files_and_sets_folders() {
         use std::os::unix::fs::MetadataExt;
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("sub")).unwrap();
@@ -541,7 +553,13 @@ mod tests {
         clamp_mtimes(d.path(), 2_000_000_000).unwrap();
         assert_eq!(
             fs::metadata(d.path().join("sub/new")).unwrap().mtime(),
-            1_000_000
+            1_000_000,
+            "a file's older time stays"
+        );
+        assert_eq!(
+            fs::metadata(d.path().join("sub")).unwrap().mtime(),
+            2_000_000_000,
+            "a folder takes the epoch, whatever its time was"
         );
     }
 

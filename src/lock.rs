@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::cmd::Cmd;
 use crate::config::Image;
 
+pub mod check;
+mod version;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Lock {
@@ -26,6 +29,10 @@ pub struct Lock {
     pub source_date_epoch: u64,
     /// Every identifier (UUIDs, GUIDs) derives from this.
     pub seed: String,
+    /// The snapshot archive's point in time the lock was resolved at
+    /// (`[base.snapshot] time`), when the image names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// What the image asked for when the lock was made (recipes + base).
     pub requested: Vec<String>,
     #[serde(default)]
@@ -120,27 +127,53 @@ pub fn index_hashes(packages: &[String]) -> BTreeMap<(String, String, String), S
     m
 }
 
-/// Read every Packages index apt left in `root` (any compression; apt's own
-/// helper decompresses), then remove the lists so they do not ship.
-pub fn read_indices(root: &Path) -> Result<Vec<String>> {
-    let lists = root.join("var/lib/apt/lists");
-    let mut texts = Vec::new();
-    for e in fs::read_dir(&lists).with_context(|| format!("cannot read {}", lists.display()))? {
-        let p = e?.path();
-        let name = p
+/// One of apt's Packages index files: its name in apt's lists folder
+/// (which tells the mirror, suite and component it came from) and its
+/// text.
+#[derive(Debug, Clone)]
+pub struct Index {
+    pub file: String,
+    pub text: String,
+}
+
+impl Index {
+    /// Whether this index is the security suite's (`<suite>-security`).
+    pub fn is_security(&self) -> bool {
+        self.file.contains("-security_")
+    }
+}
+
+/// Every Packages index in apt's lists folder `lists`, decompressed (any
+/// compression; apt's own helper reads it), sorted by file name.
+pub fn list_indices(lists: &Path) -> Result<Vec<Index>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(lists).with_context(|| format!("cannot read {}", lists.display()))? {
+        let p = e
+            .with_context(|| format!("cannot read {}", lists.display()))?
+            .path();
+        let file = p
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        if name.contains("_Packages") {
-            texts.push(
-                Cmd::new("/usr/lib/apt/apt-helper")
-                    .arg("cat-file")
-                    .arg(&p)
-                    .output()?,
-            );
+        if file.contains("_Packages") {
+            let text = Cmd::new("/usr/lib/apt/apt-helper")
+                .arg("cat-file")
+                .arg(&p)
+                .output()
+                .with_context(|| format!("cannot read the package index {}", p.display()))?;
+            v.push(Index { file, text });
         }
     }
+    v.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok(v)
+}
+
+/// Read every Packages index apt left in `root`, then remove the lists so
+/// they do not ship.
+pub fn read_indices(root: &Path) -> Result<Vec<String>> {
+    let lists = root.join("var/lib/apt/lists");
+    let texts = list_indices(&lists)?.into_iter().map(|i| i.text).collect();
     for e in fs::read_dir(&lists)? {
         let p = e?.path();
         if p.is_file() {
@@ -203,6 +236,19 @@ impl Lock {
                 self.architecture,
                 image.base.suite,
                 image.base.architecture
+            );
+        }
+        let want_snapshot = image.base.snapshot.as_ref().map(|s| &s.time);
+        if self.snapshot.as_ref() != want_snapshot {
+            let show = |t: Option<&String>| match t {
+                Some(t) => format!("the snapshot of {t}"),
+                None => "no snapshot".to_string(),
+            };
+            bail!(
+                "{} was resolved at {}, but the image names {}; {update}",
+                lock_path.display(),
+                show(self.snapshot.as_ref()),
+                show(want_snapshot)
             );
         }
         let have: BTreeSet<&String> = self.requested.iter().collect();
@@ -343,6 +389,7 @@ mod tests {
             architecture: "amd64".into(),
             source_date_epoch: 1,
             seed: "s".into(),
+            snapshot: None,
             requested: vec!["bwa".into()],
             debian: vec![LockedDeb {
                 name: "bwa".into(),

@@ -42,6 +42,35 @@ pub struct PypiHashMismatch {
     pub actual: String,
 }
 
+/// Every locked PyPI file of `recipes` from `pools`, when the pools have
+/// them all (a build from the lock then needs neither PyPI nor pip's
+/// resolver); `None` when one is missing or a recipe has none locked.
+pub fn from_pools(
+    recipes: &[Recipe],
+    lock: &crate::lock::Lock,
+    pools: &[crate::pool::Pool],
+) -> Result<Option<Vec<PypiFile>>> {
+    let mut files = Vec::new();
+    for r in recipes.iter().filter(|r| !r.install.pypi.is_empty()) {
+        let locked: Vec<_> = lock.pypi.iter().filter(|p| p.recipe == r.name).collect();
+        if locked.is_empty() {
+            return Ok(None);
+        }
+        for p in locked {
+            let Some((_, path)) = crate::pool::find(pools, &p.sha256) else {
+                return Ok(None);
+            };
+            files.push(PypiFile {
+                recipe: r.name.clone(),
+                file: p.file.clone(),
+                sha256: p.sha256.clone(),
+                path,
+            });
+        }
+    }
+    Ok(Some(files))
+}
+
 pub fn requirements(r: &Recipe) -> Vec<String> {
     r.install
         .pypi

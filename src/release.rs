@@ -139,6 +139,50 @@ pub struct IndexImage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vagrant: Option<FileRef>,
     pub published: Vec<Published>,
+    /// The lock against the mirror when the release was made (`biovm lock
+    /// --check`): what a lock that builds forever also freezes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_check: Option<LockCheck>,
+}
+
+/// What the mirror said about an image's lock when the release was made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockCheck {
+    /// When the mirror's indices were read (RFC 3339).
+    pub checked: String,
+    /// Locked versions the mirror no longer serves (`name version`); the
+    /// build took them from biovm's store.
+    pub gone: Vec<String>,
+    /// Whether the mirror's sources had a security suite to compare with.
+    pub security_index: bool,
+    /// Locked packages the security suite has newer versions of.
+    pub superseded: Vec<crate::lock::check::Superseded>,
+}
+
+/// `biovm lock --check` for a released image; a mirror that cannot be
+/// asked leaves a warning, not a failed release.
+fn lock_check(image: &Image, cache: &Path) -> Option<LockCheck> {
+    match crate::lock::check::check(image, cache, None) {
+        Ok(r) => Some(LockCheck {
+            checked: jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string(),
+            gone: r
+                .gone
+                .iter()
+                .map(|g| format!("{} {}", g.name, g.version))
+                .collect(),
+            security_index: r.security_index,
+            superseded: r.superseded,
+        }),
+        Err(e) => {
+            log::warn!(
+                "{}: cannot check the lock against the mirror: {e:#}",
+                image.name
+            );
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -316,6 +360,7 @@ fn build_and_test(
                 cache_dir: opts.cache_dir.clone(),
                 mirror: None,
                 source_date_epoch: None,
+                vendor: None,
             };
             build(&image, &bopts)
                 .with_context(|| format!("building {} failed", image.source.display()))?;
@@ -604,6 +649,7 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         },
         vagrant,
         published: Vec::new(),
+        lock_check: lock_check(&s.image, &opts.cache_dir),
     })
 }
 

@@ -68,12 +68,72 @@ pub fn deb_cache(cache: &Path, image: &Image) -> PathBuf {
         .join(format!("{}-{}", image.base.suite, image.base.architecture))
 }
 
+/// Where a bootstrap takes its packages from.
+#[derive(Debug, Clone, Copy)]
+pub enum Sources<'a> {
+    /// The image's mirror (or mmdebstrap's default).
+    Mirror,
+    /// The mirror, and beside it a local repository of locked packages
+    /// ([`crate::pool::apt_repo`]) that has the versions the mirror dropped.
+    MirrorAndLocal(&'a Path),
+    /// Only the local repository: every locked package is in it, and the
+    /// bootstrap needs no network.
+    Local(&'a Path),
+}
+
+/// mmdebstrap's mirror arguments: the sources of the image's snapshot, or
+/// its mirror, or none (mmdebstrap's default).
+pub fn mirror_args(image: &Image) -> Vec<String> {
+    match &image.base.snapshot {
+        Some(s) => s.sources(&image.base.suite),
+        None => image.base.mirror.iter().cloned().collect(),
+    }
+}
+
+/// `--keyring=FILE` when the image names the keyring its mirror signs
+/// with (written into `stage`, armoured or not as apt tells them apart by
+/// name); nothing for the Debian archive keyring.
+pub fn keyring_arg(image: &Image, stage: &Path) -> Result<Option<String>> {
+    let Some(k) = &image.base.keyring else {
+        return Ok(None);
+    };
+    let name = if k.starts_with(b"-----BEGIN") {
+        "archive-keyring.asc"
+    } else {
+        "archive-keyring.gpg"
+    };
+    let p = stage.join(name);
+    fs::write(&p, k).with_context(|| format!("cannot write {}", p.display()))?;
+    Ok(Some(format!("--keyring={}", p.display())))
+}
+
+/// The hooks that point apt at `sources` for the bootstrap and give the
+/// tree back the sources.list mmdebstrap wrote for the mirror, so a build
+/// from the pool and one from the mirror ship the same file. `saved` is a
+/// host path outside the tree.
+fn sources_hooks(sources: Sources, saved: &str) -> Vec<String> {
+    let list = "\"$1\"/etc/apt/sources.list";
+    let line = |repo: &Path| format!("deb [trusted=yes] copy:{} ./", repo.display());
+    let setup = match sources {
+        Sources::Mirror => return Vec::new(),
+        Sources::MirrorAndLocal(repo) => {
+            format!("cp {list} {saved} && echo '{}' >> {list}", line(repo))
+        }
+        Sources::Local(repo) => format!("cp {list} {saved} && echo '{}' > {list}", line(repo)),
+    };
+    vec![
+        format!("--setup-hook={setup}"),
+        format!("--customize-hook=cat {saved} > {list}"),
+    ]
+}
+
 /// Bootstrap `image` into the (new, empty) folder `root`, installing
-/// `packages` (apt `name[=version]` specs). apt's package lists stay in the
-/// tree for `lock::read_indices`, which removes them.
+/// `packages` (apt `name[=version]` specs) from `sources`. apt's package
+/// lists stay in the tree for `lock::read_indices`, which removes them.
 pub fn bootstrap(
     image: &Image,
     packages: &[String],
+    sources: Sources,
     cache: &Path,
     epoch: u64,
     root: &Path,
@@ -141,12 +201,15 @@ pub fn bootstrap(
         .arg(format!(
             "--setup-hook=sync-in {initramfs_s} /etc/initramfs-tools"
         ))
+        .args(sources_hooks(
+            sources,
+            &stage.path().join("sources.list").to_string_lossy(),
+        ))
         .arg(format!("--customize-hook={}", copy_out_hook(&new_s, link)))
+        .args(keyring_arg(image, stage.path())?)
         .arg(&image.base.suite)
         .arg(root);
-    if let Some(m) = &image.base.mirror {
-        c.arg(m);
-    }
+    c.args(mirror_args(image));
     c.run()
         .context("bootstrapping the root filesystem failed")?;
     private.publish(&debs)
@@ -288,17 +351,52 @@ impl Drop for DebSnapshot {
 /// Ask apt, against the image's mirror, whether `packages` install together
 /// (`mmdebstrap --simulate`: indices only, no package downloads).
 pub fn simulate(image: &Image, packages: &[String]) -> Result<()> {
+    let stage = tempfile::tempdir().context("cannot create a staging folder")?;
     let mut c = Cmd::new("mmdebstrap");
     c.args(["--simulate", "--variant=apt", "--components=main"])
         .arg(format!("--architectures={}", image.base.architecture))
         .arg(format!("--include={}", packages.join(",")))
+        .args(keyring_arg(image, stage.path())?)
         .arg(&image.base.suite)
         .arg("/dev/null");
-    if let Some(m) = &image.base.mirror {
-        c.arg(m);
-    }
+    c.args(mirror_args(image));
     c.run()?;
     Ok(())
+}
+
+/// Download the mirror's signed package indices for `image` into the new
+/// folder `root`, and nothing else: the `apt-get update` of a bootstrap
+/// (same suite, architecture, components and mirror, apt checking each
+/// index's signature against the archive keyring), no package downloaded
+/// or installed. Returns the folder apt left the lists in.
+pub fn fetch_indices(image: &Image, root: &Path) -> Result<PathBuf> {
+    // Isolated like a bootstrap: whatever mmdebstrap mounts in the tree
+    // vanishes with it.
+    let stage = tempfile::tempdir().context("cannot create a staging folder")?;
+    let mut c = Cmd::isolated("mmdebstrap");
+    c.args([
+        "--variant=custom",
+        "--components=main",
+        "--skip=cleanup/apt/lists",
+    ])
+    .arg(format!("--architectures={}", image.base.architecture))
+    .args(keyring_arg(image, stage.path())?)
+    .arg(&image.base.suite)
+    .arg(root);
+    c.args(mirror_args(image));
+    c.run().with_context(|| {
+        format!(
+            "downloading the package indices of {} {} from {} failed",
+            image.base.suite,
+            image.base.architecture,
+            image
+                .base
+                .mirror
+                .as_deref()
+                .unwrap_or("mmdebstrap's default mirror")
+        )
+    })?;
+    Ok(root.join("var/lib/apt/lists"))
 }
 
 /// A file the image gets from biovm itself.

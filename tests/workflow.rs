@@ -9,7 +9,8 @@ mod publish_common;
 
 use std::path::Path;
 
-use biovm::release::{FileRef, Index, IndexArtifact, IndexImage, IndexTests, Published};
+use biovm::lock::check::Superseded;
+use biovm::release::{FileRef, Index, IndexArtifact, IndexImage, IndexTests, LockCheck, Published};
 use publish_common::*;
 
 /// Run Python from the venv with `script`; its stdout, or the error.
@@ -79,6 +80,18 @@ fn the_workflow_tests_every_push_and_releases_version_tags() {
         key.contains("hashFiles('Cargo.lock')") && key.contains("recipes/**"),
         "{key}"
     );
+
+    // Daily: the locks job checks every lock and proposes new ones.
+    assert!(on["schedule"][0]["cron"].is_string(), "{on}");
+    assert_eq!(test["if"], "github.event_name != 'schedule'");
+    let locks = &w["jobs"]["locks"];
+    let runs = steps_run(locks).join("\n");
+    for needle in ["lock --check \"$img\"", "lock --update \"$img\""] {
+        assert!(runs.contains(needle), "{runs}");
+    }
+    assert!(locks["steps"].as_array().unwrap().iter().any(|s| s["uses"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("peter-evans/create-pull-request@"))));
 
     let rel = &w["jobs"]["release"];
     assert_eq!(rel["needs"], "test");
@@ -176,6 +189,16 @@ fn sample() -> Index {
                 image_location: None,
                 created: true,
             }],
+            lock_check: Some(LockCheck {
+                checked: "2026-11-26T04:30:00Z".into(),
+                gone: vec!["libde265-0 1.0.11-1+deb12u3".into()],
+                security_index: true,
+                superseded: vec![Superseded {
+                    name: "libde265-0".into(),
+                    locked: "1.0.11-1+deb12u3".into(),
+                    security: "1.0.11-1+deb12u4".into(),
+                }],
+            }),
         }],
     }
 }

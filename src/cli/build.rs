@@ -21,6 +21,11 @@ pub struct BuildArgs {
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Build from a vendor folder written by `biovm vendor`, with no
+    /// network: every package, wheel and download the lock names comes
+    /// from it (or biovm's own store).
+    #[arg(long, value_name = "DIR")]
+    pub vendor: Option<PathBuf>,
     /// Build a second time (in a temporary folder inside --out, removed
     /// afterwards) and compare every artifact byte for byte; a difference
     /// fails, naming the file and the first differing offset.
@@ -77,6 +82,7 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         cache_dir: a.cache.clone().unwrap_or_else(crate::fsutil::cache_dir),
         mirror: a.mirror.clone(),
         source_date_epoch: None,
+        vendor: a.vendor.clone(),
     };
     // A reproducibility check compares two fresh builds.
     let rebuild = a.rebuild || a.verify_reproducible;

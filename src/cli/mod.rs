@@ -18,6 +18,7 @@ mod release;
 mod run;
 mod show;
 mod test;
+mod vendor;
 
 #[derive(Debug, Args)]
 pub struct ImdsServeArgs {
@@ -96,6 +97,9 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Pin an image's exact content (every Debian package with version and sha256) in <image>.lock.
     Lock(lock::LockArgs),
+    /// Write everything an image's lock names (packages, wheels, downloads) into a folder
+    /// that `biovm build --vendor DIR` builds from with no network.
+    Vendor(vendor::VendorArgs),
     /// Build an image: bootstrap the root filesystem and assemble the disk.
     Build(build::BuildArgs),
     /// Boot each built disk in QEMU (UEFI and BIOS), unpack each container artifact, and run every tool check inside.
@@ -125,6 +129,7 @@ impl Command {
             Command::Plan(_) => "plan",
             Command::Doctor(_) => "doctor",
             Command::Lock(_) => "lock",
+            Command::Vendor(_) => "vendor",
             Command::Build(_) => "build",
             Command::Test(_) => "test",
             Command::Publish(_) => "publish",
@@ -171,6 +176,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(a) => plan::run(g, a),
         Command::Doctor(a) => doctor::run(g, a),
         Command::Lock(a) => lock::run(g, a),
+        Command::Vendor(a) => vendor::run(g, a),
         Command::Build(a) => build::run(g, a),
         Command::Test(a) => test::run(g, a),
         Command::Publish(a) => publish::run(g, *a),

@@ -12,11 +12,11 @@ use crate::names::Named;
 use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
 use super::model::{
-    Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe, System,
-    User,
+    Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe, Snapshot,
+    System, User,
 };
 use super::paths::normalize_path;
-use super::raw::{RawBase, RawFile, RawImage, RawSelection, RawSystem};
+use super::raw::{RawBase, RawFile, RawImage, RawSelection, RawSnapshot, RawSystem};
 use super::recipe::{load_all, read_text};
 use super::validate::{self, Ctx, Invalid};
 
@@ -102,7 +102,7 @@ pub fn load_image_and_catalog(
         }
     };
 
-    let base = base(&mut cx, raw.base.get_ref());
+    let base = base(&mut cx, raw.base.get_ref(), &image_dir);
     let system = system(&mut cx, &raw.system, &image_dir);
     let disk = disk(&mut cx, &raw);
     let formats = formats(&mut cx, &raw);
@@ -208,7 +208,7 @@ fn deb_packages(cx: &mut Ctx<'_>, list: &[Spanned<String>]) -> Vec<DebPackage> {
         .collect()
 }
 
-fn base(cx: &mut Ctx<'_>, b: &RawBase) -> Base {
+fn base(cx: &mut Ctx<'_>, b: &RawBase, image_dir: &Path) -> Base {
     let distribution = b.distribution.get_ref().clone();
     if distribution != "debian" {
         let d = cx
@@ -245,15 +245,52 @@ fn base(cx: &mut Ctx<'_>, b: &RawBase) -> Base {
         cx.check(m, |s| validate::mirror_url(s));
         m.get_ref().clone()
     });
+    let keyring = b
+        .keyring
+        .as_ref()
+        .and_then(|k| read_beside(cx, k, image_dir, "keyring"));
+    let snapshot = b.snapshot.as_ref().and_then(|s| snapshot(cx, s, b));
     Base {
         distribution,
         suite,
         architecture,
         mirror,
+        keyring,
+        snapshot,
         packages: deb_packages(cx, &b.packages),
         // Settled by `kernel` once the formats are known.
         kernel: Kernel::Cloud,
     }
+}
+
+/// `[base.snapshot]`: URLs of a snapshot archive and an RFC 3339 time,
+/// kept in UTC to the second.
+fn snapshot(cx: &mut Ctx<'_>, s: &Spanned<RawSnapshot>, b: &RawBase) -> Option<Snapshot> {
+    if let Some(m) = &b.mirror {
+        let d = cx
+            .diag(m.span(), "`mirror` and `[base.snapshot]` are both given")
+            .with_help("a snapshot names its own archive: remove one of them");
+        cx.push(d);
+    }
+    let r = s.get_ref();
+    let url = cx.check(&r.url, |u| validate::mirror_url(u).map(|()| u.clone()));
+    let security_url = match &r.security_url {
+        Some(u) => Some(cx.check(u, |u| validate::mirror_url(u).map(|()| u.clone()))?),
+        None => None,
+    };
+    let time = cx.check(&r.time, |t| {
+        t.parse::<jiff::Timestamp>()
+            .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .map_err(|e| {
+                Invalid::new(format!("`{t}` is not an RFC 3339 time: {e}"))
+                    .help("write it as \"2026-12-01T00:00:00Z\"")
+            })
+    });
+    Some(Snapshot {
+        url: url?,
+        time: time?,
+        security_url,
+    })
 }
 
 /// `base.kernel`: as written, or `generic` when a VirtualBox format is
@@ -388,6 +425,35 @@ fn system(cx: &mut Ctx<'_>, s: &RawSystem, image_dir: &Path) -> System {
     }
 }
 
+/// The bytes of the file `rel` names (`what`: "source", "keyring"), which
+/// must resolve inside the image file's folder (or a folder the command
+/// line allows).
+fn read_beside(
+    cx: &mut Ctx<'_>,
+    rel: &Spanned<String>,
+    image_dir: &Path,
+    what: &str,
+) -> Option<Vec<u8>> {
+    let home = format!(
+        "the image file's folder `{}`",
+        normalize_path(image_dir).display()
+    );
+    let reading = Reading { what, home: &home };
+    let access = cx.access;
+    cx.check(rel, |r| access.resolve(image_dir, r, reading))
+        .and_then(|real| match fs::read(&real) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                let d = cx.diag(
+                    rel.span(),
+                    format!("cannot read {what} `{}`: {e}", real.display()),
+                );
+                cx.push(d);
+                None
+            }
+        })
+}
+
 fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Option<ExtraFile> {
     let span = f.span();
     let f = f.get_ref();
@@ -407,29 +473,7 @@ fn extra_file(cx: &mut Ctx<'_>, f: &Spanned<RawFile>, image_dir: &Path) -> Optio
     };
     let content = match (&f.content, &f.source) {
         (Some(c), None) => Some(c.get_ref().clone().into_bytes()),
-        (None, Some(src)) => {
-            let home = format!(
-                "the image file's folder `{}`",
-                normalize_path(image_dir).display()
-            );
-            let reading = Reading {
-                what: "source",
-                home: &home,
-            };
-            let access = cx.access;
-            cx.check(src, |rel| access.resolve(image_dir, rel, reading))
-                .and_then(|real| match fs::read(&real) {
-                    Ok(bytes) => Some(bytes),
-                    Err(e) => {
-                        let d = cx.diag(
-                            src.span(),
-                            format!("cannot read source `{}`: {e}", real.display()),
-                        );
-                        cx.push(d);
-                        None
-                    }
-                })
-        }
+        (None, Some(src)) => read_beside(cx, src, image_dir, "source"),
         (Some(_), Some(src)) => {
             let d = cx
                 .diag(src.span(), "a file has both `content` and `source`")

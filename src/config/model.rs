@@ -112,9 +112,51 @@ pub struct Base {
     pub architecture: String,
     /// `None` means the bootstrap tool's default mirror.
     pub mirror: Option<String>,
+    /// The keyring (its bytes) the mirror signs with; `None`: Debian's.
+    pub keyring: Option<Vec<u8>>,
+    /// A point in time of a snapshot archive, used instead of `mirror`.
+    pub snapshot: Option<Snapshot>,
     /// Extra Debian packages beyond the recipes' (e.g. an editor).
     pub packages: Vec<DebPackage>,
     pub kernel: Kernel,
+}
+
+/// A point in time of a snapshot archive of Debian.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub url: String,
+    /// RFC 3339, UTC (`2026-12-01T00:00:00Z`).
+    pub time: String,
+    pub security_url: Option<String>,
+}
+
+impl Snapshot {
+    /// The time as the archive writes it in its paths: `20261201T000000Z`.
+    pub fn stamp(&self) -> String {
+        self.time.replace(['-', ':'], "")
+    }
+
+    /// The apt sources of the suite at that time: the suite and its
+    /// updates, and its security updates when the archive has them. The
+    /// archive's Release files have long expired, so apt is told not to
+    /// check that.
+    pub fn sources(&self, suite: &str) -> Vec<String> {
+        let at = |url: &str| format!("{}/{}/", url.trim_end_matches('/'), self.stamp());
+        let mut v = vec![
+            format!("deb [check-valid-until=no] {} {suite} main", at(&self.url)),
+            format!(
+                "deb [check-valid-until=no] {} {suite}-updates main",
+                at(&self.url)
+            ),
+        ];
+        if let Some(s) = &self.security_url {
+            v.push(format!(
+                "deb [check-valid-until=no] {} {suite}-security main",
+                at(s)
+            ));
+        }
+        v
+    }
 }
 
 /// Which Debian kernel the image boots.
@@ -432,6 +474,28 @@ pub struct EucalyptusTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_gives_the_suites_sources_at_its_time() {
+        let mut s = Snapshot {
+            url: "http://127.0.0.1:8000/archive/debian/".into(),
+            time: "2026-12-01T00:00:00Z".into(),
+            security_url: None,
+        };
+        assert_eq!(s.stamp(), "20261201T000000Z");
+        assert_eq!(
+            s.sources("bookworm"),
+            [
+                "deb [check-valid-until=no] http://127.0.0.1:8000/archive/debian/20261201T000000Z/ bookworm main",
+                "deb [check-valid-until=no] http://127.0.0.1:8000/archive/debian/20261201T000000Z/ bookworm-updates main",
+            ]
+        );
+        s.security_url = Some("http://127.0.0.1:8000/archive/debian-security".into());
+        assert_eq!(
+            s.sources("bookworm")[2],
+            "deb [check-valid-until=no] http://127.0.0.1:8000/archive/debian-security/20261201T000000Z/ bookworm-security main"
+        );
+    }
 
     #[test]
     fn an_artifacts_name_says_its_format() {

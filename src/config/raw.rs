@@ -129,12 +129,30 @@ pub struct RawBase {
     pub architecture: Option<Spanned<String>>,
     /// A Debian mirror URL; default: the bootstrap tool's default mirror.
     pub mirror: Option<Spanned<String>>,
+    /// The OpenPGP keyring the mirror's index is signed with, a file in
+    /// the image file's folder; default: the Debian archive keyring.
+    pub keyring: Option<Spanned<String>>,
+    /// A point in time of a snapshot archive of Debian, instead of `mirror`.
+    pub snapshot: Option<Spanned<RawSnapshot>>,
     /// `cloud` or `generic`; default: `generic` when a VirtualBox format
     /// is built, else `cloud`.
     pub kernel: Option<Spanned<String>>,
     /// Extra Debian packages: `name` or `name=version`.
     #[serde(default)]
     pub packages: Vec<Spanned<String>>,
+}
+
+/// `[base.snapshot]`: an archive that serves every past state of Debian
+/// under `<url>/<YYYYMMDDTHHMMSSZ>/`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSnapshot {
+    /// The archive's root for Debian (before the time).
+    pub url: Spanned<String>,
+    /// The point in time, RFC 3339 (`2026-12-01T00:00:00Z`).
+    pub time: Spanned<String>,
+    /// The archive's root for Debian's security updates, if it has them.
+    pub security_url: Option<Spanned<String>>,
 }
 
 /// `[recipes]`: the selection. `all`, `include` and `categories` add

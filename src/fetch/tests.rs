@@ -54,11 +54,11 @@ fn downloads_verifies_caches_and_installs() {
     let (url, server) = serve(body.clone(), 1);
     let cache = tempfile::tempdir().unwrap();
     let d = dl(&url, &sha);
-    let p = fetch("tool", &d, cache.path()).unwrap();
+    let p = fetch("tool", &d, cache.path(), &[], false).unwrap();
     assert_eq!(fs::read(&p).unwrap(), body);
     assert_eq!(server.join().unwrap(), 1, "one 503, then one good answer");
     // Cached: no server needed the second time.
-    assert_eq!(fetch("tool", &d, cache.path()).unwrap(), p);
+    assert_eq!(fetch("tool", &d, cache.path(), &[], false).unwrap(), p);
     let root = tempfile::tempdir().unwrap();
     install(&p, &d, root.path()).unwrap();
     assert_eq!(
@@ -72,7 +72,7 @@ fn a_wrong_hash_is_refused_and_nothing_is_kept() {
     let (url, server) = serve(b"tampered".to_vec(), 0);
     let cache = tempfile::tempdir().unwrap();
     let want = "0".repeat(64);
-    let e = fetch("tool", &dl(&url, &want), cache.path()).unwrap_err();
+    let e = fetch("tool", &dl(&url, &want), cache.path(), &[], false).unwrap_err();
     server.join().unwrap();
     let m = e.downcast_ref::<HashMismatch>().expect("typed error");
     assert_eq!(m.recipe, "tool");
@@ -97,10 +97,10 @@ fn a_cached_file_changed_later_is_refused() {
     let sha = fsutil::hex(&Sha256::digest(&body));
     let (url, server) = serve(body, 0);
     let cache = tempfile::tempdir().unwrap();
-    let p = fetch("tool", &dl(&url, &sha), cache.path()).unwrap();
+    let p = fetch("tool", &dl(&url, &sha), cache.path(), &[], false).unwrap();
     server.join().unwrap();
     fs::write(&p, b"evil").unwrap();
-    let e = fetch("tool", &dl(&url, &sha), cache.path()).unwrap_err();
+    let e = fetch("tool", &dl(&url, &sha), cache.path(), &[], false).unwrap_err();
     assert!(e.downcast_ref::<HashMismatch>().is_some(), "{e:#}");
 }
 

@@ -84,3 +84,84 @@ fn build_fails_writing_nothing(img: &Path, needles: &[&str]) {
     }
     assert!(names_in(&out).is_empty(), "{:?}", names_in(&out));
 }
+
+/// `lock --check` downloads only the mirror's signed indices (no
+/// bootstrap): a locked version the mirror does not serve is named with
+/// where it is still kept, and the status says whether a build would fail.
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn lock_check_names_a_gone_version_and_where_it_is_kept() {
+    let img = project_image("e2e-lock-check");
+    let committed = fs::read_to_string(repo().join("images/minimal.lock")).unwrap();
+    let bwa_block = committed
+        .split("[[debian]]")
+        .find(|b| b.contains("name = \"bwa\""))
+        .unwrap();
+    let line = |key: &str| bwa_block.lines().find(|l| l.starts_with(key)).unwrap();
+    let gone_version = committed.replace(line("version"), "version = \"0.0.1-1\"");
+
+    // 1. Not in an (empty) store: a build would fail.
+    fs::write(lock_of(&img), &gone_version).unwrap();
+    let cache = scratch("e2e-lock-check-cache");
+    let o = check(&img, &cache, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = common::text(&o.stdout);
+    let bwa = out.lines().find(|l| l.contains("bwa 0.0.1-1")).unwrap();
+    assert!(bwa.contains("not in biovm's store"), "{bwa}");
+    assert!(out.contains("a build from this lock would fail"), "{out}");
+    assert!(out.contains("biovm lock --update"), "{out}");
+
+    // 2. Its file in the package cache (taken into the store) and in a
+    // vendor folder: kept in both, so it does not fail a build.
+    let content = b"biovm e2e: a package only this test has";
+    let deb = cache.join("debs/bookworm-amd64/bwa_0.0.1-1_amd64.deb");
+    fs::create_dir_all(deb.parent().unwrap()).unwrap();
+    fs::write(&deb, content).unwrap();
+    let sha = biovm_sha(&deb);
+    let vendor = scratch("e2e-lock-check-vendor");
+    fs::create_dir_all(vendor.join("sha256")).unwrap();
+    fs::write(vendor.join("sha256").join(&sha), content).unwrap();
+    fs::write(
+        lock_of(&img),
+        gone_version.replace(line("sha256"), &format!("sha256 = \"{sha}\"")),
+    )
+    .unwrap();
+    let o = check(
+        &img,
+        &cache,
+        &["--json", "--vendor", vendor.to_str().unwrap()],
+    );
+    let result: serde_json::Value = common::text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "result")
+        .unwrap();
+    let r = &result["result"];
+    let gone = r["gone"].as_array().unwrap();
+    let bwa = gone.iter().find(|g| g["name"] == "bwa").unwrap();
+    assert_eq!(bwa["version"], "0.0.1-1");
+    assert_eq!(bwa["in_store"], true, "{bwa}");
+    assert_eq!(bwa["in_vendor"], true, "{bwa}");
+    assert!(r["superseded"].is_array(), "{r}");
+    // Whatever else Debian dropped today: the status follows the result.
+    let buildable = gone
+        .iter()
+        .all(|g| g["in_store"] == true || g["in_vendor"] == true);
+    assert_eq!(r["buildable"], buildable);
+    assert_eq!(o.status.success(), buildable);
+}
+
+/// `biovm lock --check IMG --cache CACHE EXTRA...` with the repository's recipes.
+pub(crate) fn check(img: &Path, cache: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--recipes",
+        "recipes",
+        "lock",
+        "--check",
+        img.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    biovm(&args)
+}

@@ -24,6 +24,7 @@ mod boot;
 mod build;
 mod lock;
 mod run;
+mod store;
 
 use common::{copy_tree, repo, scratch, BIN};
 
@@ -66,14 +67,22 @@ fn lock_of(img: &Path) -> PathBuf {
 
 /// `biovm build IMG --out OUT` with the repository's recipes.
 fn build_into(img: &Path, out: &Path) -> Output {
-    biovm(&[
+    biovm(&build_args(img, out, &[]))
+}
+
+/// `--recipes recipes build IMG --out OUT EXTRA...`: biovm's arguments to
+/// build with the repository's recipes.
+fn build_args<'a>(img: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
         "--recipes",
         "recipes",
         "build",
         img.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ])
+    ];
+    v.extend_from_slice(extra);
+    v
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
