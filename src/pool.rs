@@ -205,7 +205,8 @@ pub fn apt_repo<'a>(
         let target = if relative {
             Path::new("../sha256").join(&d.sha256)
         } else {
-            file.clone()
+            // A pool named by a relative path (`--vendor v`) still resolves.
+            fs::canonicalize(&file).with_context(|| format!("cannot resolve {}", file.display()))?
         };
         let _ = fs::remove_file(&link);
         std::os::unix::fs::symlink(&target, &link)

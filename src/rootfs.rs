@@ -111,20 +111,30 @@ pub fn keyring_arg(image: &Image, stage: &Path) -> Result<Option<String>> {
 /// tree back the sources.list mmdebstrap wrote for the mirror, so a build
 /// from the pool and one from the mirror ship the same file. `saved` is a
 /// host path outside the tree.
-fn sources_hooks(sources: Sources, saved: &str) -> Vec<String> {
+fn sources_hooks(sources: Sources, saved: &str) -> Result<Vec<String>> {
     let list = "\"$1\"/etc/apt/sources.list";
-    let line = |repo: &Path| format!("deb [trusted=yes] copy:{} ./", repo.display());
-    let setup = match sources {
-        Sources::Mirror => return Vec::new(),
-        Sources::MirrorAndLocal(repo) => {
-            format!("cp {list} {saved} && echo '{}' >> {list}", line(repo))
+    let line = |repo: &Path| -> Result<String> {
+        // apt runs outside the tree, wherever mmdebstrap was started: the
+        // repository by its absolute path, in one word of the hook.
+        let abs =
+            fs::canonicalize(repo).with_context(|| format!("cannot resolve {}", repo.display()))?;
+        let s = abs.to_string_lossy();
+        if s.chars().any(|c| c.is_whitespace() || c == '\'') {
+            bail!("the folder {s} contains whitespace or a quote, which mmdebstrap's hooks cannot take; build into another --out folder");
         }
-        Sources::Local(repo) => format!("cp {list} {saved} && echo '{}' > {list}", line(repo)),
+        Ok(format!("deb [trusted=yes] copy:{s} ./"))
     };
-    vec![
+    let setup = match sources {
+        Sources::Mirror => return Ok(Vec::new()),
+        Sources::MirrorAndLocal(repo) => {
+            format!("cp {list} {saved} && echo '{}' >> {list}", line(repo)?)
+        }
+        Sources::Local(repo) => format!("cp {list} {saved} && echo '{}' > {list}", line(repo)?),
+    };
+    Ok(vec![
         format!("--setup-hook={setup}"),
         format!("--customize-hook=cat {saved} > {list}"),
-    ]
+    ])
 }
 
 /// Bootstrap `image` into the (new, empty) folder `root`, installing
@@ -204,7 +214,7 @@ pub fn bootstrap(
         .args(sources_hooks(
             sources,
             &stage.path().join("sources.list").to_string_lossy(),
-        ))
+        )?)
         .arg(format!("--customize-hook={}", copy_out_hook(&new_s, link)))
         .args(keyring_arg(image, stage.path())?)
         .arg(&image.base.suite)
@@ -1041,6 +1051,31 @@ mod tests {
     /// The cloud-init settings of the project's images are valid YAML
     /// (read by Python's YAML parser, as cloud-init reads them) and carry
     /// the image's user and locale.
+    #[test]
+    fn the_local_repository_is_named_by_its_absolute_path() {
+        // `biovm build --out out` names the repository relative to where
+        // biovm runs; apt reads it from wherever mmdebstrap runs.
+        let hooks = sources_hooks(Sources::Local(Path::new("src")), "/tmp/saved").unwrap();
+        let abs = fs::canonicalize("src").unwrap();
+        assert!(
+            hooks[0].contains(&format!("'deb [trusted=yes] copy:{} ./' >", abs.display())),
+            "{hooks:?}"
+        );
+        assert_eq!(
+            hooks[1],
+            "--customize-hook=cat /tmp/saved > \"$1\"/etc/apt/sources.list"
+        );
+        let both = sources_hooks(Sources::MirrorAndLocal(Path::new("src")), "/tmp/saved").unwrap();
+        assert!(
+            both[0].contains("' >> \"$1\"/etc/apt/sources.list"),
+            "{both:?}"
+        );
+        assert!(sources_hooks(Sources::Mirror, "/tmp/saved")
+            .unwrap()
+            .is_empty());
+        assert!(sources_hooks(Sources::Local(Path::new("no/such/folder")), "/x").is_err());
+    }
+
     #[test]
     fn cloud_cfg_is_yaml_with_the_images_user() {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
