@@ -99,11 +99,15 @@ fn plan_text(image: &Image, out: &Path) -> String {
         "base",
         &format!("{} {} {}", b.distribution, b.suite, b.architecture),
     );
-    kv(
-        &mut s,
-        "mirror",
-        b.mirror.as_deref().unwrap_or("mmdebstrap default"),
-    );
+    let mirror = match &b.snapshot {
+        Some(snap) => format!("snapshot {} at {}", snap.url, snap.time),
+        None => b
+            .mirror
+            .as_deref()
+            .unwrap_or("mmdebstrap default")
+            .to_string(),
+    };
+    kv(&mut s, "mirror", &mirror);
     kv(
         &mut s,
         "kernel",
@@ -213,6 +217,11 @@ fn plan_json(image: &Image, out: &Path) -> Value {
             "suite": b.suite,
             "architecture": b.architecture,
             "mirror": b.mirror,
+            "snapshot": b.snapshot.as_ref().map(|s| json!({
+                "url": s.url,
+                "time": s.time,
+                "security_url": s.security_url,
+            })),
             "kernel": b.kernel.as_str(),
             "packages": b.packages.iter().map(|p| p.apt_spec()).collect::<Vec<_>>(),
         },
