@@ -152,6 +152,12 @@ impl Drop for LocalMirror {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
+        // gpg started an agent for the key's folder: it goes too.
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.gnupg)
+            .args(["--kill", "gpg-agent"])
+            .status();
     }
 }
 
