@@ -235,18 +235,7 @@ pub fn test_container(
     let t0 = Instant::now();
     let work = fsutil::Scratch::new_in(run_dir, &format!("{label}.container"))?;
     let root = work.join("root");
-    let tree = if native {
-        fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
-        Some(super::tree::disk_digest(
-            artifact,
-            format,
-            work.path(),
-            Some(&root),
-        )?)
-    } else {
-        unpack_rootfs(artifact, format, &root)?;
-        None
-    };
+    let tree = unpack_tree(artifact, format, work.path(), &root)?;
     log::info!(
         "{}: unpacked in {:.1} s",
         artifact.display(),
@@ -264,6 +253,68 @@ pub fn test_container(
 
     let mut report = BootReport::in_namespaces(artifact, format, log_path.clone());
     report.prepare_secs = t0.elapsed().as_secs_f64();
+    report.user = run_as.as_ref().map(|u| u.name.clone());
+    let mut cmd = container_command(&root, &checks, &results_dir, run_as.as_ref());
+    let run_t0 = Instant::now();
+    let mut child = cmd.spawn()?;
+    let done = watch_container(
+        &mut child,
+        &results,
+        tools,
+        &mut report,
+        t0,
+        run_t0,
+        timeout,
+    );
+    stop_container(&mut child, &label, done, &mut report);
+    report.total_secs = t0.elapsed().as_secs_f64();
+    report.mark_not_run(tools);
+    if let (Some(got), Some(want)) = (&tree, expected_tree) {
+        report.results.push(super::same_tree_result(want, got));
+    }
+    keep_results(&results, &log_path)?;
+    let t_rm = Instant::now();
+    drop(work);
+    log::info!(
+        "{}: unpacked tree removed in {:.1} s",
+        artifact.display(),
+        t_rm.elapsed().as_secs_f64()
+    );
+    Ok(report)
+}
+
+/// The root tree of `artifact` at `root` (in the scratch folder `work`): a
+/// container artifact unpacked, or a disk's root filesystem copied out and
+/// digested on the way (the digest is returned).
+fn unpack_tree(
+    artifact: &Path,
+    format: Format,
+    work: &Path,
+    root: &Path,
+) -> Result<Option<String>> {
+    if format.is_disk() {
+        fs::create_dir(root).with_context(|| format!("cannot create {}", root.display()))?;
+        Ok(Some(super::tree::disk_digest(
+            artifact,
+            format,
+            work,
+            Some(root),
+        )?))
+    } else {
+        unpack_rootfs(artifact, format, root)?;
+        Ok(None)
+    }
+}
+
+/// The command that runs the checks archive `checks` in the tree at `root`
+/// as a container ([`SETUP`] in new namespaces), writing to `results_dir`:
+/// as root, or as `run_as`.
+fn container_command(
+    root: &Path,
+    checks: &Path,
+    results_dir: &Path,
+    run_as: Option<&TreeUser>,
+) -> Cmd {
     let mut cmd = Cmd::new("unshare");
     // --kill-child: when unshare dies (or is killed at the timeout), the
     // namespace's PID 1 gets SIGKILL, and with it every process inside.
@@ -283,25 +334,38 @@ pub fn test_container(
         SETUP,
         "biovm-container",
     ])
-    .arg(&root)
-    .arg(&checks)
-    .arg(&results_dir)
-    .arg(hostname_of(&root))
+    .arg(root)
+    .arg(checks)
+    .arg(results_dir)
+    .arg(hostname_of(root))
     .arg(CAPABILITIES);
-    if let Some(u) = &run_as {
+    if let Some(u) = run_as {
         let groups: Vec<String> = u.groups.iter().map(|g| g.to_string()).collect();
         cmd.arg(format!("{}:{}", u.uid, u.gid))
             .arg(groups.join(","))
             .args([&u.name, &u.home, &u.shell]);
-        report.user = Some(u.name.clone());
     }
-    let run_t0 = Instant::now();
-    let mut child = cmd.spawn()?;
-    let mut tail = super::ResultsTail::new(&results);
+    cmd
+}
+
+/// Follow the running container (its checks started at `run_t0`, the test
+/// at `t0`): read the results file into `report` as it grows, until the
+/// checks are done (true), the container ends, or `timeout` passes (which
+/// the report's error says).
+fn watch_container(
+    child: &mut crate::cmd::Running,
+    results: &Path,
+    tools: &[Tool],
+    report: &mut BootReport,
+    t0: Instant,
+    run_t0: Instant,
+    timeout: Duration,
+) -> bool {
+    let mut tail = super::ResultsTail::new(results);
     let mut done = false;
     loop {
         let exited = child.try_wait();
-        done |= tail.pump(&mut report, tools, t0, false);
+        done |= tail.pump(report, tools, t0, false);
         if done || exited.is_some() {
             break;
         }
@@ -314,6 +378,17 @@ pub fn test_container(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    done
+}
+
+/// Stop the container: after its checks, give it a moment to end; when it
+/// ended early and no error says why, the report's error says how.
+fn stop_container(
+    child: &mut crate::cmd::Running,
+    label: &str,
+    done: bool,
+    report: &mut BootReport,
+) {
     if done {
         // run.sh is the namespace's PID 1: its end ends the container.
         if child.wait_timeout(Duration::from_secs(10)).is_none() {
@@ -331,12 +406,12 @@ pub fn test_container(
         ));
     }
     child.kill();
-    report.total_secs = t0.elapsed().as_secs_f64();
-    report.mark_not_run(tools);
-    if let (Some(got), Some(want)) = (&tree, expected_tree) {
-        report.results.push(super::same_tree_result(want, got));
-    }
-    match fs::rename(&results, &log_path) {
+}
+
+/// Keep the results the container wrote at `log_path` (the report's
+/// `serial_log`); a container that wrote none leaves none.
+fn keep_results(results: &Path, log_path: &Path) -> Result<()> {
+    match fs::rename(results, log_path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
@@ -349,14 +424,7 @@ pub fn test_container(
             })
         }
     }
-    let t_rm = Instant::now();
-    drop(work);
-    log::info!(
-        "{}: unpacked tree removed in {:.1} s",
-        artifact.display(),
-        t_rm.elapsed().as_secs_f64()
-    );
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
