@@ -12,7 +12,7 @@ use crate::config::{Format, Image};
 use crate::disk::{self, DiskIds, FsTime};
 use crate::formats::{self, FormatContext};
 use crate::fsutil;
-use crate::lock::{Lock, LockedDownload};
+use crate::lock::{Lock, LockedDeb, LockedDownload};
 use crate::manifest::{Artifact, Manifest};
 use crate::pool::Pool;
 use crate::rootfs;
@@ -231,6 +231,9 @@ fn timed<T>(
     Ok(v)
 }
 
+/// Build `image` into `opts.out_dir`: the downloads, the bootstrapped and
+/// configured tree, the disk and every format, then the SBOM, the sums,
+/// the manifest and last the report that says the build is complete.
 pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     crate::doctor::require(crate::doctor::Need::Build)?;
     let mut image = image.clone();
@@ -238,40 +241,14 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         image.base.mirror = Some(m.clone());
     }
     let out = &opts.out_dir;
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create output folder {}", out.display()))?;
-    fsutil::remove_stale_temps(out);
-    // The report says a build there is complete: not while this one runs.
-    let rpath = report_path(out, &image.name);
-    if rpath.exists() {
-        std::fs::remove_file(&rpath)
-            .with_context(|| format!("cannot remove {}", rpath.display()))?;
-    }
+    prepare_out_dir(out, &image.name)?;
     // Scratch space next to the outputs (same filesystem), hidden and
     // named like every other temporary so a later run cleans it up.
     let work = fsutil::Scratch::new_in(out, &format!("{}.work", image.name))?;
     let root = work.path().join("root");
     let requested = rootfs::requested_packages(&image);
     let lock_path = crate::lock::path_for(&image.source);
-    let lock = if lock_path.exists() {
-        let l = Lock::read(&lock_path)?;
-        l.check_matches(&image, &requested, &lock_path)?;
-        log::info!("installing exactly what {} says", lock_path.display());
-        Some(l)
-    } else if opts.vendor.is_some() {
-        bail!(
-            "{} does not exist: a build from a vendor folder follows a lock",
-            lock_path.display()
-        );
-    } else {
-        log::warn!(
-            "{} does not exist: resolving packages from the mirror as of now \
-             (run `biovm lock {}` to pin them)",
-            lock_path.display(),
-            image.source.display()
-        );
-        None
-    };
+    let lock = read_lock(&image, &requested, &lock_path, opts)?;
     // Taken before anything is read: an input changed during the build
     // then does not match the report.
     let inputs = match &lock {
@@ -287,54 +264,22 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         ),
     };
     let ids = DiskIds::from_seed(&seed);
-    let time = FsTime {
-        source_date_epoch: epoch,
-    };
     let mut stages = Vec::new();
 
     // Downloads first: a bad hash stops the build before anything is written.
     let pools = opts.pools();
-    let offline = opts.vendor.is_some();
     let (downloads, pypi_files) = timed(&mut stages, "downloads", || {
-        let d = crate::fetch::fetch_all(&image.recipes, &opts.cache_dir, &pools, offline)?;
-        let p = match &lock {
-            Some(l) => match crate::pypi::from_pools(&image.recipes, l, &pools)? {
-                Some(p) => p,
-                None if offline => bail!(
-                    "the vendor folder {} lacks PyPI files the lock names; run `biovm vendor` again",
-                    opts.vendor.as_deref().unwrap_or(Path::new("")).display()
-                ),
-                None => crate::pypi::download(
-                    &image.recipes,
-                    &opts.cache_dir,
-                    Some(&l.pypi_hashes()),
-                )?,
-            },
-            None => crate::pypi::download(&image.recipes, &opts.cache_dir, None)?,
-        };
-        Ok((d, p))
+        fetch_inputs(&image, lock.as_ref(), opts, &pools)
     })?;
     let repo = work.path().join("locked-packages");
     let debs = timed(&mut stages, "bootstrap", || {
-        let sources = match &lock {
+        let (sources, missing) = match &lock {
             Some(l) => locked_sources(&image, l, opts, &pools, &repo)?,
             None => (rootfs::Sources::Mirror, Vec::new()),
         };
-        rootfs::bootstrap(&image, &packages, sources.0, &opts.cache_dir, epoch, &root).map_err(
+        rootfs::bootstrap(&image, &packages, sources, &opts.cache_dir, epoch, &root).map_err(
             |e| match &lock {
-                Some(_) if sources.1.is_empty() => e.context(format!(
-                    "a package pinned in {} did not install from biovm's store; run `biovm lock --update {}`",
-                    lock_path.display(),
-                    image.source.display()
-                )),
-                Some(_) => e.context(format!(
-                    "{} locked package(s) are in neither biovm's store nor (it seems) the mirror: {}; \
-                     run `biovm lock --check {}` to see what the mirror dropped, or `biovm lock --update {}`",
-                    sources.1.len(),
-                    sources.1.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
-                    image.source.display(),
-                    image.source.display()
-                )),
+                Some(_) => locked_bootstrap_failed(e, &image, &lock_path, &missing),
                 None => e,
             },
         )?;
@@ -358,62 +303,13 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         fsutil::clamp_mtimes(&root, epoch)?;
         fsutil::require_fresh_bytecode(&root)
     })?;
-    let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
-    let needs_raw = image.formats.iter().any(|f| f.is_disk());
     let version = env!("CARGO_PKG_VERSION");
-    // The tree every artifact is made from, digested beside the disk and
-    // the formats (which only read it): `biovm test` recomputes it from
-    // each disk and from the tree the native checks run in.
-    let (artifacts, tree_sha256) = std::thread::scope(|s| -> Result<_> {
-        let digest = s.spawn(|| {
-            let t0 = std::time::Instant::now();
-            let d = crate::smoke::tree::digest_dir(&root);
-            log::info!("root tree digested in {:.1} s", t0.elapsed().as_secs_f64());
-            d
-        });
-        if needs_raw {
-            timed(&mut stages, "disk", || {
-                disk::assemble(&image, &ids, &root, work.path(), &time, &raw)
-            })?;
-        }
-        let artifacts = timed(&mut stages, "formats", || {
-            let mut ctx = FormatContext::new(&image.name, version, &seed, epoch);
-            ctx.description = &image.description;
-            ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
-            convert_all(&image, &ctx, &raw, &root, out, work.path())
-        })?;
-        let tree = digest
-            .join()
-            .map_err(|_| anyhow::anyhow!("the tree digest thread died"))??;
-        Ok((artifacts, tree))
-    })?;
-    let sbom = formats::spdx::sbom_path(out, &image.name);
-    formats::spdx::write_sbom(
-        &sbom,
-        &formats::spdx::SbomInput {
-            image: &image.name,
-            description: &image.description,
-            suite: &image.base.suite,
-            tool_version: version,
-            seed: &seed,
-            source_date_epoch: epoch,
-            debian: &debs,
-            pypi: pypi_files
-                .iter()
-                .map(|p| (p.file.clone(), p.sha256.clone()))
-                .collect(),
-            downloads: image
-                .recipes
-                .iter()
-                .flat_map(|r| {
-                    r.install
-                        .downloads
-                        .iter()
-                        .map(|d| (r.name.clone(), d.url.clone(), d.sha256.clone()))
-                })
-                .collect(),
-        },
-    )?;
+    let mut ctx = FormatContext::new(&image.name, version, &seed, epoch);
+    ctx.description = &image.description;
+    ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
+    let (artifacts, tree_sha256) =
+        write_artifacts(&image, &ids, &ctx, &root, out, work.path(), &mut stages)?;
+    let sbom = write_sbom(&image, version, &seed, epoch, &debs, &pypi_files, out)?;
     write_sums(out, &artifacts, &sbom)?;
     let mut manifest = Manifest::new(&image, artifacts.clone())?;
     manifest.tree_sha256 = Some(tree_sha256);
@@ -434,6 +330,188 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
     )?;
     Ok(report)
+}
+
+/// Make the output folder, clean its stale temporaries, and remove the
+/// report of the last build there: it says a build there is complete, not
+/// while this one runs.
+fn prepare_out_dir(out: &Path, image: &str) -> Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    fsutil::remove_stale_temps(out);
+    let rpath = report_path(out, image);
+    if rpath.exists() {
+        std::fs::remove_file(&rpath)
+            .with_context(|| format!("cannot remove {}", rpath.display()))?;
+    }
+    Ok(())
+}
+
+/// The image's lock, checked against the image; None (with a warning) when
+/// there is none, which a build from a vendor folder refuses.
+fn read_lock(
+    image: &Image,
+    requested: &[String],
+    lock_path: &Path,
+    opts: &BuildOptions,
+) -> Result<Option<Lock>> {
+    if lock_path.exists() {
+        let l = Lock::read(lock_path)?;
+        l.check_matches(image, requested, lock_path)?;
+        log::info!("installing exactly what {} says", lock_path.display());
+        Ok(Some(l))
+    } else if opts.vendor.is_some() {
+        bail!(
+            "{} does not exist: a build from a vendor folder follows a lock",
+            lock_path.display()
+        );
+    } else {
+        log::warn!(
+            "{} does not exist: resolving packages from the mirror as of now \
+             (run `biovm lock {}` to pin them)",
+            lock_path.display(),
+            image.source.display()
+        );
+        Ok(None)
+    }
+}
+
+/// Every recipe's downloaded files, and the PyPI files.
+type Fetched = (
+    Vec<(PathBuf, crate::config::Download)>,
+    Vec<crate::pypi::PypiFile>,
+);
+
+/// The recipes' downloads and PyPI files: with a lock from the pools (the
+/// vendor folder must hold them all), else from the network.
+fn fetch_inputs(
+    image: &Image,
+    lock: Option<&Lock>,
+    opts: &BuildOptions,
+    pools: &[Pool],
+) -> Result<Fetched> {
+    let offline = opts.vendor.is_some();
+    let d = crate::fetch::fetch_all(&image.recipes, &opts.cache_dir, pools, offline)?;
+    let p = match lock {
+        Some(l) => match crate::pypi::from_pools(&image.recipes, l, pools)? {
+            Some(p) => p,
+            None if offline => bail!(
+                "the vendor folder {} lacks PyPI files the lock names; run `biovm vendor` again",
+                opts.vendor.as_deref().unwrap_or(Path::new("")).display()
+            ),
+            None => crate::pypi::download(&image.recipes, &opts.cache_dir, Some(&l.pypi_hashes()))?,
+        },
+        None => crate::pypi::download(&image.recipes, &opts.cache_dir, None)?,
+    };
+    Ok((d, p))
+}
+
+/// The error of a bootstrap from a lock, saying what to do: the locked
+/// packages `missing` from biovm's store (if any) are likely gone from the
+/// mirror too.
+fn locked_bootstrap_failed(
+    e: anyhow::Error,
+    image: &Image,
+    lock_path: &Path,
+    missing: &[String],
+) -> anyhow::Error {
+    if missing.is_empty() {
+        e.context(format!(
+            "a package pinned in {} did not install from biovm's store; run `biovm lock --update {}`",
+            lock_path.display(),
+            image.source.display()
+        ))
+    } else {
+        e.context(format!(
+            "{} locked package(s) are in neither biovm's store nor (it seems) the mirror: {}; \
+             run `biovm lock --check {}` to see what the mirror dropped, or `biovm lock --update {}`",
+            missing.len(),
+            missing.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+            image.source.display(),
+            image.source.display()
+        ))
+    }
+}
+
+/// The disk (when a disk format is asked for) and every format, while
+/// another thread digests the tree every artifact is made from (the
+/// formats only read it): `biovm test` recomputes that digest from each
+/// disk and from the tree the native checks run in. Returns the artifacts
+/// and the tree's digest.
+fn write_artifacts(
+    image: &Image,
+    ids: &DiskIds,
+    ctx: &FormatContext,
+    root: &Path,
+    out: &Path,
+    work: &Path,
+    stages: &mut Vec<StageTime>,
+) -> Result<(Vec<Artifact>, String)> {
+    let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
+    let needs_raw = image.formats.iter().any(|f| f.is_disk());
+    let time = FsTime {
+        source_date_epoch: ctx.source_date_epoch,
+    };
+    std::thread::scope(|s| -> Result<_> {
+        let digest = s.spawn(|| {
+            let t0 = std::time::Instant::now();
+            let d = crate::smoke::tree::digest_dir(root);
+            log::info!("root tree digested in {:.1} s", t0.elapsed().as_secs_f64());
+            d
+        });
+        if needs_raw {
+            timed(stages, "disk", || {
+                disk::assemble(image, ids, root, work, &time, &raw)
+            })?;
+        }
+        let artifacts = timed(stages, "formats", || {
+            convert_all(image, ctx, &raw, root, out, work)
+        })?;
+        let tree = digest
+            .join()
+            .map_err(|_| anyhow::anyhow!("the tree digest thread died"))??;
+        Ok((artifacts, tree))
+    })
+}
+
+/// Write the image's SPDX SBOM into `out` and return its path.
+fn write_sbom(
+    image: &Image,
+    version: &str,
+    seed: &str,
+    epoch: u64,
+    debs: &[LockedDeb],
+    pypi_files: &[crate::pypi::PypiFile],
+    out: &Path,
+) -> Result<PathBuf> {
+    let sbom = formats::spdx::sbom_path(out, &image.name);
+    formats::spdx::write_sbom(
+        &sbom,
+        &formats::spdx::SbomInput {
+            image: &image.name,
+            description: &image.description,
+            suite: &image.base.suite,
+            tool_version: version,
+            seed,
+            source_date_epoch: epoch,
+            debian: debs,
+            pypi: pypi_files
+                .iter()
+                .map(|p| (p.file.clone(), p.sha256.clone()))
+                .collect(),
+            downloads: image
+                .recipes
+                .iter()
+                .flat_map(|r| {
+                    r.install
+                        .downloads
+                        .iter()
+                        .map(|d| (r.name.clone(), d.url.clone(), d.sha256.clone()))
+                })
+                .collect(),
+        },
+    )?;
+    Ok(sbom)
 }
 
 /// The path of an image's artifact in `out`.

@@ -332,12 +332,37 @@ fn build_and_test(
         .join(format!("{}-{}", image.name, &inputs[..16]));
     let state = read_state(&dir).filter(|s| s.inputs == inputs);
 
+    let (manifest, was_reused) = build_staged(&image, opts, &dir, &inputs, state.as_ref(), stages)?;
+    let tested = was_reused && state.as_ref().is_some_and(|s| s.tested);
+    let reports = test_staged(&image, opts, &dir, &inputs, &manifest, tested, stages)?;
+    Ok(Staged {
+        lock_sha256: fsutil::sha256_file(&lock_path)?,
+        image,
+        dir,
+        inputs,
+        lock,
+        manifest,
+        reports,
+    })
+}
+
+/// The staged build in `dir` of `inputs`: reused when `state` says it was
+/// built and its artifacts are unchanged, else built again from scratch.
+/// Returns its manifest and whether it was reused.
+fn build_staged(
+    image: &Image,
+    opts: &ReleaseOptions,
+    dir: &Path,
+    inputs: &str,
+    state: Option<&StagingState>,
+    stages: &mut Vec<StageLine>,
+) -> Result<(Manifest, bool)> {
     let t = Instant::now();
-    let mpath = Manifest::path_for(&dir, &image.name);
-    let reused = match &state {
+    let mpath = Manifest::path_for(dir, &image.name);
+    let reused = match state {
         Some(s) if s.built => match Manifest::read(&mpath) {
             // A staged build someone changed is built again.
-            Ok(m) if crate::build::changed_artifact(&dir, &m.artifacts).is_none() => Some(m),
+            Ok(m) if crate::build::changed_artifact(dir, &m.artifacts).is_none() => Some(m),
             _ => {
                 log::warn!(
                     "{}: the staged build is incomplete or changed; building again",
@@ -352,22 +377,22 @@ fn build_and_test(
         Some(m) => (m, true),
         None => {
             if dir.exists() {
-                fsutil::remove_tree(&dir)?;
+                fsutil::remove_tree(dir)?;
             }
             log::info!("{}: building into {}", image.name, dir.display());
             let bopts = BuildOptions {
-                out_dir: dir.clone(),
+                out_dir: dir.to_path_buf(),
                 cache_dir: opts.cache_dir.clone(),
                 mirror: None,
                 source_date_epoch: None,
                 vendor: None,
             };
-            build(&image, &bopts)
+            build(image, &bopts)
                 .with_context(|| format!("building {} failed", image.source.display()))?;
             write_state(
-                &dir,
+                dir,
                 &StagingState {
-                    inputs: inputs.clone(),
+                    inputs: inputs.to_string(),
                     built: true,
                     tested: false,
                 },
@@ -382,14 +407,26 @@ fn build_and_test(
         if was_reused { "reused" } else { "built" },
         t,
     );
+    Ok((manifest, was_reused))
+}
 
-    // The matrix: every artifact the manifest lists, with its tools, under
-    // every boot mode of the image.
+/// The matrix: every artifact the manifest lists, with its tools, under
+/// every boot mode of the image; when `tested` (the staged build passed
+/// it before), only the count of its cells from the report kept in `dir`.
+/// A matrix that passes is recorded in the staging state.
+fn test_staged(
+    image: &Image,
+    opts: &ReleaseOptions,
+    dir: &Path,
+    inputs: &str,
+    manifest: &Manifest,
+    tested: bool,
+    stages: &mut Vec<StageLine>,
+) -> Result<Vec<report::BootReport>> {
     let t = Instant::now();
     let report_dir = dir.join(format!("{}.test", image.name));
     let report_json = report_dir.join("report.json");
-    let tested = was_reused && state.as_ref().is_some_and(|s| s.tested);
-    let reports: Vec<report::BootReport> = if tested {
+    if tested {
         let text = std::fs::read_to_string(&report_json)
             .with_context(|| format!("cannot read {}", report_json.display()))?;
         let v: Vec<serde_json::Value> = serde_json::from_str(&text)
@@ -401,9 +438,9 @@ fn build_and_test(
             &format!("reused ({} cells passed)", v.len()),
             t,
         );
-        Vec::new()
+        Ok(Vec::new())
     } else {
-        let artifacts = artifacts_of(&dir, &manifest)?;
+        let artifacts = artifacts_of(dir, manifest)?;
         let r = smoke::test_artifacts(
             &artifacts,
             &manifest.tools,
@@ -418,9 +455,9 @@ fn build_and_test(
         let ok = r.iter().all(|x| x.passed());
         if ok {
             write_state(
-                &dir,
+                dir,
                 &StagingState {
-                    inputs: inputs.clone(),
+                    inputs: inputs.to_string(),
                     built: true,
                     tested: true,
                 },
@@ -437,17 +474,8 @@ fn build_and_test(
             ),
             t,
         );
-        r
-    };
-    Ok(Staged {
-        lock_sha256: fsutil::sha256_file(&lock_path)?,
-        image,
-        dir,
-        inputs,
-        lock,
-        manifest,
-        reports,
-    })
+        Ok(r)
+    }
 }
 
 /// The artifacts a manifest lists, as paths in `dir` (an OCI layout by its folder).

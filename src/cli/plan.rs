@@ -80,11 +80,10 @@ fn boot_modes(image: &Image) -> Vec<&'static str> {
     image.disk.boot.iter().map(|b| b.as_str()).collect()
 }
 
+/// The plan as text: the image and its base, its recipes, packages and
+/// system, its disk, and the artifacts a build writes in `out`.
 fn plan_text(image: &Image, out: &Path) -> String {
     let mut s = String::new();
-    let kv = |s: &mut String, k: &str, v: &str| {
-        s.push_str(&format!("{:<14}{}\n", format!("{k}:"), v));
-    };
     kv(
         &mut s,
         "image",
@@ -114,6 +113,30 @@ fn plan_text(image: &Image, out: &Path) -> String {
         &format!("{} ({})", b.kernel.as_str(), b.kernel.package()),
     );
 
+    recipes_text(&mut s, image);
+    packages_text(&mut s, image);
+    system_text(&mut s, image);
+    s.push_str("disk:\n");
+    kv(
+        &mut s,
+        "  size",
+        &config::format_size(image.disk.size_bytes),
+    );
+    kv(&mut s, "  boot", &boot_modes(image).join(", "));
+    s.push_str("artifacts:\n");
+    for a in artifacts(image, out) {
+        s.push_str(&format!("  {a}\n"));
+    }
+    s
+}
+
+/// One line `key: value` of the plan, the values aligned.
+fn kv(s: &mut String, k: &str, v: &str) {
+    s.push_str(&format!("{:<14}{}\n", format!("{k}:"), v));
+}
+
+/// The plan's recipes: name, category and sources, in columns.
+fn recipes_text(s: &mut String, image: &Image) {
     s.push_str(&format!("recipes ({}):\n", image.recipes.len()));
     let w = image
         .recipes
@@ -135,7 +158,10 @@ fn plan_text(image: &Image, out: &Path) -> String {
             sources(r).join(",")
         ));
     }
+}
 
+/// The plan's Debian packages, PyPI packages and downloads.
+fn packages_text(s: &mut String, image: &Image) {
     let debs = crate::rootfs::requested_packages(image);
     s.push_str(&format!("debian packages ({}):\n", debs.len()));
     for p in &debs {
@@ -159,15 +185,18 @@ fn plan_text(image: &Image, out: &Path) -> String {
             s.push_str(&format!("  {} -> {}\n", d.url, d.dest));
         }
     }
+}
 
+/// The plan's system settings: host name, locale, time zone, user, files.
+fn system_text(s: &mut String, image: &Image) {
     s.push_str("system:\n");
     let sys = &image.system;
-    kv(&mut s, "  hostname", &sys.hostname);
-    kv(&mut s, "  locale", &sys.locale);
-    kv(&mut s, "  timezone", &sys.timezone);
+    kv(s, "  hostname", &sys.hostname);
+    kv(s, "  locale", &sys.locale);
+    kv(s, "  timezone", &sys.timezone);
     match &sys.user {
         Some(u) => kv(
-            &mut s,
+            s,
             "  user",
             &format!(
                 "{} (shell {}, {}, {} SSH key{})",
@@ -182,27 +211,15 @@ fn plan_text(image: &Image, out: &Path) -> String {
                 }
             ),
         ),
-        None => kv(&mut s, "  user", "none"),
+        None => kv(s, "  user", "none"),
     }
     for f in &sys.files {
         kv(
-            &mut s,
+            s,
             "  file",
             &format!("{} ({:04o}, {} bytes)", f.path, f.mode, f.content.len()),
         );
     }
-    s.push_str("disk:\n");
-    kv(
-        &mut s,
-        "  size",
-        &config::format_size(image.disk.size_bytes),
-    );
-    kv(&mut s, "  boot", &boot_modes(image).join(", "));
-    s.push_str("artifacts:\n");
-    for a in artifacts(image, out) {
-        s.push_str(&format!("  {a}\n"));
-    }
-    s
 }
 
 fn plan_json(image: &Image, out: &Path) -> Value {

@@ -584,33 +584,6 @@ fn select_recipes(
     for r in catalog.recipes.values() {
         by_category.entry(&r.category).or_default().push(&r.name);
     }
-    let unknown_recipe = |cx: &mut Ctx<'_>, item: &Spanned<String>| {
-        let d = cx
-            .diag(item.span(), format!("unknown recipe `{}`", item.get_ref()))
-            .with_suggestion(item.get_ref(), names.iter().copied());
-        let d = if d.help.is_none() {
-            d.with_help("`biovm list` shows the recipes in the catalogue")
-        } else {
-            d
-        };
-        cx.push(d);
-    };
-
-    let unknown_category = |cx: &mut Ctx<'_>, item: &Spanned<String>| {
-        let d = cx
-            .diag(
-                item.span(),
-                format!("unknown category `{}`", item.get_ref()),
-            )
-            .with_suggestion(item.get_ref(), categories.iter().map(String::as_str));
-        let d = if d.help.is_none() {
-            d.with_help(format!("known categories: {}", quoted_list(&categories)))
-        } else {
-            d
-        };
-        cx.push(d);
-    };
-
     for (field, list) in [
         ("include", &sel.include),
         ("categories", &sel.categories),
@@ -629,16 +602,40 @@ fn select_recipes(
             Some((k, _)) => {
                 selected.insert(k.as_str());
             }
-            None => unknown_recipe(cx, item),
+            None => unknown_recipe(cx, item, &names),
         }
     }
     for item in &sel.categories {
         match by_category.get(item.get_ref().as_str()) {
             Some(members) => selected.extend(members.iter().copied()),
-            None => unknown_category(cx, item),
+            None => unknown_category(cx, item, &categories),
         }
     }
     // A repeated exclusion is reported above, not again as "not selected".
+    exclude_categories(cx, sel, &by_category, &categories, &mut selected);
+    exclude_recipes(cx, sel, catalog, &names, &mut selected);
+    if selected.is_empty() && cx.diags.len() == errors_before {
+        let span = raw.recipes.as_ref().map_or(0..0, |r| r.span());
+        let d = cx.diag(span, "the image selects no recipes").with_help(
+            "under [recipes], set `include = [...]`, `categories = [...]` or `all = true`",
+        );
+        cx.push(d);
+    }
+    selected
+        .into_iter()
+        .map(|n| catalog.recipes[n].clone())
+        .collect()
+}
+
+/// Take `[recipes] exclude-categories` out of `selected`; an excluded
+/// category none of whose recipes was selected is an error.
+fn exclude_categories<'c>(
+    cx: &mut Ctx<'_>,
+    sel: &RawSelection,
+    by_category: &BTreeMap<&str, Vec<&'c str>>,
+    categories: &[String],
+    selected: &mut BTreeSet<&'c str>,
+) {
     let mut excluded: BTreeSet<&str> = BTreeSet::new();
     for item in &sel.exclude_categories {
         if !excluded.insert(item.get_ref()) {
@@ -663,9 +660,20 @@ fn select_recipes(
                     cx.push(d);
                 }
             }
-            None => unknown_category(cx, item),
+            None => unknown_category(cx, item, categories),
         }
     }
+}
+
+/// Take `[recipes] exclude` out of `selected`; an excluded recipe that was
+/// not selected is an error.
+fn exclude_recipes(
+    cx: &mut Ctx<'_>,
+    sel: &RawSelection,
+    catalog: &Catalog,
+    names: &[&str],
+    selected: &mut BTreeSet<&str>,
+) {
     let mut excluded: BTreeSet<&str> = BTreeSet::new();
     for item in &sel.exclude {
         let name = item.get_ref().as_str();
@@ -673,7 +681,7 @@ fn select_recipes(
             continue;
         }
         if !catalog.recipes.contains_key(name) {
-            unknown_recipe(cx, item);
+            unknown_recipe(cx, item, names);
         } else if !selected.remove(name) {
             let d = cx
                 .diag(
@@ -684,17 +692,35 @@ fn select_recipes(
             cx.push(d);
         }
     }
-    if selected.is_empty() && cx.diags.len() == errors_before {
-        let span = raw.recipes.as_ref().map_or(0..0, |r| r.span());
-        let d = cx.diag(span, "the image selects no recipes").with_help(
-            "under [recipes], set `include = [...]`, `categories = [...]` or `all = true`",
-        );
-        cx.push(d);
-    }
-    selected
-        .into_iter()
-        .map(|n| catalog.recipes[n].clone())
-        .collect()
+}
+
+/// Report `item` as a recipe the catalogue (`names`) does not have.
+fn unknown_recipe(cx: &mut Ctx<'_>, item: &Spanned<String>, names: &[&str]) {
+    let d = cx
+        .diag(item.span(), format!("unknown recipe `{}`", item.get_ref()))
+        .with_suggestion(item.get_ref(), names.iter().copied());
+    let d = if d.help.is_none() {
+        d.with_help("`biovm list` shows the recipes in the catalogue")
+    } else {
+        d
+    };
+    cx.push(d);
+}
+
+/// Report `item` as a category the catalogue (`categories`) does not have.
+fn unknown_category(cx: &mut Ctx<'_>, item: &Spanned<String>, categories: &[String]) {
+    let d = cx
+        .diag(
+            item.span(),
+            format!("unknown category `{}`", item.get_ref()),
+        )
+        .with_suggestion(item.get_ref(), categories.iter().map(String::as_str));
+    let d = if d.help.is_none() {
+        d.with_help(format!("known categories: {}", quoted_list(categories)))
+    } else {
+        d
+    };
+    cx.push(d);
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@
 //! clamp for file times; owners and
 //! xattrs are kept; [`super::layer::CONTAINER_EXCLUDES`] are left out.
 
-use std::io::{BufWriter, Write};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::layer::CONTAINER_EXCLUDES;
 use super::sparse::copy_file_into;
@@ -31,7 +32,8 @@ use crate::fsutil::AtomicFile;
 const LAUNCH: &[u8] = b"#!/usr/bin/env run-singularity\n";
 const HEADER_LEN: usize = 128;
 const DESCR_OFFSET: u64 = 4096;
-const DESCR_LEN: usize = 585;
+/// The length of one descriptor of the table.
+pub(crate) const DESCR_LEN: usize = 585;
 const DESCR_CAPACITY: u64 = 48;
 const GROUP_MASK: u32 = 0xf000_0000;
 
@@ -180,6 +182,52 @@ pub fn write_sif_from_squashfs(squashfs: &Path, dest: &Path, ctx: &FormatContext
     }
     drop(super::flush_buf(w, a.path())?);
     a.commit()
+}
+
+fn le32(b: &[u8], o: usize) -> i32 {
+    i32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+
+fn le64(b: &[u8], o: usize) -> i64 {
+    i64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// Where the SIF `file`'s primary system partition (a squashfs) lies:
+/// (offset, size); the reader of what [`write_sif_from_squashfs`] writes,
+/// for unpacking a SIF's tree.
+pub fn system_partition(file: &Path) -> Result<(u64, u64)> {
+    let mut f = File::open(file).context("cannot open it")?;
+    let len = f.metadata()?.len();
+    let mut h = [0u8; HEADER_LEN];
+    f.read_exact(&mut h)
+        .context("it is too short for a SIF header")?;
+    if &h[32..41] != b"SIF_MAGIC" {
+        bail!("it is not a SIF image (no SIF_MAGIC in its header)");
+    }
+    let (total, table_off) = (le64(&h, 88), le64(&h, 96));
+    if !(0..=4096).contains(&total) || table_off < HEADER_LEN as i64 {
+        bail!("its header is corrupt ({total} descriptors at offset {table_off})");
+    }
+    let mut table = vec![0u8; total as usize * DESCR_LEN];
+    f.seek(SeekFrom::Start(table_off as u64))?;
+    f.read_exact(&mut table)
+        .context("its descriptor table is cut short")?;
+    for d in table.chunks(DESCR_LEN) {
+        let used = d[4] != 0;
+        if !used || le32(d, 0) != DATA_PARTITION || le32(d, 205) != PART_PRIMSYS {
+            continue;
+        }
+        let fs_type = le32(d, 201);
+        if fs_type != FS_SQUASH {
+            bail!("its system partition is not a squashfs (file system type {fs_type})");
+        }
+        let (off, size) = (le64(d, 17), le64(d, 25));
+        if off < 0 || size <= 0 || off as u64 + size as u64 > len {
+            bail!("its system partition ({size} bytes at {off}) lies outside the file");
+        }
+        return Ok((off as u64, size as u64));
+    }
+    bail!("it holds no primary system partition")
 }
 
 /// Make the squashfs of `rootfs` (minus [`CONTAINER_EXCLUDES`]) at `out`.

@@ -188,13 +188,37 @@ fn purl(locator: String) -> Vec<ExternalRef> {
     }]
 }
 
-/// The SBOM as pretty-printed JSON (with a final newline).
+/// The SBOM as pretty-printed JSON (with a final newline): the image,
+/// then its Debian packages, PyPI files and downloads, each contained in it.
 pub fn sbom_json(i: &SbomInput) -> String {
     let ns_uuid = Guid::derive(
         i.seed,
         &format!("spdx-document:{}:{}", i.image, i.source_date_epoch),
     );
-    let mut packages = vec![Package {
+    let mut packages = vec![image_package(i)];
+    packages.extend(debian_packages(i));
+    packages.extend(pypi_packages(i));
+    packages.extend(download_packages(i));
+    let relationships = relationships(&packages);
+    let doc = Document {
+        spdx_version: "SPDX-2.3",
+        data_license: "CC0-1.0",
+        spdx_id: "SPDXRef-DOCUMENT",
+        name: format!("{}-sbom", i.image),
+        document_namespace: format!("https://spdx.org/spdxdocs/biovm-{}-{ns_uuid}", i.image),
+        creation_info: CreationInfo {
+            created: super::rfc3339(i.source_date_epoch),
+            creators: vec![format!("Tool: biovm-{}", i.tool_version)],
+        },
+        packages,
+        relationships,
+    };
+    serde_json::to_string_pretty(&doc).expect("JSON of plain data") + "\n"
+}
+
+/// The image itself, the package every other one is contained in.
+fn image_package(i: &SbomInput) -> Package {
+    Package {
         name: i.image.to_string(),
         spdx_id: "SPDXRef-Image".into(),
         version_info: None,
@@ -212,12 +236,17 @@ pub fn sbom_json(i: &SbomInput) -> String {
         )),
         external_refs: Vec::new(),
         primary_package_purpose: Some("OPERATING-SYSTEM"),
-    }];
+    }
+}
+
+/// One package per Debian package (duplicates once), with its purl.
+fn debian_packages(i: &SbomInput) -> Vec<Package> {
     let mut debs: Vec<&LockedDeb> = i.debian.iter().collect();
     debs.sort();
     debs.dedup();
-    for (n, d) in debs.iter().enumerate() {
-        packages.push(Package {
+    debs.iter()
+        .enumerate()
+        .map(|(n, d)| Package {
             name: d.name.clone(),
             spdx_id: format!("SPDXRef-deb-{}-{n}", id_part(&d.name)),
             version_info: Some(d.version.clone()),
@@ -238,68 +267,88 @@ pub fn sbom_json(i: &SbomInput) -> String {
                 purl_encode(i.suite)
             )),
             primary_package_purpose: None,
-        });
-    }
+        })
+        .collect()
+}
+
+/// One package per PyPI distribution file, with its purl.
+fn pypi_packages(i: &SbomInput) -> Vec<Package> {
     // One entry per distribution file, whichever recipes share it.
     let pypi: BTreeMap<&str, &str> = i
         .pypi
         .iter()
         .map(|(f, s)| (f.as_str(), s.as_str()))
         .collect();
-    for (n, (file, sha)) in pypi.into_iter().enumerate() {
-        let (name, version) = pypi_name_version(file)
-            .map(|(n, v)| (pypi_normalize(&n), Some(v)))
-            .unwrap_or_else(|| (file.to_string(), None));
-        let locator = match &version {
-            Some(v) => format!("pkg:pypi/{}@{}", purl_encode(&name), purl_encode(v)),
-            None => format!("pkg:pypi/{}", purl_encode(&name)),
-        };
-        packages.push(Package {
-            name: name.clone(),
-            spdx_id: format!("SPDXRef-pypi-{}-{n}", id_part(&name)),
-            version_info: version,
-            supplier: None,
-            download_location: NOASSERTION.into(),
-            files_analyzed: false,
-            checksums: sha256(sha),
-            license_concluded: NOASSERTION,
-            license_declared: NOASSERTION,
-            copyright_text: NOASSERTION,
-            description: None,
-            comment: Some(format!("PyPI distribution file {file}")),
-            external_refs: purl(locator),
-            primary_package_purpose: None,
-        });
-    }
+    pypi.into_iter()
+        .enumerate()
+        .map(|(n, (file, sha))| {
+            let (name, version) = pypi_name_version(file)
+                .map(|(n, v)| (pypi_normalize(&n), Some(v)))
+                .unwrap_or_else(|| (file.to_string(), None));
+            let locator = match &version {
+                Some(v) => format!("pkg:pypi/{}@{}", purl_encode(&name), purl_encode(v)),
+                None => format!("pkg:pypi/{}", purl_encode(&name)),
+            };
+            Package {
+                name: name.clone(),
+                spdx_id: format!("SPDXRef-pypi-{}-{n}", id_part(&name)),
+                version_info: version,
+                supplier: None,
+                download_location: NOASSERTION.into(),
+                files_analyzed: false,
+                checksums: sha256(sha),
+                license_concluded: NOASSERTION,
+                license_declared: NOASSERTION,
+                copyright_text: NOASSERTION,
+                description: None,
+                comment: Some(format!("PyPI distribution file {file}")),
+                external_refs: purl(locator),
+                primary_package_purpose: None,
+            }
+        })
+        .collect()
+}
+
+/// One package per file a recipe downloads (duplicates once).
+fn download_packages(i: &SbomInput) -> Vec<Package> {
     let mut downloads = i.downloads.clone();
     downloads.sort();
     downloads.dedup();
-    for (n, (recipe, url, sha)) in downloads.iter().enumerate() {
-        let file = url
-            .rsplit('/')
-            .find(|s| !s.is_empty())
-            .unwrap_or(url)
-            .split(['?', '#'])
-            .next()
-            .unwrap_or(url)
-            .to_string();
-        packages.push(Package {
-            name: file.clone(),
-            spdx_id: format!("SPDXRef-download-{}-{n}", id_part(&file)),
-            version_info: None,
-            supplier: None,
-            download_location: url.clone(),
-            files_analyzed: false,
-            checksums: sha256(sha),
-            license_concluded: NOASSERTION,
-            license_declared: NOASSERTION,
-            copyright_text: NOASSERTION,
-            description: None,
-            comment: Some(format!("Downloaded for the recipe {recipe}")),
-            external_refs: Vec::new(),
-            primary_package_purpose: Some("FILE"),
-        });
-    }
+    downloads
+        .iter()
+        .enumerate()
+        .map(|(n, (recipe, url, sha))| {
+            let file = url
+                .rsplit('/')
+                .find(|s| !s.is_empty())
+                .unwrap_or(url)
+                .split(['?', '#'])
+                .next()
+                .unwrap_or(url)
+                .to_string();
+            Package {
+                name: file.clone(),
+                spdx_id: format!("SPDXRef-download-{}-{n}", id_part(&file)),
+                version_info: None,
+                supplier: None,
+                download_location: url.clone(),
+                files_analyzed: false,
+                checksums: sha256(sha),
+                license_concluded: NOASSERTION,
+                license_declared: NOASSERTION,
+                copyright_text: NOASSERTION,
+                description: None,
+                comment: Some(format!("Downloaded for the recipe {recipe}")),
+                external_refs: Vec::new(),
+                primary_package_purpose: Some("FILE"),
+            }
+        })
+        .collect()
+}
+
+/// The document describes the image (the first of `packages`), which
+/// contains every other package.
+fn relationships(packages: &[Package]) -> Vec<Relationship> {
     let mut relationships = vec![Relationship {
         spdx_element_id: "SPDXRef-DOCUMENT".into(),
         relationship_type: "DESCRIBES",
@@ -312,20 +361,7 @@ pub fn sbom_json(i: &SbomInput) -> String {
             related_spdx_element: p.spdx_id.clone(),
         });
     }
-    let doc = Document {
-        spdx_version: "SPDX-2.3",
-        data_license: "CC0-1.0",
-        spdx_id: "SPDXRef-DOCUMENT",
-        name: format!("{}-sbom", i.image),
-        document_namespace: format!("https://spdx.org/spdxdocs/biovm-{}-{ns_uuid}", i.image),
-        creation_info: CreationInfo {
-            created: super::rfc3339(i.source_date_epoch),
-            creators: vec![format!("Tool: biovm-{}", i.tool_version)],
-        },
-        packages,
-        relationships,
-    };
-    serde_json::to_string_pretty(&doc).expect("JSON of plain data") + "\n"
+    relationships
 }
 
 /// The SBOM's path in `out`.

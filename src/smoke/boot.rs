@@ -209,8 +209,48 @@ fn run_guest(
     cpus: u32,
     opts: &TestOptions,
 ) -> Result<Run> {
+    let (mut cmd, files) = guest_vm(p, accel, cpus, opts).command()?;
+    for f in [&files.console_log, &files.results_log] {
+        let _ = fs::remove_file(f);
+    }
     let cell = p.cell;
-    let vm = qemu::Vm {
+    let mut report = BootReport::new(
+        cell.format,
+        cell.firmware.into(),
+        cell.bus.into(),
+        accel.into(),
+        files.console_log.clone(),
+    );
+    report.name_cell(cell);
+    let t0 = Instant::now();
+    let mut guest = cmd.spawn()?;
+    let watched = watch_guest(&mut guest, &files, tools, accel, opts, &mut report, t0);
+    stop_guest(
+        &mut guest,
+        &p.label,
+        watched.done,
+        watched.stalled.is_some(),
+        &mut report,
+    );
+    report.total_secs = t0.elapsed().as_secs_f64();
+    super::stages::fill(&mut report, watched.console.marks(t0));
+    Ok(match watched.stalled {
+        Some(why) => {
+            // Keep the stalled run's console beside the retry's.
+            let kept = p
+                .run_dir
+                .join(format!("{}.{}.stalled.serial.log", p.label, accel.as_str()));
+            let _ = fs::rename(&files.console_log, &kept);
+            Run::Stalled(report, format!("{why} (see {})", kept.display()))
+        }
+        None => Run::Finished(report),
+    })
+}
+
+/// The QEMU machine of the prepared boot `p` under `accel` with `cpus`.
+fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &TestOptions) -> qemu::Vm<'a> {
+    let cell = p.cell;
+    qemu::Vm {
         disk: &p.overlay,
         disk_format: "qcow2",
         bus: cell.bus,
@@ -228,21 +268,32 @@ fn run_guest(
         memory_mib: opts.memory_mib.saturating_mul(cpus.max(1)),
         run_dir: p.run_dir,
         scratch: p.scratch.path(),
-    };
-    let (mut cmd, files) = vm.command()?;
-    for f in [&files.console_log, &files.results_log] {
-        let _ = fs::remove_file(f);
     }
-    let mut report = BootReport::new(
-        cell.format,
-        cell.firmware.into(),
-        cell.bus.into(),
-        accel.into(),
-        files.console_log.clone(),
-    );
-    report.name_cell(cell);
-    let t0 = Instant::now();
-    let mut guest = cmd.spawn()?;
+}
+
+/// How the watch of a running guest ended.
+struct Watched {
+    /// Its checks all reported.
+    done: bool,
+    /// Its console went silent after the handover (why).
+    stalled: Option<String>,
+    /// What its console showed.
+    console: Console,
+}
+
+/// Follow the running `guest` (started at `t0`): read its results into
+/// `report` as they come, until its checks are done, it exits, its console
+/// shows a failed boot or stalls, or it runs out of time (the last two
+/// set the report's error).
+fn watch_guest(
+    guest: &mut crate::cmd::Running,
+    files: &qemu::VmFiles,
+    tools: &[Tool],
+    accel: Accel,
+    opts: &TestOptions,
+    report: &mut BootReport,
+    t0: Instant,
+) -> Watched {
     let checks_budget: u64 = tools.iter().map(|t| u64::from(t.check.timeout) + 5).sum();
     let deadline = opts.boot_timeout + Duration::from_secs(checks_budget + 60);
     let stall_limit = match accel {
@@ -255,7 +306,7 @@ fn run_guest(
     let mut stalled = None;
     loop {
         let exited = guest.try_wait();
-        done |= results.pump(&mut report, tools, t0, true);
+        done |= results.pump(report, tools, t0, true);
         if done || exited.is_some() {
             break;
         }
@@ -294,15 +345,32 @@ fn run_guest(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Watched {
+        done,
+        stalled,
+        console,
+    }
+}
+
+/// Stop the guest: after its checks, give it a moment to power itself off;
+/// when it ended early and neither a stall nor an error says why, the
+/// report's error says how QEMU ended.
+fn stop_guest(
+    guest: &mut crate::cmd::Running,
+    label: &str,
+    done: bool,
+    stalled: bool,
+    report: &mut BootReport,
+) {
     if done {
         // The guest powers itself off; give it a moment, then stop it.
         if guest.wait_timeout(Duration::from_secs(30)).is_none() {
             log::warn!(
                 "{} guest did not power off after its checks; stopping it",
-                p.label
+                label
             );
         }
-    } else if report.error.is_none() && stalled.is_none() {
+    } else if report.error.is_none() && !stalled {
         let status = guest
             .try_wait()
             .map(crate::cmd::describe_status)
@@ -317,19 +385,6 @@ fn run_guest(
         ));
     }
     guest.kill();
-    report.total_secs = t0.elapsed().as_secs_f64();
-    super::stages::fill(&mut report, console.marks(t0));
-    Ok(match stalled {
-        Some(why) => {
-            // Keep the stalled run's console beside the retry's.
-            let kept = p
-                .run_dir
-                .join(format!("{}.{}.stalled.serial.log", p.label, accel.as_str()));
-            let _ = fs::rename(&files.console_log, &kept);
-            Run::Stalled(report, format!("{why} (see {})", kept.display()))
-        }
-        None => Run::Finished(report),
-    })
 }
 
 /// What the console shows so far.

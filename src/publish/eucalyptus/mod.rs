@@ -80,14 +80,29 @@ pub fn publish(
     })?;
     log::info!("{} parts, {} bytes", b.parts.len(), b.bundled_size);
 
-    // Parts first, in parallel; the manifest last, so a bundle is never
-    // visible without its parts.
+    upload_bundle(&store, &b, &s.bucket, &prefix, limits.jobs)?;
+    let image_id = register_image(&ec2, a, &location, &prefix, &identity)?;
+    ec2.create_tags(&[&image_id], &a.tags())?;
+    log::info!("registered {image_id} from {location}");
+    Ok(outcome(image_id, true))
+}
+
+/// Upload the bundle `b` under `prefix` of `bucket`: its parts in parallel
+/// (`jobs` at once, at most 8), then its manifest, so a bundle is never
+/// visible without its parts.
+fn upload_bundle(
+    store: &s3::S3,
+    b: &bundle::Bundle,
+    bucket: &str,
+    prefix: &str,
+    jobs: usize,
+) -> Result<()> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let upload = crate::progress::bytes("publish", "upload", b.bundled_size);
     std::thread::scope(|scope| {
-        for _ in 0..limits.jobs.clamp(1, 8) {
+        for _ in 0..jobs.clamp(1, 8) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= b.parts.len() || failed.load(Ordering::Relaxed) {
@@ -99,7 +114,7 @@ pub fn publish(
                     .and_then(|data| {
                         store
                             .put(
-                                &s.bucket,
+                                bucket,
                                 &format!("{prefix}/{part}"),
                                 &data,
                                 "application/octet-stream",
@@ -122,15 +137,27 @@ pub fn publish(
     upload.finish();
     let manifest = std::fs::read(b.dir.join(&b.manifest))?;
     store.put(
-        &s.bucket,
+        bucket,
         &format!("{prefix}/{}", b.manifest),
         &manifest,
         "application/xml",
     )?;
+    Ok(())
+}
 
+/// RegisterImage the uploaded bundle at `location` as `prefix`; when that
+/// name is taken, the image with the artifact's `identity` tags (published
+/// before) is the one. Returns the image's id.
+fn register_image(
+    ec2: &Ec2,
+    a: &Artifact,
+    location: &str,
+    prefix: &str,
+    identity: &[(String, String)],
+) -> Result<String> {
     let params: Vec<(String, String)> = [
-        ("ImageLocation", location.clone()),
-        ("Name", prefix.clone()),
+        ("ImageLocation", location.to_string()),
+        ("Name", prefix.to_string()),
         (
             "Description",
             if a.description.is_empty() {
@@ -145,24 +172,21 @@ pub fn publish(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let image_id = match ec2.call(
+    match ec2.call(
         "RegisterImage",
         &params,
         format!("RegisterImage {location}"),
     ) {
         Ok(root) => match root.child_text("imageId") {
-            Some(id) if !id.is_empty() => id.to_string(),
+            Some(id) if !id.is_empty() => Ok(id.to_string()),
             _ => bail!("RegisterImage {location}: the answer has no imageId"),
         },
         Err(e) if e.code() == Some("InvalidAMIName.Duplicate") => {
-            match ec2.images_with_tags(&identity)?.into_iter().next() {
-                Some(found) => found.image_id,
+            match ec2.images_with_tags(identity)?.into_iter().next() {
+                Some(found) => Ok(found.image_id),
                 None => bail!("{e}\nan image named {prefix} already exists with other content: deregister it, or publish under another --release"),
             }
         }
-        Err(e) => return Err(e.into()),
-    };
-    ec2.create_tags(&[&image_id], &a.tags())?;
-    log::info!("registered {image_id} from {location}");
-    Ok(outcome(image_id, true))
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,0 +1,627 @@
+//! Tests of the container runner: every format unpacks to the tree it was
+//! made from, broken artifacts and layers that reach out are refused, and
+//! checks run (and are stopped) inside the tree as a container's would.
+
+use super::unpack::{blob_path, read_blob, ImageManifest};
+use super::*;
+use crate::formats::{self, FormatContext};
+use crate::manifest::ToolCheck;
+use crate::smoke::report::{self, Runner};
+use crate::smoke::{CheckOutcome, CheckResult};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::PathBuf;
+
+/// Host programs run.sh and the test checks need.
+const PROGRAMS: &[&str] = &[
+    "sh", "base64", "cat", "cp", "cut", "date", "head", "mkdir", "mktemp", "sleep", "stty",
+    "timeout", "wc", "xargs", "flock", "nproc",
+];
+
+/// A tiny root filesystem: the host's programs above with their
+/// libraries (as `ldd` lists them), in a merged-/usr layout.
+fn tiny_root(at: &Path) {
+    for d in [
+        "usr/bin",
+        "usr/lib",
+        "usr/lib64",
+        "etc",
+        "root",
+        "tmp",
+        "dev",
+        "proc",
+    ] {
+        fs::create_dir_all(at.join(d)).unwrap();
+    }
+    for l in ["bin", "lib", "lib64"] {
+        symlink(format!("usr/{l}"), at.join(l)).unwrap();
+    }
+    fs::write(at.join("etc/hostname"), "tiny-test\n").unwrap();
+    let mut libs = std::collections::BTreeSet::new();
+    for p in PROGRAMS {
+        let host = which::which(p).unwrap();
+        fs::copy(&host, at.join("usr/bin").join(p)).unwrap();
+        let ldd = Cmd::new("ldd").arg(&host).output().unwrap();
+        for w in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+            libs.insert(w.to_string());
+        }
+    }
+    for l in libs {
+        let dest = at.join(l.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&l, &dest).unwrap();
+    }
+}
+
+/// Every container artifact of one tree, written by biovm's own writers.
+struct Artifacts {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    files: Vec<(Format, PathBuf)>,
+}
+
+fn artifacts() -> Artifacts {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    tiny_root(&root);
+    let ctx = FormatContext::new("tiny", "1.0", "seed", 1_700_000_000);
+    let out = |n: &str| dir.path().join(n);
+    formats::write_oci_layout(&root, &out("tiny.oci"), &ctx).unwrap();
+    formats::write_docker_archive(&root, &out("tiny.docker.tar"), &ctx).unwrap();
+    formats::write_sif(&root, &out("tiny.sif"), &ctx).unwrap();
+    formats::write_rootfs_tarball(&root, &out("tiny.rootfs.tar.gz"), &ctx).unwrap();
+    Artifacts {
+        files: vec![
+            (Format::Oci, out("tiny.oci")),
+            (Format::DockerArchive, out("tiny.docker.tar")),
+            (Format::Sif, out("tiny.sif")),
+            (Format::Tarball, out("tiny.rootfs.tar.gz")),
+        ],
+        root,
+        _dir: dir,
+    }
+}
+
+/// Every path of a tree with its type, mode, owner and content (or
+/// link target), for comparing trees.
+fn listing(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                walk(root, &p, out);
+                "dir".into()
+            } else {
+                format!("file {}", fsutil::sha256_file(&p).unwrap())
+            };
+            out.insert(
+                rel,
+                format!("{what} {:o} {}:{}", m.mode(), m.uid(), m.gid()),
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[test]
+fn every_format_unpacks_to_the_tree_it_was_made_from() {
+    let a = artifacts();
+    let want = listing(&a.root);
+    assert!(want.contains_key("usr/bin/sh") && want["lib"].starts_with("link usr/lib"));
+    let d = tempfile::tempdir().unwrap();
+    for (f, file) in &a.files {
+        let dest = d.path().join(f.as_str());
+        unpack_rootfs(file, *f, &dest).unwrap();
+        assert_eq!(listing(&dest), want, "{}", f.as_str());
+    }
+    // Into a folder that is not empty: refused, naming it.
+    let err = unpack_rootfs(&a.files[0].1, Format::Oci, &d.path().join("oci")).unwrap_err();
+    assert!(format!("{err:#}").contains("is not empty"), "{err:#}");
+}
+
+#[test]
+fn broken_artifacts_are_refused_naming_them() {
+    let a = artifacts();
+    let d = tempfile::tempdir().unwrap();
+    // A layer blob replaced by another valid layer: its digest differs.
+    let oci = d.path().join("t.oci");
+    copy_dir(&a.files[0].1, &oci);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: ImageManifest = serde_json::from_slice(&read_blob(&oci, m).unwrap()).unwrap();
+    let (blob, _) = blob_path(&oci, &manifest.layers[0].digest).unwrap();
+    let other = d.path().join("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("f"), "x").unwrap();
+    let (gz, _) = formats::layer::write_layer_gz(&other, &[], 0, Vec::new()).unwrap();
+    fs::write(&blob, gz).unwrap();
+    let err = unpack_rootfs(&oci, Format::Oci, &d.path().join("u1")).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot unpack the oci artifact") && msg.contains("t.oci"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("layer 1 of 1") && msg.contains("its blob has sha256"),
+        "{msg}"
+    );
+
+    // Not a SIF at all, and a SIF without a system partition.
+    let fake = d.path().join("fake.sif");
+    fs::write(&fake, vec![0u8; 4096]).unwrap();
+    let err = unpack_rootfs(&fake, Format::Sif, &d.path().join("u2")).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("fake.sif") && msg.contains("no SIF_MAGIC"),
+        "{msg}"
+    );
+    let mut sif = fs::read(&a.files[2].1).unwrap();
+    let third = 4096 + 2 * crate::formats::sif::DESCR_LEN;
+    sif[third + 4] = 0; // the partition's descriptor: unused
+    fs::write(&fake, sif).unwrap();
+    let err = unpack_rootfs(&fake, Format::Sif, &d.path().join("u3")).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("holds no primary system partition"),
+        "{err:#}"
+    );
+
+    // A docker-archive whose manifest names a missing layer.
+    let t = d.path().join("t.docker.tar");
+    let mut b = tar::Builder::new(File::create(&t).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(
+        "manifest.json",
+        br#"[{"Config":"c.json","RepoTags":[],"Layers":["x/layer.tar"]}]"#,
+    );
+    add(
+        "c.json",
+        br#"{"rootfs":{"type":"layers","diff_ids":["sha256:00"]}}"#,
+    );
+    b.finish().unwrap();
+    drop(b);
+    let err = unpack_rootfs(&t, Format::DockerArchive, &d.path().join("u4")).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("t.docker.tar") && msg.contains("no member x/layer.tar"),
+        "{msg}"
+    );
+
+    let err = unpack_rootfs(&t, Format::Qcow2, &d.path().join("u5")).unwrap_err();
+    assert!(err.to_string().contains("not a container format"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A tar layer from (path, content) pairs: a trailing `/` makes a
+/// folder, `-> target` a symbolic link.
+fn layer(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1);
+        h.set_uid(0);
+        h.set_gid(0);
+        if path.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, path, io::empty()).unwrap();
+        } else if let Some(target) = content.strip_prefix("-> ") {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            b.append_link(&mut h, path, target).unwrap();
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(content.len() as u64);
+            b.append_data(&mut h, path, content.as_bytes()).unwrap();
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// An OCI layout with these layers (the first gzip-compressed, the
+/// others plain tar).
+fn oci_with_layers(dir: &Path, layers: &[Vec<u8>]) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = fsutil::hex(&Sha256::digest(bytes));
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        format!("sha256:{hex}")
+    };
+    let mut descs = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let (bytes, mt) = if i == 0 {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            io::Write::write_all(&mut gz, l).unwrap();
+            (
+                gz.finish().unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        } else {
+            (l.clone(), "application/vnd.oci.image.layer.v1.tar")
+        };
+        descs
+            .push(serde_json::json!({"mediaType": mt, "digest": put(&bytes), "size": bytes.len()}));
+    }
+    let config = put(b"{}");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": descs,
+    });
+    let m = serde_json::to_vec(&manifest).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&m), "size": m.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ],
+    });
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn layers_apply_in_order_with_whiteouts_and_opaque_folders() {
+    let d = tempfile::tempdir().unwrap();
+    let outside = d.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("precious"), "untouched").unwrap();
+    let outside_link = format!("-> {}", outside.join("precious").display());
+    let lower = layer(&[
+        ("a/", ""),
+        ("a/keep", "k"),
+        ("a/gone", "g"),
+        ("b/", ""),
+        ("b/old", "o"),
+        ("b/sub/", ""),
+        ("b/sub/old2", "o"),
+        ("c/", ""),
+        ("c/x", "x"),
+        ("etc/", ""),
+        ("etc/f", "f"),
+        ("link", &outside_link),
+    ]);
+    let upper = layer(&[
+        ("a/.wh.gone", ""),
+        // Written before the opaque marker, in the same layer: kept.
+        ("b/new", "n"),
+        ("b/.wh..wh..opq", ""),
+        ("c", "now a file"),
+        // Replaces the symbolic link, never writes through it.
+        ("link", "inside"),
+        (".wh.etc", ""),
+    ]);
+    let oci = d.path().join("two.oci");
+    oci_with_layers(&oci, &[lower, upper]);
+    let dest = d.path().join("root");
+    unpack_rootfs(&oci, Format::Oci, &dest).unwrap();
+    let l = listing(&dest);
+    let names: Vec<&str> = l.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, vec!["a", "a/keep", "b", "b/new", "c", "link"]);
+    assert_eq!(fs::read_to_string(dest.join("c")).unwrap(), "now a file");
+    assert_eq!(fs::read_to_string(dest.join("link")).unwrap(), "inside");
+    assert_eq!(
+        fs::read_to_string(outside.join("precious")).unwrap(),
+        "untouched"
+    );
+}
+
+#[test]
+fn layers_cannot_reach_out_of_the_root_through_a_link() {
+    let d = tempfile::tempdir().unwrap();
+    let outside = d.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("victim"), "untouched").unwrap();
+    let to_outside = format!("-> {}", outside.display());
+    for (case, upper) in [
+        ("whiteout", layer(&[("evil/.wh.victim", "")])),
+        ("file", layer(&[("evil/victim", "overwritten")])),
+        // An opaque marker below a link empties nothing (the link is
+        // not a folder of the image).
+        ("opaque", layer(&[("evil/.wh..wh..opq", "")])),
+    ] {
+        let oci = d.path().join(format!("{case}.oci"));
+        oci_with_layers(&oci, &[layer(&[("evil", &to_outside)]), upper]);
+        let r = unpack_rootfs(&oci, Format::Oci, &d.path().join(case));
+        if case == "opaque" {
+            r.unwrap();
+        } else {
+            let msg = format!("{:#}", r.unwrap_err());
+            assert!(msg.contains(&format!("{case}.oci")), "{case}: {msg}");
+            assert!(
+                msg.contains("leads out of the root") || msg.contains("outside of destination"),
+                "{case}: {msg}"
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(outside.join("victim")).unwrap(),
+            "untouched",
+            "{case}"
+        );
+    }
+}
+
+fn tool(name: &str, command: &str, expect: &str) -> Tool {
+    Tool {
+        name: name.into(),
+        category: "test".into(),
+        check: ToolCheck {
+            command: command.into(),
+            expect: expect.into(),
+            status: 0,
+            timeout: 30,
+            data: vec![],
+        },
+        source: None,
+    }
+}
+
+/// The native run: the checks run as the image's default user, in a
+/// login shell (so with /etc/profile's PATH and environment), with its
+/// groups, and can still write their results.
+#[test]
+fn checks_run_as_the_default_user_with_its_login_environment() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    tiny_root(&tree);
+    fs::create_dir_all(tree.join("home/bio")).unwrap();
+    fs::write(
+        tree.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nbio:x:1234:1235::/home/bio:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        tree.join("etc/group"),
+        "root:x:0:\nsudo:x:27:bio\nbio:x:1235:\nstaff:x:50:other,bio\nusers:x:100:other\n",
+    )
+    .unwrap();
+    fs::write(
+        tree.join("etc/profile"),
+        "PATH=/usr/local/bin:/usr/bin:/bin:/opt/bio/bin\nexport PATH\nexport BIO_PROFILE=read\n",
+    )
+    .unwrap();
+    let file = d.path().join("tiny.rootfs.tar.gz");
+    let ctx = FormatContext::new("tiny", "1", "seed", 0);
+    formats::write_rootfs_tarball(&tree, &file, &ctx).unwrap();
+    let tools = vec![tool(
+        "who",
+        "cat /proc/self/status; echo $USER $LOGNAME $PATH $BIO_PROFILE",
+        "(?s)Uid:\\t1234\\t1234\\t1234\\t1234\\nGid:\\t1235\\t1235\\t1235\\t1235\\n.*\
+         Groups:\\t27 50 1235 *\\n.*bio bio /usr/local/bin:/usr/bin:/bin:/opt/bio/bin read$",
+    )];
+    let u = tree_user(&tree, "bio").unwrap();
+    assert_eq!(
+        (u.uid, u.gid, &u.groups[..]),
+        (1234, 1235, &[1235, 27, 50][..])
+    );
+    assert_eq!(
+        (u.home.as_str(), u.shell.as_str()),
+        ("/home/bio", "/bin/sh")
+    );
+    let run = d.path().join("run");
+    let r = test_container(
+        &file,
+        Format::Tarball,
+        &tools,
+        &run,
+        Duration::from_secs(60),
+        None,
+        Some("bio"),
+    )
+    .unwrap();
+    assert!(r.passed(), "{}", report::table(std::slice::from_ref(&r)));
+    assert_eq!(r.user.as_deref(), Some("bio"));
+    // A user the image does not have is named.
+    let e = test_container(
+        &file,
+        Format::Tarball,
+        &tools,
+        &run,
+        Duration::from_secs(60),
+        None,
+        Some("nobody-here"),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("default user nobody-here is not in its /etc/passwd"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn checks_pass_and_fail_inside_every_container_format() {
+    let a = artifacts();
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("reads.txt");
+    fs::write(&data, "read1 planted\n").unwrap();
+    let mut functional = tool("reader/count", "cat reads.txt; wc -l < reads.txt", "^1$");
+    functional.check.data = vec![crate::manifest::DataFile::read(&data).unwrap()];
+    let tools = vec![
+        tool("greet", "echo hello; echo to-stderr >&2", "^hello$"),
+        tool("wrong", "echo version 1.0", r"^version 9\."),
+        functional,
+        // Private namespaces: only loopback, a fresh PID space, the
+        // image's host name, a writable /tmp and /dev/null.
+        // podman's default capabilities, nothing more.
+        tool(
+            "capabilities",
+            "cat /proc/self/status",
+            r"^CapEff:\s+00000000800405fb$",
+        ),
+        tool(
+            "isolated",
+            "wc -l < /proc/net/dev; cut -d' ' -f1 /proc/self/stat; cat /proc/sys/kernel/hostname; \
+             echo t > /tmp/t && cat /tmp/t; echo x > /dev/null && echo null-ok",
+            r"\A3\n([1-9]|[1-9][0-9])\ntiny-test\nt\nnull-ok\z",
+        ),
+    ];
+    for (f, file) in &a.files {
+        let run = d.path().join("run");
+        let r =
+            test_container(file, *f, &tools, &run, Duration::from_secs(120), None, None).unwrap();
+        let label = f.as_str();
+        assert_eq!((r.firmware, r.format), (Runner::Container, *f));
+        assert!(r.error.is_none(), "{label}: {:?}", r.error);
+        let by_name: BTreeMap<&str, &CheckResult> =
+            r.results.iter().map(|c| (c.tool.as_str(), c)).collect();
+        assert_eq!(by_name.len(), 5, "{label}: {:?}", r.results);
+        for ok in ["greet", "reader/count", "isolated", "capabilities"] {
+            assert!(
+                by_name[ok].outcome.passed(),
+                "{label} {ok}: {:?} {:?}",
+                by_name[ok].outcome,
+                by_name[ok].output
+            );
+        }
+        assert_eq!(by_name["greet"].output, "hello\nto-stderr");
+        assert!(matches!(
+            by_name["wrong"].outcome,
+            CheckOutcome::NoMatch { .. }
+        ));
+        let failures = super::super::report::failures(std::slice::from_ref(&r));
+        assert_eq!(
+            failures,
+            vec![format!(
+                "wrong in {} under container: FAILED: output does not match /^version 9\\./",
+                file.file_name().unwrap().to_string_lossy()
+            )]
+        );
+        // The table's columns line up, whatever the format's name.
+        let table = super::super::report::table(std::slice::from_ref(&r));
+        let lines: Vec<&str> = table.lines().collect();
+        let col = lines[0].find("TOOL").unwrap();
+        let row = lines.iter().find(|l| l.contains("greet")).unwrap();
+        assert_eq!(row.find("greet"), Some(col), "{table}");
+        // Only the results are left behind.
+        let left: Vec<String> = fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![format!("{label}.results.log")], "{label}");
+        fs::remove_dir_all(&run).unwrap();
+    }
+}
+
+#[test]
+fn an_image_without_a_shell_fails_saying_why() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    let file = d.path().join("empty.rootfs.tar.gz");
+    let ctx = FormatContext::new("empty", "1", "seed", 0);
+    formats::write_rootfs_tarball(&tree, &file, &ctx).unwrap();
+    let tools = vec![tool("greet", "echo hello", "^hello$")];
+    let run = d.path().join("run");
+    let r = test_container(
+        &file,
+        Format::Tarball,
+        &tools,
+        &run,
+        Duration::from_secs(60),
+        None,
+        None,
+    )
+    .unwrap();
+    let err = r.error.clone().unwrap_or_default();
+    assert!(
+        err.starts_with("the container ended (exit status 127) before the checks finished")
+            && err.contains("/bin/sh"),
+        "{err}"
+    );
+    assert_eq!(r.results[0].outcome, CheckOutcome::NotRun);
+    assert_eq!(fs::read_dir(&run).unwrap().count(), 0, "nothing left");
+}
+
+#[test]
+fn a_hung_check_is_stopped_at_the_timeout_with_its_whole_container() {
+    let a = artifacts();
+    let d = tempfile::tempdir().unwrap();
+    let marker = format!("hang-{}", std::process::id());
+    let tools = vec![
+        tool("first", "echo ok", "^ok$"),
+        tool(&marker, "sleep 1000 & sleep 1000", "never"),
+        tool("after", "echo ok", "^ok$"),
+    ];
+    let (f, file) = &a.files[3];
+    let t = Instant::now();
+    let r = test_container(
+        file,
+        *f,
+        &tools,
+        d.path(),
+        Duration::from_secs(3),
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(60));
+    let err = r.error.clone().unwrap_or_default();
+    assert!(err.contains("did not finish within 3 s"), "{err}");
+    let outcomes: BTreeMap<&str, &CheckOutcome> = r
+        .results
+        .iter()
+        .map(|c| (c.tool.as_str(), &c.outcome))
+        .collect();
+    // With two or more cores the checks run two at once, so the one
+    // after the hung check ran beside it; with one, it never ran.
+    let after = if crate::smoke::default_jobs() > 1 {
+        CheckOutcome::Passed
+    } else {
+        CheckOutcome::NotRun
+    };
+    assert_eq!(
+        outcomes,
+        BTreeMap::from([
+            ("first", &CheckOutcome::Passed),
+            (marker.as_str(), &CheckOutcome::NotRun),
+            ("after", &after),
+        ])
+    );
+    assert!(!r.passed());
+    // No process of the container survives (the check's script path
+    // carries the marker).
+    std::thread::sleep(Duration::from_millis(500));
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
+            assert!(
+                !String::from_utf8_lossy(&cmd).contains(&marker),
+                "process {} survived",
+                e.file_name().to_string_lossy()
+            );
+        }
+    }
+    let left: Vec<String> = fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["tarball.results.log".to_string()]);
+}

@@ -1,0 +1,539 @@
+//! Unpacking a container artifact into a root tree, as a container runtime
+//! would: [`unpack_rootfs`] reads each format itself: the OCI layout
+//! through its `index.json`, manifest and layers (every blob checked
+//! against its sha256), the docker-archive through its `manifest.json` and
+//! config (every layer checked against its `diff_id`), the tarball
+//! directly, and the SIF's primary system partition (a squashfs, found by
+//! [`crate::formats::sif::system_partition`]) with `unsquashfs`. Layers
+//! are applied in order with the OCI whiteout rules (`.wh.<name>` removes a
+//! lower layer's file, `.wh..wh..opq` empties a folder of what lower layers
+//! put there; OCI image-spec `layer.md`). Nothing is ever written or
+//! removed through a symbolic link that leads out of the tree.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::cmd::Cmd;
+use crate::config::Format;
+use crate::fsutil;
+
+/// Unpack the root filesystem of the container artifact `artifact` (of
+/// `format`) into `dest`, which must not exist or be empty. Must run as
+/// root (owners, device nodes).
+pub fn unpack_rootfs(artifact: &Path, format: Format, dest: &Path) -> Result<()> {
+    if format.is_disk() {
+        bail!(
+            "{}: {} is a disk format, not a container format",
+            artifact.display(),
+            format.as_str()
+        );
+    }
+    fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    if fs::read_dir(dest)
+        .with_context(|| format!("cannot read {}", dest.display()))?
+        .next()
+        .is_some()
+    {
+        bail!("cannot unpack into {}: it is not empty", dest.display());
+    }
+    let r = match format {
+        Format::Oci => unpack_oci(artifact, dest),
+        Format::DockerArchive => unpack_docker_archive(artifact, dest),
+        Format::Sif => unpack_sif(artifact, dest),
+        _ => File::open(artifact)
+            .context("cannot open it")
+            .and_then(|f| apply_stream(f, dest, false, None, None)),
+    };
+    r.with_context(|| {
+        format!(
+            "cannot unpack the {} artifact {}",
+            format.as_str(),
+            artifact.display()
+        )
+    })?;
+    set_mode(dest, 0o755)
+}
+
+pub(super) fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", p.display()))
+}
+
+// ---------------------------------------------------------------------------
+// OCI image layout
+
+/// A content descriptor (OCI `descriptor.md`).
+#[derive(Debug, Deserialize)]
+pub(super) struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    pub(super) digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageIndex {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ImageManifest {
+    pub(super) layers: Vec<Descriptor>,
+}
+
+const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The path of a blob in an OCI layout, from its `sha256:<hex>` digest
+/// (only sha256 is accepted, and only 64 hex digits: no path tricks).
+pub(super) fn blob_path(dir: &Path, digest: &str) -> Result<(PathBuf, String)> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .with_context(|| format!("unsupported digest {digest} (only sha256)"))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("malformed digest {digest}");
+    }
+    Ok((dir.join("blobs/sha256").join(hex), hex.to_ascii_lowercase()))
+}
+
+/// A small blob (index, manifest, config), checked against its digest.
+pub(super) fn read_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
+    let (p, hex) = blob_path(dir, digest)?;
+    let bytes = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    let got = fsutil::hex(&Sha256::digest(&bytes));
+    if got != hex {
+        bail!("{} has sha256 {got}, not {hex}", p.display());
+    }
+    Ok(bytes)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).with_context(|| format!("{what} is not what it should be"))
+}
+
+fn unpack_oci(dir: &Path, dest: &Path) -> Result<()> {
+    let layout = dir.join("oci-layout");
+    let v: serde_json::Value = parse_json(
+        &fs::read(&layout).with_context(|| format!("cannot read {}", layout.display()))?,
+        &layout.display().to_string(),
+    )?;
+    if v["imageLayoutVersion"].as_str().is_none() {
+        bail!("{} has no imageLayoutVersion", layout.display());
+    }
+    let index_path = dir.join("index.json");
+    let index: ImageIndex = parse_json(
+        &fs::read(&index_path).with_context(|| format!("cannot read {}", index_path.display()))?,
+        &index_path.display().to_string(),
+    )?;
+    let manifest = pick_manifest(dir, index, &index_path.display().to_string(), 0)?;
+    for (i, l) in manifest.layers.iter().enumerate() {
+        let (p, hex) = blob_path(dir, &l.digest)?;
+        let f = File::open(&p).with_context(|| format!("cannot open {}", p.display()))?;
+        apply_stream(f, dest, true, Some(&hex), None).with_context(|| {
+            format!(
+                "layer {} of {} ({}, {})",
+                i + 1,
+                manifest.layers.len(),
+                l.media_type,
+                l.digest
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The linux/amd64 image manifest of an index, following nested indexes.
+fn pick_manifest(dir: &Path, index: ImageIndex, what: &str, depth: u32) -> Result<ImageManifest> {
+    if depth > 4 {
+        bail!("{what}: image indexes nest too deep");
+    }
+    let d = index
+        .manifests
+        .into_iter()
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .map_or(true, |p| p.os == "linux" && p.architecture == "amd64")
+        })
+        .with_context(|| format!("{what} lists no linux/amd64 image"))?;
+    let bytes = read_blob(dir, &d.digest)?;
+    let inner = format!("{what} -> {}", d.digest);
+    if d.media_type == MT_INDEX || d.media_type == MT_DOCKER_LIST {
+        pick_manifest(dir, parse_json(&bytes, &inner)?, &inner, depth + 1)
+    } else {
+        parse_json(&bytes, &inner)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// docker-archive (`docker save`)
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerImage {
+    config: String,
+    layers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageConfig {
+    rootfs: RootFs,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// A member of the outer archive: where its data starts and how long it
+/// is, or which member it links to.
+enum Member {
+    Data { offset: u64, size: u64 },
+    Link(String),
+}
+
+fn unpack_docker_archive(file: &Path, dest: &Path) -> Result<()> {
+    let mut members = HashMap::new();
+    let mut ar = tar::Archive::new(File::open(file).context("cannot open it")?);
+    for e in ar.entries_with_seek().context("not a tar archive")? {
+        let e = e.context("cannot read the archive")?;
+        let name = normalise(&e.path()?.to_string_lossy());
+        let kind = e.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = e.link_name()?.unwrap_or_default();
+            let target = target.to_string_lossy();
+            // Symbolic links are relative to the member's folder, hard
+            // links to the archive's root.
+            let target = if kind.is_symlink() {
+                let base = name.rsplit_once('/').map_or("", |(d, _)| d);
+                normalise(&format!("{base}/{target}"))
+            } else {
+                normalise(&target)
+            };
+            members.insert(name, Member::Link(target));
+        } else if kind.is_file() {
+            members.insert(
+                name,
+                Member::Data {
+                    offset: e.raw_file_position(),
+                    size: e.size(),
+                },
+            );
+        }
+    }
+    let read_member = |name: &str| -> Result<Box<dyn Read>> {
+        let mut name = normalise(name);
+        for _ in 0..8 {
+            match members.get(&name) {
+                Some(Member::Link(t)) => name = t.clone(),
+                Some(Member::Data { offset, size }) => {
+                    let mut f = File::open(file)?;
+                    f.seek(SeekFrom::Start(*offset))?;
+                    return Ok(Box::new(f.take(*size)));
+                }
+                None => bail!("it has no member {name}"),
+            }
+        }
+        bail!("member {name} is a loop of links")
+    };
+    let mut bytes = Vec::new();
+    read_member("manifest.json")?.read_to_end(&mut bytes)?;
+    let images: Vec<DockerImage> = parse_json(&bytes, "manifest.json")?;
+    let image = images
+        .into_iter()
+        .next()
+        .context("manifest.json lists no image")?;
+    let mut bytes = Vec::new();
+    read_member(&image.config)?.read_to_end(&mut bytes)?;
+    let config: ImageConfig = parse_json(&bytes, &image.config)?;
+    if config.rootfs.diff_ids.len() != image.layers.len() {
+        bail!(
+            "{} lists {} diff_ids for {} layers",
+            image.config,
+            config.rootfs.diff_ids.len(),
+            image.layers.len()
+        );
+    }
+    for (i, (layer, diff_id)) in image.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+        let hex = diff_id
+            .strip_prefix("sha256:")
+            .with_context(|| format!("unsupported diff_id {diff_id}"))?;
+        apply_stream(read_member(layer)?, dest, true, None, Some(hex))
+            .with_context(|| format!("layer {} of {} ({layer})", i + 1, image.layers.len()))?;
+    }
+    Ok(())
+}
+
+/// A member name without `./`, empty or `..` components resolved.
+fn normalise(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in name.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+// ---------------------------------------------------------------------------
+// SIF
+
+fn unpack_sif(file: &Path, dest: &Path) -> Result<()> {
+    let (offset, _) = crate::formats::sif::system_partition(file)?;
+    Cmd::new("unsquashfs")
+        .args(["-n", "-q", "-f", "-o", &offset.to_string(), "-d"])
+        .arg(dest)
+        .arg(file)
+        .run()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Layers
+
+/// A reader that feeds what passes through it to a hasher.
+struct Hashing<'a, R> {
+    inner: R,
+    hasher: Option<&'a mut Sha256>,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Apply one layer (a tar, gzip-compressed or not) to `dest`. When given,
+/// `blob_sha` is checked against the stream as read and `tar_sha` against
+/// the uncompressed tar.
+fn apply_stream(
+    raw: impl Read,
+    dest: &Path,
+    whiteouts: bool,
+    blob_sha: Option<&str>,
+    tar_sha: Option<&str>,
+) -> Result<()> {
+    let mut blob_h = Sha256::new();
+    let mut tar_h = Sha256::new();
+    let mut raw = BufReader::with_capacity(
+        1 << 20,
+        Hashing {
+            inner: raw,
+            hasher: blob_sha.map(|_| &mut blob_h),
+        },
+    );
+    let head = raw.fill_buf().context("cannot read it")?;
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        bail!("zstd-compressed layers are not supported");
+    }
+    {
+        let decoded: Box<dyn Read + '_> = if gzip {
+            Box::new(flate2::bufread::MultiGzDecoder::new(&mut raw))
+        } else {
+            Box::new(&mut raw)
+        };
+        let mut tar = Hashing {
+            inner: decoded,
+            hasher: tar_sha.map(|_| &mut tar_h),
+        };
+        apply_tar(&mut tar, dest, whiteouts)?;
+        // The end-of-archive blocks and any padding count for the digests.
+        io::copy(&mut tar, &mut io::sink()).context("cannot read it to its end")?;
+    }
+    io::copy(&mut raw, &mut io::sink()).context("cannot read it to its end")?;
+    drop(raw);
+    for (want, h, what) in [
+        (blob_sha, blob_h, "blob"),
+        (tar_sha, tar_h, "uncompressed tar"),
+    ] {
+        if let Some(want) = want {
+            let got = fsutil::hex(&h.finalize());
+            if !got.eq_ignore_ascii_case(want) {
+                bail!("its {what} has sha256 {got}, not {want}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A tar entry's path relative to the root; None for the root itself.
+fn relative(p: &Path) -> Result<Option<PathBuf>> {
+    let mut rel = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::CurDir | Component::RootDir => {}
+            _ => bail!("entry {} leads out of the root", p.display()),
+        }
+    }
+    Ok((!rel.as_os_str().is_empty()).then_some(rel))
+}
+
+/// Where `rel` really lies: its parent resolved (symbolic links followed)
+/// and checked to be inside `root`, plus its own name (not followed).
+/// None when the parent does not exist.
+fn resolve_in(root: &Path, rel: &Path) -> Result<Option<PathBuf>> {
+    let name = rel.file_name().context("entry without a name")?;
+    let parent = root.join(rel.parent().unwrap_or(Path::new("")));
+    match parent.canonicalize() {
+        Ok(p) if p.starts_with(root) => Ok(Some(p.join(name))),
+        Ok(p) => bail!(
+            "{} leads out of the root through a symbolic link (to {})",
+            rel.display(),
+            p.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot resolve {}", parent.display())),
+    }
+}
+
+/// Apply the tar `r` to `root`; with `whiteouts`, `.wh.` entries remove
+/// what lower layers put there instead of being unpacked.
+fn apply_tar(r: impl Read, root: &Path, whiteouts: bool) -> Result<()> {
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", root.display()))?;
+    let mut ar = tar::Archive::new(r);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_preserve_mtime(true);
+    ar.set_unpack_xattrs(true);
+    ar.set_overwrite(true);
+    // What this layer has written so far: an opaque folder keeps it.
+    let mut written: HashSet<PathBuf> = HashSet::new();
+    for e in ar.entries().context("it is not a tar archive")? {
+        let mut e = e.context("cannot read the next entry")?;
+        let path = e.path().context("entry with a bad path")?.into_owned();
+        let Some(rel) = relative(&path)? else {
+            continue;
+        };
+        let what = || format!("entry {}", path.display());
+        let name = rel
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_default();
+        if whiteouts && name.starts_with(b".wh.") {
+            let dir = rel.parent().unwrap_or(Path::new(""));
+            if name == b".wh..wh..opq" {
+                make_opaque(&root, dir, &written).with_context(what)?;
+            } else if !name.starts_with(b".wh..wh.") {
+                let target = dir.join(std::ffi::OsStr::from_bytes(&name[4..]));
+                if !written.contains(&target) {
+                    if let Some(p) = resolve_in(&root, &target).with_context(what)? {
+                        fsutil::remove_tree(&p).with_context(what)?;
+                    }
+                }
+            }
+            // Other `.wh..wh.` names are aufs bookkeeping: nothing to do.
+            continue;
+        }
+        let kind = e.header().entry_type();
+        // Replace whatever a lower layer left at this path, never writing
+        // through it (it may be a symbolic link), unless both are folders.
+        if let Some(p) = resolve_in(&root, &rel).with_context(what)? {
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() && kind.is_dir() => {}
+                Ok(_) => fsutil::remove_tree(&p).with_context(what)?,
+                Err(_) => {}
+            }
+        }
+        match kind {
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                make_node(&root, &rel, &e).with_context(what)?
+            }
+            tar::EntryType::XGlobalHeader => continue,
+            _ => {
+                if !e.unpack_in(&root).with_context(what)? {
+                    bail!("{} leads out of the root", what());
+                }
+            }
+        }
+        if whiteouts {
+            written.insert(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Remove from folder `dir` (relative to `root`) everything lower layers
+/// put there, keeping what this layer wrote.
+fn make_opaque(root: &Path, dir: &Path, written: &HashSet<PathBuf>) -> Result<()> {
+    let abs = if dir.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        match resolve_in(root, dir)? {
+            Some(p) => p,
+            None => return Ok(()),
+        }
+    };
+    if !fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    for e in fs::read_dir(&abs).with_context(|| format!("cannot read {}", abs.display()))? {
+        let e = e?;
+        let rel = dir.join(e.file_name());
+        if written.contains(&rel) {
+            if e.file_type()?.is_dir() {
+                make_opaque(root, &rel, written)?;
+            }
+        } else {
+            fsutil::remove_tree(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A device node or FIFO entry (the tar crate would write them as files).
+fn make_node<R: Read>(root: &Path, rel: &Path, e: &tar::Entry<R>) -> Result<()> {
+    use std::os::unix::fs::lchown;
+    let parent = root.join(rel.parent().unwrap_or(Path::new("")));
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let p = resolve_in(root, rel)?.context("its folder vanished")?;
+    let h = e.header();
+    let mode = h.mode()? & 0o7777;
+    let (kind, dev) = match h.entry_type() {
+        tar::EntryType::Char => (libc::S_IFCHR, device(h)?),
+        tar::EntryType::Block => (libc::S_IFBLK, device(h)?),
+        _ => (libc::S_IFIFO, 0),
+    };
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mknod(c.as_ptr(), kind | mode, dev) } != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot make node {}", p.display()));
+    }
+    lchown(&p, Some(h.uid()? as u32), Some(h.gid()? as u32))
+        .with_context(|| format!("cannot set the owner of {}", p.display()))?;
+    // mknod's mode went through the umask.
+    set_mode(&p, mode)
+}
+
+fn device(h: &tar::Header) -> Result<libc::dev_t> {
+    let major = h.device_major()?.unwrap_or(0);
+    let minor = h.device_minor()?.unwrap_or(0);
+    Ok(libc::makedev(major, minor))
+}
