@@ -181,12 +181,17 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
 #[ignore = "needs root and mmdebstrap"]
 fn a_failed_build_leaves_no_artifact() {
     // Nothing listens on port 9: the bootstrap fails at its first download.
+    // With an empty cache, so that biovm's store (which would build the lock
+    // without any mirror) has nothing.
     let out = scratch("e2e-failed-build");
+    let cache = scratch("e2e-failed-build-cache");
     let o = biovm(&[
         "build",
         "images/minimal.toml",
         "--out",
         out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
         "--mirror",
         "http://127.0.0.1:9/debian",
     ]);
@@ -260,12 +265,16 @@ fn an_interrupted_build_leaves_no_file_with_a_final_name() {
             "{n} carries a final name"
         );
     }
-    // The next build in the same folder clears the leftovers first.
+    // The next build in the same folder clears the leftovers first (and
+    // fails: an empty cache, so no store, and a mirror that is not there).
+    let cache = scratch("e2e-interrupted-build-cache");
     let o = biovm(&[
         "build",
         "images/minimal.toml",
         "--out",
         out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
         "--mirror",
         "http://127.0.0.1:9/debian",
     ]);
