@@ -107,9 +107,25 @@ impl Scratch {
         self.0.join(name)
     }
 
-    /// Give the finished folder its final name `dest` (on the same
-    /// filesystem); it is then no longer removed.
-    pub fn persist(self, dest: &Path) -> Result<()> {
+    /// A fresh folder beside `dest` (its parent created if needed, so on
+    /// the same filesystem) that becomes `dest` with [`Scratch::replace`].
+    pub fn beside(dest: &Path) -> Result<Scratch> {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        Scratch::new_in(parent, &name)
+    }
+
+    /// Give the finished folder the name `dest`, in place of whatever had
+    /// it; it is then no longer removed.
+    pub fn replace(self, dest: &Path) -> Result<()> {
+        if fs::symlink_metadata(dest).is_ok() {
+            remove_tree(dest)?;
+        }
         fs::rename(&self.0, dest)
             .with_context(|| format!("cannot rename {} to {}", self.0.display(), dest.display()))?;
         std::mem::forget(self);

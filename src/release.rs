@@ -170,7 +170,7 @@ fn lock_check(image: &Image, cache: &Path) -> Option<LockCheck> {
             gone: r
                 .gone
                 .iter()
-                .map(|g| format!("{} {}", g.name, g.version))
+                .map(|g| format!("{} {}", g.deb.name, g.deb.version))
                 .collect(),
             security_index: r.security_index,
             superseded: r.superseded,

@@ -50,12 +50,6 @@ pub fn vendor(image: &Image, cache: &Path, out: &Path) -> Result<VendorInfo> {
     let store = Pool::in_cache(cache);
     fill_store(image, &lock, cache, &store)?;
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
     let empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
     if out.exists() && !empty && !out.join("vendor.toml").is_file() {
         bail!(
@@ -63,11 +57,7 @@ pub fn vendor(image: &Image, cache: &Path, out: &Path) -> Result<VendorInfo> {
             out.display()
         );
     }
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vendor".into());
-    let work = fsutil::Scratch::new_in(parent, &format!("{name}.partial"))?;
+    let work = fsutil::Scratch::beside(out)?;
     let pool = Pool::at(work.path());
     let shas: Vec<&str> = lock
         .debian
@@ -107,10 +97,7 @@ pub fn vendor(image: &Image, cache: &Path, out: &Path) -> Result<VendorInfo> {
         &work.join("vendor.toml"),
         toml::to_string(&info)?.as_bytes(),
     )?;
-    if out.exists() {
-        fsutil::remove_tree(out)?;
-    }
-    work.persist(out)?;
+    work.replace(out)?;
     Ok(info)
 }
 

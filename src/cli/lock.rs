@@ -123,7 +123,7 @@ fn print_check(
                 .unwrap_or_default();
             println!(
                 "  {} {} ({}) sha256 {}{other}: {kept}",
-                d.name, d.version, d.architecture, d.sha256
+                d.deb.name, d.deb.version, d.deb.architecture, d.deb.sha256
             );
         }
     }

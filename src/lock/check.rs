@@ -21,10 +21,9 @@ use crate::pool::Pool;
 /// and sha256.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gone {
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-    pub sha256: String,
+    /// The locked package (name, version, architecture, sha256).
+    #[serde(flatten)]
+    pub deb: LockedDeb,
     /// The sha256 the mirror's index gives this version, when it still
     /// serves it but with other content.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,18 +79,8 @@ pub fn check(image: &Image, cache: &Path, vendor: Option<&Path>) -> Result<Repor
         );
     }
     let lock = Lock::read(&lock_path)?;
-    if lock.suite != image.base.suite || lock.architecture != image.base.architecture {
-        bail!(
-            "{} is for {} {}, but {} is {} {}; run `biovm lock --update {}`",
-            lock_path.display(),
-            lock.suite,
-            lock.architecture,
-            image.source.display(),
-            image.base.suite,
-            image.base.architecture,
-            image.source.display()
-        );
-    }
+    // A lock that no longer matches its image does not build either.
+    lock.check_matches(image, &crate::rootfs::requested_packages(image), &lock_path)?;
     let vendor_pool = match vendor {
         Some(v) if !v.is_dir() => bail!("the vendor folder {} does not exist", v.display()),
         Some(v) => Some(Pool::at(v)),
@@ -102,15 +91,7 @@ pub fn check(image: &Image, cache: &Path, vendor: Option<&Path>) -> Result<Repor
     let store = Pool::in_cache(cache);
     // What earlier builds downloaded into the name-keyed package cache
     // counts as kept, as it does for a build.
-    let gone_debs: Vec<LockedDeb> = gone
-        .iter()
-        .map(|g| LockedDeb {
-            name: g.name.clone(),
-            version: g.version.clone(),
-            architecture: g.architecture.clone(),
-            sha256: g.sha256.clone(),
-        })
-        .collect();
+    let gone_debs: Vec<LockedDeb> = gone.iter().map(|g| g.deb.clone()).collect();
     crate::pool::adopt_debs(&store, &crate::rootfs::deb_cache(cache, image), &gone_debs);
     mark_kept(&mut gone, &store, vendor_pool.as_ref());
     let security_index = indices.iter().any(Index::is_security);
@@ -173,10 +154,7 @@ fn gone(locked: &[LockedDeb], indices: &[Index]) -> Vec<Gone> {
                 return None;
             }
             Some(Gone {
-                name: d.name.clone(),
-                version: d.version.clone(),
-                architecture: d.architecture.clone(),
-                sha256: d.sha256.clone(),
+                deb: d.clone(),
                 mirror_sha256: hashes.and_then(|h| h.first()).map(|h| h.to_string()),
                 in_store: false,
                 in_vendor: false,
@@ -189,8 +167,8 @@ fn gone(locked: &[LockedDeb], indices: &[Index]) -> Vec<Gone> {
 /// the locked content).
 fn mark_kept(gone: &mut [Gone], store: &Pool, vendor: Option<&Pool>) {
     for g in gone {
-        g.in_store = store.has(&g.sha256);
-        g.in_vendor = vendor.is_some_and(|v| v.has(&g.sha256));
+        g.in_store = store.has(&g.deb.sha256);
+        g.in_vendor = vendor.is_some_and(|v| v.has(&g.deb.sha256));
     }
 }
 
@@ -308,7 +286,7 @@ mod tests {
         let g = gone(&locked, &mirror());
         let names: Vec<(&str, &str)> = g
             .iter()
-            .map(|g| (g.name.as_str(), g.version.as_str()))
+            .map(|g| (g.deb.name.as_str(), g.deb.version.as_str()))
             .collect();
         assert_eq!(
             names,

@@ -226,26 +226,9 @@ fn rsa_hex(key: &RsaPublicKey, data: &[u8]) -> Result<String> {
 /// written under a temporary name and renamed when complete (an earlier
 /// bundle there is replaced).
 pub fn bundle(raw: &Path, name: &str, out: &Path, keys: &Keys) -> Result<Bundle> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = fsutil::temp_name(out);
-    fsutil::remove_tree(&tmp)?;
-    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let result = write_bundle(raw, name, &tmp, keys);
-    let b = match result {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = fsutil::remove_tree(&tmp);
-            return Err(e);
-        }
-    };
-    fsutil::remove_tree(out)?;
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+    let tmp = fsutil::Scratch::beside(out)?;
+    let b = write_bundle(raw, name, tmp.path(), keys)?;
+    tmp.replace(out)?;
     Ok(Bundle {
         dir: out.to_path_buf(),
         ..b
