@@ -27,7 +27,7 @@ pub fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
             "doctor",
             serde_json::json!({
                 "tools": tools,
-                "kvm": v.accel == crate::smoke::Accel::Kvm,
+                "kvm": v.accel == crate::smoke::qemu::Accel::Kvm,
                 "accel": v.accel,
                 "accel_detail": v.detail,
                 "cache": crate::fsutil::cache_dir(),
