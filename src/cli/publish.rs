@@ -6,12 +6,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::GlobalArgs;
-use crate::config::{Ec2BootMode, Image};
+use crate::config::{Ec2BootMode, Format, Image};
 use crate::manifest::Manifest;
 use crate::publish::aws::{self, ebs::volume_size_gib, Ec2Settings};
 use crate::publish::credentials::{self, Env, ProcessEnv};
 use crate::publish::eucalyptus::{self, EucalyptusSettings};
-use crate::publish::{http::RetryPolicy, setting, Artifact, Limits, Outcome};
+use crate::publish::http::{RetryPolicy, Service};
+use crate::publish::{setting, Artifact, Limits, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
@@ -87,7 +88,7 @@ impl AwsArgs {
         let endpoint = setting::endpoint(
             self.ec2_endpoint.clone(),
             t.ec2_endpoint.clone(),
-            "ec2",
+            Service::Ec2,
             env,
             || aws::default_ec2_endpoint(&region),
         );
@@ -168,7 +169,7 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
             bail!("--image goes with a raw disk, not with an image file");
         }
         let image = load(&a.path)?;
-        let raw = a.out.join(format!("{}.raw", image.name));
+        let raw = crate::build::artifact_path(&a.out, &image.name, Format::Raw);
         if !raw.is_file() {
             bail!(
                 "{} not found: build the image first (`biovm build {} --out {}`), or pass --out",
@@ -186,7 +187,12 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
         )?;
         return Ok((art, Some(image)));
     }
-    if a.path.extension().is_some_and(|e| e != "raw" && e != "img") {
+    let named_raw = a
+        .path
+        .file_name()
+        .and_then(|n| Format::from_file_name(&n.to_string_lossy()))
+        == Some(Format::Raw);
+    if a.path.extension().is_some() && !named_raw {
         bail!(
             "{}: biovm publishes raw disks (.raw) or image files (.toml)",
             a.path.display()
@@ -245,7 +251,7 @@ pub(super) fn ec2_settings(
     let ebs_endpoint = setting::endpoint(
         a.ebs_endpoint.clone(),
         t.ebs_endpoint.clone(),
-        "ebs",
+        Service::Ebs,
         env,
         || aws::default_ebs_endpoint(&region),
     );
@@ -282,7 +288,7 @@ pub(super) fn eucalyptus_settings(
     let ec2_endpoint = setting::flag_file_or_env(
         a.aws.ec2_endpoint.clone(),
         t.as_ref().map(|t| t.ec2_endpoint.clone()),
-        || credentials::endpoint_from_env("ec2", env),
+        || setting::endpoint_from_env(Service::Ec2, env),
     )
     .context(
         "no EC2 endpoint: pass --ec2-endpoint or set `ec2-endpoint` in [targets.eucalyptus]",
@@ -290,7 +296,7 @@ pub(super) fn eucalyptus_settings(
     let s3_endpoint = setting::flag_file_or_env(
         a.s3_endpoint.clone(),
         t.as_ref().map(|t| t.s3_endpoint.clone()),
-        || credentials::endpoint_from_env("s3", env),
+        || setting::endpoint_from_env(Service::S3, env),
     )
     .context("no S3 endpoint: pass --s3-endpoint or set `s3-endpoint` in [targets.eucalyptus]")?;
     let bucket = setting::flag_file_or_env(

@@ -308,8 +308,8 @@ fn kernel(cx: &mut Ctx<'_>, b: &RawBase, formats: &[Format]) -> Kernel {
             Kernel::Generic
         };
     };
-    let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.as_str()).collect();
-    match Kernel::ALL.iter().find(|x| x.as_str() == k.get_ref()) {
+    let names = Kernel::names();
+    match Kernel::named(k.get_ref()) {
         Some(Kernel::Cloud) if !virtualbox.is_empty() => {
             let d = cx
                 .diag(
@@ -325,7 +325,7 @@ fn kernel(cx: &mut Ctx<'_>, b: &RawBase, formats: &[Format]) -> Kernel {
             cx.push(d);
             Kernel::Cloud
         }
-        Some(x) => *x,
+        Some(x) => x,
         None => {
             let d = cx
                 .diag(k.span(), format!("unknown kernel `{}`", k.get_ref()))

@@ -170,14 +170,21 @@ pub enum Kernel {
     Generic,
 }
 
-impl Kernel {
-    pub const ALL: [Kernel; 2] = [Kernel::Cloud, Kernel::Generic];
-
-    pub fn as_str(self) -> &'static str {
+impl crate::names::Named for Kernel {
+    const WHAT: &'static str = "kernel";
+    const MEMBERS: &'static [Self] = &[Kernel::Cloud, Kernel::Generic];
+    fn name(self) -> &'static str {
         match self {
             Kernel::Cloud => "cloud",
             Kernel::Generic => "generic",
         }
+    }
+}
+
+impl Kernel {
+    /// The kernel's name, as `base.kernel` and the plan write it.
+    pub fn as_str(self) -> &'static str {
+        crate::names::Named::name(self)
     }
 
     /// The Debian package (its metapackage, following the suite's kernel).
