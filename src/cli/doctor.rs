@@ -6,9 +6,9 @@ use super::GlobalArgs;
 use crate::doctor::HOST_TOOLS;
 
 #[derive(Debug, Args)]
-pub struct DoctorArgs {}
+pub(crate) struct DoctorArgs {}
 
-pub fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
     if g.json {
         let tools: Vec<_> = HOST_TOOLS
             .iter()

@@ -18,8 +18,8 @@ use super::gpt::{Partition, SECTOR};
 use crate::cmd::Cmd;
 use crate::config::BootMode;
 
-pub const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
-pub const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
+pub(crate) const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+pub(crate) const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
 
 /// Modules both images carry (everything the menu needs; nothing is loaded later).
 const COMMON_MODULES: &[&str] = &[
@@ -128,12 +128,12 @@ fn mkimage(work: &Path, firmware: BootMode, root_uuid: &str) -> Result<PathBuf> 
 }
 
 /// Build BOOTX64.EFI in `work`.
-pub fn efi_image(work: &Path, root_uuid: &str) -> Result<PathBuf> {
+pub(crate) fn efi_image(work: &Path, root_uuid: &str) -> Result<PathBuf> {
     mkimage(work, BootMode::Uefi, root_uuid)
 }
 
 /// Build core.img in `work`.
-pub fn bios_core(work: &Path, root_uuid: &str) -> Result<PathBuf> {
+pub(crate) fn bios_core(work: &Path, root_uuid: &str) -> Result<PathBuf> {
     mkimage(work, BootMode::Bios, root_uuid)
 }
 
@@ -150,7 +150,7 @@ const LOAD_SEGMENT: u16 = 0x820;
 
 /// The first 0x1B8 bytes for LBA 0: GRUB's boot.img patched to load
 /// core.img from `core_lba` on the drive the BIOS booted from.
-pub fn boot_code(core_lba: u64) -> Result<Vec<u8>> {
+pub(crate) fn boot_code(core_lba: u64) -> Result<Vec<u8>> {
     let p = Path::new(GRUB_PC_DIR).join("boot.img");
     let mut b = fs::read(&p)
         .with_context(|| format!("cannot read {} (package grub-pc-bin)", p.display()))?;
@@ -166,7 +166,7 @@ pub fn boot_code(core_lba: u64) -> Result<Vec<u8>> {
 }
 
 /// Write core.img into the BIOS boot partition with its blocklist set.
-pub fn install_core(disk: &File, core: &Path, part: &Partition) -> Result<()> {
+pub(crate) fn install_core(disk: &File, core: &Path, part: &Partition) -> Result<()> {
     let mut img = fs::read(core).with_context(|| format!("cannot read {}", core.display()))?;
     let sectors = img.len().div_ceil(SECTOR as usize) as u64;
     if sectors * SECTOR > part.size() {
