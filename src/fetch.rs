@@ -19,17 +19,19 @@ use crate::pool::Pool;
 
 const ATTEMPTS: u32 = 3;
 
-/// A download whose content is not what the recipe pinned.
+/// A download whose content is not what was pinned (by a recipe, or by
+/// the signed index a source file is listed in).
 #[derive(Debug, thiserror::Error)]
-#[error("recipe {recipe}: {url} has sha256 {actual}, but the recipe expects {expected}")]
+#[error("{what}: {url} has sha256 {actual}, not the expected {expected}")]
 pub struct HashMismatch {
-    pub recipe: String,
+    /// What the file is for, e.g. `recipe bwa`.
+    pub what: String,
     pub url: String,
     pub expected: String,
     pub actual: String,
 }
 
-fn client() -> Result<reqwest::blocking::Client> {
+pub(crate) fn client() -> Result<reqwest::blocking::Client> {
     Ok(reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(20))
         .timeout(Duration::from_secs(600))
@@ -56,7 +58,7 @@ pub fn fetch(
         let actual = fsutil::sha256_file(&path)?;
         if actual != d.sha256 {
             return Err(HashMismatch {
-                recipe: recipe.into(),
+                what: format!("recipe {recipe}"),
                 url: format!("{} (cached as {})", d.url, path.display()),
                 expected: d.sha256.clone(),
                 actual,
@@ -72,14 +74,22 @@ pub fn fetch(
             d.sha256
         );
     }
+    download_verified(&format!("recipe {recipe}"), &d.url, &d.sha256, &path)?;
+    Ok(path)
+}
+
+/// Download `url` into `path`, retrying transient failures, keeping it
+/// only when its content has `sha256` (the name appears when the file is
+/// whole and right); `what` names it in messages, e.g. `recipe bwa`.
+pub(crate) fn download_verified(what: &str, url: &str, sha256: &str, path: &Path) -> Result<()> {
     let client = client()?;
     let mut last = None;
     for attempt in 1..=ATTEMPTS {
-        match download_once(&client, recipe, d, &path) {
-            Ok(()) => return Ok(path),
+        match download_once(&client, what, url, sha256, path) {
+            Ok(()) => return Ok(()),
             Err(e) if e.downcast_ref::<HashMismatch>().is_some() => return Err(e),
             Err(e) if attempt < ATTEMPTS && retryable(&e) => {
-                log::warn!("recipe {recipe}: {e:#}; retrying");
+                log::warn!("{what}: {e:#}; retrying");
                 std::thread::sleep(Duration::from_secs(u64::from(attempt)));
                 last = Some(e);
             }
@@ -100,25 +110,24 @@ fn retryable(e: &anyhow::Error) -> bool {
 
 fn download_once(
     client: &reqwest::blocking::Client,
-    recipe: &str,
-    d: &Download,
+    what: &str,
+    url: &str,
+    sha256: &str,
     path: &Path,
 ) -> Result<()> {
-    log::info!("recipe {recipe}: downloading {}", d.url);
+    log::info!("{what}: downloading {url}");
     let mut resp = client
-        .get(&d.url)
+        .get(url)
         .send()
         .and_then(|r| r.error_for_status())
-        .map_err(|e| {
-            anyhow::Error::new(e).context(format!("recipe {recipe}: cannot download {}", d.url))
-        })?;
+        .map_err(|e| anyhow::Error::new(e).context(format!("{what}: cannot download {url}")))?;
     let (tmp, mut f) = AtomicFile::create(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = resp
             .read(&mut buf)
-            .with_context(|| format!("recipe {recipe}: reading {} failed", d.url))?;
+            .with_context(|| format!("{what}: reading {url} failed"))?;
         if n == 0 {
             break;
         }
@@ -127,12 +136,12 @@ fn download_once(
     }
     drop(f);
     let actual = fsutil::hex(&h.finalize());
-    if actual != d.sha256 {
+    if actual != sha256 {
         // `tmp` is dropped uncommitted: nothing is kept.
         return Err(HashMismatch {
-            recipe: recipe.into(),
-            url: d.url.clone(),
-            expected: d.sha256.clone(),
+            what: what.into(),
+            url: url.into(),
+            expected: sha256.into(),
             actual,
         }
         .into());

@@ -31,6 +31,7 @@ pub mod release;
 pub mod rootfs;
 pub(crate) mod run;
 pub(crate) mod smoke;
+pub mod sources;
 pub(crate) mod sshkey;
 pub(crate) mod store;
 pub(crate) mod vendor;

@@ -84,7 +84,7 @@ pub fn path_for(image_file: &Path) -> PathBuf {
 }
 
 /// One stanza of a Debian control-style file, as field → value.
-fn stanzas(text: &str) -> Vec<BTreeMap<&str, &str>> {
+pub(crate) fn stanzas(text: &str) -> Vec<BTreeMap<&str, &str>> {
     let mut out = Vec::new();
     let mut cur = BTreeMap::new();
     for line in text.lines() {
@@ -156,6 +156,12 @@ impl Index {
 /// Every Packages index in apt's lists folder `lists`, decompressed (any
 /// compression; apt's own helper reads it), sorted by file name.
 pub(crate) fn list_indices(lists: &Path) -> Result<Vec<Index>> {
+    list_indices_of(lists, "_Packages")
+}
+
+/// Every index in apt's lists folder `lists` whose file name contains
+/// `kind` (`_Packages`, `_Sources`), decompressed.
+pub(crate) fn list_indices_of(lists: &Path, kind: &str) -> Result<Vec<Index>> {
     let mut v = Vec::new();
     for e in fs::read_dir(lists).with_context(|| format!("cannot read {}", lists.display()))? {
         let p = e
@@ -166,7 +172,7 @@ pub(crate) fn list_indices(lists: &Path) -> Result<Vec<Index>> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        if file.contains("_Packages") {
+        if file.contains(kind) {
             let text = Cmd::new("/usr/lib/apt/apt-helper")
                 .arg("cat-file")
                 .arg(&p)

@@ -124,6 +124,15 @@ impl Pool {
         Ok(text)
     }
 
+    /// The control stanza of the kept .deb `sha`, when the pool has it.
+    pub fn control_text(&self, sha: &str) -> Option<String> {
+        if let Ok(s) = fs::read_to_string(self.control_path(sha)) {
+            return Some(s);
+        }
+        let deb = self.get(sha)?;
+        self.control(sha, &deb).ok()
+    }
+
     /// Copy (or hard-link) everything `self` has of `shas` into `other`.
     pub fn copy_to(&self, other: &Pool, shas: &[&str]) -> Result<()> {
         for sha in shas {

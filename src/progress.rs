@@ -13,7 +13,7 @@
 //! [`Stage`] to finish or fail, [`bytes`] and [`units`] return a counting
 //! stage whose `inc` is cheap and may be called from many threads.
 //!
-//! ```ignore
+//! ```text
 //! // Not a doctest (this module is the crate's own, not its public face):
 //! // `tests::the_module_example_runs` runs it.
 //! crate::progress::stage("build", "bootstrap", || -> anyhow::Result<()> { Ok(()) })?;

@@ -63,6 +63,9 @@ pub(crate) struct ReleaseOptions {
     pub(crate) base_url: Option<String>,
     /// Lock an image that has no lock (instead of refusing).
     pub(crate) lock_missing: bool,
+    /// Collect the Debian source packages and PyPI source distributions
+    /// of every image's lock into `sources/` (see [`crate::sources`]).
+    pub(crate) sources: bool,
     pub(crate) test: TestOptions,
 }
 
@@ -180,6 +183,11 @@ pub struct IndexImage {
     /// --check`): what a lock that builds forever also freezes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_check: Option<LockCheck>,
+    /// The sources of the image's lock (`--sources`): each Debian source
+    /// package with its binaries and files, each PyPI sdist with its
+    /// wheels; the files are in the release's `sources/` folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<crate::sources::Sources>,
 }
 
 /// What the mirror said about an image's lock when the release was made.
@@ -304,6 +312,7 @@ struct Staged {
     lock_sha256: String,
     manifest: Manifest,
     reports: Vec<report::BootReport>,
+    sources: Option<crate::sources::Sources>,
 }
 
 fn stage_line(
@@ -367,6 +376,12 @@ fn build_and_test(
         &crate::rootfs::requested_packages(&image),
         &lock_path,
     )?;
+    // Before the build: a source the mirror lacks fails the release early.
+    let sources = if opts.sources {
+        Some(collect_sources(&image, &lock, opts, stages)?)
+    } else {
+        None
+    };
     let inputs = inputs_hash(&image, &lock_path)?;
     let dir = opts
         .out_dir
@@ -385,7 +400,35 @@ fn build_and_test(
         lock,
         manifest,
         reports,
+        sources,
     })
+}
+
+fn collect_sources(
+    image: &Image,
+    lock: &Lock,
+    opts: &ReleaseOptions,
+    stages: &mut Vec<StageLine>,
+) -> Result<crate::sources::Sources> {
+    let t = Instant::now();
+    let s = crate::sources::collect(image, lock, &opts.cache_dir)
+        .with_context(|| format!("{}: collecting the sources of its lock failed", image.name))?;
+    let files = s.files();
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
+    stage_line(
+        stages,
+        &image.name,
+        "sources",
+        &format!(
+            "{} Debian source packages, {} PyPI sdists ({} files, {:.1} MiB)",
+            s.debian.len(),
+            s.pypi.len(),
+            files.len(),
+            bytes as f64 / (1024.0 * 1024.0)
+        ),
+        t,
+    );
+    Ok(s)
 }
 
 /// The staged build in `dir` of `inputs`: reused when `state` says it was
@@ -536,7 +579,7 @@ fn top_component(file: &str) -> &str {
 /// Put `src` (a file or a folder tree) at `dest` in the release folder:
 /// a hard link when both are on one filesystem, else a copy; files appear
 /// under their final name only when complete.
-fn place(src: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn place(src: &Path, dest: &Path) -> Result<()> {
     let meta =
         std::fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
     if meta.is_dir() {
@@ -627,7 +670,10 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         });
     }
     let sbom_name = format!("{name}.spdx.json");
-    place(&s.dir.join(&sbom_name), &out.join(&sbom_name))?;
+    match &s.sources {
+        None => place(&s.dir.join(&sbom_name), &out.join(&sbom_name))?,
+        Some(src) => write_sources(s, src, opts, &sbom_name)?,
+    }
     let manifest_name = format!("{name}.manifest.json");
     place(&s.dir.join(&manifest_name), &out.join(&manifest_name))?;
     let test_name = format!("{name}.test");
@@ -720,11 +766,26 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         vagrant,
         published: Vec::new(),
         lock_check: lock_check(&s.image, &opts.cache_dir),
+        sources: s.sources.clone(),
     })
 }
 
-/// SHA256SUMS of the whole release (`sha256sum -c SHA256SUMS` in DIR checks it):
-/// every artifact file, SBOM, manifest, Vagrant metadata and test report.
+/// The source files into `sources/` (from biovm's store) and the SBOM
+/// with the sources added.
+fn write_sources(
+    s: &Staged,
+    src: &crate::sources::Sources,
+    opts: &ReleaseOptions,
+    sbom_name: &str,
+) -> Result<()> {
+    crate::sources::place(src, &opts.cache_dir, &opts.out_dir)?;
+    let built = s.dir.join(sbom_name);
+    let text = std::fs::read_to_string(&built)
+        .with_context(|| format!("cannot read {}", built.display()))?;
+    let sbom = crate::sources::with_sources(&text, src, &s.manifest.suite)?;
+    fsutil::write_atomic(&opts.out_dir.join(sbom_name), sbom.as_bytes())
+}
+
 /// How `opts` spreads the checks over native runs and boots (recorded in
 /// release.json).
 pub(crate) fn checks_rule(opts: &TestOptions) -> &'static str {
@@ -735,7 +796,10 @@ pub(crate) fn checks_rule(opts: &TestOptions) -> &'static str {
     }
 }
 
-pub(crate) fn sums(index: &Index) -> String {
+/// SHA256SUMS of the whole release (`sha256sum -c SHA256SUMS` in DIR checks
+/// it): every artifact file, SBOM, manifest, Vagrant metadata, test report
+/// and source file.
+pub fn sums(index: &Index) -> String {
     let mut lines = Vec::new();
     for i in &index.images {
         for a in &i.artifacts {
@@ -748,7 +812,13 @@ pub(crate) fn sums(index: &Index) -> String {
         {
             lines.push((r.file.clone(), r.sha256.clone()));
         }
+        for f in i.sources.iter().flat_map(|s| s.files()) {
+            lines.push((f.file.clone(), f.sha256.clone()));
+        }
     }
+    // Images of one release share source files: each is listed once.
+    let mut seen = std::collections::BTreeSet::new();
+    lines.retain(|l| seen.insert(l.0.clone()));
     lines.iter().map(|(f, s)| format!("{s}  {f}\n")).collect()
 }
 

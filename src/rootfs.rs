@@ -378,8 +378,11 @@ pub(crate) fn simulate(image: &Image, packages: &[String]) -> Result<()> {
 /// folder `root`, and nothing else: the `apt-get update` of a bootstrap
 /// (same suite, architecture, components and mirror, apt checking each
 /// index's signature against the archive keyring), no package downloaded
-/// or installed. Returns the folder apt left the lists in.
-pub(crate) fn fetch_indices(image: &Image, root: &Path) -> Result<PathBuf> {
+/// or installed. With `with_sources`, every `deb` line gets its `deb-src`
+/// twin, so the source indices (`*_source_Sources`) come too. Returns the
+/// folder apt left the lists in; `root/etc/apt/sources.list` keeps the
+/// lines they came from.
+pub(crate) fn fetch_indices(image: &Image, root: &Path, with_sources: bool) -> Result<PathBuf> {
     // Isolated like a bootstrap: whatever mmdebstrap mounts in the tree
     // vanishes with it.
     let stage = tempfile::tempdir().context("cannot create a staging folder")?;
@@ -390,9 +393,11 @@ pub(crate) fn fetch_indices(image: &Image, root: &Path) -> Result<PathBuf> {
         "--skip=cleanup/apt/lists",
     ])
     .arg(format!("--architectures={}", image.base.architecture))
-    .args(keyring_arg(image, stage.path())?)
-    .arg(&image.base.suite)
-    .arg(root);
+    .args(keyring_arg(image, stage.path())?);
+    if with_sources {
+        c.arg(r#"--setup-hook=sed -i '/^deb /{p; s/^deb /deb-src /}' "$1"/etc/apt/sources.list"#);
+    }
+    c.arg(&image.base.suite).arg(root);
     c.args(mirror_args(image));
     c.run().with_context(|| {
         format!(

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use biovm::lock::check::Superseded;
 use biovm::release::{FileRef, Index, IndexArtifact, IndexImage, IndexTests, LockCheck, Published};
+use biovm::sources::{DebianSource, PypiSdist, SourceFile, Sources};
 use publish_common::*;
 
 /// Run Python from the venv with `script`; its stdout, or the error.
@@ -189,6 +190,28 @@ fn sample() -> Index {
                 image_location: None,
                 created: true,
             }],
+            sources: Some(Sources {
+                debian: vec![DebianSource {
+                    package: "htslib".into(),
+                    version: "1.16+ds-3".into(),
+                    binaries: vec!["libhts3 1.16+ds-3 amd64".into()],
+                    files: vec![SourceFile {
+                        file: "sources/debian/htslib_1.16+ds-3.dsc".into(),
+                        sha256: "9".repeat(64),
+                        size: 2086,
+                    }],
+                }],
+                pypi: vec![PypiSdist {
+                    name: "pysam".into(),
+                    version: "0.22.0".into(),
+                    wheels: vec!["pysam-0.22.0-cp311-cp311-manylinux_2_28_x86_64.whl".into()],
+                    file: SourceFile {
+                        file: "sources/pypi/pysam-0.22.0.tar.gz".into(),
+                        sha256: "a".repeat(64),
+                        size: 4_800_000,
+                    },
+                }],
+            }),
             lock_check: Some(LockCheck {
                 checked: "2026-11-26T04:30:00Z".into(),
                 gone: vec!["libde265-0 1.0.11-1+deb12u3".into()],
@@ -223,7 +246,7 @@ fn an_index_as_biovm_writes_it_validates_and_broken_ones_do_not() {
     assert_eq!(validate(&good).unwrap().trim(), "valid");
 
     type Break = fn(&mut serde_json::Value);
-    let broken: [(&str, Break); 5] = [
+    let broken: [(&str, Break); 6] = [
         ("upper-case sha256", |v| {
             v["images"][0]["sbom"]["sha256"] = "A".repeat(64).into()
         }),
@@ -237,6 +260,9 @@ fn an_index_as_biovm_writes_it_validates_and_broken_ones_do_not() {
             v["images"][0]["tests"]["passed"] = false.into()
         }),
         ("an unknown field", |v| v["images"][0]["extra"] = 1.into()),
+        ("a source file outside sources/", |v| {
+            v["images"][0]["sources"]["debian"][0]["files"][0]["file"] = "../x.dsc".into()
+        }),
     ];
     for (what, f) in broken {
         let mut v = good.clone();
@@ -244,4 +270,29 @@ fn an_index_as_biovm_writes_it_validates_and_broken_ones_do_not() {
         let e = validate(&v).expect_err(what);
         assert!(e.contains("invalid: "), "{what}: {e}");
     }
+}
+
+#[test]
+fn sha256sums_lists_each_source_file_once_for_images_that_share_it() {
+    let mut index = sample();
+    let mut other = index.images[0].clone();
+    other.name = "other".into();
+    index.images.push(other);
+    let sums = biovm::release::sums(&index);
+    for file in [
+        "sources/debian/htslib_1.16+ds-3.dsc",
+        "sources/pypi/pysam-0.22.0.tar.gz",
+    ] {
+        assert_eq!(
+            sums.lines()
+                .filter(|l| l.ends_with(&format!("  {file}")))
+                .count(),
+            1,
+            "{sums}"
+        );
+    }
+    assert!(sums.contains(&format!(
+        "{}  sources/pypi/pysam-0.22.0.tar.gz\n",
+        "a".repeat(64)
+    )));
 }

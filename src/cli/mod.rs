@@ -17,6 +17,7 @@ mod publish;
 mod release;
 mod run;
 mod show;
+mod sources;
 mod test;
 mod vendor;
 
@@ -105,6 +106,9 @@ pub(crate) enum Command {
     /// Write everything an image's lock names (packages, wheels, downloads) into a folder
     /// that `biovm build --vendor DIR` builds from with no network.
     Vendor(vendor::VendorArgs),
+    /// Collect the sources behind an image's lock: the Debian source packages of its
+    /// binaries and the PyPI source distributions of its wheels, each checked by sha256.
+    Sources(sources::SourcesArgs),
     /// Build an image: bootstrap the root filesystem and assemble the disk.
     Build(build::BuildArgs),
     /// Boot each built disk in QEMU (UEFI and BIOS), unpack each container artifact, and run every tool check inside.
@@ -135,6 +139,7 @@ impl Command {
             Command::Doctor(_) => "doctor",
             Command::Lock(_) => "lock",
             Command::Vendor(_) => "vendor",
+            Command::Sources(_) => "sources",
             Command::Build(_) => "build",
             Command::Test(_) => "test",
             Command::Publish(_) => "publish",
@@ -185,6 +190,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Doctor(a) => doctor::run(g, a),
         Command::Lock(a) => lock::run(g, a),
         Command::Vendor(a) => vendor::run(g, a),
+        Command::Sources(a) => sources::run(g, a),
         Command::Build(a) => build::run(g, a),
         Command::Test(a) => test::run(g, a),
         Command::Publish(a) => publish::run(g, *a),

@@ -35,6 +35,12 @@ pub(crate) struct ReleaseArgs {
     /// <URL>/<name>.box (default: the bare file name).
     #[arg(long, value_name = "URL")]
     pub(crate) base_url: Option<String>,
+    /// Also collect the sources behind the release into DIR/sources/: the
+    /// Debian source packages of every locked binary and the PyPI source
+    /// distributions of every locked wheel, each checked against its
+    /// index's sha256, listed in release.json and the SBOM.
+    #[arg(long)]
+    pub(crate) sources: bool,
     #[command(flatten)]
     pub(crate) matrix: super::test::MatrixArgs,
     /// Debian mirror (default: the image's, else mmdebstrap's default).
@@ -151,6 +157,7 @@ pub(crate) fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<ExitCode> {
         version: a.version.clone(),
         base_url: a.base_url.clone(),
         lock_missing: a.lock,
+        sources: a.sources,
         test: a.matrix.options()?,
     };
     let publisher = CliPublisher {

@@ -75,7 +75,7 @@ fn a_wrong_hash_is_refused_and_nothing_is_kept() {
     let e = fetch("tool", &dl(&url, &want), cache.path(), &[], false).unwrap_err();
     server.join().unwrap();
     let m = e.downcast_ref::<HashMismatch>().expect("typed error");
-    assert_eq!(m.recipe, "tool");
+    assert_eq!(m.what, "recipe tool");
     assert_eq!(m.actual, fsutil::hex(&Sha256::digest(b"tampered")));
     let msg = e.to_string();
     assert!(

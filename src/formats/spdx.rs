@@ -133,7 +133,7 @@ pub(crate) fn purl_encode(s: &str) -> String {
 }
 
 /// An SPDX identifier's idstring allows only letters, digits, `.` and `-`.
-fn id_part(s: &str) -> String {
+pub(crate) fn id_part(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {

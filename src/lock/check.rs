@@ -118,7 +118,7 @@ fn mirror_indices(image: &Image, cache: &Path) -> Result<Vec<Index>> {
         .with_context(|| format!("cannot create {}", work_parent.display()))?;
     let work =
         crate::fsutil::Scratch::new_in(&work_parent, &format!("lock-check-{}.work", image.name))?;
-    let lists = crate::rootfs::fetch_indices(image, &work.join("root"))?;
+    let lists = crate::rootfs::fetch_indices(image, &work.join("root"), false)?;
     let indices = super::list_indices(&lists)?;
     if indices.is_empty() {
         bail!(

@@ -3,6 +3,8 @@
 //! still gives the same bytes from biovm's store or a vendor folder, with
 //! no network at all from the latter, and fails clearly with neither.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::*;
 
 /// A signed Debian archive (one suite, `main`, amd64) served over HTTP on
@@ -12,6 +14,9 @@ struct LocalMirror {
     gnupg: PathBuf,
     server: std::process::Child,
     port: u16,
+    /// The `bookworm` suite's source index (empty until
+    /// [`LocalMirror::add_sources`]).
+    sources: std::cell::RefCell<String>,
 }
 
 impl LocalMirror {
@@ -54,6 +59,7 @@ impl LocalMirror {
             gnupg,
             server,
             port,
+            sources: Default::default(),
         };
         m.publish(&stanzas);
         let t = Instant::now();
@@ -75,15 +81,127 @@ impl LocalMirror {
     /// an empty `bookworm-updates` beside it).
     fn publish(&self, stanzas: &[String]) {
         let packages = stanzas.join("\n\n") + "\n";
-        self.publish_suite("bookworm", &packages);
-        self.publish_suite("bookworm-updates", "");
+        let sources = self.sources.borrow().clone();
+        self.publish_suite("bookworm", &packages, &sources);
+        self.publish_suite("bookworm-updates", "", "");
     }
 
-    fn publish_suite(&self, suite: &str, packages: &str) {
+    /// The packages stanzas of the suite as served now.
+    fn stanzas(&self) -> Vec<String> {
+        fs::read_to_string(
+            self.dir
+                .join("debian/dists/bookworm/main/binary-amd64/Packages"),
+        )
+        .unwrap()
+        .split("\n\n")
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim_end().to_string())
+        .collect()
+    }
+
+    /// Give every binary package's source (`Source:`, else its own name and
+    /// version) a source package in the archive: a .dsc and a tarball made
+    /// here (biovm reads neither; it checks them against the signed
+    /// index), listed in `main/source/Sources`; and so does every source
+    /// a `Built-Using` field names. Returns the sources of each binary
+    /// name: its own first, then those of its `Built-Using`.
+    fn add_sources(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        let mut of_binary = BTreeMap::new();
+        let mut sources: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        for s in self.stanzas() {
+            let field = |k: &str| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+                    .map(str::to_string)
+            };
+            let (name, version) = (field("Package").unwrap(), field("Version").unwrap());
+            let src = match field("Source") {
+                None => (name.clone(), version.clone()),
+                Some(f) => match f.split_once(" (") {
+                    Some((n, v)) => (n.to_string(), v.trim_end_matches(')').to_string()),
+                    None => (f, version.clone()),
+                },
+            };
+            let mut all = vec![src];
+            for e in field("Built-Using").iter().flat_map(|f| f.split(',')) {
+                let (n, v) = e.trim().split_once(" (= ").unwrap();
+                all.push((n.to_string(), v.trim_end_matches(')').to_string()));
+            }
+            for src in &all {
+                sources.entry(src.clone()).or_default().push(name.clone());
+            }
+            of_binary.insert(name, all);
+        }
+        let mut index = Vec::new();
+        for ((name, version), binaries) in &sources {
+            let dir = format!("pool/source/{name}");
+            let pool = self.dir.join("debian").join(&dir);
+            fs::create_dir_all(&pool).unwrap();
+            let bare = version.split_once(':').map_or(version.as_str(), |(_, v)| v);
+            let tarball = format!("{name}_{bare}.tar.xz");
+            let tree = scratch(&format!("e2e-sources-tree-{name}"));
+            fs::write(tree.join("README"), format!("source of {name} {version}\n")).unwrap();
+            run(Command::new("tar")
+                .arg("-cJf")
+                .arg(pool.join(&tarball))
+                .arg("-C")
+                .arg(&tree)
+                .arg("README"));
+            let dsc = format!("{name}_{bare}.dsc");
+            fs::write(
+                pool.join(&dsc),
+                format!(
+                    "Format: 3.0 (native)\nSource: {name}\nBinary: {}\nVersion: {version}\n",
+                    binaries.join(", ")
+                ),
+            )
+            .unwrap();
+            let mut sums = String::new();
+            for f in [&dsc, &tarball] {
+                let p = pool.join(f);
+                sums += &format!(
+                    " {} {} {f}\n",
+                    biovm_sha(&p),
+                    fs::metadata(&p).unwrap().len()
+                );
+            }
+            index.push(format!(
+                "Package: {name}\nBinary: {}\nVersion: {version}\nDirectory: {dir}\nChecksums-Sha256:\n{}",
+                binaries.join(", "),
+                sums.trim_end()
+            ));
+        }
+        *self.sources.borrow_mut() = index.join("\n\n") + "\n";
+        self.publish(&self.stanzas());
+        of_binary
+    }
+
+    /// Drop the source package `name` from the archive's index.
+    fn drop_source(&self, name: &str) {
+        let kept: Vec<String> = self
+            .sources
+            .borrow()
+            .split("\n\n")
+            .filter(|s| !s.trim().is_empty() && !s.starts_with(&format!("Package: {name}\n")))
+            .map(|s| s.trim_end().to_string())
+            .collect();
+        *self.sources.borrow_mut() = kept.join("\n\n") + "\n";
+        self.publish(&self.stanzas());
+    }
+
+    /// The file `name` of the source package `source` in the archive.
+    fn source_file(&self, source: &str, name: &str) -> PathBuf {
+        self.dir.join("debian/pool/source").join(source).join(name)
+    }
+
+    fn publish_suite(&self, suite: &str, packages: &str, sources: &str) {
         let dists = self.dir.join("debian/dists").join(suite);
         let bin = dists.join("main/binary-amd64");
         fs::create_dir_all(&bin).unwrap();
         fs::write(bin.join("Packages"), packages).unwrap();
+        let src = dists.join("main/source");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("Sources"), sources).unwrap();
         let date = String::from_utf8(
             Command::new("date")
                 .args(["-u", "-R"])
@@ -93,10 +211,12 @@ impl LocalMirror {
         )
         .unwrap();
         let release = format!(
-            "Origin: biovm test\nSuite: {suite}\nCodename: {suite}\nDate: {}\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages\n",
+            "Origin: biovm test\nSuite: {suite}\nCodename: {suite}\nDate: {}\nArchitectures: amd64 source\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages\n {} {} main/source/Sources\n",
             date.trim(),
             biovm_sha(&bin.join("Packages")),
-            packages.len()
+            packages.len(),
+            biovm_sha(&src.join("Sources")),
+            sources.len()
         );
         fs::write(dists.join("Release"), release).unwrap();
         let _ = fs::remove_file(dists.join("InRelease"));
@@ -189,15 +309,16 @@ fn build_with(
     (common::run_logged(c, &args), out)
 }
 
-#[test]
-#[ignore = "needs root, network and minutes"]
-fn a_lock_builds_after_the_mirror_drops_a_locked_version() {
-    // The committed lock of the main job's image (whose build fills biovm's
-    // store), as a lab would have it.
-    let plain = project_image("e2e-store-plain");
+/// The committed lock of the main job's image (whose build fills biovm's
+/// store) as a lab would have it, its packages vendored and served by a
+/// signed mirror on 127.0.0.1, and a copy of the image that takes them
+/// from there with its key. Returns the mirror, the vendor folder and the
+/// image file (beside it its lock, a copy of the committed one).
+fn mirrored_lock(name: &str) -> (LocalMirror, PathBuf, PathBuf) {
+    let plain = project_image(&format!("{name}-plain"));
     fs::copy(repo().join("images/minimal.lock"), lock_of(&plain)).unwrap();
     // Everything the lock names, in a folder that travels.
-    let vendor = scratch("e2e-store-vendor");
+    let vendor = scratch(&format!("{name}-vendor"));
     let o = biovm(&[
         "--recipes",
         "recipes",
@@ -208,11 +329,10 @@ fn a_lock_builds_after_the_mirror_drops_a_locked_version() {
     ]);
     assert!(o.status.success());
     assert!(vendor.join("vendor.toml").is_file());
-
-    let mirror = LocalMirror::new("e2e-store-mirror", &vendor);
+    let mirror = LocalMirror::new(&format!("{name}-mirror"), &vendor);
     // The image takes its packages from that mirror, checked with its key;
     // the lock is the committed one, made from the Debian mirror.
-    let img = project_image("e2e-store");
+    let img = project_image(name);
     mirror.export_key(&img.with_file_name("archive.gpg"));
     let text = fs::read_to_string(&img).unwrap().replace(
         "[base]\n",
@@ -223,6 +343,13 @@ fn a_lock_builds_after_the_mirror_drops_a_locked_version() {
     );
     fs::write(&img, text).unwrap();
     fs::copy(lock_of(&plain), lock_of(&img)).unwrap();
+    (mirror, vendor, img)
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn a_lock_builds_after_the_mirror_drops_a_locked_version() {
+    let (mirror, vendor, img) = mirrored_lock("e2e-store");
     let lock = fs::read_to_string(lock_of(&img)).unwrap();
     let bwa_sha = lock
         .split("[[debian]]")
@@ -354,4 +481,153 @@ fn a_lock_builds_after_the_mirror_drops_a_locked_version() {
         fs::read_to_string(offline.join("SHA256SUMS")).unwrap(),
         sums
     );
+}
+
+/// `biovm sources IMG --out OUT --cache CACHE`.
+fn sources_of(img: &Path, out: &Path, cache: &Path) -> Output {
+    biovm(&[
+        "--recipes",
+        "recipes",
+        "sources",
+        img.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+    ])
+}
+
+#[test]
+#[ignore = "needs root, network and minutes"]
+fn the_sources_of_a_lock_come_checked_from_the_archive_and_stay_in_the_store() {
+    let (mirror, _vendor, img) = mirrored_lock("e2e-sources");
+    let of_binary = mirror.add_sources();
+
+    // 1. Every locked binary's source, from the archive's signed source
+    // index, each file checked against it.
+    let cache = scratch("e2e-sources-cache-a");
+    let out = scratch("e2e-sources-out");
+    let o = sources_of(&img, &out, &cache);
+    assert!(o.status.success());
+    let listing_text = fs::read_to_string(out.join("minimal.sources.json")).unwrap();
+    let listing: serde_json::Value = serde_json::from_str(&listing_text).unwrap();
+    let lock = fs::read_to_string(lock_of(&img)).unwrap();
+    let locked: BTreeSet<String> = lock
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|n| n.trim_end_matches('"').to_string())
+        .collect();
+    let mut listed = BTreeSet::new();
+    for src in listing["debian"].as_array().unwrap() {
+        let (package, version) = (
+            src["package"].as_str().unwrap(),
+            src["version"].as_str().unwrap(),
+        );
+        for b in src["binaries"].as_array().unwrap() {
+            let b = b.as_str().unwrap();
+            let name = b.split(' ').next().unwrap().to_string();
+            let src = (package.to_string(), version.to_string());
+            if b.ends_with(" (Built-Using)") {
+                assert!(of_binary[&name][1..].contains(&src), "{b}: {src:?}");
+            } else {
+                assert_eq!(of_binary[&name][0], src, "{b}");
+            }
+            listed.insert(name);
+        }
+        for f in src["files"].as_array().unwrap() {
+            let file = f["file"].as_str().unwrap();
+            assert!(file.starts_with("sources/debian/"), "{file}");
+            assert_eq!(biovm_sha(&out.join(file)), f["sha256"].as_str().unwrap());
+            let name = file.rsplit('/').next().unwrap();
+            assert_eq!(
+                fs::read(out.join(file)).unwrap(),
+                fs::read(mirror.source_file(package, name)).unwrap()
+            );
+        }
+    }
+    assert_eq!(listed, locked, "every locked binary, under its source");
+    // The signed kernel's source holds the signatures; the kernel's own
+    // source comes through its Built-Using.
+    assert!(listing["debian"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["package"] == "linux"));
+    let (bwa_src, bwa_version) = of_binary["bwa"][0].clone();
+    let tarball = format!("{bwa_src}_{bwa_version}.tar.xz");
+
+    // 2. The archive serves a file whose bytes are not the ones its signed
+    // index lists: refused, naming the source, the URL and both hashes;
+    // nothing is written.
+    let good = fs::read(mirror.source_file(&bwa_src, &tarball)).unwrap();
+    fs::write(mirror.source_file(&bwa_src, &tarball), b"tampered").unwrap();
+    let out2 = scratch("e2e-sources-out-tampered");
+    let o = sources_of(&img, &out2, &scratch("e2e-sources-cache-b"));
+    assert_eq!(o.status.code(), Some(1));
+    let e = common::text(&o.stderr);
+    let expected = biovm_sha_bytes(&good);
+    let actual = biovm_sha_bytes(b"tampered");
+    for needle in [
+        format!("source package {bwa_src} {bwa_version}"),
+        format!("/pool/source/{bwa_src}/{tarball}"),
+        expected.clone(),
+        actual,
+    ] {
+        assert!(e.contains(&needle), "missing {needle:?} in: {e}");
+    }
+    assert!(names_in(&out2).is_empty(), "{:?}", names_in(&out2));
+    fs::write(mirror.source_file(&bwa_src, &tarball), &good).unwrap();
+
+    // 3. The archive drops bwa's source version (as it does old ones):
+    // biovm's store still has it and what the index said of it, so the
+    // sources come out the same; without the store, a clear error.
+    mirror.drop_source(&bwa_src);
+    let out3 = scratch("e2e-sources-out-kept");
+    let o = sources_of(&img, &out3, &cache);
+    assert!(o.status.success());
+    assert_eq!(
+        fs::read_to_string(out3.join("minimal.sources.json")).unwrap(),
+        listing_text
+    );
+    let gone = scratch("e2e-sources-out-gone");
+    let o = sources_of(&img, &gone, &scratch("e2e-sources-cache-c"));
+    assert_eq!(o.status.code(), Some(1));
+    let e = common::text(&o.stderr);
+    for needle in [
+        format!("{bwa_src} {bwa_version} (of bwa "),
+        "[base.snapshot]".to_string(),
+    ] {
+        assert!(e.contains(&needle), "missing {needle:?} in: {e}");
+    }
+    assert!(names_in(&gone).is_empty(), "{:?}", names_in(&gone));
+    // `biovm release --sources` collects them before it builds: the
+    // release stops at once, with the same error, and writes no release.
+    let rel = scratch("e2e-sources-release");
+    let t = Instant::now();
+    let o = biovm(&[
+        "--recipes",
+        "recipes",
+        "release",
+        img.to_str().unwrap(),
+        "--out",
+        rel.to_str().unwrap(),
+        "--cache",
+        scratch("e2e-sources-cache-d").to_str().unwrap(),
+        "--sources",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = common::text(&o.stderr);
+    assert!(
+        e.contains("collecting the sources of its lock failed")
+            && e.contains(&format!("{bwa_src} {bwa_version} (of bwa ")),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(120), "it built first");
+    assert!(!rel.join("release.json").exists());
+}
+
+fn biovm_sha_bytes(b: &[u8]) -> String {
+    let f = scratch("e2e-sources-sha").join("f");
+    fs::write(&f, b).unwrap();
+    biovm_sha(&f)
 }
