@@ -534,22 +534,23 @@ fn convert_all(
     let want = |f: Format| image.formats.contains(&f);
     let dest = |f: Format| artifact_path(out, &image.name, f);
     type Job<'a> = Box<dyn FnOnce() -> Result<()> + Send + 'a>;
-    let mut jobs: Vec<(&str, Job)> = Vec::new();
+    // Each chain is named by the format it writes first.
+    let mut jobs: Vec<(Format, Job)> = Vec::new();
     if want(Format::Qcow2) {
         jobs.push((
-            "qcow2",
+            Format::Qcow2,
             Box::new(|| formats::write_qcow2(raw, &dest(Format::Qcow2), ctx)),
         ));
     }
     if want(Format::Vdi) {
         jobs.push((
-            "vdi",
+            Format::Vdi,
             Box::new(|| formats::write_vdi(raw, &dest(Format::Vdi), ctx)),
         ));
     }
     if want(Format::Vmdk) || want(Format::Ova) || want(Format::Vagrant) {
         jobs.push((
-            "vmdk",
+            Format::Vmdk,
             Box::new(|| {
                 // The VMDK artifact, or a scratch one when only the OVA/box want it.
                 let vmdk = if want(Format::Vmdk) {
@@ -570,25 +571,25 @@ fn convert_all(
     }
     if want(Format::Oci) {
         jobs.push((
-            "oci",
+            Format::Oci,
             Box::new(|| formats::write_oci_layout(root, &dest(Format::Oci), ctx).map(|_| ())),
         ));
     }
     if want(Format::DockerArchive) {
         jobs.push((
-            "docker-archive",
+            Format::DockerArchive,
             Box::new(|| formats::write_docker_archive(root, &dest(Format::DockerArchive), ctx)),
         ));
     }
     if want(Format::Sif) {
         jobs.push((
-            "sif",
+            Format::Sif,
             Box::new(|| formats::write_sif(root, &dest(Format::Sif), ctx)),
         ));
     }
     if want(Format::Tarball) {
         jobs.push((
-            "tarball",
+            Format::Tarball,
             Box::new(|| {
                 formats::write_rootfs_tarball(root, &dest(Format::Tarball), ctx).map(|_| ())
             }),

@@ -21,17 +21,28 @@ const TAIL_LINES: usize = 20;
 /// Errors callers may branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
+    /// The program is not on the PATH.
     #[error("`{program}` is not installed (run `biovm doctor` to see what provides it)")]
-    Missing { program: String },
+    Missing {
+        /// The program's name, as given.
+        program: String,
+    },
+    /// The program exists but could not be started.
     #[error("could not start `{command}`: {source}")]
     Spawn {
+        /// The command line (see [`Cmd::display`]).
         command: String,
+        /// Why the operating system refused.
         source: std::io::Error,
     },
+    /// The program ran and exited with a failure status or a signal.
     #[error("`{command}` failed ({status}){}", fmt_tail(.stderr_tail))]
     Failed {
+        /// The command line (see [`Cmd::display`]).
         command: String,
+        /// How it ended, in words (`exit status 2`, `killed by signal 9`).
         status: String,
+        /// The last lines it wrote on stderr.
         stderr_tail: String,
     },
 }
@@ -85,6 +96,8 @@ fn shell_quote(s: &OsStr) -> String {
 }
 
 impl Cmd {
+    /// A command that runs `program` (looked up on the PATH) with no
+    /// arguments, its stdin closed, and killed if biovm dies.
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         let program = program.as_ref().to_os_string();
         let mut inner = Command::new(&program);
@@ -110,18 +123,20 @@ impl Cmd {
     /// and vanish with it, and a PID namespace whose first process dies
     /// with `unshare` (`--kill-child`), taking every process in it along.
     /// However biovm ends, even by SIGKILL, nothing stays mounted or running.
-    pub fn isolated(program: impl AsRef<OsStr>) -> Self {
+    pub(crate) fn isolated(program: impl AsRef<OsStr>) -> Self {
         let mut c = Cmd::new("unshare");
         c.args(ISOLATION).arg(program);
         c
     }
 
+    /// Add one argument.
     pub fn arg(&mut self, a: impl AsRef<OsStr>) -> &mut Self {
         self.args.push(a.as_ref().to_os_string());
         self.inner.arg(a);
         self
     }
 
+    /// Add each of `args` as an argument.
     pub fn args<I, S>(&mut self, args: I) -> &mut Self
     where
         I: IntoIterator<Item = S>,
@@ -133,16 +148,19 @@ impl Cmd {
         self
     }
 
+    /// Set the environment variable `k` to `v` for the program.
     pub fn env(&mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> &mut Self {
         self.inner.env(k, v);
         self
     }
 
-    pub fn env_remove(&mut self, k: impl AsRef<OsStr>) -> &mut Self {
+    #[cfg(test)]
+    pub(crate) fn env_remove(&mut self, k: impl AsRef<OsStr>) -> &mut Self {
         self.inner.env_remove(k);
         self
     }
 
+    /// Run the program in the folder `d`.
     pub fn current_dir(&mut self, d: impl AsRef<Path>) -> &mut Self {
         self.inner.current_dir(d);
         self
@@ -217,13 +235,13 @@ impl Cmd {
 
     /// Run to completion with stdout written to `out` (a decompressor's
     /// output, say).
-    pub fn run_to_file(&mut self, out: std::fs::File) -> Result<(), CmdError> {
+    pub(crate) fn run_to_file(&mut self, out: std::fs::File) -> Result<(), CmdError> {
         self.start(Stdio::from(out))?.finish()
     }
 
     /// Run attached to this terminal (stdin, stdout and stderr inherited)
     /// until it ends; its exit status, whatever it is.
-    pub fn run_on_terminal(&mut self) -> Result<ExitStatus, CmdError> {
+    pub(crate) fn run_on_terminal(&mut self) -> Result<ExitStatus, CmdError> {
         self.check_present()?;
         let command = self.display();
         log::debug!("$ {command}");
@@ -265,21 +283,22 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn command(&self) -> &str {
+    pub(crate) fn command(&self) -> &str {
         &self.command
     }
 
-    pub fn id(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
 
     /// The exit status if the process has ended.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Wait up to `limit` for the process to end.
-    pub fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         loop {
             if let Some(s) = self.try_wait() {
@@ -292,13 +311,13 @@ impl Running {
         }
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// The last lines the process wrote to stderr.
-    pub fn stderr_tail(&mut self) -> String {
+    pub(crate) fn stderr_tail(&mut self) -> String {
         if let Some(h) = self.reader.take() {
             let _ = h.join();
         }
@@ -307,7 +326,7 @@ impl Running {
     }
 
     /// Wait for the end and turn a non-zero exit into an error.
-    pub fn finish(&mut self) -> Result<(), CmdError> {
+    pub(crate) fn finish(&mut self) -> Result<(), CmdError> {
         let status = self.child.wait().map_err(|source| CmdError::Spawn {
             command: self.command.clone(),
             source,
@@ -335,7 +354,7 @@ impl Drop for Running {
 }
 
 /// "exit status 3" or "killed by signal 9".
-pub fn describe_status(s: ExitStatus) -> String {
+pub(crate) fn describe_status(s: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit status {c}"),

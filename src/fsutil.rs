@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 /// A file being written in its destination folder under a temporary name.
 /// `commit` renames it into place; dropping it uncommitted removes it.
-pub struct AtomicFile {
+pub(crate) struct AtomicFile {
     tmp: PathBuf,
     dest: PathBuf,
     committed: bool,
@@ -18,7 +18,7 @@ pub struct AtomicFile {
 
 /// The temporary name used for `dest` while it is written: hidden, and
 /// ending in `.tmp`, so no half-written file ever carries a final name.
-pub fn temp_name(dest: &Path) -> PathBuf {
+pub(crate) fn temp_name(dest: &Path) -> PathBuf {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -28,7 +28,7 @@ pub fn temp_name(dest: &Path) -> PathBuf {
 
 impl AtomicFile {
     /// Create (truncate) the temporary file for `dest`.
-    pub fn create(dest: &Path) -> Result<(AtomicFile, File)> {
+    pub(crate) fn create(dest: &Path) -> Result<(AtomicFile, File)> {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create folder {}", parent.display()))?;
@@ -45,12 +45,12 @@ impl AtomicFile {
         ))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.tmp
     }
 
     /// Flush to disk and rename to the final name.
-    pub fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(mut self) -> Result<()> {
         File::open(&self.tmp)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("cannot sync {}", self.tmp.display()))?;
@@ -75,7 +75,7 @@ impl Drop for AtomicFile {
 }
 
 /// Write `bytes` to `dest` atomically.
-pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     let (a, mut f) = AtomicFile::create(dest)?;
     f.write_all(bytes)
         .with_context(|| format!("cannot write {}", a.path().display()))?;
@@ -86,30 +86,30 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
 /// A scratch folder owned by whoever made it: hidden and ending in `.tmp`
 /// (so [`remove_stale_temps`] clears it after a crash), removed with
 /// everything in it, never across a mount, when dropped, on every exit path.
-pub struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
     /// A fresh `.<name>.<pid>.tmp` folder in `parent` (any leftover of the
     /// same name is removed first).
-    pub fn new_in(parent: &Path, name: &str) -> Result<Scratch> {
+    pub(crate) fn new_in(parent: &Path, name: &str) -> Result<Scratch> {
         let p = temp_name(&parent.join(name));
         remove_tree(&p)?;
         fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
         Ok(Scratch(p))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
     /// `self.path().join(name)`.
-    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+    pub(crate) fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.0.join(name)
     }
 
     /// A fresh folder beside `dest` (its parent created if needed, so on
     /// the same filesystem) that becomes `dest` with [`Scratch::replace`].
-    pub fn beside(dest: &Path) -> Result<Scratch> {
+    pub(crate) fn beside(dest: &Path) -> Result<Scratch> {
         let parent = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -122,7 +122,7 @@ impl Scratch {
 
     /// Give the finished folder the name `dest`, in place of whatever had
     /// it; it is then no longer removed.
-    pub fn replace(self, dest: &Path) -> Result<()> {
+    pub(crate) fn replace(self, dest: &Path) -> Result<()> {
         if fs::symlink_metadata(dest).is_ok() {
             remove_tree(dest)?;
         }
@@ -149,7 +149,7 @@ fn temp_owner(name: &str) -> Option<u32> {
 /// Remove temporary files and work folders that interrupted earlier runs
 /// left in `dir` (their process is gone); those of another biovm still
 /// running (its PID alive) are left alone.
-pub fn remove_stale_temps(dir: &Path) {
+pub(crate) fn remove_stale_temps(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -169,7 +169,7 @@ pub fn remove_stale_temps(dir: &Path) {
 /// filesystem: an interrupted bootstrap can leave /proc or /dev mounted
 /// inside its tree, and those must not be emptied. Mount points are
 /// unmounted (lazily) first; if that fails the tree is left and reported.
-pub fn remove_tree(path: &Path) -> Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -234,7 +234,7 @@ fn unmount_below(dir: &Path) {
 /// size (rather than a hash of it) and no longer agree with the source
 /// beside them. Python compiles such a module again at every import (and
 /// cannot save the result on a read-only or throw-away disk).
-pub fn stale_bytecode(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn stale_bytecode(dir: &Path) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::MetadataExt;
     fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for e in fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))? {
@@ -291,7 +291,7 @@ pub fn stale_bytecode(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Fail, naming the count and three of the files, when the tree at `root`
 /// holds stale bytecode ([`stale_bytecode`]) once its times are clamped.
-pub fn require_fresh_bytecode(root: &Path) -> Result<()> {
+pub(crate) fn require_fresh_bytecode(root: &Path) -> Result<()> {
     let stale = stale_bytecode(root)?;
     if stale.is_empty() {
         return Ok(());
@@ -316,7 +316,7 @@ pub fn require_fresh_bytecode(root: &Path) -> Result<()> {
 /// was built nor on the order packages were unpacked in (a folder shared by
 /// several packages, such as /usr/share/man, otherwise keeps the time of
 /// whichever came first, and that order follows the package index).
-pub fn clamp_mtimes(dir: &Path, epoch: u64) -> Result<()> {
+pub(crate) fn clamp_mtimes(dir: &Path, epoch: u64) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     fn walk(p: &Path, epoch: i64) -> Result<()> {
@@ -355,7 +355,7 @@ pub fn clamp_mtimes(dir: &Path, epoch: u64) -> Result<()> {
 /// biovm's cache folder (package cache, stage outputs): `$BIOVM_CACHE_DIR`,
 /// else `$XDG_CACHE_HOME/biovm`, else `~/.cache/biovm`. Never inside an
 /// output folder, so builds into different folders share it.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("BIOVM_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
@@ -367,7 +367,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Lowercase hex SHA-256 of a file's contents.
-pub fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -383,6 +383,8 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// `bytes` in lowercase hexadecimal, two digits a byte, as digests are
+/// written everywhere biovm writes one.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -390,7 +392,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The offset of the first byte where files `a` and `b` differ; when one
 /// is a prefix of the other, the shorter one's length. `None` when they
 /// are identical.
-pub fn first_difference(a: &Path, b: &Path) -> Result<Option<u64>> {
+pub(crate) fn first_difference(a: &Path, b: &Path) -> Result<Option<u64>> {
     let open = |p: &Path| File::open(p).with_context(|| format!("cannot open {}", p.display()));
     let (mut fa, mut fb) = (open(a)?, open(b)?);
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
@@ -429,7 +431,7 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Bytes actually allocated on disk for a (possibly sparse) file.
-pub fn allocated_bytes(path: &Path) -> Result<u64> {
+pub(crate) fn allocated_bytes(path: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
     Ok(m.blocks() * 512)

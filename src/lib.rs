@@ -4,6 +4,10 @@
 //! The modules follow the pipeline: `config` (load + validate) →
 //! `rootfs` (mmdebstrap) → `disk` (GPT raw disk) → `smoke` (QEMU boot test)
 //! → `publish` (EC2, Eucalyptus).
+//!
+//! The public face is what the `biovm` binary and the tests in `tests/`
+//! use, and every item of it is documented (`missing_docs` is denied);
+//! everything else is `pub(crate)`.
 
 pub(crate) mod boot_cuts;
 pub(crate) mod build;
@@ -18,9 +22,9 @@ pub mod formats;
 pub mod fsutil;
 pub mod lock;
 pub(crate) mod manifest;
-pub mod names;
+pub(crate) mod names;
 pub(crate) mod pool;
-pub mod progress;
+pub(crate) mod progress;
 pub(crate) mod publish;
 pub(crate) mod pypi;
 pub mod release;

@@ -19,12 +19,16 @@ use crate::config::Image;
 pub mod check;
 mod version;
 
+/// An image's lock (`<image>.lock`, written by `biovm lock`, read by
+/// `biovm build`): the exact Debian packages, PyPI files and downloads, each
+/// with its SHA-256, and the seed and timestamp every artifact derives
+/// from, so two builds from one lock give the same bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Lock {
-    pub image: String,
-    pub suite: String,
-    pub architecture: String,
+    pub(crate) image: String,
+    pub(crate) suite: String,
+    pub(crate) architecture: String,
     /// Timestamps in every artifact.
     pub source_date_epoch: u64,
     /// Every identifier (UUIDs, GUIDs) derives from this.
@@ -32,40 +36,46 @@ pub struct Lock {
     /// The snapshot archive's point in time the lock was resolved at
     /// (`[base.snapshot] time`), when the image names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
+    pub(crate) snapshot: Option<String>,
     /// What the image asked for when the lock was made (recipes + base).
-    pub requested: Vec<String>,
+    pub(crate) requested: Vec<String>,
+    /// Every Debian package the image gets, dependencies included.
     #[serde(default)]
     pub debian: Vec<LockedDeb>,
     #[serde(default)]
-    pub download: Vec<LockedDownload>,
+    pub(crate) download: Vec<LockedDownload>,
     #[serde(default)]
-    pub pypi: Vec<LockedPypi>,
+    pub(crate) pypi: Vec<LockedPypi>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct LockedPypi {
-    pub recipe: String,
-    pub file: String,
-    pub sha256: String,
+pub(crate) struct LockedPypi {
+    pub(crate) recipe: String,
+    pub(crate) file: String,
+    pub(crate) sha256: String,
 }
 
+/// One Debian package of a lock, exactly: the `.deb` a build installs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(deny_unknown_fields)]
 pub struct LockedDeb {
+    /// The package's name.
     pub name: String,
+    /// Its exact Debian version (with epoch and revision).
     pub version: String,
+    /// `amd64`, or `all` for an architecture-independent package.
     pub architecture: String,
+    /// The SHA-256 of its `.deb`, as the archive's index gives it.
     pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct LockedDownload {
-    pub recipe: String,
-    pub url: String,
-    pub sha256: String,
+pub(crate) struct LockedDownload {
+    pub(crate) recipe: String,
+    pub(crate) url: String,
+    pub(crate) sha256: String,
 }
 
 /// The lock file of an image file: `images/x.toml` → `images/x.lock`.
@@ -95,7 +105,7 @@ pub(crate) fn stanzas(text: &str) -> Vec<BTreeMap<&str, &str>> {
 }
 
 /// Installed packages from a dpkg status file: (name, version, architecture).
-pub fn installed(status: &str) -> BTreeSet<(String, String, String)> {
+pub(crate) fn installed(status: &str) -> BTreeSet<(String, String, String)> {
     stanzas(status)
         .into_iter()
         .filter(|s| s.get("Status").is_some_and(|v| v.ends_with(" installed")))
@@ -110,7 +120,7 @@ pub fn installed(status: &str) -> BTreeSet<(String, String, String)> {
 }
 
 /// sha256 by (name, version, architecture) from apt's Packages indices.
-pub fn index_hashes(packages: &[String]) -> BTreeMap<(String, String, String), String> {
+pub(crate) fn index_hashes(packages: &[String]) -> BTreeMap<(String, String, String), String> {
     let mut m = BTreeMap::new();
     for text in packages {
         for s in stanzas(text) {
@@ -131,27 +141,27 @@ pub fn index_hashes(packages: &[String]) -> BTreeMap<(String, String, String), S
 /// (which tells the mirror, suite and component it came from) and its
 /// text.
 #[derive(Debug, Clone)]
-pub struct Index {
-    pub file: String,
-    pub text: String,
+pub(crate) struct Index {
+    pub(crate) file: String,
+    pub(crate) text: String,
 }
 
 impl Index {
     /// Whether this index is the security suite's (`<suite>-security`).
-    pub fn is_security(&self) -> bool {
+    pub(crate) fn is_security(&self) -> bool {
         self.file.contains("-security_")
     }
 }
 
 /// Every Packages index in apt's lists folder `lists`, decompressed (any
 /// compression; apt's own helper reads it), sorted by file name.
-pub fn list_indices(lists: &Path) -> Result<Vec<Index>> {
+pub(crate) fn list_indices(lists: &Path) -> Result<Vec<Index>> {
     list_indices_of(lists, "_Packages")
 }
 
 /// Every index in apt's lists folder `lists` whose file name contains
 /// `kind` (`_Packages`, `_Sources`), decompressed.
-pub fn list_indices_of(lists: &Path, kind: &str) -> Result<Vec<Index>> {
+pub(crate) fn list_indices_of(lists: &Path, kind: &str) -> Result<Vec<Index>> {
     let mut v = Vec::new();
     for e in fs::read_dir(lists).with_context(|| format!("cannot read {}", lists.display()))? {
         let p = e
@@ -177,7 +187,7 @@ pub fn list_indices_of(lists: &Path, kind: &str) -> Result<Vec<Index>> {
 
 /// Read every Packages index apt left in `root`, then remove the lists so
 /// they do not ship.
-pub fn read_indices(root: &Path) -> Result<Vec<String>> {
+pub(crate) fn read_indices(root: &Path) -> Result<Vec<String>> {
     let lists = root.join("var/lib/apt/lists");
     let texts = list_indices(&lists)?.into_iter().map(|i| i.text).collect();
     for e in fs::read_dir(&lists)? {
@@ -190,7 +200,7 @@ pub fn read_indices(root: &Path) -> Result<Vec<String>> {
 }
 
 /// The locked package set of a freshly bootstrapped tree.
-pub fn debs_of(root: &Path, indices: &[String]) -> Result<Vec<LockedDeb>> {
+pub(crate) fn debs_of(root: &Path, indices: &[String]) -> Result<Vec<LockedDeb>> {
     let status = fs::read_to_string(root.join("var/lib/dpkg/status"))
         .context("reading the image's dpkg status")?;
     let hashes = index_hashes(indices);
@@ -211,6 +221,8 @@ pub fn debs_of(root: &Path, indices: &[String]) -> Result<Vec<LockedDeb>> {
 }
 
 impl Lock {
+    /// Read the lock file at `path`; an error names the file when it is
+    /// missing or not a biovm lock.
     pub fn read(path: &Path) -> Result<Lock> {
         let s =
             fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -218,7 +230,7 @@ impl Lock {
             .with_context(|| format!("{} is not a valid biovm lock file", path.display()))
     }
 
-    pub fn write(&self, path: &Path) -> Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
         let body = toml::to_string(self)?;
         let text = format!(
             "# Written by `biovm lock`; read by `biovm build`. Update with `biovm lock --update`.\n{body}"
@@ -311,7 +323,7 @@ impl Lock {
     }
 
     /// PyPI file name → sha256.
-    pub fn pypi_hashes(&self) -> BTreeMap<String, String> {
+    pub(crate) fn pypi_hashes(&self) -> BTreeMap<String, String> {
         self.pypi
             .iter()
             .map(|p| (p.file.clone(), p.sha256.clone()))
@@ -319,7 +331,7 @@ impl Lock {
     }
 
     /// What mmdebstrap must install: every locked package at its version.
-    pub fn apt_specs(&self) -> Vec<String> {
+    pub(crate) fn apt_specs(&self) -> Vec<String> {
         self.debian
             .iter()
             .map(|d| format!("{}={}", d.name, d.version))
@@ -328,7 +340,7 @@ impl Lock {
 
     /// After a locked bootstrap: the tree holds exactly the locked packages,
     /// each with the locked sha256.
-    pub fn verify_tree(&self, got: &[LockedDeb], lock_path: &Path) -> Result<()> {
+    pub(crate) fn verify_tree(&self, got: &[LockedDeb], lock_path: &Path) -> Result<()> {
         let want: BTreeSet<&LockedDeb> = self.debian.iter().collect();
         let have: BTreeSet<&LockedDeb> = got.iter().collect();
         if let Some(d) = have.difference(&want).next() {

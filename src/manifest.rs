@@ -47,7 +47,7 @@ pub struct Tool {
 }
 
 /// Where a tool comes from; the VM boots check one tool of each source the
-/// image has (see `smoke::boot_sample`).
+/// image has (see `smoke::boot::boot_sample`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstallSource {

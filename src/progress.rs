@@ -13,13 +13,13 @@
 //! [`Stage`] to finish or fail, [`bytes`] and [`units`] return a counting
 //! stage whose `inc` is cheap and may be called from many threads.
 //!
-//! ```no_run
-//! # fn main() -> anyhow::Result<()> {
-//! biovm::progress::stage("build", "bootstrap", || -> anyhow::Result<()> { Ok(()) })?;
-//! let upload = biovm::progress::bytes("publish", "upload", 40 << 20);
+//! ```text
+//! // Not a doctest (this module is the crate's own, not its public face):
+//! // `tests::the_module_example_runs` runs it.
+//! crate::progress::stage("build", "bootstrap", || -> anyhow::Result<()> { Ok(()) })?;
+//! let upload = crate::progress::bytes("publish", "upload", 40 << 20);
 //! upload.inc(512 << 10);
 //! upload.finish();
-//! # Ok(()) }
 //! ```
 //!
 //! One reporter serves the whole process: [`init`] chooses its mode once
@@ -28,7 +28,9 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+#[cfg(test)]
+use std::sync::Arc;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -307,6 +309,7 @@ enum Sink {
     /// The process's stdout (JSON) or stderr (plain lines).
     Std,
     /// A buffer, for tests.
+    #[cfg(test)]
     Buffer(Arc<Mutex<Vec<u8>>>),
 }
 
@@ -351,6 +354,7 @@ impl Reporter {
     }
 
     /// A reporter writing plain lines or JSON events into a buffer.
+    #[cfg(test)]
     pub fn buffered(mode: Mode, interval: Duration) -> (Reporter, Arc<Mutex<Vec<u8>>>) {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let r = Reporter {
@@ -363,13 +367,10 @@ impl Reporter {
         (r, buf)
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     fn write_line(&self, line: &str, stdout: bool) {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         match &self.sink {
+            #[cfg(test)]
             Sink::Buffer(b) => {
                 let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
                 b.extend_from_slice(line.as_bytes());
@@ -602,10 +603,6 @@ impl Stage<'_> {
         }
     }
 
-    pub fn done(&self) -> u64 {
-        self.done.load(Ordering::Relaxed)
-    }
-
     /// News about the stage: the spinner's message on a terminal, a line
     /// or a `message` event otherwise.
     pub fn message(&self, text: &str) {
@@ -651,12 +648,6 @@ impl Stage<'_> {
         self.end(true, None);
     }
 
-    /// Finished, with a note (`3 of 12 checks failed` is not a failure of
-    /// the stage itself).
-    pub fn finish_with(self, message: &str) {
-        self.end(true, Some(message));
-    }
-
     pub fn fail(self, message: &str) {
         self.end(false, Some(message));
     }
@@ -685,12 +676,6 @@ pub fn init(mode: Mode) {
 /// The process's reporter.
 pub fn global() -> &'static Reporter {
     GLOBAL.get_or_init(|| Reporter::new(Mode::detect(false, false)))
-}
-
-/// Whether events go out as JSON (commands then print their result as a
-/// `result` event instead of text).
-pub fn json() -> bool {
-    global().mode == Mode::Json
 }
 
 /// Run `f` as stage `stage` of `command`: started, then finished or failed
@@ -728,11 +713,6 @@ pub fn units(command: &str, stage: &str, total: u64, unit: &str) -> Stage<'stati
     global().count(command, stage, total, unit)
 }
 
-/// A line of news from a command.
-pub fn message(command: &str, text: &str) {
-    global().message(command, None, text)
-}
-
 /// The command failed (an `error` event in JSON mode).
 pub fn error(command: &str, message: &str) {
     global().error(command, message)
@@ -760,6 +740,16 @@ impl Write for LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The example in the module's documentation.
+    #[test]
+    fn the_module_example_runs() -> anyhow::Result<()> {
+        crate::progress::stage("build", "bootstrap", || -> anyhow::Result<()> { Ok(()) })?;
+        let upload = crate::progress::bytes("publish", "upload", 40 << 20);
+        upload.inc(512 << 10);
+        upload.finish();
+        Ok(())
+    }
 
     fn lines(b: &Arc<Mutex<Vec<u8>>>) -> Vec<String> {
         String::from_utf8(b.lock().unwrap().clone())

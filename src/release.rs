@@ -42,42 +42,48 @@ use crate::manifest::Manifest;
 use crate::smoke::{self, report, TestOptions};
 
 /// Version of the release index format (`format_version` in release.json).
-pub const INDEX_FORMAT_VERSION: u32 = 1;
+pub(crate) const INDEX_FORMAT_VERSION: u32 = 1;
 
 /// The index file's name in the release folder.
-pub const INDEX_FILE: &str = "release.json";
+pub(crate) const INDEX_FILE: &str = "release.json";
 
 /// Staging folders live here inside the release folder.
-pub const STAGING: &str = ".staging";
+pub(crate) const STAGING: &str = ".staging";
 
 #[derive(Debug, Clone)]
-pub struct ReleaseOptions {
-    pub out_dir: PathBuf,
-    pub cache_dir: PathBuf,
+pub(crate) struct ReleaseOptions {
+    pub(crate) out_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
     /// Overrides every image's mirror (for locking).
-    pub mirror: Option<String>,
+    pub(crate) mirror: Option<String>,
     /// The release version (default: from each lock's SOURCE_DATE_EPOCH).
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// Where the release folder will be served from; Vagrant metadata URLs
     /// are `<base-url>/<file>` (default: the bare file name, relative).
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// Lock an image that has no lock (instead of refusing).
-    pub lock_missing: bool,
+    pub(crate) lock_missing: bool,
     /// Collect the Debian source packages and PyPI source distributions
     /// of every image's lock into `sources/` (see [`crate::sources`]).
-    pub sources: bool,
-    pub test: TestOptions,
+    pub(crate) sources: bool,
+    pub(crate) test: TestOptions,
 }
 
 /// One thing a publish target made for an image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Published {
+    /// The cloud it went to: `ec2` or `eucalyptus`.
     pub target: String,
+    /// The cloud's region.
     pub region: String,
+    /// The release name tagged on the cloud image.
     pub release: String,
+    /// The machine image ID (`ami-...`, `emi-...`).
     pub image_id: String,
+    /// EC2: the EBS snapshot the AMI boots from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// Eucalyptus: the bucket and manifest of the uploaded bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_location: Option<String>,
     /// Whether this run created it (false: it was already there).
@@ -86,28 +92,39 @@ pub struct Published {
 
 /// Publishes one image's raw disk to every target its image file names;
 /// called only after every image of the release passed its tests.
-pub trait Publisher {
+pub(crate) trait Publisher {
     fn publish(&self, image: &Image, raw: &Path, release: &str) -> Result<Vec<Published>>;
 }
 
 /// A file in the release folder, by path relative to it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileRef {
+    /// Its path relative to the release folder.
     pub file: String,
+    /// The SHA-256 of its bytes (lower-case hex).
     pub sha256: String,
 }
 
+/// One artifact of a released image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IndexArtifact {
+    /// Its format.
     pub format: Format,
+    /// Its path relative to the release folder (for an OCI layout, a
+    /// folder, its `index.json`).
     pub file: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// The SHA-256 of `file`'s bytes.
     pub sha256: String,
 }
 
+/// How a released image was tested: the reports, the logs, and the matrix.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IndexTests {
+    /// `report.json`: one entry per matrix cell.
     pub report: FileRef,
+    /// `junit.xml`: the same results for CI.
     pub junit: FileRef,
     /// Each cell's logs: serial consoles (`*.serial.log`), results
     /// (`*.results.log`) and, for EC2 cells, the metadata service's requests
@@ -120,27 +137,47 @@ pub struct IndexTests {
     /// one tool per install source) or `every-check-in-every-boot`
     /// (`--full`).
     pub checks: String,
+    /// Whether every cell passed: always true, since a release is only
+    /// written when every cell passed.
     pub passed: bool,
 }
 
+/// One image of a release: what it was built from, its artifacts, how it
+/// was tested and where it was published.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IndexImage {
+    /// The image's name.
     pub name: String,
+    /// The image's description.
     pub description: String,
+    /// The release version: `--version`, else the lock's
+    /// SOURCE_DATE_EPOCH as `YYYYMMDD.HHMMSS` (UTC).
     pub version: String,
     /// sha256 of the build inputs (lock, image file, recipes, files, biovm version).
     pub inputs: String,
+    /// Every timestamp in the artifacts (from the lock).
     pub source_date_epoch: u64,
+    /// The Debian suite the image is built from.
     pub suite: String,
+    /// The Debian architecture (`amd64`).
     pub architecture: String,
+    /// The firmware its disks boot under (`uefi`, `bios`).
     pub boot: Vec<String>,
+    /// The SHA-256 of the lock file it was built from.
     pub lock_sha256: String,
+    /// Every artifact built.
     pub artifacts: Vec<IndexArtifact>,
+    /// The SPDX 2.3 JSON SBOM.
     pub sbom: FileRef,
+    /// `<name>.manifest.json`: the artifacts and every tool check (what
+    /// `biovm test` reads).
     pub manifest: FileRef,
+    /// How it was tested.
     pub tests: IndexTests,
+    /// The Vagrant box catalog metadata (images with the vagrant format).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vagrant: Option<FileRef>,
+    /// Every cloud image made from it.
     pub published: Vec<Published>,
     /// The lock against the mirror when the release was made (`biovm lock
     /// --check`): what a lock that builds forever also freezes.
@@ -193,45 +230,50 @@ fn lock_check(image: &Image, cache: &Path) -> Option<LockCheck> {
     }
 }
 
+/// The release index, `release.json`: every image of a release, written
+/// last into the release folder (schema: `docs/release-index.schema.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Index {
+    /// The index format's version; a change that breaks readers raises it.
     pub format_version: u32,
+    /// The biovm that wrote the release.
     pub biovm_version: String,
     /// When this index was written (RFC 3339, UTC).
     pub created: String,
+    /// Every image of the release.
     pub images: Vec<IndexImage>,
 }
 
 /// What a release run did, with timings.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub index: Index,
-    pub stages: Vec<StageLine>,
-    pub seconds: f64,
+pub(crate) struct Outcome {
+    pub(crate) index: Index,
+    pub(crate) stages: Vec<StageLine>,
+    pub(crate) seconds: f64,
 }
 
 /// One stage of one image: what happened and how long it took.
 #[derive(Debug, Clone, Serialize)]
-pub struct StageLine {
-    pub image: String,
-    pub stage: &'static str,
+pub(crate) struct StageLine {
+    pub(crate) image: String,
+    pub(crate) stage: &'static str,
     /// `built`, `reused`, `passed`, `published`, `already published`, ...
-    pub result: String,
-    pub seconds: f64,
+    pub(crate) result: String,
+    pub(crate) seconds: f64,
 }
 
 /// The release failed because cells of the test matrix failed; nothing was
 /// written to the release folder and nothing was published.
 #[derive(Debug, thiserror::Error)]
 #[error("{failed} of {cells} test cells failed; nothing was released or published:\n  {}", .lines.join("\n  "))]
-pub struct TestsFailed {
-    pub failed: usize,
-    pub cells: usize,
-    pub lines: Vec<String>,
+pub(crate) struct TestsFailed {
+    pub(crate) failed: usize,
+    pub(crate) cells: usize,
+    pub(crate) lines: Vec<String>,
 }
 
 /// The default version for a lock: its SOURCE_DATE_EPOCH as `YYYYMMDD.HHMMSS`.
-pub fn default_version(source_date_epoch: u64) -> String {
+pub(crate) fn default_version(source_date_epoch: u64) -> String {
     let t = crate::formats::rfc3339(source_date_epoch);
     // 2026-11-26T04:30:12Z
     let digits: String = t.chars().filter(|c| c.is_ascii_digit()).collect();
@@ -576,7 +618,7 @@ fn file_ref(root: &Path, rel: &str) -> Result<FileRef> {
 /// Vagrant box catalog metadata (what `vagrant box add URL-of-this-file`
 /// reads): this version, plus the versions an earlier metadata file in the
 /// folder already listed.
-pub fn vagrant_metadata(
+pub(crate) fn vagrant_metadata(
     previous: Option<&serde_json::Value>,
     name: &str,
     description: &str,
@@ -746,7 +788,7 @@ fn write_sources(
 
 /// How `opts` spreads the checks over native runs and boots (recorded in
 /// release.json).
-pub fn checks_rule(opts: &TestOptions) -> &'static str {
+pub(crate) fn checks_rule(opts: &TestOptions) -> &'static str {
     if opts.full {
         "every-check-in-every-boot"
     } else {
@@ -784,7 +826,7 @@ pub fn sums(index: &Index) -> String {
 /// `opts.out_dir`; with a publisher, publish each image and record what it
 /// made. On a failed cell nothing is written to the release folder (the
 /// staging folder keeps the build and the reports) and nothing is published.
-pub fn release(
+pub(crate) fn release(
     images: &[Image],
     opts: &ReleaseOptions,
     publisher: Option<&dyn Publisher>,

@@ -18,7 +18,7 @@ use crate::disk::DiskIds;
 /// Debian packages every image gets, whatever its recipes, beside its
 /// kernel (`config::Kernel`): systemd, SSH, cloud-init with growpart, and
 /// the basics a researcher expects on a server.
-pub const BASE_PACKAGES: &[&str] = &[
+pub(crate) const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
     "cloud-guest-utils",
     "cloud-init",
@@ -62,7 +62,7 @@ fn needs_locales(locale: &str) -> bool {
 }
 
 /// Where downloaded .deb files are kept between builds.
-pub fn deb_cache(cache: &Path, image: &Image) -> PathBuf {
+pub(crate) fn deb_cache(cache: &Path, image: &Image) -> PathBuf {
     cache
         .join("debs")
         .join(format!("{}-{}", image.base.suite, image.base.architecture))
@@ -70,7 +70,7 @@ pub fn deb_cache(cache: &Path, image: &Image) -> PathBuf {
 
 /// Where a bootstrap takes its packages from.
 #[derive(Debug, Clone, Copy)]
-pub enum Sources<'a> {
+pub(crate) enum Sources<'a> {
     /// The image's mirror (or mmdebstrap's default).
     Mirror,
     /// The mirror, and beside it a local repository of locked packages
@@ -83,7 +83,7 @@ pub enum Sources<'a> {
 
 /// mmdebstrap's mirror arguments: the sources of the image's snapshot, or
 /// its mirror, or none (mmdebstrap's default).
-pub fn mirror_args(image: &Image) -> Vec<String> {
+pub(crate) fn mirror_args(image: &Image) -> Vec<String> {
     match &image.base.snapshot {
         Some(s) => s.sources(&image.base.suite),
         None => image.base.mirror.iter().cloned().collect(),
@@ -93,7 +93,7 @@ pub fn mirror_args(image: &Image) -> Vec<String> {
 /// `--keyring=FILE` when the image names the keyring its mirror signs
 /// with (written into `stage`, armoured or not as apt tells them apart by
 /// name); nothing for the Debian archive keyring.
-pub fn keyring_arg(image: &Image, stage: &Path) -> Result<Option<String>> {
+pub(crate) fn keyring_arg(image: &Image, stage: &Path) -> Result<Option<String>> {
     let Some(k) = &image.base.keyring else {
         return Ok(None);
     };
@@ -140,7 +140,7 @@ fn sources_hooks(sources: Sources, saved: &str) -> Result<Vec<String>> {
 /// Bootstrap `image` into the (new, empty) folder `root`, installing
 /// `packages` (apt `name[=version]` specs) from `sources`. apt's package
 /// lists stay in the tree for `lock::read_indices`, which removes them.
-pub fn bootstrap(
+pub(crate) fn bootstrap(
     image: &Image,
     packages: &[String],
     sources: Sources,
@@ -360,7 +360,7 @@ impl Drop for DebSnapshot {
 
 /// Ask apt, against the image's mirror, whether `packages` install together
 /// (`mmdebstrap --simulate`: indices only, no package downloads).
-pub fn simulate(image: &Image, packages: &[String]) -> Result<()> {
+pub(crate) fn simulate(image: &Image, packages: &[String]) -> Result<()> {
     let stage = tempfile::tempdir().context("cannot create a staging folder")?;
     let mut c = Cmd::new("mmdebstrap");
     c.args(["--simulate", "--variant=apt", "--components=main"])
@@ -382,7 +382,7 @@ pub fn simulate(image: &Image, packages: &[String]) -> Result<()> {
 /// twin, so the source indices (`*_source_Sources`) come too. Returns the
 /// folder apt left the lists in; `root/etc/apt/sources.list` keeps the
 /// lines they came from.
-pub fn fetch_indices(image: &Image, root: &Path, with_sources: bool) -> Result<PathBuf> {
+pub(crate) fn fetch_indices(image: &Image, root: &Path, with_sources: bool) -> Result<PathBuf> {
     // Isolated like a bootstrap: whatever mmdebstrap mounts in the tree
     // vanishes with it.
     let stage = tempfile::tempdir().context("cannot create a staging folder")?;
@@ -476,7 +476,7 @@ const INITRAMFS_CONF: &str =
 /// Disk and network drivers for KVM clouds (virtio), EC2 (NVMe, ENA,
 /// Xen), VirtualBox (AHCI, PIIX) and the root filesystem. Modules built
 /// into the kernel are skipped by `manual_add_modules`.
-pub const INITRAMFS_DRIVERS: &[&str] = &[
+pub(crate) const INITRAMFS_DRIVERS: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_scsi",
@@ -541,7 +541,7 @@ WantedBy=ssh.service
 /// one cloud SSH keys go to), and the image's settings left as built: its
 /// network setup (systemd-networkd), its mirror, its locale, its host keys
 /// if the first-boot unit made them already.
-pub fn cloud_cfg(image: &Image) -> String {
+pub(crate) fn cloud_cfg(image: &Image) -> String {
     let mut s = format!(
         "# Written by biovm for the image {name}.\n\
 # default user: {user}\n\
@@ -593,7 +593,7 @@ const NETWORK: &str =
 /// /vmlinuz and /initrd.img symlinks, so kernel upgrades inside the image
 /// keep booting, root found by filesystem UUID, console on the first serial
 /// port as clouds expect.
-pub fn grub_cfg(ids: &DiskIds, image: &Image) -> String {
+pub(crate) fn grub_cfg(ids: &DiskIds, image: &Image) -> String {
     format!(
         "# Written by biovm for the image {name}.\n\
 serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1\n\
@@ -614,7 +614,7 @@ menuentry 'Debian GNU/Linux ({name})' {{\n\
 
 /// Apply the image's system settings to the bootstrapped tree at `root`,
 /// step by step.
-pub fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Result<()> {
+pub(crate) fn configure(image: &Image, ids: &DiskIds, epoch: u64, root: &Path) -> Result<()> {
     // Every write below resolves inside the tree (see `confined`): a link
     // planted in it cannot send a write, a removal or a read to the host.
     let tree = Tree::open(root)?;

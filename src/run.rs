@@ -18,7 +18,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
 use crate::config::{BootMode, Format};
-use crate::smoke::{qemu, seed, Bus};
+use crate::smoke::boot_disk::disk_to_boot;
+use crate::smoke::qemu::{self, Accel, Bus, DiskFormat};
+use crate::smoke::{kvm, seed};
 
 /// What to boot and how.
 pub struct RunOptions {
@@ -48,7 +50,7 @@ pub struct Detached {
     pub pid: u32,
     pub ssh_port: u16,
     pub console_log: PathBuf,
-    pub accel: &'static str,
+    pub accel: Accel,
     /// Seconds from start until the guest's SSH server answered.
     pub ssh_secs: f64,
 }
@@ -84,7 +86,7 @@ fn prepare(o: &RunOptions, port: u16) -> Result<(Cmd, PathBuf)> {
     std::fs::create_dir_all(&o.state_dir)
         .with_context(|| format!("cannot create {}", o.state_dir.display()))?;
     let scratch = o.state_dir.join("disk.vmdk");
-    let (disk, disk_format) = crate::smoke::disk_to_boot(&o.artifact, o.format, &scratch)?;
+    let (disk, disk_format) = disk_to_boot(&o.artifact, o.format, &scratch)?;
     let size = seed::virtual_size(&disk, disk_format)? + o.grow_bytes;
     let overlay = o.state_dir.join("disk.qcow2");
     seed::create_overlay(&disk, disk_format, &overlay, size)?;
@@ -99,7 +101,7 @@ fn prepare(o: &RunOptions, port: u16) -> Result<(Cmd, PathBuf)> {
     seed::write_nocloud_seed(&seed_drive, &instance, &user_data(&o.public_key))?;
     let vm = qemu::Vm {
         disk: &overlay,
-        disk_format: "qcow2",
+        disk_format: DiskFormat::Qcow2,
         bus: Bus::for_format(o.format),
         label: "run",
         checks_drive: None,
@@ -108,7 +110,7 @@ fn prepare(o: &RunOptions, port: u16) -> Result<(Cmd, PathBuf)> {
         ssh_forward: Some(port),
         console_on_terminal: !o.detach,
         firmware: o.firmware,
-        accel: qemu::accel(),
+        accel: kvm::accel(),
         cpus: o.cpus,
         memory_mib: o.memory_mib,
         run_dir: &o.state_dir,
@@ -131,7 +133,7 @@ pub fn run_foreground(o: &RunOptions) -> Result<std::process::ExitStatus> {
         "booting {} ({}, {}); the console follows, Ctrl-A X quits.\nSSH when it is up: port {port} on 127.0.0.1",
         o.artifact.display(),
         o.firmware.as_str(),
-        qemu::accel().as_str()
+        kvm::accel()
     );
     Ok(cmd.run_on_terminal()?)
 }
@@ -185,7 +187,7 @@ pub fn run_detached(o: &RunOptions) -> Result<Detached> {
         pid,
         ssh_port: port,
         console_log,
-        accel: qemu::accel().as_str(),
+        accel: kvm::accel(),
         ssh_secs: t0.elapsed().as_secs_f64(),
     })
 }

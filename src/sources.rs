@@ -37,10 +37,10 @@ use crate::lock::{Lock, LockedDeb};
 use crate::pool::Pool;
 
 mod sbom;
-pub use sbom::with_sources;
+pub(crate) use sbom::with_sources;
 
 /// The release folder's subfolder the source files go to.
-pub const DIR: &str = "sources";
+pub(crate) const DIR: &str = "sources";
 
 /// Parallel downloads of source files.
 const DOWNLOADS: usize = 4;
@@ -96,7 +96,7 @@ pub struct Sources {
 
 impl Sources {
     /// Every file, each once.
-    pub fn files(&self) -> Vec<&SourceFile> {
+    pub(crate) fn files(&self) -> Vec<&SourceFile> {
         let mut seen = BTreeSet::new();
         self.debian
             .iter()
@@ -110,7 +110,7 @@ impl Sources {
 /// Collect the sources of `lock` (the lock of `image`) into biovm's store
 /// in `cache`: whatever the store lacks is downloaded and checked. Fails
 /// naming every binary whose source cannot be had.
-pub fn collect(image: &Image, lock: &Lock, cache: &Path) -> Result<Sources> {
+pub(crate) fn collect(image: &Image, lock: &Lock, cache: &Path) -> Result<Sources> {
     let store = Pool::in_cache(cache);
     let debian = if lock.debian.is_empty() {
         Vec::new()
@@ -123,7 +123,7 @@ pub fn collect(image: &Image, lock: &Lock, cache: &Path) -> Result<Sources> {
 
 /// Put every file of `sources` from biovm's store in `cache` into `out`
 /// (at its `file` path: `out/sources/...`), hard-linked where possible.
-pub fn place(sources: &Sources, cache: &Path, out: &Path) -> Result<()> {
+pub(crate) fn place(sources: &Sources, cache: &Path, out: &Path) -> Result<()> {
     let store = Pool::in_cache(cache);
     for f in sources.files() {
         let dest = out.join(&f.file);

@@ -9,40 +9,40 @@ use crate::build::{build_or_reuse, BuildOptions};
 use crate::config::Format;
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// The image file (images/<name>.toml).
-    pub image: PathBuf,
+    pub(crate) image: PathBuf,
     /// Output folder for the artifacts.
     #[arg(long, default_value = "out", value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Debian mirror to bootstrap from (default: the image's, else mmdebstrap's default).
     #[arg(long, value_name = "URL")]
-    pub mirror: Option<String>,
+    pub(crate) mirror: Option<String>,
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
-    pub cache: Option<PathBuf>,
+    pub(crate) cache: Option<PathBuf>,
     /// Build from a vendor folder written by `biovm vendor`, with no
     /// network: every package, wheel and download the lock names comes
     /// from it (or biovm's own store).
     #[arg(long, value_name = "DIR")]
-    pub vendor: Option<PathBuf>,
+    pub(crate) vendor: Option<PathBuf>,
     /// Build a second time (in a temporary folder inside --out, removed
     /// afterwards) and compare every artifact byte for byte; a difference
     /// fails, naming the file and the first differing offset.
     #[arg(long)]
-    pub verify_reproducible: bool,
+    pub(crate) verify_reproducible: bool,
     /// Build afresh even when --out holds a complete build from the same
     /// inputs (lock, image file, recipes and their data, formats, biovm
     /// itself), which is otherwise reused. Builds without a lock are never
     /// reused.
     #[arg(long)]
-    pub rebuild: bool,
+    pub(crate) rebuild: bool,
     /// Build only this one of the image's `[output] formats` (repeatable;
     /// default: all of them), e.g. `--format raw` for a quick boot test.
     #[arg(long = "format", value_name = "FMT", value_parser = parse_format)]
-    pub formats: Vec<Format>,
+    pub(crate) formats: Vec<Format>,
     #[command(flatten)]
-    pub host: super::HostPathArgs,
+    pub(crate) host: super::HostPathArgs,
 }
 
 fn parse_format(s: &str) -> Result<Format, crate::names::UnknownName> {
@@ -73,7 +73,7 @@ fn restrict_formats(
     Ok(())
 }
 
-pub fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
     let mut image = crate::config::load_image_with(&a.image, &recipe_dir, &a.host.access()?)?;
     restrict_formats(&mut image, &a.formats, &a.image)?;

@@ -10,15 +10,15 @@ use super::GlobalArgs;
 use crate::config::{self, Diagnostic, Diagnostics};
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// Files or folders to check: a recipe file, a recipe folder
     /// (<category>/<name>.toml inside), an image file, a folder of image files,
     /// or a project folder holding `recipes/` and `images/`.
     /// Default: the recipe folder and every images/*.toml of the current folder.
     #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
     #[command(flatten)]
-    pub host: super::HostPathArgs,
+    pub(crate) host: super::HostPathArgs,
 }
 
 /// What one path on the command line is.
@@ -28,7 +28,7 @@ enum Target {
     ImageFile(PathBuf),
 }
 
-pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     let access = a.host.access()?;
     let mut diags = Diagnostics::new();
     let mut targets = Vec::new();

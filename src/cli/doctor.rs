@@ -6,9 +6,9 @@ use super::GlobalArgs;
 use crate::doctor::HOST_TOOLS;
 
 #[derive(Debug, Args)]
-pub struct DoctorArgs {}
+pub(crate) struct DoctorArgs {}
 
-pub fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
     if g.json {
         let tools: Vec<_> = HOST_TOOLS
             .iter()
@@ -27,7 +27,7 @@ pub fn run(g: &GlobalArgs, _a: DoctorArgs) -> anyhow::Result<ExitCode> {
             "doctor",
             serde_json::json!({
                 "tools": tools,
-                "kvm": v.accel == crate::smoke::Accel::Kvm,
+                "kvm": v.accel == crate::smoke::qemu::Accel::Kvm,
                 "accel": v.accel,
                 "accel_detail": v.detail,
                 "cache": crate::fsutil::cache_dir(),

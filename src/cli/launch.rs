@@ -20,55 +20,55 @@ use crate::publish::http::RetryPolicy;
 use crate::publish::setting;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Target {
+pub(crate) enum Target {
     /// AWS EC2 (or an EC2-compatible API: --ec2-endpoint).
     Ec2,
 }
 
 #[derive(Debug, Args)]
-pub struct LaunchArgs {
+pub(crate) struct LaunchArgs {
     /// Where to launch.
     #[arg(long, value_enum)]
-    pub target: Target,
+    pub(crate) target: Target,
     /// The image file (images/<name>.toml: the AMI `biovm publish` made of
     /// it, found by its tags) or an AMI ID (ami-...).
-    pub image: String,
+    pub(crate) image: String,
     /// With an image file: the folder of its build; the AMI of that exact
     /// build is preferred when it is published.
     #[arg(long, default_value = "out", value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// With an image file: launch this release (its `biovm:version` tag)
     /// rather than the newest.
     #[arg(long, value_name = "NAME")]
-    pub release: Option<String>,
+    pub(crate) release: Option<String>,
     /// Instance type (default: the image file's `[targets.ec2] instance-type`, else t3.medium).
     #[arg(long, value_name = "TYPE")]
-    pub instance_type: Option<String>,
+    pub(crate) instance_type: Option<String>,
     /// An existing EC2 key pair to log in with.
     #[arg(long, value_name = "NAME")]
-    pub key_name: Option<String>,
+    pub(crate) key_name: Option<String>,
     /// An OpenSSH public key (FILE.pub) given to the login user at first
     /// boot through cloud-init user data.
     #[arg(long, value_name = "FILE.pub")]
-    pub ssh_key: Option<PathBuf>,
+    pub(crate) ssh_key: Option<PathBuf>,
     /// The login user (default: the image's `[system.user]`, else biovm).
     #[arg(long)]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Security group ID (repeatable; default: the subnet's VPC default group).
     #[arg(long = "security-group", value_name = "SG-ID")]
-    pub security_groups: Vec<String>,
+    pub(crate) security_groups: Vec<String>,
     /// Subnet ID (default: a default subnet of the region's default VPC).
     #[arg(long, value_name = "SUBNET-ID")]
-    pub subnet: Option<String>,
+    pub(crate) subnet: Option<String>,
     /// The instance's Name tag (default: biovm-<image>).
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Seconds to wait for the instance to be running (and, before that,
     /// for a freshly registered AMI to be available).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
-    pub wait_timeout: u64,
+    pub(crate) wait_timeout: u64,
     #[command(flatten)]
-    pub aws: super::publish::AwsArgs,
+    pub(crate) aws: super::publish::AwsArgs,
 }
 
 /// `ami-` and 8 or 17 hex digits.
@@ -166,7 +166,7 @@ fn request(
     })
 }
 
-pub fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
     let retry = a.aws.retry()?;
     let image = image_file(g, &a)?;
     let req = request(&a, image.as_ref(), retry, &ProcessEnv)?;

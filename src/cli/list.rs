@@ -9,20 +9,20 @@ use super::GlobalArgs;
 use crate::config::{self, Diagnostic, Recipe};
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Only list the recipes of this category.
     #[arg(long, value_name = "CATEGORY")]
-    pub category: Option<String>,
+    pub(crate) category: Option<String>,
     /// Print the catalogue page (Markdown): tool, category, version, source, check.
     /// Versions come from the lock of the image given with --lock-image.
     #[arg(long, conflicts_with = "json")]
-    pub markdown: bool,
+    pub(crate) markdown: bool,
     /// Image whose lock gives the versions for --markdown (default: images/biolinux.toml).
     #[arg(long, value_name = "IMAGE", default_value = "images/biolinux.toml")]
-    pub lock_image: std::path::PathBuf,
+    pub(crate) lock_image: std::path::PathBuf,
 }
 
-pub fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
     let dir = config::default_recipe_dir(None, g.recipes.as_deref());
     let catalog = config::load_catalog(std::slice::from_ref(&dir))?;
     if let Some(c) = &a.category {

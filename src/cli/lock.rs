@@ -7,31 +7,31 @@ use clap::Args;
 use super::GlobalArgs;
 
 #[derive(Debug, Args)]
-pub struct LockArgs {
+pub(crate) struct LockArgs {
     /// The image file (images/<name>.toml); the lock is written next to it.
-    pub image: PathBuf,
+    pub(crate) image: PathBuf,
     /// Resolve again from the mirror even if the lock still matches the recipes.
     #[arg(long, conflicts_with = "check")]
-    pub update: bool,
+    pub(crate) update: bool,
     /// Write nothing: say which locked versions the mirror no longer serves
     /// (and whether biovm's store or --vendor DIR still has them) and which
     /// the security suite has superseded. Exit 1 when a build would fail.
     #[arg(long)]
-    pub check: bool,
+    pub(crate) check: bool,
     /// With --check: a vendor folder (`biovm vendor`) a build would also take packages from.
     #[arg(long, value_name = "DIR", requires = "check")]
-    pub vendor: Option<PathBuf>,
+    pub(crate) vendor: Option<PathBuf>,
     /// Debian mirror to resolve from (default: the image's, else mmdebstrap's default).
     #[arg(long, value_name = "URL")]
-    pub mirror: Option<String>,
+    pub(crate) mirror: Option<String>,
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
-    pub cache: Option<PathBuf>,
+    pub(crate) cache: Option<PathBuf>,
     #[command(flatten)]
-    pub host: super::HostPathArgs,
+    pub(crate) host: super::HostPathArgs,
 }
 
-pub fn run(g: &GlobalArgs, a: LockArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: LockArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
     let mut image = crate::config::load_image_with(&a.image, &recipe_dir, &a.host.access()?)?;
     if let Some(m) = a.mirror {

@@ -22,15 +22,17 @@ mod test;
 mod vendor;
 
 #[derive(Debug, Args)]
-pub struct ImdsServeArgs {
+pub(crate) struct ImdsServeArgs {
     /// The folder holding imds.json (written by the test boot).
     #[arg(long, value_name = "DIR")]
-    pub state: PathBuf,
+    pub(crate) state: PathBuf,
 }
 
 /// Exit status for invalid recipes, images or arguments.
-pub const EXIT_INVALID: u8 = 2;
+pub(crate) const EXIT_INVALID: u8 = 2;
 
+/// biovm's command line: the options every command takes, and the command
+/// to run.
 #[derive(Debug, Parser)]
 #[command(
     name = "biovm",
@@ -41,51 +43,54 @@ definitions (images/<name>.toml), builds bootable disk images with mmdebstrap, a
 in QEMU to check every tool in it."
 )]
 pub struct Cli {
+    /// The options every command takes.
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
+/// The options every command takes, before or after the command's name:
+/// the recipe folder, how much to log, and JSON output.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Recipe folder (default: ./recipes, or the `recipes` folder next to the image's folder).
     #[arg(long, global = true, value_name = "DIR")]
-    pub recipes: Option<PathBuf>,
+    pub(crate) recipes: Option<PathBuf>,
     /// More log output (-v: info, -vv: debug, including every external command).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
     /// Less log output: only errors.
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Machine-readable output on stdout. `list`, `show` and `plan` print
     /// their JSON document; the other commands print one JSON event per
     /// line (stage-started, progress, stage-finished, message, error) and
     /// end with a `result` event holding what they produced.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// The opt-in for input files that name host files outside their own
 /// folder; shared by the commands that load images.
 #[derive(Debug, Args, Default)]
-pub struct HostPathArgs {
+pub(crate) struct HostPathArgs {
     /// Allow `[[system.files]] source` and test `data` to name files below
     /// DIR (repeatable). Without it they must be inside the image file's
     /// folder, or the recipe's, after symlinks are resolved.
     #[arg(long = "allow-host-path", value_name = "DIR")]
-    pub allow_host_path: Vec<PathBuf>,
+    pub(crate) allow_host_path: Vec<PathBuf>,
 }
 
 impl HostPathArgs {
     /// The folders allowed; a missing one is invalid input (exit 2).
-    pub fn access(&self) -> anyhow::Result<crate::config::HostAccess> {
+    pub(crate) fn access(&self) -> anyhow::Result<crate::config::HostAccess> {
         Ok(crate::config::HostAccess::allowing(&self.allow_host_path)?)
     }
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Validate recipe and image files; report every problem with file, line and column.
     Check(check::CheckArgs),
     /// List the recipes in the catalogue.
@@ -125,7 +130,7 @@ pub enum Command {
 
 impl Command {
     /// The command's name, as typed.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Command::Check(_) => "check",
             Command::List(_) => "list",
@@ -171,6 +176,9 @@ pub fn init_logging(g: &GlobalArgs) {
     b.init();
 }
 
+/// Run the command `cli` names and report how it ended: its own exit
+/// status, or after printing the error, 2 for invalid input (recipes,
+/// images) and 1 for any other failure.
 pub fn run(cli: Cli) -> ExitCode {
     let g = &cli.global;
     let name = cli.command.name();
@@ -205,7 +213,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Print an error in the one style biovm uses and pick the exit status:
 /// invalid input (a `config::Diagnostics`) gives 2, anything else 1.
-pub fn report_error(e: &anyhow::Error) -> ExitCode {
+pub(crate) fn report_error(e: &anyhow::Error) -> ExitCode {
     if let Some(d) = e.downcast_ref::<crate::config::Diagnostics>() {
         eprint!("{d}");
         return ExitCode::from(EXIT_INVALID);

@@ -13,23 +13,23 @@ use super::GlobalArgs;
 use crate::config::{self, Image};
 
 #[derive(Debug, Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     /// The image file (images/<name>.toml).
     #[arg(value_name = "IMAGE")]
-    pub image: PathBuf,
+    pub(crate) image: PathBuf,
     /// Output folder the artifacts would be written to.
     #[arg(long, default_value = "out", value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Also ask the mirror whether every Debian package and its
     /// dependencies can be installed together (an apt simulation; nothing
     /// is downloaded beyond the package indices).
     #[arg(long)]
-    pub resolve: bool,
+    pub(crate) resolve: bool,
     #[command(flatten)]
-    pub host: super::HostPathArgs,
+    pub(crate) host: super::HostPathArgs,
 }
 
-pub fn run(g: &GlobalArgs, a: PlanArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: PlanArgs) -> anyhow::Result<ExitCode> {
     let dir = config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
     let image = config::load_image_with(&a.image, &dir, &a.host.access()?)?;
     if a.resolve {

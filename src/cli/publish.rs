@@ -6,15 +6,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::GlobalArgs;
-use crate::config::{Ec2BootMode, Image};
+use crate::config::{Ec2BootMode, Format, Image};
 use crate::manifest::Manifest;
 use crate::publish::aws::{self, ebs::volume_size_gib, Ec2Settings};
 use crate::publish::credentials::{self, Env, ProcessEnv};
 use crate::publish::eucalyptus::{self, EucalyptusSettings};
-use crate::publish::{http::RetryPolicy, setting, Artifact, Limits, Outcome};
+use crate::publish::http::{RetryPolicy, Service};
+use crate::publish::{setting, Artifact, Limits, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Target {
+pub(crate) enum Target {
     /// AWS EC2: EBS snapshot through the EBS direct APIs, then RegisterImage.
     Ec2,
     /// A Eucalyptus-compatible cloud: AMI bundle in S3, then RegisterImage.
@@ -24,25 +25,25 @@ pub enum Target {
 /// What every command that talks to AWS (or an EC2-compatible cloud)
 /// takes: where, as whom, and how hard to try.
 #[derive(Debug, Clone, Args)]
-pub struct AwsArgs {
+pub(crate) struct AwsArgs {
     /// Profile in the shared credentials and config files (default: AWS_PROFILE, else `default`).
     #[arg(long)]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Region (default: the image file's, else AWS_REGION, AWS_DEFAULT_REGION or the profile's).
     #[arg(long)]
-    pub region: Option<String>,
+    pub(crate) region: Option<String>,
     /// EC2 API URL (default: the image file's, else AWS_ENDPOINT_URL_EC2 or AWS_ENDPOINT_URL, else AWS's).
     #[arg(long, value_name = "URL")]
-    pub ec2_endpoint: Option<String>,
+    pub(crate) ec2_endpoint: Option<String>,
     /// Seconds each request may take, from connecting to the end of the answer.
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub request_timeout: f64,
+    pub(crate) request_timeout: f64,
     /// Attempts per request (throttling, 5xx and dropped connections are retried).
     #[arg(long, default_value_t = 10)]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// First wait before a retry, in milliseconds; it doubles per attempt, up to 20 s.
     #[arg(long, default_value_t = 200, value_name = "MS")]
-    pub retry_delay: u64,
+    pub(crate) retry_delay: u64,
 }
 
 impl Default for AwsArgs {
@@ -60,7 +61,7 @@ impl Default for AwsArgs {
 
 impl AwsArgs {
     /// The retry policy of every request.
-    pub fn retry(&self) -> Result<RetryPolicy> {
+    pub(crate) fn retry(&self) -> Result<RetryPolicy> {
         if !(self.request_timeout > 0.0 && self.request_timeout <= 3600.0) {
             bail!("--request-timeout must be more than 0 and at most 3600 seconds");
         }
@@ -78,7 +79,7 @@ impl AwsArgs {
     /// The region and the EC2 API URL, each from the flag, else the image
     /// file's `[targets.ec2]` (`t`), else the environment (or the profile,
     /// or AWS's endpoint for the region).
-    pub fn region_and_ec2_endpoint(
+    pub(crate) fn region_and_ec2_endpoint(
         &self,
         t: &crate::config::Ec2Target,
         env: &dyn Env,
@@ -87,7 +88,7 @@ impl AwsArgs {
         let endpoint = setting::endpoint(
             self.ec2_endpoint.clone(),
             t.ec2_endpoint.clone(),
-            "ec2",
+            Service::Ec2,
             env,
             || aws::default_ec2_endpoint(&region),
         );
@@ -96,7 +97,7 @@ impl AwsArgs {
 
     /// The region: the flag, else the image file's `[targets.ec2]`, else the
     /// environment or the profile.
-    pub fn region(&self, file: Option<String>, env: &dyn Env) -> Result<String> {
+    pub(crate) fn region(&self, file: Option<String>, env: &dyn Env) -> Result<String> {
         // The environment's lookup reads the profile's config file, which
         // can fail: it is read only when neither the flag nor the file says.
         match setting::flag_file_or_env(self.region.clone(), file, || None) {
@@ -109,51 +110,51 @@ impl AwsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// Where to publish.
     #[arg(long, value_enum)]
-    pub target: Target,
+    pub(crate) target: Target,
     /// The image file (images/<name>.toml; its raw disk is taken from --out)
     /// or a built raw disk (out/<name>.raw, described by the manifest next to it).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// With a raw disk: take the target settings from this image file.
     #[arg(long, value_name = "IMAGE")]
-    pub image: Option<PathBuf>,
+    pub(crate) image: Option<PathBuf>,
     /// With an image file: the folder `biovm build` wrote to.
     #[arg(long, default_value = "out", value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Release name, tagged on the image and part of its name (default: sha-<first 12 hex digits of the sha256>).
     #[arg(long, value_name = "NAME")]
-    pub release: Option<String>,
+    pub(crate) release: Option<String>,
     #[command(flatten)]
-    pub aws: AwsArgs,
+    pub(crate) aws: AwsArgs,
     /// EBS direct API URL (default: the image file's, else AWS_ENDPOINT_URL_EBS or AWS_ENDPOINT_URL, else AWS's).
     #[arg(long, value_name = "URL")]
-    pub ebs_endpoint: Option<String>,
+    pub(crate) ebs_endpoint: Option<String>,
     /// S3 API URL for Eucalyptus (default: the image file's, else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL).
     #[arg(long, value_name = "URL")]
-    pub s3_endpoint: Option<String>,
+    pub(crate) s3_endpoint: Option<String>,
     /// Eucalyptus: the bucket the bundle goes to.
     #[arg(long)]
-    pub bucket: Option<String>,
+    pub(crate) bucket: Option<String>,
     /// Eucalyptus: the cloud's certificate (default: the image file's, else EUCALYPTUS_CERT).
     #[arg(long, value_name = "PEM")]
-    pub cloud_cert: Option<PathBuf>,
+    pub(crate) cloud_cert: Option<PathBuf>,
     /// Eucalyptus: your certificate (default: the image file's, else EC2_CERT).
     #[arg(long, value_name = "PEM")]
-    pub user_cert: Option<PathBuf>,
+    pub(crate) user_cert: Option<PathBuf>,
     /// Eucalyptus: your private key (default: the image file's, else EC2_PRIVATE_KEY).
     #[arg(long, value_name = "PEM")]
-    pub user_key: Option<PathBuf>,
+    pub(crate) user_key: Option<PathBuf>,
     /// Eucalyptus: your 12-digit account number (default: the image file's, else EC2_USER_ID).
     #[arg(long)]
-    pub account_id: Option<String>,
+    pub(crate) account_id: Option<String>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 8)]
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Seconds to wait for the snapshot to complete.
     #[arg(long, default_value_t = 1800, value_name = "SECS")]
-    pub snapshot_wait: u64,
+    pub(crate) snapshot_wait: u64,
 }
 
 /// The artifact and the image settings that go with it.
@@ -168,7 +169,7 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
             bail!("--image goes with a raw disk, not with an image file");
         }
         let image = load(&a.path)?;
-        let raw = a.out.join(format!("{}.raw", image.name));
+        let raw = crate::build::artifact_path(&a.out, &image.name, Format::Raw);
         if !raw.is_file() {
             bail!(
                 "{} not found: build the image first (`biovm build {} --out {}`), or pass --out",
@@ -186,7 +187,12 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
         )?;
         return Ok((art, Some(image)));
     }
-    if a.path.extension().is_some_and(|e| e != "raw" && e != "img") {
+    let named_raw = a
+        .path
+        .file_name()
+        .and_then(|n| Format::from_file_name(&n.to_string_lossy()))
+        == Some(Format::Raw);
+    if a.path.extension().is_some() && !named_raw {
         bail!(
             "{}: biovm publishes raw disks (.raw) or image files (.toml)",
             a.path.display()
@@ -245,7 +251,7 @@ pub(super) fn ec2_settings(
     let ebs_endpoint = setting::endpoint(
         a.ebs_endpoint.clone(),
         t.ebs_endpoint.clone(),
-        "ebs",
+        Service::Ebs,
         env,
         || aws::default_ebs_endpoint(&region),
     );
@@ -282,7 +288,7 @@ pub(super) fn eucalyptus_settings(
     let ec2_endpoint = setting::flag_file_or_env(
         a.aws.ec2_endpoint.clone(),
         t.as_ref().map(|t| t.ec2_endpoint.clone()),
-        || credentials::endpoint_from_env("ec2", env),
+        || setting::endpoint_from_env(Service::Ec2, env),
     )
     .context(
         "no EC2 endpoint: pass --ec2-endpoint or set `ec2-endpoint` in [targets.eucalyptus]",
@@ -290,7 +296,7 @@ pub(super) fn eucalyptus_settings(
     let s3_endpoint = setting::flag_file_or_env(
         a.s3_endpoint.clone(),
         t.as_ref().map(|t| t.s3_endpoint.clone()),
-        || credentials::endpoint_from_env("s3", env),
+        || setting::endpoint_from_env(Service::S3, env),
     )
     .context("no S3 endpoint: pass --s3-endpoint or set `s3-endpoint` in [targets.eucalyptus]")?;
     let bucket = setting::flag_file_or_env(
@@ -392,7 +398,7 @@ fn print(o: &Outcome, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn run(g: &GlobalArgs, a: PublishArgs) -> Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: PublishArgs) -> Result<ExitCode> {
     let env = ProcessEnv;
     let limits = limits(&a)?;
     let (art, image) = artifact_and_image(g, &a)?;

@@ -12,46 +12,46 @@ use crate::publish::{aws, eucalyptus, Artifact};
 use crate::release::{self, Published, Publisher, ReleaseOptions};
 
 #[derive(Debug, Args)]
-pub struct ReleaseArgs {
+pub(crate) struct ReleaseArgs {
     /// Image files (images/<name>.toml), each with its lock (<name>.lock) next to it.
     #[arg(required = true)]
-    pub images: Vec<PathBuf>,
+    pub(crate) images: Vec<PathBuf>,
     /// The release folder: artifacts, SBOMs, test reports, SHA256SUMS,
     /// Vagrant metadata and release.json (builds are staged in DIR/.staging).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Publish each image to the targets its image file names
     /// ([targets.ec2], [targets.eucalyptus]) once every test passed.
     #[arg(long)]
-    pub publish: bool,
+    pub(crate) publish: bool,
     /// Lock an image that has no lock yet (default: refuse; a release is
     /// built from a committed lock).
     #[arg(long)]
-    pub lock: bool,
+    pub(crate) lock: bool,
     /// Release version (default: the lock's SOURCE_DATE_EPOCH as YYYYMMDD.HHMMSS, UTC).
     #[arg(long, value_name = "VERSION")]
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// URL the release folder is served from; Vagrant metadata points at
     /// <URL>/<name>.box (default: the bare file name).
     #[arg(long, value_name = "URL")]
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// Also collect the sources behind the release into DIR/sources/: the
     /// Debian source packages of every locked binary and the PyPI source
     /// distributions of every locked wheel, each checked against its
     /// index's sha256, listed in release.json and the SBOM.
     #[arg(long)]
-    pub sources: bool,
+    pub(crate) sources: bool,
     #[command(flatten)]
-    pub matrix: super::test::MatrixArgs,
+    pub(crate) matrix: super::test::MatrixArgs,
     /// Debian mirror (default: the image's, else mmdebstrap's default).
     #[arg(long, value_name = "URL")]
-    pub mirror: Option<String>,
+    pub(crate) mirror: Option<String>,
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
-    pub cache: Option<PathBuf>,
+    pub(crate) cache: Option<PathBuf>,
     /// Profile in the shared AWS credentials and config files.
     #[arg(long)]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
 }
 
 /// Publishes through the same settings `biovm publish` uses (image file,
@@ -144,7 +144,7 @@ impl Publisher for CliPublisher {
     }
 }
 
-pub fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: ReleaseArgs) -> Result<ExitCode> {
     let mut images = Vec::new();
     for p in &a.images {
         let dir = crate::config::default_recipe_dir(Some(p), g.recipes.as_deref());

@@ -11,44 +11,44 @@ use crate::manifest::Manifest;
 use crate::run::{self, RunOptions};
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// A built disk: out/minimal.raw, .qcow2, .vmdk, .vdi, .ova or .box.
-    pub artifact: PathBuf,
+    pub(crate) artifact: PathBuf,
     /// Run in the background: wait until the guest answers on its SSH
     /// port, print how to log in, and leave it running.
     #[arg(long, short)]
-    pub detach: bool,
+    pub(crate) detach: bool,
     /// Public key for the image's default user (default: ~/.ssh/id_ed25519.pub,
     /// id_ecdsa.pub or id_rsa.pub).
     #[arg(long, value_name = "FILE.pub")]
-    pub ssh_key: Option<PathBuf>,
+    pub(crate) ssh_key: Option<PathBuf>,
     /// Port on 127.0.0.1 forwarded to the guest's SSH port (default: a free one).
     #[arg(long, value_name = "PORT")]
-    pub ssh_port: Option<u16>,
+    pub(crate) ssh_port: Option<u16>,
     /// Firmware (default: UEFI when the image boots with it, else BIOS).
     #[arg(long, value_enum)]
-    pub firmware: Option<super::test::Firmware>,
+    pub(crate) firmware: Option<super::test::Firmware>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 4096, value_name = "MIB")]
-    pub memory: u32,
+    pub(crate) memory: u32,
     /// Guest CPUs (default: every core of this machine).
     #[arg(long)]
-    pub cpus: Option<u32>,
+    pub(crate) cpus: Option<u32>,
     /// GiB of disk the guest gets beyond the image's own size (cloud-init
     /// grows the root filesystem into it).
     #[arg(long, default_value_t = 8, value_name = "GIB")]
-    pub grow: u64,
+    pub(crate) grow: u64,
     /// Folder for the guest's overlay disk, seed drive and console log
     /// (default: <artifact>.run next to the artifact). The artifact itself
     /// is never written.
     #[arg(long, value_name = "DIR")]
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
     /// Seconds a detached guest may take to answer on its SSH port.
     #[arg(long, default_value_t = 600, value_name = "SECS")]
-    pub ssh_timeout: u64,
+    pub(crate) ssh_timeout: u64,
 }
 
-pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     if !a.artifact.is_file() {
         bail!("{} does not exist or is not a file", a.artifact.display());
     }

@@ -9,13 +9,13 @@ use super::GlobalArgs;
 use crate::config::{self, Diagnostic, Diagnostics, Recipe};
 
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// The recipe's name, e.g. `samtools`.
     #[arg(value_name = "TOOL")]
-    pub tool: String,
+    pub(crate) tool: String,
 }
 
-pub fn run(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
     let dir = config::default_recipe_dir(None, g.recipes.as_deref());
     let catalog = config::load_catalog(std::slice::from_ref(&dir))?;
     let Some(r) = catalog.recipes.get(&a.tool) else {

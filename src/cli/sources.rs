@@ -7,22 +7,22 @@ use clap::Args;
 use super::GlobalArgs;
 
 #[derive(Debug, Args)]
-pub struct SourcesArgs {
+pub(crate) struct SourcesArgs {
     /// The image file (images/<name>.toml); its lock must exist.
-    pub image: PathBuf,
+    pub(crate) image: PathBuf,
     /// The folder to write: DIR/sources/debian/, DIR/sources/pypi/ and
     /// DIR/<name>.sources.json (what `biovm release --sources` adds to a
     /// release).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
-    pub cache: Option<PathBuf>,
+    pub(crate) cache: Option<PathBuf>,
     #[command(flatten)]
-    pub host: super::HostPathArgs,
+    pub(crate) host: super::HostPathArgs,
 }
 
-pub fn run(g: &GlobalArgs, a: SourcesArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: SourcesArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
     let image = crate::config::load_image_with(&a.image, &recipe_dir, &a.host.access()?)?;
     let cache = a.cache.unwrap_or_else(crate::fsutil::cache_dir);

@@ -11,68 +11,68 @@ use crate::manifest::{Manifest, Tool};
 use crate::smoke::{self, report, TestOptions};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Firmware {
+pub(crate) enum Firmware {
     Uefi,
     Bios,
 }
 
 #[derive(Debug, Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// An image file (images/minimal.toml: test every artifact its build
     /// wrote to --out) or one built artifact (out/minimal.qcow2).
-    pub target: PathBuf,
+    pub(crate) target: PathBuf,
     /// Take the checks from this image file (and its recipes) instead of the
     /// manifest written next to the artifacts at build time.
     #[arg(long, value_name = "IMAGE")]
-    pub image: Option<PathBuf>,
+    pub(crate) image: Option<PathBuf>,
     /// Where the build wrote the artifacts (when TARGET is an image file).
     #[arg(long, default_value = "out", value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Firmware to boot with (repeatable; default: the image's boot modes).
     #[arg(long, value_enum)]
-    pub firmware: Vec<Firmware>,
+    pub(crate) firmware: Vec<Firmware>,
     /// Boot every artifact's disk, even one that is byte-for-byte the disk
     /// of another artifact booted on the same controller and firmware (the
     /// VMDK inside the OVA and the Vagrant box is the `vmdk` artifact's):
     /// by default such a cell reports that boot's results and names it.
     #[arg(long)]
-    pub boot_identical_disks: bool,
+    pub(crate) boot_identical_disks: bool,
     #[command(flatten)]
-    pub matrix: MatrixArgs,
+    pub(crate) matrix: MatrixArgs,
 }
 
 /// How the matrix runs: the flags `biovm test` and `biovm release` share.
 #[derive(Debug, Args)]
-pub struct MatrixArgs {
+pub(crate) struct MatrixArgs {
     /// Guests booted at once (default: one per core).
     #[arg(long)]
-    pub jobs: Option<usize>,
+    pub(crate) jobs: Option<usize>,
     /// Seconds to wait for a guest to reach its checks; a guest that does
     /// not is killed and reported.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
-    pub boot_timeout: u64,
+    pub(crate) boot_timeout: u64,
     /// Guest memory in MiB per processor (a guest runs as many checks at
     /// once as it has processors).
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
-    pub memory: u32,
+    pub(crate) memory: u32,
     /// Run every check in every boot too (for runners where KVM works).
     /// Without it, every check runs once natively in the root filesystem
     /// read out of a disk (proven to be the build's tree), and each boot
     /// runs the system's checks and one tool per install source. The rule
     /// used is in the report (and a release's release.json).
     #[arg(long)]
-    pub full: bool,
+    pub(crate) full: bool,
     /// Run every cell again, even one whose passing result is stored: by
     /// default a cell whose artifact bytes, checks and runner are those of
     /// an earlier passing run takes that run's results and says so.
     #[arg(long)]
-    pub rerun: bool,
+    pub(crate) rerun: bool,
 }
 
 impl MatrixArgs {
     /// The test options these flags give (the tree digest comes from the
     /// build's manifest, not from flags).
-    pub fn options(&self) -> anyhow::Result<TestOptions> {
+    pub(crate) fn options(&self) -> anyhow::Result<TestOptions> {
         let jobs = self.jobs.unwrap_or_else(smoke::default_jobs);
         if jobs == 0 {
             bail!("--jobs must be at least 1");
@@ -208,7 +208,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
     })
 }
 
-pub fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
     let p = plan(g, &a)?;
     let modes: Vec<BootMode> = if a.firmware.is_empty() {
         p.boot.clone()

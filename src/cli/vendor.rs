@@ -7,20 +7,20 @@ use clap::Args;
 use super::GlobalArgs;
 
 #[derive(Debug, Args)]
-pub struct VendorArgs {
+pub(crate) struct VendorArgs {
     /// The image file (images/<name>.toml); its lock must exist.
-    pub image: PathBuf,
+    pub(crate) image: PathBuf,
     /// The vendor folder to write (replaced whole if it is one already).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Cache folder shared by builds (default: $BIOVM_CACHE_DIR, else ~/.cache/biovm).
     #[arg(long, value_name = "DIR")]
-    pub cache: Option<PathBuf>,
+    pub(crate) cache: Option<PathBuf>,
     #[command(flatten)]
-    pub host: super::HostPathArgs,
+    pub(crate) host: super::HostPathArgs,
 }
 
-pub fn run(g: &GlobalArgs, a: VendorArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(g: &GlobalArgs, a: VendorArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
     let image = crate::config::load_image_with(&a.image, &recipe_dir, &a.host.access()?)?;
     let cache = a.cache.unwrap_or_else(crate::fsutil::cache_dir);

@@ -11,11 +11,11 @@ use super::diag::{Diagnostic, Diagnostics};
 use super::validate::Invalid;
 
 /// The command-line flag that allows another folder.
-pub const ALLOW_FLAG: &str = "--allow-host-path";
+pub(crate) const ALLOW_FLAG: &str = "--allow-host-path";
 
 /// Folders input files may read from beyond their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostAccess {
+pub(crate) struct HostAccess {
     /// Canonical paths.
     allowed: Vec<PathBuf>,
 }
@@ -24,19 +24,19 @@ pub struct HostAccess {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reading<'a> {
     /// "source" or "test data".
-    pub what: &'a str,
+    pub(crate) what: &'a str,
     /// "the image file's folder" or "the recipe's folder".
-    pub home: &'a str,
+    pub(crate) home: &'a str,
 }
 
 impl HostAccess {
     /// Reads only inside each file's own folder.
-    pub fn strict() -> HostAccess {
+    pub(crate) fn strict() -> HostAccess {
         HostAccess::default()
     }
 
     /// Also allow reads below each of `dirs` (which must exist).
-    pub fn allowing(dirs: &[PathBuf]) -> Result<HostAccess, Diagnostics> {
+    pub(crate) fn allowing(dirs: &[PathBuf]) -> Result<HostAccess, Diagnostics> {
         let mut allowed = Vec::new();
         let mut diags = Diagnostics::new();
         for d in dirs {

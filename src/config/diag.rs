@@ -7,33 +7,33 @@ use std::path::{Path, PathBuf};
 
 /// One problem in one input file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
+pub(crate) struct Diagnostic {
     /// The file, as it was given (relative paths stay relative).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Where in the file, when known.
-    pub location: Option<Location>,
-    pub message: String,
+    pub(crate) location: Option<Location>,
+    pub(crate) message: String,
     /// A hint such as "did you mean `summary`?".
-    pub help: Option<String>,
+    pub(crate) help: Option<String>,
 }
 
 /// A position in a file, 1-based, with the text of its line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub line: usize,
+pub(crate) struct Location {
+    pub(crate) line: usize,
     /// 1-based, counted in characters.
-    pub column: usize,
+    pub(crate) column: usize,
     /// The whole line the problem starts on, without its line ending.
-    pub source_line: String,
+    pub(crate) source_line: String,
     /// How many characters to underline (at least 1).
-    pub width: usize,
+    pub(crate) width: usize,
 }
 
 impl Location {
     /// Turn a byte range of `text` into a line, a column and an underline
     /// width. A span running past its first line is underlined to that
     /// line's end.
-    pub fn from_span(text: &str, span: Range<usize>) -> Location {
+    pub(crate) fn from_span(text: &str, span: Range<usize>) -> Location {
         let mut start = span.start.min(text.len());
         while !text.is_char_boundary(start) {
             start -= 1;
@@ -65,7 +65,7 @@ impl Location {
 
 impl Diagnostic {
     /// A problem with no position in the file (e.g. the file cannot be read).
-    pub fn new(path: impl Into<PathBuf>, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn new(path: impl Into<PathBuf>, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             path: path.into(),
             location: None,
@@ -75,7 +75,7 @@ impl Diagnostic {
     }
 
     /// A problem at a byte range of `text`, the contents of `path`.
-    pub fn at(
+    pub(crate) fn at(
         path: impl Into<PathBuf>,
         text: &str,
         span: Range<usize>,
@@ -89,13 +89,13 @@ impl Diagnostic {
         }
     }
 
-    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
+    pub(crate) fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
         self.help = Some(help.into());
         self
     }
 
     /// Set the help to "did you mean `x`?" when one of `candidates` is close to `wrong`.
-    pub fn with_suggestion<'a, I>(self, wrong: &str, candidates: I) -> Diagnostic
+    pub(crate) fn with_suggestion<'a, I>(self, wrong: &str, candidates: I) -> Diagnostic
     where
         I: IntoIterator<Item = &'a str>,
     {
@@ -147,41 +147,37 @@ impl fmt::Display for Diagnostic {
 /// Every problem found in a set of input files. Displayed one block per
 /// problem, blocks separated by a blank line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub struct Diagnostics(pub(crate) Vec<Diagnostic>);
 
 impl Diagnostics {
-    pub fn new() -> Diagnostics {
+    pub(crate) fn new() -> Diagnostics {
         Diagnostics(Vec::new())
     }
 
-    pub fn push(&mut self, d: Diagnostic) {
+    pub(crate) fn push(&mut self, d: Diagnostic) {
         self.0.push(d);
     }
 
-    pub fn extend(&mut self, other: Diagnostics) {
+    pub(crate) fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
-        self.0.iter()
-    }
-
     /// Order by position in the file (for the problems of one file).
-    pub fn sort_by_location(&mut self) {
+    pub(crate) fn sort_by_location(&mut self) {
         self.0
             .sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
     }
 
     /// Drop repeats of the same problem, keeping the first of each.
-    pub fn dedup(&mut self) {
+    pub(crate) fn dedup(&mut self) {
         let mut seen: Vec<Diagnostic> = Vec::new();
         self.0.retain(|d| {
             if seen.contains(d) {
@@ -194,7 +190,7 @@ impl Diagnostics {
     }
 
     /// `Ok(value)` when there are no problems, else `Err(self)`.
-    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
+    pub(crate) fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
         if self.is_empty() {
             Ok(value)
         } else {
@@ -224,7 +220,7 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The candidate closest to `wrong`, if any is close enough to be a likely typo.
-pub fn did_you_mean<'a, I>(wrong: &str, candidates: I) -> Option<&'a str>
+pub(crate) fn did_you_mean<'a, I>(wrong: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
@@ -248,7 +244,7 @@ where
 }
 
 /// A backquoted, comma-separated list: "`a`, `b`, `c`".
-pub fn quoted_list<S: AsRef<str>>(items: &[S]) -> String {
+pub(crate) fn quoted_list<S: AsRef<str>>(items: &[S]) -> String {
     items
         .iter()
         .map(|s| format!("`{}`", s.as_ref()))
@@ -259,7 +255,7 @@ pub fn quoted_list<S: AsRef<str>>(items: &[S]) -> String {
 /// Turn a TOML parse or deserialization error into a diagnostic. Serde's
 /// "unknown field `x`, expected one of ..." becomes "unknown field `x`"
 /// with a did-you-mean (or the list of valid fields) as help.
-pub fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Diagnostic {
+pub(crate) fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Diagnostic {
     let raw = e.message().trim();
     let mut lines = raw.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid TOML").to_string();

@@ -20,18 +20,18 @@ use super::raw::{RawBase, RawFile, RawImage, RawSelection, RawSnapshot, RawSyste
 use super::recipe::{load_all, read_text};
 use super::validate::{self, Ctx, Invalid};
 
-pub const DEFAULT_SUITE: &str = "bookworm";
-pub const DEFAULT_ARCHITECTURE: &str = "amd64";
-pub const DEFAULT_HOSTNAME: &str = "biovm";
-pub const DEFAULT_LOCALE: &str = "C.UTF-8";
-pub const DEFAULT_TIMEZONE: &str = "UTC";
-pub const DEFAULT_USER: &str = "biovm";
-pub const DEFAULT_SHELL: &str = "/bin/bash";
-pub const DEFAULT_FILE_MODE: u32 = 0o644;
+pub(crate) const DEFAULT_SUITE: &str = "bookworm";
+pub(crate) const DEFAULT_ARCHITECTURE: &str = "amd64";
+pub(crate) const DEFAULT_HOSTNAME: &str = "biovm";
+pub(crate) const DEFAULT_LOCALE: &str = "C.UTF-8";
+pub(crate) const DEFAULT_TIMEZONE: &str = "UTC";
+pub(crate) const DEFAULT_USER: &str = "biovm";
+pub(crate) const DEFAULT_SHELL: &str = "/bin/bash";
+pub(crate) const DEFAULT_FILE_MODE: u32 = 0o644;
 
 /// The recipe folder to use: the `--recipes` flag if given; else, for an
 /// image at `X/images/foo.toml`, `X/recipes` if it exists; else `./recipes`.
-pub fn default_recipe_dir(image: Option<&Path>, flag: Option<&Path>) -> PathBuf {
+pub(crate) fn default_recipe_dir(image: Option<&Path>, flag: Option<&Path>) -> PathBuf {
     if let Some(f) = flag {
         return f.to_path_buf();
     }
@@ -63,7 +63,7 @@ pub fn load_image(path: &Path, recipe_dir: &Path) -> Result<Image, Diagnostics> 
 
 /// [`load_image`], reading `source` files and test data from the folders
 /// `access` allows too.
-pub fn load_image_with(
+pub(crate) fn load_image_with(
     path: &Path,
     recipe_dir: &Path,
     access: &HostAccess,
@@ -73,7 +73,7 @@ pub fn load_image_with(
 
 /// Like [`load_image`], also returning the whole catalogue the selection
 /// was made from.
-pub fn load_image_and_catalog(
+pub(crate) fn load_image_and_catalog(
     path: &Path,
     recipe_dir: &Path,
     access: &HostAccess,
@@ -308,8 +308,8 @@ fn kernel(cx: &mut Ctx<'_>, b: &RawBase, formats: &[Format]) -> Kernel {
             Kernel::Generic
         };
     };
-    let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.as_str()).collect();
-    match Kernel::ALL.iter().find(|x| x.as_str() == k.get_ref()) {
+    let names = Kernel::names();
+    match Kernel::named(k.get_ref()) {
         Some(Kernel::Cloud) if !virtualbox.is_empty() => {
             let d = cx
                 .diag(
@@ -325,7 +325,7 @@ fn kernel(cx: &mut Ctx<'_>, b: &RawBase, formats: &[Format]) -> Kernel {
             cx.push(d);
             Kernel::Cloud
         }
-        Some(x) => *x,
+        Some(x) => x,
         None => {
             let d = cx
                 .diag(k.span(), format!("unknown kernel `{}`", k.get_ref()))

@@ -11,45 +11,45 @@ use std::path::PathBuf;
 mod access;
 mod diag;
 mod image;
-pub mod model;
+pub(crate) mod model;
 mod paths;
-pub mod raw;
+pub(crate) mod raw;
 mod recipe;
 mod targets;
 mod validate;
 
-pub use access::{HostAccess, ALLOW_FLAG};
-pub use diag::{did_you_mean, quoted_list, Diagnostic, Diagnostics, Location};
-pub use image::{
-    default_recipe_dir, load_image, load_image_and_catalog, load_image_with, DEFAULT_ARCHITECTURE,
-    DEFAULT_FILE_MODE, DEFAULT_HOSTNAME, DEFAULT_LOCALE, DEFAULT_SHELL, DEFAULT_SUITE,
-    DEFAULT_TIMEZONE, DEFAULT_USER,
-};
+pub(crate) use access::HostAccess;
+pub use diag::Diagnostics;
+pub(crate) use diag::{quoted_list, Diagnostic};
+pub use image::load_image;
+pub(crate) use image::{default_recipe_dir, load_image_and_catalog, load_image_with};
 pub use model::*;
-pub use paths::normalize_path;
-pub use recipe::{DEFAULT_CHECK_TIMEOUT, DEFAULT_TEST_TIMEOUT};
-pub use targets::{check_account_id, check_bucket, check_instance_type};
-pub use validate::parse_size;
+pub(crate) use paths::normalize_path;
+pub(crate) use targets::{check_account_id, check_bucket, check_instance_type};
 
 /// Load every recipe file `<dir>/<category>/<name>.toml` under the folders
 /// into one catalogue. Reports every problem in every file, and duplicate
 /// names across files.
-pub fn load_catalog(dirs: &[PathBuf]) -> Result<Catalog, Diagnostics> {
+pub(crate) fn load_catalog(dirs: &[PathBuf]) -> Result<Catalog, Diagnostics> {
     recipe::load_catalog(dirs, &HostAccess::strict())
 }
 
 /// [`load_catalog`], reading test data from the folders `access` allows too.
-pub fn load_catalog_with(dirs: &[PathBuf], access: &HostAccess) -> Result<Catalog, Diagnostics> {
+pub(crate) fn load_catalog_with(
+    dirs: &[PathBuf],
+    access: &HostAccess,
+) -> Result<Catalog, Diagnostics> {
     recipe::load_catalog(dirs, access)
 }
 
 /// Load and validate one recipe file (test data inside its own folder).
-pub fn load_recipe(path: &std::path::Path) -> Result<Recipe, Diagnostics> {
+#[cfg(test)]
+pub(crate) fn load_recipe(path: &std::path::Path) -> Result<Recipe, Diagnostics> {
     recipe::load_recipe(path, &HostAccess::strict())
 }
 
 /// [`load_recipe`], reading test data from the folders `access` allows too.
-pub fn load_recipe_with(
+pub(crate) fn load_recipe_with(
     path: &std::path::Path,
     access: &HostAccess,
 ) -> Result<Recipe, Diagnostics> {
@@ -58,12 +58,12 @@ pub fn load_recipe_with(
 
 /// Why the `.toml` entry `p` cannot be loaded as a file (a symlink loop, a
 /// dangling link, a folder, a device), or `None` for a regular file.
-pub fn toml_entry_problem(p: &std::path::Path) -> Option<String> {
+pub(crate) fn toml_entry_problem(p: &std::path::Path) -> Option<String> {
     recipe::recipe_file_kind(p).err()
 }
 
 /// `1073741824` → `"1GiB"`; sizes that are not whole GiB print in MiB.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;
     if bytes % GIB == 0 {
@@ -77,6 +77,7 @@ pub fn format_size(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::validate::parse_size;
     use super::*;
 
     #[test]

@@ -10,40 +10,40 @@ use regex::Regex;
 
 /// One analysis tool: `recipes/<category>/<name>.toml`.
 #[derive(Debug, Clone)]
-pub struct Recipe {
-    pub name: String,
-    pub summary: String,
-    pub category: String,
-    pub homepage: String,
-    pub license: String,
-    pub install: Install,
-    pub check: Check,
+pub(crate) struct Recipe {
+    pub(crate) name: String,
+    pub(crate) summary: String,
+    pub(crate) category: String,
+    pub(crate) homepage: String,
+    pub(crate) license: String,
+    pub(crate) install: Install,
+    pub(crate) check: Check,
     /// Functional tests on tiny data (may be empty).
-    pub tests: Vec<FunctionalTest>,
+    pub(crate) tests: Vec<FunctionalTest>,
     /// The file the recipe came from.
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
 }
 
 /// How a recipe is installed. At least one source is non-empty.
 #[derive(Debug, Clone, Default)]
-pub struct Install {
+pub(crate) struct Install {
     /// Debian binary packages, optionally pinned as `name=version`.
-    pub debian: Vec<DebPackage>,
+    pub(crate) debian: Vec<DebPackage>,
     /// PyPI requirements installed into the image's isolated environment.
-    pub pypi: Vec<PypiPackage>,
+    pub(crate) pypi: Vec<PypiPackage>,
     /// Files fetched over HTTP(S), checked against their sha256.
-    pub downloads: Vec<Download>,
+    pub(crate) downloads: Vec<Download>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct DebPackage {
-    pub name: String,
-    pub version: Option<String>,
+pub(crate) struct DebPackage {
+    pub(crate) name: String,
+    pub(crate) version: Option<String>,
 }
 
 impl DebPackage {
     /// The form apt and mmdebstrap take: `name` or `name=version`.
-    pub fn apt_spec(&self) -> String {
+    pub(crate) fn apt_spec(&self) -> String {
         match &self.version {
             Some(v) => format!("{}={}", self.name, v),
             None => self.name.clone(),
@@ -52,87 +52,87 @@ impl DebPackage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PypiPackage {
-    pub name: String,
-    pub version: String,
+pub(crate) struct PypiPackage {
+    pub(crate) name: String,
+    pub(crate) version: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct Download {
-    pub url: String,
-    pub sha256: String,
+pub(crate) struct Download {
+    pub(crate) url: String,
+    pub(crate) sha256: String,
     /// Absolute path inside the image the file (or unpacked archive) goes to.
-    pub dest: String,
+    pub(crate) dest: String,
     /// Unpack a tar/zip archive into `dest` instead of copying the file.
-    pub unpack: bool,
+    pub(crate) unpack: bool,
 }
 
 /// A version check: `command` runs in the booted image under `sh -c`; it
 /// passes when it exits with `status` and its combined stdout and stderr
 /// match `expect`.
 #[derive(Debug, Clone)]
-pub struct Check {
-    pub command: String,
-    pub expect: Regex,
-    pub status: i32,
-    pub timeout_secs: u32,
+pub(crate) struct Check {
+    pub(crate) command: String,
+    pub(crate) expect: Regex,
+    pub(crate) status: i32,
+    pub(crate) timeout_secs: u32,
 }
 
 /// A functional test on tiny data shipped in the repository.
 #[derive(Debug, Clone)]
-pub struct FunctionalTest {
-    pub name: String,
-    pub script: String,
-    pub expect: Regex,
-    pub status: i32,
+pub(crate) struct FunctionalTest {
+    pub(crate) name: String,
+    pub(crate) script: String,
+    pub(crate) expect: Regex,
+    pub(crate) status: i32,
     /// Files (relative to the recipe's folder) delivered to the guest next to the script.
-    pub data: Vec<PathBuf>,
-    pub timeout_secs: u32,
+    pub(crate) data: Vec<PathBuf>,
+    pub(crate) timeout_secs: u32,
 }
 
 /// One image definition: `images/<name>.toml`, with its recipe selection resolved.
 #[derive(Debug, Clone)]
 pub struct Image {
-    pub name: String,
-    pub description: String,
-    pub source: PathBuf,
-    pub base: Base,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) source: PathBuf,
+    pub(crate) base: Base,
     /// The selected recipes, sorted by name.
-    pub recipes: Vec<Recipe>,
-    pub system: System,
-    pub disk: Disk,
-    pub formats: Vec<Format>,
-    pub targets: Targets,
+    pub(crate) recipes: Vec<Recipe>,
+    pub(crate) system: System,
+    pub(crate) disk: Disk,
+    pub(crate) formats: Vec<Format>,
+    pub(crate) targets: Targets,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Base {
-    pub distribution: String,
-    pub suite: String,
-    pub architecture: String,
+pub(crate) struct Base {
+    pub(crate) distribution: String,
+    pub(crate) suite: String,
+    pub(crate) architecture: String,
     /// `None` means the bootstrap tool's default mirror.
-    pub mirror: Option<String>,
+    pub(crate) mirror: Option<String>,
     /// The keyring (its bytes) the mirror signs with; `None`: Debian's.
-    pub keyring: Option<Vec<u8>>,
+    pub(crate) keyring: Option<Vec<u8>>,
     /// A point in time of a snapshot archive, used instead of `mirror`.
-    pub snapshot: Option<Snapshot>,
+    pub(crate) snapshot: Option<Snapshot>,
     /// Extra Debian packages beyond the recipes' (e.g. an editor).
-    pub packages: Vec<DebPackage>,
-    pub kernel: Kernel,
+    pub(crate) packages: Vec<DebPackage>,
+    pub(crate) kernel: Kernel,
 }
 
 /// A point in time of a snapshot archive of Debian.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub url: String,
+pub(crate) struct Snapshot {
+    pub(crate) url: String,
     /// RFC 3339, UTC (`2026-12-01T00:00:00Z`).
-    pub time: String,
-    pub security_url: Option<String>,
+    pub(crate) time: String,
+    pub(crate) security_url: Option<String>,
 }
 
 impl Snapshot {
     /// The time as the archive writes it in its paths: `20261201T000000Z`.
-    pub fn stamp(&self) -> String {
+    pub(crate) fn stamp(&self) -> String {
         self.time.replace(['-', ':'], "")
     }
 
@@ -140,7 +140,7 @@ impl Snapshot {
     /// updates, and its security updates when the archive has them. The
     /// archive's Release files have long expired, so apt is told not to
     /// check that.
-    pub fn sources(&self, suite: &str) -> Vec<String> {
+    pub(crate) fn sources(&self, suite: &str) -> Vec<String> {
         let at = |url: &str| format!("{}/{}/", url.trim_end_matches('/'), self.stamp());
         let mut v = vec![
             format!("deb [check-valid-until=no] {} {suite} main", at(&self.url)),
@@ -161,7 +161,7 @@ impl Snapshot {
 
 /// Which Debian kernel the image boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernel {
+pub(crate) enum Kernel {
     /// `linux-image-cloud-amd64`: small, for KVM clouds and EC2 (virtio,
     /// NVMe, ENA, Xen), without the drivers of physical or VirtualBox
     /// hardware (no AHCI).
@@ -170,18 +170,25 @@ pub enum Kernel {
     Generic,
 }
 
-impl Kernel {
-    pub const ALL: [Kernel; 2] = [Kernel::Cloud, Kernel::Generic];
-
-    pub fn as_str(self) -> &'static str {
+impl crate::names::Named for Kernel {
+    const WHAT: &'static str = "kernel";
+    const MEMBERS: &'static [Self] = &[Kernel::Cloud, Kernel::Generic];
+    fn name(self) -> &'static str {
         match self {
             Kernel::Cloud => "cloud",
             Kernel::Generic => "generic",
         }
     }
+}
+
+impl Kernel {
+    /// The kernel's name, as `base.kernel` and the plan write it.
+    pub(crate) fn as_str(self) -> &'static str {
+        crate::names::Named::name(self)
+    }
 
     /// The Debian package (its metapackage, following the suite's kernel).
-    pub fn package(self) -> &'static str {
+    pub(crate) fn package(self) -> &'static str {
         match self {
             Kernel::Cloud => "linux-image-cloud-amd64",
             Kernel::Generic => "linux-image-amd64",
@@ -190,44 +197,44 @@ impl Kernel {
 }
 
 #[derive(Debug, Clone)]
-pub struct System {
-    pub hostname: String,
-    pub locale: String,
-    pub timezone: String,
-    pub user: Option<User>,
-    pub files: Vec<ExtraFile>,
+pub(crate) struct System {
+    pub(crate) hostname: String,
+    pub(crate) locale: String,
+    pub(crate) timezone: String,
+    pub(crate) user: Option<User>,
+    pub(crate) files: Vec<ExtraFile>,
 }
 
 #[derive(Debug, Clone)]
-pub struct User {
-    pub name: String,
-    pub shell: String,
-    pub sudo: bool,
-    pub ssh_authorized_keys: Vec<String>,
+pub(crate) struct User {
+    pub(crate) name: String,
+    pub(crate) shell: String,
+    pub(crate) sudo: bool,
+    pub(crate) ssh_authorized_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct ExtraFile {
+pub(crate) struct ExtraFile {
     /// Absolute path inside the image.
-    pub path: String,
-    pub content: Vec<u8>,
-    pub mode: u32,
+    pub(crate) path: String,
+    pub(crate) content: Vec<u8>,
+    pub(crate) mode: u32,
 }
 
 #[derive(Debug, Clone)]
-pub struct Disk {
-    pub size_bytes: u64,
-    pub boot: Vec<BootMode>,
+pub(crate) struct Disk {
+    pub(crate) size_bytes: u64,
+    pub(crate) boot: Vec<BootMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BootMode {
+pub(crate) enum BootMode {
     Uefi,
     Bios,
 }
 
 impl BootMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         crate::names::Named::name(self)
     }
 }
@@ -244,31 +251,44 @@ impl crate::names::Named for BootMode {
 }
 crate::named_set!(BootMode);
 
+/// An artifact format an image is built in (`[output] formats`): a disk
+/// to boot, or a container image or tree of the same root filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
+    /// The raw GPT disk every other disk format is made from; what EC2
+    /// imports.
     Raw,
+    /// A qcow2 disk, for KVM clouds and local QEMU.
     Qcow2,
+    /// A streamOptimized VMDK disk, for VirtualBox and VMware.
     Vmdk,
+    /// A VirtualBox VDI disk.
     Vdi,
+    /// An OVA: the VMDK with an OVF descriptor, for a VirtualBox import.
     Ova,
+    /// A Vagrant box for the `virtualbox` provider (`.box`).
     Vagrant,
+    /// An OCI image layout (a folder).
     Oci,
+    /// A `docker save` archive, for `docker load` or `podman load`.
     DockerArchive,
+    /// An Apptainer (Singularity) SIF image.
     Sif,
+    /// The root filesystem as a compressed tarball.
     Tarball,
 }
 
 impl Format {
     /// Formats made for VirtualBox, whose disks sit on an AHCI (SATA)
     /// controller.
-    pub fn for_virtualbox(self) -> bool {
+    pub(crate) fn for_virtualbox(self) -> bool {
         matches!(
             self,
             Format::Vmdk | Format::Vdi | Format::Ova | Format::Vagrant
         )
     }
 
-    pub const ALL: [Format; 10] = [
+    pub(crate) const ALL: [Format; 10] = [
         Format::Raw,
         Format::Qcow2,
         Format::Vmdk,
@@ -281,12 +301,12 @@ impl Format {
         Format::Tarball,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         crate::names::Named::name(self)
     }
 
     /// The artifact's file (or, for OCI, folder) name suffix.
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
@@ -303,7 +323,7 @@ impl Format {
 
     /// The format an artifact's file name says (the longest matching
     /// suffix: `.rootfs.tar.gz` is a tarball; `.img` is a raw disk).
-    pub fn from_file_name(name: &str) -> Option<Format> {
+    pub(crate) fn from_file_name(name: &str) -> Option<Format> {
         if name.ends_with(".img") {
             return Some(Format::Raw);
         }
@@ -315,7 +335,7 @@ impl Format {
     }
 
     /// Whether the format holds a bootable disk (versus a container or tree).
-    pub fn is_disk(self) -> bool {
+    pub(crate) fn is_disk(self) -> bool {
         matches!(
             self,
             Format::Raw
@@ -350,12 +370,12 @@ crate::named_set!(Format);
 
 /// All recipes found under the recipe folders, keyed by name.
 #[derive(Debug, Clone, Default)]
-pub struct Catalog {
-    pub recipes: BTreeMap<String, Recipe>,
+pub(crate) struct Catalog {
+    pub(crate) recipes: BTreeMap<String, Recipe>,
 }
 
 impl Catalog {
-    pub fn categories(&self) -> Vec<String> {
+    pub(crate) fn categories(&self) -> Vec<String> {
         let mut c: Vec<String> = self.recipes.values().map(|r| r.category.clone()).collect();
         c.sort();
         c.dedup();
@@ -365,14 +385,14 @@ impl Catalog {
 
 /// `[targets]`: where `biovm publish` puts the image.
 #[derive(Debug, Clone, Default)]
-pub struct Targets {
-    pub ec2: Option<Ec2Target>,
-    pub eucalyptus: Option<EucalyptusTarget>,
+pub(crate) struct Targets {
+    pub(crate) ec2: Option<Ec2Target>,
+    pub(crate) eucalyptus: Option<EucalyptusTarget>,
 }
 
 /// How EC2 boots the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ec2BootMode {
+pub(crate) enum Ec2BootMode {
     Uefi,
     LegacyBios,
     UefiPreferred,
@@ -396,12 +416,12 @@ impl crate::names::Named for Ec2BootMode {
 crate::named_set!(Ec2BootMode);
 
 impl Ec2BootMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         crate::names::Named::name(self)
     }
 
     /// The mode a disk booting `modes` gets: a hybrid disk prefers UEFI.
-    pub fn for_disk(modes: &[BootMode]) -> Ec2BootMode {
+    pub(crate) fn for_disk(modes: &[BootMode]) -> Ec2BootMode {
         match (
             modes.contains(&BootMode::Uefi),
             modes.contains(&BootMode::Bios),
@@ -413,7 +433,7 @@ impl Ec2BootMode {
     }
 
     /// Whether a disk booting `modes` boots this way.
-    pub fn fits(self, modes: &[BootMode]) -> bool {
+    pub(crate) fn fits(self, modes: &[BootMode]) -> bool {
         match self {
             Ec2BootMode::Uefi => modes.contains(&BootMode::Uefi),
             Ec2BootMode::LegacyBios => modes.contains(&BootMode::Bios),
@@ -424,22 +444,22 @@ impl Ec2BootMode {
     }
 }
 
-pub const EC2_VOLUME_TYPES: [&str; 5] = ["gp3", "gp2", "io1", "io2", "standard"];
+pub(crate) const EC2_VOLUME_TYPES: [&str; 5] = ["gp3", "gp2", "io1", "io2", "standard"];
 
 /// `[targets.ec2]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ec2Target {
-    pub region: Option<String>,
-    pub ec2_endpoint: Option<String>,
-    pub ebs_endpoint: Option<String>,
-    pub volume_type: String,
-    pub volume_size_bytes: Option<u64>,
+pub(crate) struct Ec2Target {
+    pub(crate) region: Option<String>,
+    pub(crate) ec2_endpoint: Option<String>,
+    pub(crate) ebs_endpoint: Option<String>,
+    pub(crate) volume_type: String,
+    pub(crate) volume_size_bytes: Option<u64>,
     /// `None`: from the disk's boot modes.
-    pub boot_mode: Option<Ec2BootMode>,
-    pub ena: bool,
-    pub imds_v2: bool,
+    pub(crate) boot_mode: Option<Ec2BootMode>,
+    pub(crate) ena: bool,
+    pub(crate) imds_v2: bool,
     /// `biovm launch`'s instance type; `None`: its default.
-    pub instance_type: Option<String>,
+    pub(crate) instance_type: Option<String>,
 }
 
 impl Default for Ec2Target {
@@ -460,15 +480,15 @@ impl Default for Ec2Target {
 
 /// `[targets.eucalyptus]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EucalyptusTarget {
-    pub region: String,
-    pub ec2_endpoint: String,
-    pub s3_endpoint: String,
-    pub bucket: String,
-    pub cloud_cert: PathBuf,
-    pub user_cert: Option<PathBuf>,
-    pub user_key: Option<PathBuf>,
-    pub account_id: Option<String>,
+pub(crate) struct EucalyptusTarget {
+    pub(crate) region: String,
+    pub(crate) ec2_endpoint: String,
+    pub(crate) s3_endpoint: String,
+    pub(crate) bucket: String,
+    pub(crate) cloud_cert: PathBuf,
+    pub(crate) user_cert: Option<PathBuf>,
+    pub(crate) user_key: Option<PathBuf>,
+    pub(crate) account_id: Option<String>,
 }
 
 #[cfg(test)]

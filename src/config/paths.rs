@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Remove `.` and resolve `..` lexically, so paths print the way a person
 /// would write them (`images/../lab` becomes `lab`).
-pub fn normalize_path(p: &Path) -> PathBuf {
+pub(crate) fn normalize_path(p: &Path) -> PathBuf {
     let mut out: Vec<Component<'_>> = Vec::new();
     for c in p.components() {
         match c {

@@ -13,15 +13,15 @@ use super::raw::{RawCheck, RawRecipe, RawTest};
 use super::validate::{self, Ctx};
 
 /// Default seconds for a `[check]`.
-pub const DEFAULT_CHECK_TIMEOUT: u32 = 60;
+pub(crate) const DEFAULT_CHECK_TIMEOUT: u32 = 60;
 /// Default seconds for a `[[test]]`.
-pub const DEFAULT_TEST_TIMEOUT: u32 = 300;
+pub(crate) const DEFAULT_TEST_TIMEOUT: u32 = 300;
 
 /// A validated recipe and where its `name` is written (for later errors).
 pub(crate) struct Loaded {
-    pub recipe: Recipe,
-    pub text: String,
-    pub name_span: Range<usize>,
+    pub(crate) recipe: Recipe,
+    pub(crate) text: String,
+    pub(crate) name_span: Range<usize>,
 }
 
 /// Read a text file, as a diagnostic on failure.
@@ -38,7 +38,7 @@ pub(crate) fn read_text(path: &Path) -> Result<String, Diagnostic> {
 
 /// Load and validate one recipe file. Its category is the name of the
 /// folder it is in.
-pub fn load_recipe(path: &Path, access: &HostAccess) -> Result<Recipe, Diagnostics> {
+pub(crate) fn load_recipe(path: &Path, access: &HostAccess) -> Result<Recipe, Diagnostics> {
     let text = read_text(path)?;
     parse_recipe(path, &text, access).map(|l| l.recipe)
 }
@@ -372,7 +372,7 @@ pub(crate) fn load_all(dirs: &[PathBuf], access: &HostAccess) -> (Vec<Loaded>, D
 }
 
 /// Load every `<dir>/<category>/<name>.toml` under the folders.
-pub fn load_catalog(dirs: &[PathBuf], access: &HostAccess) -> Result<Catalog, Diagnostics> {
+pub(crate) fn load_catalog(dirs: &[PathBuf], access: &HostAccess) -> Result<Catalog, Diagnostics> {
     let (loaded, diags) = load_all(dirs, access);
     let catalog = Catalog {
         recipes: loaded

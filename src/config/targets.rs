@@ -227,7 +227,7 @@ fn instance_type(s: &str) -> Result<(), Invalid> {
 }
 
 /// Checks an instance type given on the command line, with the same rule.
-pub fn check_instance_type(s: &str) -> Result<(), String> {
+pub(crate) fn check_instance_type(s: &str) -> Result<(), String> {
     instance_type(s).map_err(|e| format!("{}: {}", e.message, e.help.unwrap_or_default()))
 }
 
@@ -265,10 +265,10 @@ fn eucalyptus(cx: &mut Ctx<'_>, r: &RawEucalyptusTarget, image_dir: &Path) -> Eu
 }
 
 /// Checks of values given on the command line, with the same rules.
-pub fn check_bucket(s: &str) -> Result<(), String> {
+pub(crate) fn check_bucket(s: &str) -> Result<(), String> {
     bucket(s).map_err(|e| format!("{}: {}", e.message, e.help.unwrap_or_default()))
 }
 
-pub fn check_account_id(s: &str) -> Result<(), String> {
+pub(crate) fn check_account_id(s: &str) -> Result<(), String> {
     account_id(s).map_err(|e| format!("{}: {}", e.message, e.help.unwrap_or_default()))
 }

@@ -14,9 +14,9 @@ use super::model::{DebPackage, PypiPackage};
 
 /// What is wrong with a value: a message and an optional help.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub message: String,
-    pub help: Option<String>,
+pub(crate) struct Invalid {
+    pub(crate) message: String,
+    pub(crate) help: Option<String>,
 }
 
 impl Invalid {
@@ -34,15 +34,15 @@ impl Invalid {
 
 /// The file being validated and the problems found so far.
 pub(crate) struct Ctx<'a> {
-    pub path: &'a Path,
-    pub text: &'a str,
-    pub diags: Diagnostics,
+    pub(crate) path: &'a Path,
+    pub(crate) text: &'a str,
+    pub(crate) diags: Diagnostics,
     /// Which host files the file may name.
-    pub access: &'a HostAccess,
+    pub(crate) access: &'a HostAccess,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(path: &'a Path, text: &'a str, access: &'a HostAccess) -> Ctx<'a> {
+    pub(crate) fn new(path: &'a Path, text: &'a str, access: &'a HostAccess) -> Ctx<'a> {
         Ctx {
             path,
             text,
@@ -52,34 +52,34 @@ impl<'a> Ctx<'a> {
     }
 
     /// The problems found, in the order they appear in the file.
-    pub fn finish(mut self) -> Diagnostics {
+    pub(crate) fn finish(mut self) -> Diagnostics {
         self.diags.sort_by_location();
         self.diags
     }
 
     /// A diagnostic at `span` of this file (not yet recorded).
-    pub fn diag(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn diag(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         Diagnostic::at(self.path, self.text, span, message)
     }
 
-    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let d = self.diag(span, message);
         self.diags.push(d);
     }
 
-    pub fn push(&mut self, d: Diagnostic) {
+    pub(crate) fn push(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
 
     /// Record `invalid` at the span of `value`.
-    pub fn invalid<T>(&mut self, value: &Spanned<T>, invalid: Invalid) {
+    pub(crate) fn invalid<T>(&mut self, value: &Spanned<T>, invalid: Invalid) {
         let mut d = self.diag(value.span(), invalid.message);
         d.help = invalid.help;
         self.diags.push(d);
     }
 
     /// Run `check` on a spanned value, recording any problem; `None` on error.
-    pub fn check<T, U>(
+    pub(crate) fn check<T, U>(
         &mut self,
         value: &Spanned<T>,
         check: impl FnOnce(&T) -> Result<U, Invalid>,
@@ -94,7 +94,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// A string that must not be empty (or only white space).
-    pub fn non_empty(&mut self, value: &Spanned<String>, what: &str) -> String {
+    pub(crate) fn non_empty(&mut self, value: &Spanned<String>, what: &str) -> String {
         if value.get_ref().trim().is_empty() {
             self.error(value.span(), format!("{what} must not be empty"));
         }
@@ -103,7 +103,7 @@ impl<'a> Ctx<'a> {
 }
 
 /// `[a-z0-9][a-z0-9._+-]*`: recipe names.
-pub fn recipe_name(s: &str) -> Result<(), Invalid> {
+pub(crate) fn recipe_name(s: &str) -> Result<(), Invalid> {
     let ok = s
         .chars()
         .next()
@@ -121,7 +121,7 @@ pub fn recipe_name(s: &str) -> Result<(), Invalid> {
 }
 
 /// `[a-z0-9][a-z0-9-]*`: category folder names.
-pub fn category_name(s: &str) -> Result<(), Invalid> {
+pub(crate) fn category_name(s: &str) -> Result<(), Invalid> {
     let ok = s
         .chars()
         .next()
@@ -137,7 +137,7 @@ pub fn category_name(s: &str) -> Result<(), Invalid> {
 }
 
 /// `[a-z0-9][a-z0-9._-]*`: image names (they become file names).
-pub fn image_name(s: &str) -> Result<(), Invalid> {
+pub(crate) fn image_name(s: &str) -> Result<(), Invalid> {
     let ok = s
         .chars()
         .next()
@@ -154,7 +154,7 @@ pub fn image_name(s: &str) -> Result<(), Invalid> {
 }
 
 /// An `http://` or `https://` URL with a host.
-pub fn http_url(s: &str) -> Result<(), Invalid> {
+pub(crate) fn http_url(s: &str) -> Result<(), Invalid> {
     let rest = s
         .strip_prefix("https://")
         .or_else(|| s.strip_prefix("http://"));
@@ -168,7 +168,7 @@ pub fn http_url(s: &str) -> Result<(), Invalid> {
 }
 
 /// A mirror: an http(s) URL, or `file:` / `copy:` for a local archive.
-pub fn mirror_url(s: &str) -> Result<(), Invalid> {
+pub(crate) fn mirror_url(s: &str) -> Result<(), Invalid> {
     if (s.starts_with("file:/") || s.starts_with("copy:/")) && !s.chars().any(char::is_whitespace) {
         return Ok(());
     }
@@ -179,7 +179,7 @@ pub fn mirror_url(s: &str) -> Result<(), Invalid> {
 }
 
 /// 64 lowercase hexadecimal digits.
-pub fn sha256(s: &str) -> Result<(), Invalid> {
+pub(crate) fn sha256(s: &str) -> Result<(), Invalid> {
     if s.len() == 64
         && s.chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
@@ -195,7 +195,7 @@ pub fn sha256(s: &str) -> Result<(), Invalid> {
 }
 
 /// An absolute path inside the image.
-pub fn absolute_path(s: &str, what: &str) -> Result<(), Invalid> {
+pub(crate) fn absolute_path(s: &str, what: &str) -> Result<(), Invalid> {
     if s.starts_with('/') && !s.contains('\0') {
         Ok(())
     } else {
@@ -210,7 +210,7 @@ pub fn absolute_path(s: &str, what: &str) -> Result<(), Invalid> {
 
 /// An absolute path inside the image that names where to write: no `..`
 /// (which could only mean climbing out of the image's tree).
-pub fn image_path(s: &str, what: &str) -> Result<(), Invalid> {
+pub(crate) fn image_path(s: &str, what: &str) -> Result<(), Invalid> {
     absolute_path(s, what)?;
     if s.split('/').any(|c| c == "..") {
         return Err(
@@ -238,7 +238,7 @@ fn deb_version_ok(v: &str) -> bool {
 }
 
 /// A Debian package: `name` or `name=version`.
-pub fn deb_package(s: &str) -> Result<DebPackage, Invalid> {
+pub(crate) fn deb_package(s: &str) -> Result<DebPackage, Invalid> {
     let (name, version) = match s.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (s, None),
@@ -259,7 +259,7 @@ pub fn deb_package(s: &str) -> Result<DebPackage, Invalid> {
 }
 
 /// A PyPI package pinned exactly: `name==version`.
-pub fn pypi_package(s: &str) -> Result<PypiPackage, Invalid> {
+pub(crate) fn pypi_package(s: &str) -> Result<PypiPackage, Invalid> {
     let name_ok = |n: &str| {
         !n.is_empty()
             && n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -297,7 +297,7 @@ pub fn pypi_package(s: &str) -> Result<PypiPackage, Invalid> {
 }
 
 /// Compile an `expect` pattern in multi-line mode.
-pub fn expect_regex(s: &str) -> Result<Regex, Invalid> {
+pub(crate) fn expect_regex(s: &str) -> Result<Regex, Invalid> {
     if s.is_empty() {
         return Err(Invalid::new("`expect` must not be empty")
             .help("give a regular expression the output must match, e.g. '^tool 1\\.\\d+'"));
@@ -319,7 +319,7 @@ pub fn expect_regex(s: &str) -> Result<Regex, Invalid> {
 }
 
 /// A timeout in seconds, 1 to 3600.
-pub fn timeout(v: &i64) -> Result<u32, Invalid> {
+pub(crate) fn timeout(v: &i64) -> Result<u32, Invalid> {
     if (1..=3600).contains(v) {
         Ok(*v as u32)
     } else {
@@ -329,7 +329,7 @@ pub fn timeout(v: &i64) -> Result<u32, Invalid> {
 }
 
 /// An exit status, 0 to 255.
-pub fn exit_status(v: &i64) -> Result<i32, Invalid> {
+pub(crate) fn exit_status(v: &i64) -> Result<i32, Invalid> {
     if (0..=255).contains(v) {
         Ok(*v as i32)
     } else {
@@ -344,7 +344,8 @@ const GIB: u64 = 1 << 30;
 /// Parse a disk size such as `"3GiB"` into bytes. Units are binary:
 /// `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`; the size must be a whole
 /// number of MiB and at least 1 GiB.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+#[cfg(test)]
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     size(s).map_err(|e| match e.help {
         Some(h) => format!("{}: {h}", e.message),
         None => e.message,
@@ -352,7 +353,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// [`parse_size`], with the problem and a help apart.
-pub fn size(s: &str) -> Result<u64, Invalid> {
+pub(crate) fn size(s: &str) -> Result<u64, Invalid> {
     let t = s.trim();
     let digits = t.chars().take_while(char::is_ascii_digit).count();
     let (num, unit) = t.split_at(digits);
@@ -401,7 +402,7 @@ pub fn size(s: &str) -> Result<u64, Invalid> {
 
 /// An RFC 1123 host name label: 1 to 63 letters, digits and `-`, not
 /// starting or ending with `-`.
-pub fn hostname(s: &str) -> Result<(), Invalid> {
+pub(crate) fn hostname(s: &str) -> Result<(), Invalid> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -418,7 +419,7 @@ pub fn hostname(s: &str) -> Result<(), Invalid> {
 
 /// Debian suites and code names mmdebstrap can bootstrap from an archive
 /// mirror: the releases still on the mirrors and the moving aliases.
-pub const DEBIAN_SUITES: &[&str] = &[
+pub(crate) const DEBIAN_SUITES: &[&str] = &[
     "buster",
     "bullseye",
     "bookworm",
@@ -434,7 +435,7 @@ pub const DEBIAN_SUITES: &[&str] = &[
 ];
 
 /// A known Debian suite (see [`DEBIAN_SUITES`]).
-pub fn suite(s: &str) -> Result<(), Invalid> {
+pub(crate) fn suite(s: &str) -> Result<(), Invalid> {
     if DEBIAN_SUITES.contains(&s) {
         return Ok(());
     }
@@ -447,15 +448,15 @@ pub fn suite(s: &str) -> Result<(), Invalid> {
 
 /// Where the build host lists the locales glibc can build (package
 /// `locales`); the image's own copy is checked again during the build.
-pub const SUPPORTED_LOCALES: &str = "/usr/share/i18n/SUPPORTED";
+pub(crate) const SUPPORTED_LOCALES: &str = "/usr/share/i18n/SUPPORTED";
 
 /// Locales every image has without the `locales` package.
-pub const BUILTIN_LOCALES: &[&str] = &["C", "C.UTF-8", "C.utf8", "POSIX"];
+pub(crate) const BUILTIN_LOCALES: &[&str] = &["C", "C.UTF-8", "C.utf8", "POSIX"];
 
 /// A locale: one of [`BUILTIN_LOCALES`] or a name in the first column of
 /// the `supported` list. `Ok(Some(note))` when that list cannot be read
 /// (the note says so; the value is then only checked for its shape).
-pub fn locale(s: &str, supported: &Path) -> Result<Option<String>, Invalid> {
+pub(crate) fn locale(s: &str, supported: &Path) -> Result<Option<String>, Invalid> {
     if BUILTIN_LOCALES.contains(&s) {
         return Ok(None);
     }
@@ -496,13 +497,13 @@ pub fn locale(s: &str, supported: &Path) -> Result<Option<String>, Invalid> {
 }
 
 /// Where the build host keeps the time zone database (package `tzdata`).
-pub const ZONEINFO: &str = "/usr/share/zoneinfo";
+pub(crate) const ZONEINFO: &str = "/usr/share/zoneinfo";
 
 /// A time zone: a TZif file below `zoneinfo` (after symlinks), named
 /// without `..`. `Ok(Some(note))` when `zoneinfo` is missing (the note says
 /// so; the value is then only checked for its shape, and the build checks
 /// it against the image's own tzdata).
-pub fn timezone(s: &str, zoneinfo: &Path) -> Result<Option<String>, Invalid> {
+pub(crate) fn timezone(s: &str, zoneinfo: &Path) -> Result<Option<String>, Invalid> {
     let shape =
         Regex::new(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$").expect("timezone pattern");
     if s.split('/').any(|c| c == "..") {
@@ -587,7 +588,7 @@ fn zone_names(base: &Path) -> Vec<String> {
 }
 
 /// A Unix user name for the login user.
-pub fn user_name(s: &str) -> Result<(), Invalid> {
+pub(crate) fn user_name(s: &str) -> Result<(), Invalid> {
     let ok = s.len() <= 32
         && s.chars()
             .next()
@@ -607,7 +608,7 @@ pub fn user_name(s: &str) -> Result<(), Invalid> {
 }
 
 /// An OpenSSH public key line: `type base64 [comment]`.
-pub fn ssh_key(s: &str) -> Result<(), Invalid> {
+pub(crate) fn ssh_key(s: &str) -> Result<(), Invalid> {
     const TYPES: &[&str] = &[
         "ssh-ed25519",
         "ssh-rsa",
@@ -637,7 +638,7 @@ pub fn ssh_key(s: &str) -> Result<(), Invalid> {
 }
 
 /// Octal permissions as a string: `"0644"`, `"755"`.
-pub fn file_mode(s: &str) -> Result<u32, Invalid> {
+pub(crate) fn file_mode(s: &str) -> Result<u32, Invalid> {
     if (3..=4).contains(&s.len()) && s.chars().all(|c| ('0'..='7').contains(&c)) {
         Ok(u32::from_str_radix(s, 8).expect("octal digits"))
     } else {

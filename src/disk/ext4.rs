@@ -47,7 +47,7 @@ fn device_at(disk: &Path, offset: u64) -> Result<(&Path, String)> {
 /// of its disk. The hash seed is fixed at mkfs time and e2fsck's clock is
 /// set to SOURCE_DATE_EPOCH (`E2FSCK_TIME`), so the result is reproducible. Run before
 /// [`normalize_times`] (the rewritten folders get new times).
-pub fn index_directories(disk: &Path, offset: u64, epoch: u64) -> Result<()> {
+pub(crate) fn index_directories(disk: &Path, offset: u64, epoch: u64) -> Result<()> {
     let (dir, device) = device_at(disk, offset)?;
     let out = std::process::Command::new("e2fsck")
         .current_dir(dir)
@@ -76,7 +76,7 @@ pub fn index_directories(disk: &Path, offset: u64, epoch: u64) -> Result<()> {
 /// folder) and every allocated inode from `First inode` on. The reserved
 /// inodes below it (journal, resize inode, ...) are written by mkfs with its
 /// fake time and left alone.
-pub fn used_inodes(dumpe2fs: &str) -> Result<Vec<u32>> {
+pub(crate) fn used_inodes(dumpe2fs: &str) -> Result<Vec<u32>> {
     let field = |name: &str| -> Result<u32> {
         dumpe2fs
             .lines()
@@ -122,7 +122,7 @@ pub fn used_inodes(dumpe2fs: &str) -> Result<Vec<u32>> {
 }
 
 /// The debugfs script setting every time of `inodes` to `epoch`.
-pub fn script(inodes: &[u32], epoch: u64) -> String {
+pub(crate) fn script(inodes: &[u32], epoch: u64) -> String {
     let mut s = format!("set_current_time @{epoch}\n");
     for i in inodes {
         for field in ["ctime", "atime", "crtime"] {
@@ -134,7 +134,7 @@ pub fn script(inodes: &[u32], epoch: u64) -> String {
 
 /// Set ctime, atime and crtime of every inode in use of the ext4 filesystem
 /// at byte `offset` of `disk` to `epoch`. `work` holds the script.
-pub fn normalize_times(disk: &Path, offset: u64, epoch: u64, work: &Path) -> Result<()> {
+pub(crate) fn normalize_times(disk: &Path, offset: u64, epoch: u64, work: &Path) -> Result<()> {
     let (dir, device) = device_at(disk, offset)?;
     let listing = Cmd::new("dumpe2fs")
         .current_dir(dir)

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = 512;
 const ENTRIES: u64 = 128;
 const ENTRY_SIZE: u64 = 128;
 /// Sectors the 128 entries take: 128 * 128 / 512.
@@ -25,7 +25,7 @@ pub struct Guid(Uuid);
 
 impl Guid {
     /// Parse `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (that form only).
-    pub fn parse(s: &str) -> Result<Guid> {
+    pub(crate) fn parse(s: &str) -> Result<Guid> {
         if s.len() != HYPHENATED_LEN {
             bail!("not a GUID: {s}");
         }
@@ -35,7 +35,7 @@ impl Guid {
 
     /// A random-looking (version 4 layout) GUID derived from a seed and a
     /// purpose, so the same seed always gives the same GUIDs.
-    pub fn derive(seed: &str, purpose: &str) -> Guid {
+    pub(crate) fn derive(seed: &str, purpose: &str) -> Guid {
         let d = Sha256::new()
             .chain_update(seed.as_bytes())
             .chain_update([0])
@@ -47,12 +47,12 @@ impl Guid {
     }
 
     /// The on-disk form: the first three fields little-endian.
-    pub fn to_disk(self) -> [u8; 16] {
+    pub(crate) fn to_disk(self) -> [u8; 16] {
         self.0.to_bytes_le()
     }
 
     /// The 16 bytes in the canonical string's order.
-    pub fn bytes(self) -> [u8; 16] {
+    pub(crate) fn bytes(self) -> [u8; 16] {
         *self.0.as_bytes()
     }
 }
@@ -72,49 +72,49 @@ impl fmt::Debug for Guid {
     }
 }
 
-pub mod types {
+pub(crate) mod types {
     /// BIOS boot partition (GRUB's core.img lives here).
-    pub const BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
+    pub(crate) const BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
     /// EFI system partition.
-    pub const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+    pub(crate) const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
     /// Linux root (x86-64), per the Discoverable Partitions Specification.
-    pub const ROOT_X86_64: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+    pub(crate) const ROOT_X86_64: &str = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
 }
 
 #[derive(Debug, Clone)]
-pub struct Partition {
-    pub type_guid: Guid,
-    pub guid: Guid,
-    pub first_lba: u64,
+pub(crate) struct Partition {
+    pub(crate) type_guid: Guid,
+    pub(crate) guid: Guid,
+    pub(crate) first_lba: u64,
     /// Inclusive.
-    pub last_lba: u64,
-    pub name: String,
-    pub attributes: u64,
+    pub(crate) last_lba: u64,
+    pub(crate) name: String,
+    pub(crate) attributes: u64,
 }
 
 impl Partition {
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.first_lba * SECTOR
     }
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         (self.last_lba - self.first_lba + 1) * SECTOR
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Table {
-    pub disk_guid: Guid,
-    pub size_bytes: u64,
-    pub partitions: Vec<Partition>,
+pub(crate) struct Table {
+    pub(crate) disk_guid: Guid,
+    pub(crate) size_bytes: u64,
+    pub(crate) partitions: Vec<Partition>,
 }
 
 impl Table {
-    pub fn total_sectors(&self) -> u64 {
+    pub(crate) fn total_sectors(&self) -> u64 {
         self.size_bytes / SECTOR
     }
 
     /// The first and last LBA partitions may use.
-    pub fn usable(&self) -> (u64, u64) {
+    pub(crate) fn usable(&self) -> (u64, u64) {
         (2 + ENTRY_SECTORS, self.total_sectors() - 2 - ENTRY_SECTORS)
     }
 
@@ -190,7 +190,7 @@ impl Table {
     }
 
     /// The protective MBR's partition table and signature (bytes 446..512).
-    pub fn protective_mbr_tail(&self) -> [u8; 66] {
+    pub(crate) fn protective_mbr_tail(&self) -> [u8; 66] {
         let mut t = [0u8; 66];
         let e = &mut t[0..16];
         e[0] = 0x00; // not active
@@ -207,7 +207,7 @@ impl Table {
 
     /// Write the protective MBR (keeping bytes 0..446, the boot code, as
     /// they are in `boot_code` or zero), both headers and both entry arrays.
-    pub fn write(&self, f: &File, boot_code: Option<&[u8]>) -> Result<()> {
+    pub(crate) fn write(&self, f: &File, boot_code: Option<&[u8]>) -> Result<()> {
         self.validate()?;
         let n = self.total_sectors();
         let mut mbr = [0u8; 512];

@@ -16,9 +16,10 @@ use anyhow::{bail, Context, Result};
 
 use super::gpt::{Partition, SECTOR};
 use crate::cmd::Cmd;
+use crate::config::BootMode;
 
-pub const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
-pub const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
+pub(crate) const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+pub(crate) const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
 
 /// Modules both images carry (everything the menu needs; nothing is loaded later).
 const COMMON_MODULES: &[&str] = &[
@@ -69,22 +70,50 @@ configfile ($root)/boot/grub/grub.cfg\n"
     s
 }
 
-fn mkimage(
-    work: &Path,
-    format: &str,
-    dir: &str,
-    out: &str,
-    modules: &[&str],
-    root_uuid: &str,
-) -> Result<PathBuf> {
-    let cfg = work.join(format!("embedded-{format}.cfg"));
-    fs::write(&cfg, embedded_cfg(root_uuid, format == "i386-pc"))?;
-    let out = work.join(out);
+/// The GRUB platform `grub-mkimage` builds for one firmware.
+struct Platform {
+    /// GRUB's name of the platform (`-O`).
+    name: &'static str,
+    /// Where its modules are.
+    modules_dir: &'static str,
+    /// The image file it makes.
+    image: &'static str,
+    /// The modules only this platform's image carries.
+    own_modules: &'static [&'static str],
+}
+
+impl Platform {
+    /// The platform booted by `firmware`.
+    fn of(firmware: BootMode) -> Platform {
+        match firmware {
+            BootMode::Uefi => Platform {
+                name: "x86_64-efi",
+                modules_dir: GRUB_EFI_DIR,
+                image: "BOOTX64.EFI",
+                own_modules: EFI_MODULES,
+            },
+            BootMode::Bios => Platform {
+                name: "i386-pc",
+                modules_dir: GRUB_PC_DIR,
+                image: "core.img",
+                own_modules: PC_MODULES,
+            },
+        }
+    }
+}
+
+/// Build GRUB's image for `firmware` in `work`, with the config that finds
+/// the root filesystem `root_uuid` embedded.
+fn mkimage(work: &Path, firmware: BootMode, root_uuid: &str) -> Result<PathBuf> {
+    let p = Platform::of(firmware);
+    let cfg = work.join(format!("embedded-{}.cfg", p.name));
+    fs::write(&cfg, embedded_cfg(root_uuid, firmware == BootMode::Bios))?;
+    let out = work.join(p.image);
     Cmd::new("grub-mkimage")
         .arg("-O")
-        .arg(format)
+        .arg(p.name)
         .arg("-d")
-        .arg(dir)
+        .arg(p.modules_dir)
         .arg("-p")
         .arg("/boot/grub")
         .arg("-c")
@@ -92,34 +121,20 @@ fn mkimage(
         .arg("-o")
         .arg(&out)
         .args(COMMON_MODULES)
-        .args(modules)
+        .args(p.own_modules)
         .run()
-        .with_context(|| format!("building the GRUB image for {format} failed"))?;
+        .with_context(|| format!("building the GRUB image for {} failed", p.name))?;
     Ok(out)
 }
 
 /// Build BOOTX64.EFI in `work`.
-pub fn efi_image(work: &Path, root_uuid: &str) -> Result<PathBuf> {
-    mkimage(
-        work,
-        "x86_64-efi",
-        GRUB_EFI_DIR,
-        "BOOTX64.EFI",
-        EFI_MODULES,
-        root_uuid,
-    )
+pub(crate) fn efi_image(work: &Path, root_uuid: &str) -> Result<PathBuf> {
+    mkimage(work, BootMode::Uefi, root_uuid)
 }
 
 /// Build core.img in `work`.
-pub fn bios_core(work: &Path, root_uuid: &str) -> Result<PathBuf> {
-    mkimage(
-        work,
-        "i386-pc",
-        GRUB_PC_DIR,
-        "core.img",
-        PC_MODULES,
-        root_uuid,
-    )
+pub(crate) fn bios_core(work: &Path, root_uuid: &str) -> Result<PathBuf> {
+    mkimage(work, BootMode::Bios, root_uuid)
 }
 
 // Offsets in boot.img, from GRUB's include/grub/i386/pc/boot.h.
@@ -135,7 +150,7 @@ const LOAD_SEGMENT: u16 = 0x820;
 
 /// The first 0x1B8 bytes for LBA 0: GRUB's boot.img patched to load
 /// core.img from `core_lba` on the drive the BIOS booted from.
-pub fn boot_code(core_lba: u64) -> Result<Vec<u8>> {
+pub(crate) fn boot_code(core_lba: u64) -> Result<Vec<u8>> {
     let p = Path::new(GRUB_PC_DIR).join("boot.img");
     let mut b = fs::read(&p)
         .with_context(|| format!("cannot read {} (package grub-pc-bin)", p.display()))?;
@@ -151,7 +166,7 @@ pub fn boot_code(core_lba: u64) -> Result<Vec<u8>> {
 }
 
 /// Write core.img into the BIOS boot partition with its blocklist set.
-pub fn install_core(disk: &File, core: &Path, part: &Partition) -> Result<()> {
+pub(crate) fn install_core(disk: &File, core: &Path, part: &Partition) -> Result<()> {
     let mut img = fs::read(core).with_context(|| format!("cannot read {}", core.display()))?;
     let sectors = img.len().div_ceil(SECTOR as usize) as u64;
     if sectors * SECTOR > part.size() {

@@ -4,9 +4,9 @@
 //! straight into the partitions' byte ranges, mtools fills the ESP, and the
 //! partition table and boot code are written by biovm itself.
 
-pub mod ext4;
-pub mod gpt;
-pub mod grub;
+pub(crate) mod ext4;
+pub(crate) mod gpt;
+pub(crate) mod grub;
 
 use std::path::Path;
 
@@ -26,23 +26,25 @@ const ESP_START: u64 = 2 * MIB;
 const ESP_SIZE: u64 = 64 * MIB;
 const ROOT_START: u64 = ESP_START + ESP_SIZE;
 /// Filesystem label of the root partition.
-pub const ROOT_LABEL: &str = "biovm-root";
+pub(crate) const ROOT_LABEL: &str = "biovm-root";
 
 /// Every identifier written into a disk, derived from one seed so the same
 /// seed always gives the same disk.
 #[derive(Debug, Clone)]
 pub struct DiskIds {
-    pub disk_guid: Guid,
-    pub bios_part: Guid,
-    pub esp_part: Guid,
-    pub root_part: Guid,
-    pub root_fs_uuid: Guid,
-    pub root_hash_seed: Guid,
+    pub(crate) disk_guid: Guid,
+    pub(crate) bios_part: Guid,
+    pub(crate) esp_part: Guid,
+    pub(crate) root_part: Guid,
+    pub(crate) root_fs_uuid: Guid,
+    pub(crate) root_hash_seed: Guid,
     /// FAT volume ID, 8 hex digits.
     pub esp_volume_id: String,
 }
 
 impl DiskIds {
+    /// The identifiers of the disk built from `seed` (the lock's): each
+    /// derived from the seed and what it identifies.
     pub fn from_seed(seed: &str) -> DiskIds {
         let g = |p| Guid::derive(seed, p);
         DiskIds {
@@ -58,7 +60,7 @@ impl DiskIds {
 }
 
 /// The partition table for a disk of `size` bytes.
-pub fn layout(size: u64, ids: &DiskIds) -> Result<Table> {
+pub(crate) fn layout(size: u64, ids: &DiskIds) -> Result<Table> {
     let mut t = Table {
         disk_guid: ids.disk_guid,
         size_bytes: size,
@@ -108,14 +110,14 @@ pub fn layout(size: u64, ids: &DiskIds) -> Result<Table> {
 }
 
 /// Options that make the filesystems reproducible.
-pub struct FsTime {
+pub(crate) struct FsTime {
     /// Seconds since the epoch written as every filesystem timestamp.
-    pub source_date_epoch: u64,
+    pub(crate) source_date_epoch: u64,
 }
 
 /// Assemble the raw disk at `dest` from the configured root tree `root`.
 /// `work` is a scratch folder. `dest` appears only when complete.
-pub fn assemble(
+pub(crate) fn assemble(
     image: &Image,
     ids: &DiskIds,
     root: &Path,

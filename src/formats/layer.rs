@@ -35,7 +35,7 @@ use super::HashWriter;
 /// the path and everything below it. Both the merged-/usr and the legacy
 /// spellings are listed: on merged-/usr trees `lib` is a symlink, which the
 /// walk does not follow, so only the `usr/` forms match there.
-pub const CONTAINER_EXCLUDES: &[&str] = &[
+pub(crate) const CONTAINER_EXCLUDES: &[&str] = &[
     "boot/*",
     "vmlinuz",
     "vmlinuz.old",
@@ -49,7 +49,7 @@ pub const CONTAINER_EXCLUDES: &[&str] = &[
 ];
 
 /// Whether `rel` (relative, `/`-separated, no leading `./`) is excluded.
-pub fn is_excluded(rel: &str, excludes: &[&str]) -> bool {
+pub(crate) fn is_excluded(rel: &str, excludes: &[&str]) -> bool {
     excludes.iter().any(|p| match p.strip_suffix("/*") {
         Some(dir) => {
             rel.len() > dir.len() + 1 && rel.starts_with(dir) && rel.as_bytes()[dir.len()] == b'/'
@@ -62,19 +62,19 @@ pub fn is_excluded(rel: &str, excludes: &[&str]) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerDigests {
     /// sha256 hex of the uncompressed tar (OCI `diff_id`).
-    pub diff_id: String,
+    pub(crate) diff_id: String,
     /// Size of the uncompressed tar.
-    pub tar_size: u64,
+    pub(crate) tar_size: u64,
     /// sha256 hex of the compressed blob.
-    pub digest: String,
+    pub(crate) digest: String,
     /// Size of the compressed blob.
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// Write the tar of `rootfs` (minus `excludes`) to `w`, gzip-compressed
 /// with a fixed gzip header (mtime 0, no name), and return the digests of
 /// both the tar and the compressed stream.
-pub fn write_layer_gz<W: Write>(
+pub(crate) fn write_layer_gz<W: Write>(
     rootfs: &Path,
     excludes: &[&str],
     source_date_epoch: u64,
@@ -101,7 +101,7 @@ pub fn write_layer_gz<W: Write>(
 }
 
 /// Write the tar of `rootfs` (minus `excludes`) to `w`.
-pub fn write_layer_tar<W: Write>(
+pub(crate) fn write_layer_tar<W: Write>(
     rootfs: &Path,
     excludes: &[&str],
     source_date_epoch: u64,
@@ -238,7 +238,7 @@ impl<W: Write> LayerTar<'_, W> {
 }
 
 /// One PAX record: "<len> <key>=<value>\n", where len counts itself.
-pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+pub(crate) fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
     let mut len = rest + 1;
     while len != rest + len.to_string().len() {

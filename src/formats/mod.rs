@@ -17,19 +17,19 @@ use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
-pub use crate::disk::gpt::Guid;
+pub(crate) use crate::disk::gpt::Guid;
 
-pub mod layer;
-pub mod oci;
-pub mod ova;
-pub mod qcow2;
-pub mod sif;
-pub mod sparse;
+pub(crate) mod layer;
+pub(crate) mod oci;
+pub(crate) mod ova;
+pub(crate) mod qcow2;
+pub(crate) mod sif;
+pub(crate) mod sparse;
 pub mod spdx;
-pub mod tarball;
-pub mod vagrant;
-pub mod vdi;
-pub mod vmdk;
+pub(crate) mod tarball;
+pub(crate) mod vagrant;
+pub(crate) mod vdi;
+pub(crate) mod vmdk;
 
 pub use oci::{write_docker_archive, write_oci_layout, write_rootfs_tarball};
 pub use ova::{write_ova, write_ova_from_vmdk};
@@ -51,7 +51,7 @@ pub enum NicModel {
 
 impl NicModel {
     /// The OVF `rasd:ResourceSubType` VirtualBox reads for this card.
-    pub fn ovf_subtype(self) -> &'static str {
+    pub(crate) fn ovf_subtype(self) -> &'static str {
         match self {
             NicModel::E1000 => "E1000",
             NicModel::Virtio => "virtio",
@@ -65,7 +65,9 @@ pub enum VmdkAdapter {
     /// LSI Logic SCSI: what VirtualBox and VMware expect by default.
     #[default]
     LsiLogic,
+    /// An IDE controller.
     Ide,
+    /// BusLogic SCSI, which older VMware guests expect.
     BusLogic,
     /// VMware ESX's legacy descriptor value.
     LegacyEsx,
@@ -73,7 +75,7 @@ pub enum VmdkAdapter {
 
 impl VmdkAdapter {
     /// The `ddb.adapterType` value.
-    pub fn ddb_value(self) -> &'static str {
+    pub(crate) fn ddb_value(self) -> &'static str {
         match self {
             VmdkAdapter::LsiLogic => "lsilogic",
             VmdkAdapter::Ide => "ide",
@@ -87,14 +89,15 @@ impl VmdkAdapter {
 #[derive(Debug, Clone)]
 pub struct FormatContext<'a> {
     /// Image name (file names inside archives, OVF system name, SIF label).
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// Image version (OCI tag, labels).
-    pub version: &'a str,
+    pub(crate) version: &'a str,
+    /// The image's description (OVF annotation, OCI labels).
     pub description: &'a str,
     /// Every UUID, ID, CID and MAC derives from this (sha256-based).
     pub seed: &'a str,
     /// Every timestamp written (SOURCE_DATE_EPOCH).
-    pub source_date_epoch: u64,
+    pub(crate) source_date_epoch: u64,
     /// Virtual machine CPU count (OVF).
     pub cpus: u32,
     /// Virtual machine memory in MiB (OVF).
@@ -103,7 +106,7 @@ pub struct FormatContext<'a> {
     pub user: Option<&'a str>,
     /// Extra labels for container images; merged over the standard
     /// `org.opencontainers.image.*` ones.
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// The VMDK descriptor's disk controller.
     pub vmdk_adapter: VmdkAdapter,
     /// OVA / Vagrant network card.
@@ -142,7 +145,7 @@ impl<'a> FormatContext<'a> {
     }
 
     /// sha256("biovm:" purpose ":" seed).
-    pub fn digest(&self, purpose: &str) -> [u8; 32] {
+    pub(crate) fn digest(&self, purpose: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"biovm:");
         h.update(purpose.as_bytes());
@@ -153,19 +156,19 @@ impl<'a> FormatContext<'a> {
 
     /// A locally administered-looking VirtualBox MAC (OUI 08:00:27) as 12
     /// upper-case hex digits, derived from the seed.
-    pub fn mac(&self) -> String {
+    pub(crate) fn mac(&self) -> String {
         let d = self.digest("mac");
         format!("080027{:02X}{:02X}{:02X}", d[0], d[1], d[2])
     }
 
     /// `source_date_epoch` as RFC 3339 UTC (`2024-01-02T03:04:05Z`).
-    pub fn created_rfc3339(&self) -> String {
+    pub(crate) fn created_rfc3339(&self) -> String {
         rfc3339(self.source_date_epoch)
     }
 
     /// The OCI reference name (tag) of the image: the version when it is a
     /// valid tag, else "latest".
-    pub fn tag(&self) -> String {
+    pub(crate) fn tag(&self) -> String {
         let v = self.version;
         let valid = !v.is_empty()
             && v.len() <= 128
@@ -182,7 +185,7 @@ impl<'a> FormatContext<'a> {
     }
 
     /// The standard `org.opencontainers.image.*` labels, then `labels`.
-    pub fn oci_labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn oci_labels(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         let mut put = |k: &str, v: &str| {
             if !v.is_empty() {
@@ -237,14 +240,14 @@ pub fn rfc3339(epoch: u64) -> String {
 }
 
 /// A writer that passes bytes through and keeps their SHA-256 and count.
-pub struct HashWriter<W> {
+pub(crate) struct HashWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,
 }
 
 impl<W: Write> HashWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashWriter {
             inner,
             hasher: Sha256::new(),
@@ -253,7 +256,7 @@ impl<W: Write> HashWriter<W> {
     }
 
     /// The inner writer, the lowercase hex digest and the byte count.
-    pub fn finish(self) -> (W, String, u64) {
+    pub(crate) fn finish(self) -> (W, String, u64) {
         (
             self.inner,
             crate::fsutil::hex(&self.hasher.finalize()),

@@ -51,7 +51,7 @@ fn config_json(ctx: &FormatContext, diff_id: &str) -> Vec<u8> {
 }
 
 /// A repository name docker and podman accept: lowercase `[a-z0-9._-]`.
-pub fn repo_name(name: &str) -> String {
+pub(crate) fn repo_name(name: &str) -> String {
     let s: String = name
         .to_ascii_lowercase()
         .chars()

@@ -28,7 +28,7 @@ const VMDK_STREAM_FORMAT: &str =
     "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized";
 
 /// Escape text for XML content and attribute values.
-pub fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -46,7 +46,7 @@ pub fn xml_escape(s: &str) -> String {
 
 /// The OVF 1.0 descriptor for one disk file `disk_file` of `file_size`
 /// bytes holding a `capacity`-byte disk.
-pub fn ovf_descriptor(
+pub(crate) fn ovf_descriptor(
     ctx: &FormatContext,
     disk_file: &str,
     file_size: u64,
@@ -157,7 +157,7 @@ pub fn ovf_descriptor(
 }
 
 /// Virtual disk size in bytes from a VMDK sparse header (capacity field).
-pub fn vmdk_capacity(vmdk: &Path) -> Result<u64> {
+pub(crate) fn vmdk_capacity(vmdk: &Path) -> Result<u64> {
     let mut h = [0u8; 20];
     std::fs::File::open(vmdk)
         .and_then(|mut f| f.read_exact(&mut h))

@@ -90,7 +90,11 @@ fn deffile(ctx: &FormatContext) -> String {
 }
 
 /// Write a SIF from an existing squashfs image.
-pub fn write_sif_from_squashfs(squashfs: &Path, dest: &Path, ctx: &FormatContext) -> Result<()> {
+pub(crate) fn write_sif_from_squashfs(
+    squashfs: &Path,
+    dest: &Path,
+    ctx: &FormatContext,
+) -> Result<()> {
     let time = ctx.source_date_epoch as i64;
     let sq_len = std::fs::metadata(squashfs)
         .with_context(|| format!("cannot stat {}", squashfs.display()))?
@@ -195,7 +199,7 @@ fn le64(b: &[u8], o: usize) -> i64 {
 /// Where the SIF `file`'s primary system partition (a squashfs) lies:
 /// (offset, size); the reader of what [`write_sif_from_squashfs`] writes,
 /// for unpacking a SIF's tree.
-pub fn system_partition(file: &Path) -> Result<(u64, u64)> {
+pub(crate) fn system_partition(file: &Path) -> Result<(u64, u64)> {
     let mut f = File::open(file).context("cannot open it")?;
     let len = f.metadata()?.len();
     let mut h = [0u8; HEADER_LEN];
@@ -231,7 +235,7 @@ pub fn system_partition(file: &Path) -> Result<(u64, u64)> {
 }
 
 /// Make the squashfs of `rootfs` (minus [`CONTAINER_EXCLUDES`]) at `out`.
-pub fn make_squashfs(rootfs: &Path, out: &Path, source_date_epoch: u64) -> Result<()> {
+pub(crate) fn make_squashfs(rootfs: &Path, out: &Path, source_date_epoch: u64) -> Result<()> {
     let t = source_date_epoch.to_string();
     let mut c = Cmd::new("mksquashfs");
     c.arg(rootfs)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 /// Iterates over the non-zero `chunk`-sized pieces of a raw disk.
-pub struct SparseReader {
+pub(crate) struct SparseReader {
     file: File,
     path: PathBuf,
     size: u64,
@@ -21,7 +21,7 @@ pub struct SparseReader {
 
 impl SparseReader {
     /// Open `path`; its size must be a multiple of `chunk`.
-    pub fn open(path: &Path, chunk: u64) -> Result<SparseReader> {
+    pub(crate) fn open(path: &Path, chunk: u64) -> Result<SparseReader> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let size = file
             .metadata()
@@ -43,12 +43,12 @@ impl SparseReader {
     }
 
     /// Disk size in bytes.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
     /// Number of chunks on the disk.
-    pub fn chunks(&self) -> u64 {
+    pub(crate) fn chunks(&self) -> u64 {
         self.size / self.chunk
     }
 
@@ -70,7 +70,7 @@ impl SparseReader {
 
     /// Fill `buf` (exactly `chunk` bytes) with the next chunk holding a
     /// non-zero byte and return its index, or `None` at the end.
-    pub fn next_nonzero(&mut self, buf: &mut [u8]) -> Result<Option<u64>> {
+    pub(crate) fn next_nonzero(&mut self, buf: &mut [u8]) -> Result<Option<u64>> {
         assert_eq!(buf.len() as u64, self.chunk);
         while self.next < self.chunks() {
             let data = self.next_data(self.next * self.chunk);
@@ -96,7 +96,7 @@ fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
 }
 
 /// Whether every byte of `buf` is zero.
-pub fn is_zero(buf: &[u8]) -> bool {
+pub(crate) fn is_zero(buf: &[u8]) -> bool {
     // SAFETY: every bit pattern is a valid u128.
     let (pre, mid, post) = unsafe { buf.align_to::<u128>() };
     pre.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
@@ -104,7 +104,7 @@ pub fn is_zero(buf: &[u8]) -> bool {
 
 /// Copy `src` into `dst` entirely (used to place a finished temporary file
 /// inside an archive).
-pub fn copy_file_into(src: &Path, dst: &mut impl std::io::Write) -> Result<u64> {
+pub(crate) fn copy_file_into(src: &Path, dst: &mut impl std::io::Write) -> Result<u64> {
     let mut f = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;

@@ -25,14 +25,19 @@ use crate::lock::LockedDeb;
 /// What goes into the SBOM.
 #[derive(Debug, Clone)]
 pub struct SbomInput<'a> {
+    /// The image's name: the SBOM's name and its top package.
     pub image: &'a str,
+    /// The image's description (left out when empty).
     pub description: &'a str,
     /// Debian suite (purl `distro` qualifier).
     pub suite: &'a str,
     /// biovm's version (the creator tool).
     pub tool_version: &'a str,
+    /// The lock's seed: the document namespace derives from it.
     pub seed: &'a str,
+    /// The lock's timestamp: the document's creation time.
     pub source_date_epoch: u64,
+    /// The Debian packages the image has, from its lock.
     pub debian: &'a [LockedDeb],
     /// PyPI distribution files: (file name, sha256).
     pub pypi: Vec<(String, String)>,
@@ -115,7 +120,7 @@ const NOASSERTION: &str = "NOASSERTION";
 
 /// Percent-encode a purl component: everything but unreserved characters
 /// (and `:`, which Debian epochs use and purl leaves as it is).
-pub fn purl_encode(s: &str) -> String {
+pub(crate) fn purl_encode(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
@@ -141,7 +146,7 @@ pub(crate) fn id_part(s: &str) -> String {
 }
 
 /// PyPI's normalised project name (PEP 503), which purl's pypi type uses.
-pub fn pypi_normalize(name: &str) -> String {
+pub(crate) fn pypi_normalize(name: &str) -> String {
     let mut o = String::new();
     let mut sep = false;
     for c in name.chars() {
@@ -160,7 +165,7 @@ pub fn pypi_normalize(name: &str) -> String {
 
 /// Project name and version from a wheel (`name-version-...whl`, PEP 427)
 /// or source distribution (`name-version.tar.gz`) file name.
-pub fn pypi_name_version(file: &str) -> Option<(String, String)> {
+pub(crate) fn pypi_name_version(file: &str) -> Option<(String, String)> {
     if let Some(stem) = file.strip_suffix(".whl") {
         let mut parts = stem.split('-');
         let (name, version) = (parts.next()?, parts.next()?);
@@ -190,7 +195,7 @@ fn purl(locator: String) -> Vec<ExternalRef> {
 
 /// The SBOM as pretty-printed JSON (with a final newline): the image,
 /// then its Debian packages, PyPI files and downloads, each contained in it.
-pub fn sbom_json(i: &SbomInput) -> String {
+pub(crate) fn sbom_json(i: &SbomInput) -> String {
     let ns_uuid = Guid::derive(
         i.seed,
         &format!("spdx-document:{}:{}", i.image, i.source_date_epoch),
@@ -365,7 +370,7 @@ fn relationships(packages: &[Package]) -> Vec<Relationship> {
 }
 
 /// The SBOM's path in `out`.
-pub fn sbom_path(out: &Path, image: &str) -> std::path::PathBuf {
+pub(crate) fn sbom_path(out: &Path, image: &str) -> std::path::PathBuf {
     out.join(format!("{image}.spdx.json"))
 }
 

@@ -9,13 +9,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// A tar stream whose members carry only what the caller chose.
-pub struct DetTar<W: Write> {
+pub(crate) struct DetTar<W: Write> {
     b: tar::Builder<W>,
     mtime: u64,
 }
 
 impl<W: Write> DetTar<W> {
-    pub fn new(w: W, mtime: u64) -> Self {
+    pub(crate) fn new(w: W, mtime: u64) -> Self {
         let mut b = tar::Builder::new(w);
         b.mode(tar::HeaderMode::Deterministic);
         DetTar { b, mtime }
@@ -33,7 +33,7 @@ impl<W: Write> DetTar<W> {
     }
 
     /// Add a regular file with `bytes` as content.
-    pub fn add_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn add_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         let mut h = self.header(bytes.len() as u64);
         self.b
             .append_data(&mut h, name, bytes)
@@ -41,7 +41,7 @@ impl<W: Write> DetTar<W> {
     }
 
     /// Add a regular file with the content of `src`.
-    pub fn add_file(&mut self, name: &str, src: &Path) -> Result<()> {
+    pub(crate) fn add_file(&mut self, name: &str, src: &Path) -> Result<()> {
         let f =
             std::fs::File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
         let len = f.metadata()?.len();
@@ -52,7 +52,7 @@ impl<W: Write> DetTar<W> {
     }
 
     /// Write the end-of-archive blocks and return the inner writer.
-    pub fn finish(self) -> Result<W> {
+    pub(crate) fn finish(self) -> Result<W> {
         self.b.into_inner().context("cannot finish archive")
     }
 }

@@ -20,7 +20,7 @@ use super::FormatContext;
 use crate::fsutil::AtomicFile;
 
 /// The box's embedded Vagrantfile.
-pub fn vagrantfile(ctx: &FormatContext) -> String {
+pub(crate) fn vagrantfile(ctx: &FormatContext) -> String {
     let mut s = String::from(
         "# Written by biovm: defaults for this base box.\nVagrant.configure(\"2\") do |config|\n",
     );

@@ -29,10 +29,10 @@ const VERSION_1_1: u32 = 0x0001_0001;
 const HEADER_SIZE: u32 = 400;
 const TYPE_DYNAMIC: u32 = 1;
 /// VDI block size (the only one VirtualBox and qemu accept).
-pub const BLOCK: u64 = 1 << 20;
+pub(crate) const BLOCK: u64 = 1 << 20;
 const ALIGN: u64 = 1 << 20;
 /// Block map entry of a block that is not stored (reads as zeros).
-pub const BLOCK_FREE: u32 = u32::MAX;
+pub(crate) const BLOCK_FREE: u32 = u32::MAX;
 
 /// The 512-byte pre-header + header.
 fn header(

@@ -30,7 +30,7 @@ use crate::fsutil::AtomicFile;
 
 const SECTOR: u64 = 512;
 /// Grain size in sectors (64 KiB), as VMware and qemu-img use.
-pub const GRAIN_SECTORS: u64 = 128;
+pub(crate) const GRAIN_SECTORS: u64 = 128;
 const GRAIN: u64 = GRAIN_SECTORS * SECTOR;
 /// Grain table entries per grain table.
 const GTES_PER_GT: u64 = 512;
@@ -105,7 +105,7 @@ fn marker(num_sectors: u64, kind: u32) -> [u8; 512] {
 }
 
 /// The embedded descriptor (spec: "The Descriptor File").
-pub fn descriptor(ctx: &FormatContext, capacity_sectors: u64, file_name: &str) -> String {
+pub(crate) fn descriptor(ctx: &FormatContext, capacity_sectors: u64, file_name: &str) -> String {
     let cid = {
         let d = ctx.digest("vmdk-cid");
         let c = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
@@ -202,7 +202,7 @@ fn compress_batch(batch: &[(u64, Vec<u8>)]) -> Vec<Vec<u8>> {
 
 /// Write `raw` as a streamOptimized VMDK to `w` (sequentially; `w` need not
 /// seek). `file_name` is the extent name in the embedded descriptor.
-pub fn write_vmdk_stream<W: Write>(
+pub(crate) fn write_vmdk_stream<W: Write>(
     raw: &Path,
     w: W,
     ctx: &FormatContext,

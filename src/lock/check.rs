@@ -20,23 +20,23 @@ use crate::pool::Pool;
 /// A locked package the mirror no longer serves with its locked version
 /// and sha256.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Gone {
+pub(crate) struct Gone {
     /// The locked package (name, version, architecture, sha256).
     #[serde(flatten)]
-    pub deb: LockedDeb,
+    pub(crate) deb: LockedDeb,
     /// The sha256 the mirror's index gives this version, when it still
     /// serves it but with other content.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_sha256: Option<String>,
+    pub(crate) mirror_sha256: Option<String>,
     /// biovm's store (the cache's pool) has the locked file.
-    pub in_store: bool,
+    pub(crate) in_store: bool,
     /// The vendor folder given has it.
-    pub in_vendor: bool,
+    pub(crate) in_vendor: bool,
 }
 
 impl Gone {
     /// A build takes this package from the store or the vendor folder.
-    pub fn kept(&self) -> bool {
+    pub(crate) fn kept(&self) -> bool {
         self.in_store || self.in_vendor
     }
 }
@@ -44,7 +44,9 @@ impl Gone {
 /// A locked package the security suite has at a newer version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Superseded {
+    /// The package's name.
     pub name: String,
+    /// The version the lock has.
     pub locked: String,
     /// The newest version the security suite's index has.
     pub security: String,
@@ -52,24 +54,24 @@ pub struct Superseded {
 
 /// What `lock --check` found.
 #[derive(Debug, Serialize)]
-pub struct Report {
-    pub lock: PathBuf,
+pub(crate) struct Report {
+    pub(crate) lock: PathBuf,
     /// How many locked Debian packages were checked.
-    pub debian_packages: usize,
+    pub(crate) debian_packages: usize,
     /// The Packages indices the mirror served (apt's list file names).
-    pub indices: Vec<String>,
-    pub vendor: Option<PathBuf>,
-    pub gone: Vec<Gone>,
+    pub(crate) indices: Vec<String>,
+    pub(crate) vendor: Option<PathBuf>,
+    pub(crate) gone: Vec<Gone>,
     /// Whether the sources had a security suite to compare with.
-    pub security_index: bool,
-    pub superseded: Vec<Superseded>,
+    pub(crate) security_index: bool,
+    pub(crate) superseded: Vec<Superseded>,
     /// Whether a build from the lock would find every locked package.
-    pub buildable: bool,
+    pub(crate) buildable: bool,
 }
 
 /// Check the lock of `image` against the mirror's current indices, biovm's
 /// store in `cache` and the vendor folder `vendor`.
-pub fn check(image: &Image, cache: &Path, vendor: Option<&Path>) -> Result<Report> {
+pub(crate) fn check(image: &Image, cache: &Path, vendor: Option<&Path>) -> Result<Report> {
     let lock_path = super::path_for(&image.source);
     if !lock_path.exists() {
         bail!(

@@ -12,7 +12,7 @@
 use std::cmp::Ordering;
 
 /// Compare two Debian version strings.
-pub fn compare(a: &str, b: &str) -> Ordering {
+pub(crate) fn compare(a: &str, b: &str) -> Ordering {
     let (a, b) = (Parts::of(a), Parts::of(b));
     a.epoch
         .cmp(&b.epoch)

@@ -250,16 +250,6 @@ pub fn region(profile_flag: Option<&str>, env: &dyn Env) -> Result<Option<String
         .and_then(|p| p.get("region").cloned()))
 }
 
-/// A per-service endpoint from the environment, as the AWS SDKs read it:
-/// `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`.
-pub fn endpoint_from_env(service: &str, env: &dyn Env) -> Option<String> {
-    env.var(&format!(
-        "AWS_ENDPOINT_URL_{}",
-        service.to_ascii_uppercase()
-    ))
-    .or_else(|| env.var("AWS_ENDPOINT_URL"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,15 +354,5 @@ mod tests {
             r.redact("a verysecretvalue b tokentokentoken"),
             "a *** b ***"
         );
-    }
-
-    #[test]
-    fn endpoints_from_environment() {
-        let e = env(&[
-            ("AWS_ENDPOINT_URL", "http://all"),
-            ("AWS_ENDPOINT_URL_EBS", "http://ebs"),
-        ]);
-        assert_eq!(endpoint_from_env("ebs", &e).as_deref(), Some("http://ebs"));
-        assert_eq!(endpoint_from_env("ec2", &e).as_deref(), Some("http://all"));
     }
 }

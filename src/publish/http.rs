@@ -166,10 +166,30 @@ const NO_PERMISSION: &[&str] = &[
     "OptInRequired",
 ];
 
+/// An AWS-style API biovm calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Ec2,
+    Ebs,
+    S3,
+}
+
+impl Service {
+    /// The name requests to it are signed with, which also names its
+    /// endpoint's environment variable (`AWS_ENDPOINT_URL_EC2`).
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Service::Ec2 => "ec2",
+            Service::Ebs => "ebs",
+            Service::S3 => "s3",
+        }
+    }
+}
+
 /// A request to send.
 pub struct Request<'a> {
-    /// The signing name: `ec2`, `ebs` or `s3`.
-    pub service: &'static str,
+    /// The API it goes to (its signing name).
+    pub service: Service,
     /// The API action, for messages (`ebs:PutSnapshotBlock`).
     pub action: &'static str,
     pub method: Method,
@@ -297,7 +317,7 @@ impl Client {
     fn sign(&self, req: &Request<'_>) -> Result<Vec<(String, String)>, ApiError> {
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        if req.service == "s3" {
+        if req.service == Service::S3 {
             // S3 signs the path as sent: no double encoding, no normalising.
             settings.percent_encoding_mode = PercentEncodingMode::Single;
             settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
@@ -305,7 +325,7 @@ impl Client {
         let params = v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)
-            .name(req.service)
+            .name(req.service.signing_name())
             .time(SystemTime::now())
             .settings(settings)
             .build()

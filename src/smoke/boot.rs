@@ -1,9 +1,25 @@
-//! One test boot of one matrix cell, in three steps: ready the disk and the
-//! instance data ([`Prepared`], which owns every scratch file), run the
-//! guest while watching its console and its results ([`run_guest`]), and
-//! judge what it reported. A boot that stalls under KVM right after the
-//! boot loader hands over is retried under software emulation, and the
-//! report says so.
+//! One VM boot of one matrix cell: this is where a boot is prepared, run
+//! and read, as three steps of [`boot_and_check`]:
+//!
+//! 1. Prepare ([`Prepared`], which owns every scratch file): the disk QEMU
+//!    boots ([`super::boot_disk`]) behind a larger overlay, the instance
+//!    data a cloud would hand the guest (a NoCloud seed drive,
+//!    [`super::seed`], or EC2's metadata service, [`super::imds`]), and the
+//!    checks drive ([`super::checks`]) with the tools' checks and the
+//!    system's ([`system`]).
+//! 2. Run ([`run_guest`]): QEMU's command line ([`super::qemu`]) under the
+//!    accelerator [`super::kvm`] proved, watching the console
+//!    ([`console`]) for a failed boot or a stall, and the results port for
+//!    the checks' results. A boot that stalls under KVM right after the
+//!    boot loader hands over is retried under software emulation, and the
+//!    report says so.
+//! 3. Read: the results judged as they come ([`super::checks`]), then
+//!    where the boot's time went ([`super::stages`]) and the host's own
+//!    checks: the metadata reads of an EC2 boot, and the tree on the disk
+//!    ([`super::tree`]).
+
+pub mod console;
+pub mod system;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,16 +27,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::qemu::{self, Accel};
-use super::{
-    imds, judge, seed, system_checks, write_checks_drive, BootReport, Cell, CheckResult, Cloud,
-    ResultsTail, TestOptions,
-};
+use super::boot_disk::disk_to_boot;
+use super::checks::{judged_on_host, write_checks_drive, ResultsTail};
+use super::matrix::Cell;
+use super::qemu::{self, Accel, DiskFormat};
+use super::report::BootReport;
+use super::seed::{self, Cloud};
+use super::{imds, kvm, stages, tree, TestOptions};
 use crate::fsutil::Scratch;
 use crate::manifest::Tool;
-
-/// What GRUB prints when it hands over to the kernel.
-const HANDOVER: &[&str] = &["Booting `", "Loading Linux "];
+use console::{Console, ConsoleState};
+use system::{imds_check, system_checks};
 
 /// How long a guest may print nothing on its console after the boot loader
 /// handed over, before its first result line. The kernel prints its first
@@ -32,20 +49,8 @@ const HANDOVER: &[&str] = &["Booting `", "Loading Linux "];
 const STALL_KVM: Duration = Duration::from_secs(30);
 const STALL_TCG: Duration = Duration::from_secs(120);
 
-/// What firmware, GRUB, the kernel and the initramfs print when a boot has
-/// failed for good.
-const FATAL_CONSOLE: &[&str] = &[
-    "No bootable device",
-    "No bootable option or device was found",
-    "error: no such device",
-    "grub rescue>",
-    "Kernel panic - not syncing",
-    "Dropping to a shell",
-    // OVMF found nothing to boot and started its shell.
-    "Shell> ",
-];
-
-/// Boot `cell` once and run every check of `tools` and the system's.
+/// Boot `cell` once and run every check of `tools` and the system's: the
+/// boot is prepared, run and read.
 pub fn boot_and_check(
     cell: &Cell,
     tools: &[Tool],
@@ -54,6 +59,8 @@ pub fn boot_and_check(
     opts: &TestOptions,
 ) -> Result<BootReport> {
     fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    // Prepare: the disk behind its overlay, the instance data, and the
+    // checks drive with the tools' checks and the system's.
     let t_prepare = Instant::now();
     let prepared = Prepared::new(cell, run_dir).with_context(|| {
         format!(
@@ -61,24 +68,32 @@ pub fn boot_and_check(
             cell.artifact.display()
         )
     })?;
-    let all: Vec<Tool> = tools
-        .iter()
-        .cloned()
-        .chain(system_checks(
-            prepared.image_bytes,
-            prepared.disk_bytes,
-            cell.cloud,
-        ))
-        .collect();
-    write_checks_drive(&all, &prepared.checks)?;
+    let checks = prepared.write_checks(tools)?;
     let prepare_secs = t_prepare.elapsed().as_secs_f64();
+    // Run: the guest, until its checks are done.
+    let mut report = run_with_retry(&prepared, &checks, cpus, opts)?;
+    report.prepare_secs = prepare_secs;
+    // Read: a check that never reported fails; then the host's own checks.
+    report.mark_not_run(&checks);
+    prepared.judge_on_host(&mut report, opts);
+    Ok(report)
+}
 
-    let accel = qemu::accel();
-    let mut report = match run_guest(&prepared, &all, accel, cpus, opts)? {
+/// Run the prepared guest under the accelerator [`kvm`] chose; a guest
+/// that stalls under KVM right after the handover runs again under TCG
+/// (and KVM is not used again), and the report says why.
+fn run_with_retry(
+    prepared: &Prepared,
+    checks: &[Tool],
+    cpus: u32,
+    opts: &TestOptions,
+) -> Result<BootReport> {
+    let accel = kvm::accel();
+    Ok(match run_guest(prepared, checks, accel, cpus, opts)? {
         Run::Finished(r) => r,
         Run::Stalled(r, why) if accel == Accel::Kvm => {
-            super::kvm::demote(&why);
-            let mut again = match run_guest(&prepared, &all, Accel::Tcg, cpus, opts)? {
+            kvm::demote(&why);
+            let mut again = match run_guest(prepared, checks, Accel::Tcg, cpus, opts)? {
                 Run::Finished(r) => r,
                 Run::Stalled(mut r, why) => {
                     r.error = Some(why);
@@ -95,24 +110,30 @@ pub fn boot_and_check(
             r.error = Some(why);
             r
         }
-    };
-    report.prepare_secs = prepare_secs;
-    report.mark_not_run(&all);
-    if cell.cloud == Cloud::Ec2 {
-        prepared.judge_imds(&mut report);
-    }
-    if let Some(want) = &opts.tree_sha256 {
-        // The tree the native checks ran in must be this disk's.
-        let got =
-            super::tree::disk_digest(&cell.artifact, cell.format, prepared.scratch.path(), None)
-                .unwrap_or_else(|e| format!("unreadable ({e:#})"));
-        report.results.push(super::same_tree_result(want, &got));
-    }
-    Ok(report)
+    })
 }
 
-/// A cell's disk and instance data, ready to boot; the scratch files go
-/// when it is dropped.
+/// The tool checks a VM boot runs beside the system's when every check
+/// already ran natively in the same tree: one version check per install
+/// source the image has (Debian, PyPI, download), the first of each in
+/// catalogue order, so every way a tool gets into the image is proven in
+/// the booted system too. Without sources (an old manifest), the first
+/// version check.
+pub fn boot_sample(tools: &[Tool]) -> Vec<Tool> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut v: Vec<Tool> = tools
+        .iter()
+        .filter(|t| t.source.is_some_and(|s| seen.insert(s)))
+        .cloned()
+        .collect();
+    if v.is_empty() {
+        v.extend(tools.iter().find(|t| !t.name.contains('/')).cloned());
+    }
+    v
+}
+
+/// A cell's disk, instance data and checks drive, ready to boot; the
+/// scratch files go when it is dropped, whichever way the boot ends.
 struct Prepared<'a> {
     cell: &'a Cell,
     label: String,
@@ -120,9 +141,13 @@ struct Prepared<'a> {
     scratch: Scratch,
     /// The overlay QEMU boots: larger than the image, over the artifact.
     overlay: PathBuf,
+    /// The NoCloud seed drive (a NoCloud cell).
     seed_drive: PathBuf,
+    /// The metadata service's state and log (an EC2 cell).
     imds_dir: PathBuf,
+    /// The checks drive.
     checks: PathBuf,
+    /// The disk's size as built, and as booted (with room to grow).
     image_bytes: u64,
     disk_bytes: u64,
 }
@@ -132,7 +157,7 @@ impl<'a> Prepared<'a> {
         let label = cell.label();
         let scratch = Scratch::new_in(run_dir, &format!("{label}.boot"))?;
         let (disk, disk_format) =
-            super::disk_to_boot(&cell.artifact, cell.format, &scratch.join("disk.tmp"))?;
+            disk_to_boot(&cell.artifact, cell.format, &scratch.join("disk.tmp"))?;
         // The guest boots a larger disk than the image (as on a bigger
         // cloud volume) through an overlay, so the artifact is never written.
         let image_bytes = seed::virtual_size(&disk, disk_format)?;
@@ -171,22 +196,41 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// Judged on the host: did the guest read its metadata with IMDSv2?
-    /// The metadata service's log is kept beside the serial log.
-    fn judge_imds(&self, report: &mut BootReport) {
-        let audit = imds::audit(&self.imds_dir);
-        let t = super::imds_check();
-        report.results.push(CheckResult {
-            tool: t.name.clone(),
-            outcome: judge(&t, 0, &audit),
-            status: 0,
-            seconds: 0.0,
-            output: audit,
-        });
-        let _ = fs::copy(
-            self.imds_dir.join("imds.log"),
-            self.run_dir.join(format!("{}.imds.log", self.label)),
-        );
+    /// Write the checks drive: every check of `tools`, then the system's
+    /// (see [`system`]). Returns every check it holds.
+    fn write_checks(&self, tools: &[Tool]) -> Result<Vec<Tool>> {
+        let all: Vec<Tool> = tools
+            .iter()
+            .cloned()
+            .chain(system_checks(
+                self.image_bytes,
+                self.disk_bytes,
+                self.cell.cloud,
+            ))
+            .collect();
+        write_checks_drive(&all, &self.checks)?;
+        Ok(all)
+    }
+
+    /// The host's own checks of the boot, into `report`: for EC2, whether
+    /// the guest read its metadata with IMDSv2 (the metadata service's log
+    /// is kept beside the serial log); with the build's tree digest, whether
+    /// the disk holds that tree, the one the native checks ran in.
+    fn judge_on_host(&self, report: &mut BootReport, opts: &TestOptions) {
+        if self.cell.cloud == Cloud::Ec2 {
+            let audit = imds::audit(&self.imds_dir);
+            report.results.push(judged_on_host(&imds_check(), audit));
+            let _ = fs::copy(
+                self.imds_dir.join("imds.log"),
+                self.run_dir.join(format!("{}.imds.log", self.label)),
+            );
+        }
+        if let Some(want) = &opts.tree_sha256 {
+            let cell = self.cell;
+            let got = tree::disk_digest(&cell.artifact, cell.format, self.scratch.path(), None)
+                .unwrap_or_else(|e| format!("unreadable ({e:#})"));
+            report.results.push(tree::same_tree_result(want, &got));
+        }
     }
 }
 
@@ -233,7 +277,7 @@ fn run_guest(
         &mut report,
     );
     report.total_secs = t0.elapsed().as_secs_f64();
-    super::stages::fill(&mut report, watched.console.marks(t0));
+    read_stages(&mut report, watched.console.marks(t0));
     Ok(match watched.stalled {
         Some(why) => {
             // Keep the stalled run's console beside the retry's.
@@ -252,7 +296,7 @@ fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &TestOptions) ->
     let cell = p.cell;
     qemu::Vm {
         disk: &p.overlay,
-        disk_format: "qcow2",
+        disk_format: DiskFormat::Qcow2,
         bus: cell.bus,
         label: &p.label,
         checks_drive: Some(&p.checks),
@@ -387,196 +431,31 @@ fn stop_guest(
     guest.kill();
 }
 
-/// What the console shows so far.
-#[derive(Debug, PartialEq)]
-enum ConsoleState {
-    Fine,
-    /// A line that shows the boot failed for good.
-    Fatal(String),
-    /// Nothing printed for too long since the handover (why).
-    Stalled(String),
-}
-
-/// Follows a guest's console log: fatal lines, the boot loader's handover,
-/// and silence after it.
-struct Console {
-    path: PathBuf,
-    /// Bytes of complete lines already looked at.
-    seen: usize,
-    /// The log's length at the last look, and when it last grew.
-    len: u64,
-    grew_at: Instant,
-    handed_over: bool,
-    last_line: String,
-    /// When the boot loader took over, and when it handed over.
-    loader_at: Option<Instant>,
-    handover_at: Option<Instant>,
-}
-
-impl Console {
-    fn new(path: &Path) -> Console {
-        Console {
-            path: path.to_path_buf(),
-            seen: 0,
-            len: 0,
-            grew_at: Instant::now(),
-            handed_over: false,
-            last_line: String::new(),
-            loader_at: None,
-            handover_at: None,
-        }
+/// Fill `report`'s `boot_stages` from its guest's `stages` report and the
+/// console `marks`, and turn cloud-init's raw events into its blame list.
+fn read_stages(report: &mut BootReport, marks: stages::ConsoleMarks) {
+    report.boot_stages = stages::breakdown(
+        marks,
+        report.boot_secs,
+        report.guest_uptime_at_start,
+        report.total_secs,
+        report.boot_analysis.get("stages").map(String::as_str),
+    );
+    if let Some(ev) = report.boot_analysis.remove("cloud-init-events") {
+        let blame: String = stages::cloud_init_blame(&ev)
+            .lines()
+            .take(30)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        report
+            .boot_analysis
+            .insert("cloud-init-blame".into(), blame);
     }
-
-    /// When the boot loader took over and handed over, in seconds since `t0`.
-    fn marks(&self, t0: Instant) -> super::stages::ConsoleMarks {
-        let secs = |i: Option<Instant>| i.map(|i| i.saturating_duration_since(t0).as_secs_f64());
-        super::stages::ConsoleMarks {
-            loader: secs(self.loader_at),
-            handover: secs(self.handover_at),
-        }
-    }
-
-    fn poll(&mut self, stall_limit: Duration) -> ConsoleState {
-        use std::io::{Read, Seek, SeekFrom};
-        let len = fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-        if len != self.len {
-            self.len = len;
-            self.grew_at = Instant::now();
-        } else if self.handed_over && self.grew_at.elapsed() > stall_limit {
-            return ConsoleState::Stalled(format!(
-                "the guest printed nothing for {} s after \"{}\"",
-                stall_limit.as_secs(),
-                self.last_line
-            ));
-        }
-        // Only what arrived since the last complete line is read.
-        let mut bytes = Vec::new();
-        let read = fs::File::open(&self.path).and_then(|mut f| {
-            f.seek(SeekFrom::Start(self.seen as u64))?;
-            f.read_to_end(&mut bytes)
-        });
-        if read.is_err() || bytes.is_empty() {
-            return ConsoleState::Fine;
-        }
-        if let Some(nl) = bytes.iter().rposition(|b| *b == b'\n') {
-            self.seen += nl + 1;
-        }
-        // The unfinished last line is looked at too: a prompt such as
-        // OVMF's `Shell> ` never ends its line.
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        if self.loader_at.is_none() && super::stages::LOADER_MARKS.iter().any(|m| text.contains(m))
-        {
-            self.loader_at = Some(Instant::now());
-        }
-        for l in text.split(['\n', '\r']) {
-            let clean = plain_text(l);
-            if clean.is_empty() {
-                continue;
-            }
-            if FATAL_CONSOLE.iter().any(|p| l.contains(p)) {
-                return ConsoleState::Fatal(clean);
-            }
-            if HANDOVER.iter().any(|h| l.contains(h)) {
-                self.handed_over = true;
-                self.handover_at.get_or_insert_with(Instant::now);
-            }
-            self.last_line = clean;
-        }
-        ConsoleState::Fine
-    }
-}
-
-/// A console line without its terminal escape sequences (`ESC [ ... m`,
-/// cursor moves) and other control characters, trimmed.
-fn plain_text(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // A control sequence ends at its first byte in '@'..='~'.
-            if chars.next() == Some('[') {
-                for f in chars.by_ref() {
-                    if ('@'..='~').contains(&f) {
-                        break;
-                    }
-                }
-            }
-        } else if !c.is_control() {
-            out.push(c);
-        }
-    }
-    out.trim().to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn fatal(c: &mut Console) -> Option<String> {
-        match c.poll(STALL_TCG) {
-            ConsoleState::Fatal(l) => Some(l),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn a_failed_boot_is_seen_on_the_console() {
-        let d = tempfile::tempdir().unwrap();
-        let log = d.path().join("c.log");
-        let mut c = Console::new(&log);
-        assert_eq!(fatal(&mut c), None, "no log yet");
-        fs::write(&log, "SeaBIOS\nBooting from Hard Disk...\n").unwrap();
-        assert_eq!(fatal(&mut c), None);
-        // A partial line is looked at (and again once it is complete).
-        fs::write(
-            &log,
-            "SeaBIOS\nBooting from Hard Disk...\nALERT!  UUID=1 does not exist.  Dropping to",
-        )
-        .unwrap();
-        assert_eq!(fatal(&mut c), None);
-        fs::write(&log, "SeaBIOS\nBooting from Hard Disk...\nALERT!  UUID=1 does not exist.  Dropping to a shell!\r\n").unwrap();
-        assert_eq!(
-            fatal(&mut c).as_deref(),
-            Some("ALERT!  UUID=1 does not exist.  Dropping to a shell!")
+    if !report.boot_stages.is_empty() {
+        log::info!(
+            "{} boot stages: {}",
+            report.cell(),
+            stages::summary(&report.boot_stages)
         );
-        assert_eq!(fatal(&mut c), None, "each line once");
-        // OVMF without a bootloader on the disk ends in its shell, whose
-        // prompt ends no line (as captured from a real boot).
-        let ovmf = "\x1b[16;01HPress \x1b[1m\x1b[37m\x1b[40mESC\x1b[0m\x1b[37m\x1b[40m in 1 seconds to skip \x1b[1m\x1b[33m\x1b[40mstartup.nsh\x1b[0m\x1b[37m\x1b[40m or any other key to continue.\r\n\x1b[17;01H\x1b[1m\x1b[33m\x1b[40mShell> \x1b[0m\x1b[37m\x1b[40m";
-        fs::write(&log, ovmf).unwrap();
-        assert_eq!(fatal(&mut Console::new(&log)).as_deref(), Some("Shell>"));
-    }
-
-    #[test]
-    fn silence_after_the_handover_is_a_stall_and_silence_before_it_is_not() {
-        let d = tempfile::tempdir().unwrap();
-        let log = d.path().join("c.log");
-        fs::write(&log, "Welcome to GRUB!\n").unwrap();
-        let mut c = Console::new(&log);
-        assert_eq!(c.poll(Duration::ZERO), ConsoleState::Fine);
-        std::thread::sleep(Duration::from_millis(20));
-        // Firmware and GRUB may take their time: not a stall yet.
-        assert_eq!(c.poll(Duration::ZERO), ConsoleState::Fine);
-        let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
-        writeln!(
-            f,
-            "\x1b[H\x1b[J\x1b[1;1H  Booting `Debian GNU/Linux (minimal)'"
-        )
-        .unwrap();
-        assert_eq!(c.poll(Duration::ZERO), ConsoleState::Fine, "it just grew");
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            c.poll(Duration::ZERO),
-            ConsoleState::Stalled(
-                "the guest printed nothing for 0 s after \"Booting `Debian GNU/Linux (minimal)'\""
-                    .into()
-            )
-        );
-        // Kernel lines after the handover keep it alive.
-        let mut c = Console::new(&log);
-        c.poll(Duration::from_secs(3600));
-        writeln!(f, "[    0.000000] Linux version 6.1.0").unwrap();
-        assert_eq!(c.poll(Duration::from_secs(3600)), ConsoleState::Fine);
     }
 }

@@ -161,15 +161,16 @@ fn probe(cache: &Path) -> Result<Verdict> {
 /// Boot `kernel` under `accel` and judge it by what it printed (the verdict
 /// names KVM; `accel` is TCG only to test the judging on a real kernel).
 fn boot_probe_kernel(kernel: &Path, accel: Accel) -> Result<Verdict> {
-    let (machine, cpu) = match accel {
-        Accel::Kvm => ("q35,accel=kvm", "host"),
-        Accel::Tcg => ("q35,accel=tcg", super::qemu::TCG_CPU),
+    let machine = format!("q35,accel={accel}");
+    let cpu = match accel {
+        Accel::Kvm => "host",
+        Accel::Tcg => super::qemu::TCG_CPU,
     };
     let dir = tempfile::tempdir()?;
     let console = dir.path().join("console.log");
     let t0 = Instant::now();
     let mut run = Cmd::new(QEMU)
-        .args(["-machine", machine, "-cpu", cpu, "-m", "256"])
+        .args(["-machine", &machine, "-cpu", cpu, "-m", "256"])
         .args(["-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"])
         .args(["-monitor", "none", "-serial"])
         .arg(format!("file:{}", console.display()))

@@ -1,4 +1,7 @@
-//! QEMU: accelerator probing and the command line for one test boot.
+//! QEMU: the disk formats it reads, the controller and accelerator of a
+//! boot, and the command line of one boot ([`Vm`]). Whether KVM works is
+//! [`super::kvm`]'s to say; which disk an artifact boots from is
+//! [`super::boot_disk`]'s.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -6,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cmd::Cmd;
-use crate::config::BootMode;
+use crate::config::{BootMode, Format};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -17,6 +20,50 @@ pub const TCG_CPU: &str = "max";
 const EC2_UUID: &str = "ec2e1f5a-1f0c-4d7b-9a55-0123456789ab";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
+/// A disk image format as QEMU and `qemu-img` read it (`format=`, `-f`,
+/// `-F`): the format of the file a boot reads, which for an OVA or a
+/// Vagrant box is the VMDK inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+    Vmdk,
+    Vdi,
+}
+
+impl DiskFormat {
+    /// QEMU's name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Vmdk => "vmdk",
+            DiskFormat::Vdi => "vdi",
+        }
+    }
+
+    /// The format of the disk a `format` artifact boots from: its own, or
+    /// for an OVA or a Vagrant box that of the VMDK inside it. None for a
+    /// container or tree artifact, which holds no disk.
+    pub fn of_artifact(format: Format) -> Option<DiskFormat> {
+        match format {
+            Format::Raw => Some(DiskFormat::Raw),
+            Format::Qcow2 => Some(DiskFormat::Qcow2),
+            Format::Vmdk | Format::Ova | Format::Vagrant => Some(DiskFormat::Vmdk),
+            Format::Vdi => Some(DiskFormat::Vdi),
+            Format::Oci | Format::DockerArchive | Format::Sif | Format::Tarball => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DiskFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How QEMU runs the guest's processors: KVM (hardware virtualisation) or
+/// TCG (software emulation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Accel {
@@ -25,6 +72,8 @@ pub enum Accel {
 }
 
 impl Accel {
+    /// The accelerator's name, as QEMU's `-machine accel=` and the reports
+    /// write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
@@ -33,13 +82,14 @@ impl Accel {
     }
 }
 
-/// The accelerator for the next boot (see [`super::kvm`]).
-pub fn accel() -> Accel {
-    super::kvm::accel()
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The controller the image's disk sits on, as its destination has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Bus {
     /// KVM clouds (OpenStack, Eucalyptus on KVM) and plain QEMU.
     Virtio,
@@ -93,7 +143,7 @@ impl Bus {
 /// One test boot's virtual machine.
 pub struct Vm<'a> {
     pub disk: &'a Path,
-    pub disk_format: &'a str,
+    pub disk_format: DiskFormat,
     pub bus: Bus,
     /// Names the console and result logs: `<label>.serial.log`.
     pub label: &'a str,
@@ -139,40 +189,45 @@ impl Vm<'_> {
         };
         let mut c = Cmd::new(QEMU);
         let tcg_cpu = std::env::var("BIOVM_TCG_CPU").unwrap_or_else(|_| TCG_CPU.into());
-        let (accel, cpu) = match self.accel {
-            Accel::Kvm => ("kvm", "host"),
-            Accel::Tcg => ("tcg", tcg_cpu.as_str()),
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => tcg_cpu.as_str(),
         };
-        c.args(["-machine", &format!("q35,accel={accel}"), "-cpu", cpu])
-            .args([
-                "-smp",
-                &self.cpus.to_string(),
-                "-m",
-                &self.memory_mib.to_string(),
-            ])
-            .args([
-                "-nodefaults",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-monitor",
-                "none",
-            ])
-            .arg("-serial")
-            .arg(if self.console_on_terminal {
-                "mon:stdio".to_string()
-            } else {
-                format!("file:{}", files.console_log.display())
-            })
-            .arg("-serial")
-            .arg(format!("file:{}", files.results_log.display()))
-            .arg("-drive")
-            .arg(format!(
-                "if=none,id=os,file={},format={},snapshot=on",
-                self.disk.display(),
-                self.disk_format
-            ))
-            .args(["-device", self.bus.device()]);
+        c.args([
+            "-machine",
+            &format!("q35,accel={}", self.accel),
+            "-cpu",
+            cpu,
+        ])
+        .args([
+            "-smp",
+            &self.cpus.to_string(),
+            "-m",
+            &self.memory_mib.to_string(),
+        ])
+        .args([
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(if self.console_on_terminal {
+            "mon:stdio".to_string()
+        } else {
+            format!("file:{}", files.console_log.display())
+        })
+        .arg("-serial")
+        .arg(format!("file:{}", files.results_log.display()))
+        .arg("-drive")
+        .arg(format!(
+            "if=none,id=os,file={},format={},snapshot=on",
+            self.disk.display(),
+            self.disk_format
+        ))
+        .args(["-device", self.bus.device()]);
         if let Some(checks) = self.checks_drive {
             c.arg("-drive")
                 .arg(format!(
@@ -244,7 +299,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let vm = Vm {
             disk: Path::new("/x/minimal.raw"),
-            disk_format: "raw",
+            disk_format: DiskFormat::Raw,
             bus: Bus::Nvme,
             label: "raw-bios",
             checks_drive: Some(Path::new("/x/checks.tar")),

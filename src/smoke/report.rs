@@ -254,31 +254,6 @@ impl BootReport {
 }
 
 impl BootReport {
-    /// Name `cell`'s artifact (its file name), format and disk controller.
-    pub fn name_cell(&mut self, cell: &super::Cell) {
-        self.artifact = cell
-            .artifact
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.format = cell.format;
-        self.bus = cell.bus.into();
-    }
-
-    /// The report of a cell whose boot could not even be set up.
-    pub fn failed_to_start(cell: &super::Cell, e: &anyhow::Error) -> BootReport {
-        let mut r = BootReport::new(
-            cell.format,
-            cell.firmware.into(),
-            cell.bus.into(),
-            super::qemu::accel().into(),
-            PathBuf::new(),
-        );
-        r.name_cell(cell);
-        r.error = Some(format!("{e:#}"));
-        r
-    }
-
     /// The report of a container artifact whose checks could not start.
     pub fn container_failed_to_start(
         artifact: &std::path::Path,

@@ -38,7 +38,7 @@ pub fn key(job: &Job, checks: &[Tool], opts: &TestOptions) -> Result<String> {
                 c.label(),
                 c.bus.as_str(),
                 c.cloud.datasource(),
-                super::qemu::accel().as_str(),
+                super::kvm::accel().as_str(),
                 opts.memory_mib
             ),
         ),

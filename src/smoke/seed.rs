@@ -1,15 +1,19 @@
-//! What a cloud hands a booting instance, made locally: a NoCloud seed
-//! drive (a small FAT filesystem labelled `CIDATA` holding `meta-data` and
-//! `user-data`, as cloud-init's NoCloud data source reads it), and a disk
-//! overlay larger than the image, so the guest grows its root filesystem
-//! as it would on a bigger cloud volume. Neither touches the artifact.
+//! What a cloud hands a booting instance, made locally: where its
+//! cloud-init looks for it ([`Cloud`]), a NoCloud seed drive (a small FAT
+//! filesystem labelled `CIDATA` holding `meta-data` and `user-data`, as
+//! cloud-init's NoCloud data source reads it; EC2's metadata service is
+//! [`super::imds`]), and a disk overlay larger than the image, so the guest
+//! grows its root filesystem as it would on a bigger cloud volume. Neither
+//! touches the artifact.
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::qemu::DiskFormat;
 use crate::cmd::Cmd;
+use crate::config::Format;
 
 /// The user a test boot asks cloud-init to create.
 pub const SEED_USER: &str = "biovm-seed";
@@ -22,6 +26,37 @@ pub const SEED_KEY: &str =
 
 /// How much larger than the image the overlay disk of a test boot is.
 pub const GROW_BYTES: u64 = 1 << 30;
+
+/// Where a booting guest's cloud-init finds its instance data, as at the
+/// artifact's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cloud {
+    /// A seed drive labelled CIDATA (local VMs, VirtualBox, KVM clouds'
+    /// config drives).
+    NoCloud,
+    /// EC2: the metadata service at 169.254.169.254 with IMDSv2 session
+    /// tokens, on a machine whose firmware says "Amazon EC2".
+    Ec2,
+}
+
+impl Cloud {
+    /// Raw disks go to EC2; every other disk gets a NoCloud seed.
+    pub fn for_format(f: Format) -> Cloud {
+        if f == Format::Raw {
+            Cloud::Ec2
+        } else {
+            Cloud::NoCloud
+        }
+    }
+
+    /// The cloud-init data source that must have been used.
+    pub fn datasource(self) -> &'static str {
+        match self {
+            Cloud::NoCloud => "NoCloud",
+            Cloud::Ec2 => "Ec2",
+        }
+    }
+}
 
 /// The `#cloud-config` user data of a test boot: the image's default user
 /// gets `key`, and `user` is created with the same key, as a cloud would.
@@ -74,14 +109,14 @@ pub fn write_nocloud_seed(path: &Path, instance_id: &str, user_data: &str) -> Re
 }
 
 /// The virtual size of the disk image `disk` in QEMU format `format`.
-pub fn virtual_size(disk: &Path, format: &str) -> Result<u64> {
-    if format == "raw" {
+pub fn virtual_size(disk: &Path, format: DiskFormat) -> Result<u64> {
+    if format == DiskFormat::Raw {
         return Ok(fs::metadata(disk)
             .with_context(|| format!("cannot read {}", disk.display()))?
             .len());
     }
     let out = Cmd::new("qemu-img")
-        .args(["info", "--output=json", "-f", format])
+        .args(["info", "--output=json", "-f", format.name()])
         .arg(disk)
         .output()?;
     let v: serde_json::Value = serde_json::from_str(&out)
@@ -93,13 +128,21 @@ pub fn virtual_size(disk: &Path, format: &str) -> Result<u64> {
 
 /// Create `overlay`, a qcow2 disk of `size` bytes whose first blocks read
 /// through to `base` (opened read-only): the guest writes only the overlay.
-pub fn create_overlay(base: &Path, format: &str, overlay: &Path, size: u64) -> Result<()> {
+pub fn create_overlay(base: &Path, format: DiskFormat, overlay: &Path, size: u64) -> Result<()> {
     let base = base
         .canonicalize()
         .with_context(|| format!("cannot find {}", base.display()))?;
     let _ = fs::remove_file(overlay);
     Cmd::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .args([
+            "create",
+            "-q",
+            "-f",
+            DiskFormat::Qcow2.name(),
+            "-F",
+            format.name(),
+            "-b",
+        ])
         .arg(&base)
         .arg(overlay)
         .arg(size.to_string())
@@ -166,10 +209,10 @@ mod tests {
         let base = d.path().join("base.raw");
         fs::write(&base, vec![7u8; 1 << 20]).unwrap();
         let overlay = d.path().join("o.qcow2");
-        create_overlay(&base, "raw", &overlay, (1 << 20) + GROW_BYTES).unwrap();
-        assert_eq!(virtual_size(&base, "raw").unwrap(), 1 << 20);
+        create_overlay(&base, DiskFormat::Raw, &overlay, (1 << 20) + GROW_BYTES).unwrap();
+        assert_eq!(virtual_size(&base, DiskFormat::Raw).unwrap(), 1 << 20);
         assert_eq!(
-            virtual_size(&overlay, "qcow2").unwrap(),
+            virtual_size(&overlay, DiskFormat::Qcow2).unwrap(),
             (1 << 20) + GROW_BYTES
         );
         // A write through the overlay lands in the overlay only.

@@ -228,35 +228,6 @@ fn clock_secs(s: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + sec + ms.parse::<f64>().ok()? / 1000.0)
 }
 
-/// Fill `report`'s `boot_stages` from its guest's `stages` report and the
-/// console `marks`, and turn cloud-init's raw events into its blame list.
-pub(crate) fn fill(report: &mut super::BootReport, marks: ConsoleMarks) {
-    report.boot_stages = breakdown(
-        marks,
-        report.boot_secs,
-        report.guest_uptime_at_start,
-        report.total_secs,
-        report.boot_analysis.get("stages").map(String::as_str),
-    );
-    if let Some(ev) = report.boot_analysis.remove("cloud-init-events") {
-        let blame: String = cloud_init_blame(&ev)
-            .lines()
-            .take(30)
-            .map(|l| format!("{l}\n"))
-            .collect();
-        report
-            .boot_analysis
-            .insert("cloud-init-blame".into(), blame);
-    }
-    if !report.boot_stages.is_empty() {
-        log::info!(
-            "{} boot stages: {}",
-            report.cell(),
-            summary(&report.boot_stages)
-        );
-    }
-}
-
 /// The stages in one line for the log: `firmware 3.1 s, grub 0.4 s, ...`.
 pub fn summary(stages: &[Stage]) -> String {
     stages

@@ -4,7 +4,9 @@
 //! device). The build records the staging tree's digest in the manifest;
 //! the test recomputes it from every disk it boots and from the tree the
 //! native checks run in, so a check that passed natively stands for the
-//! disk: they are one tree.
+//! disk: they are one tree. The comparison is the host-judged check
+//! `system/same-tree` ([`same_tree_result`]), in every VM boot's report and
+//! the native run's.
 //!
 //! What counts: every path (in a depth-first walk, children sorted by name
 //! bytes), its type, permission bits (with setuid, setgid, sticky), owner
@@ -19,6 +21,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
+
+use super::boot_disk::disk_to_boot;
+use super::checks::{judged_on_host, system_check};
+use super::qemu::DiskFormat;
+use super::report::CheckResult;
 
 /// Paths at the root the digest leaves out.
 const SKIP_AT_ROOT: &[&[u8]] = &[b"lost+found"];
@@ -207,13 +214,13 @@ pub fn root_partition_offset(raw: &Path) -> Result<u64> {
 /// (for an OVA or a Vagrant box, of the VMDK inside it). The caller removes
 /// a copy when done with it.
 pub fn raw_view(artifact: &Path, format: crate::config::Format, scratch: &Path) -> Result<PathBuf> {
-    let (disk, qf) = super::disk_to_boot(artifact, format, &scratch.join("disk.tmp"))?;
-    if qf == "raw" {
+    let (disk, qf) = disk_to_boot(artifact, format, &scratch.join("disk.tmp"))?;
+    if qf == DiskFormat::Raw {
         return Ok(disk);
     }
     let raw = scratch.join("disk.raw.tmp");
     let converted = crate::cmd::Cmd::new("qemu-img")
-        .args(["convert", "-f", qf, "-O", "raw"])
+        .args(["convert", "-f", qf.name(), "-O", DiskFormat::Raw.name()])
         .arg(&disk)
         .arg(&raw)
         .run()
@@ -259,6 +266,28 @@ pub fn disk_digest(
     );
     map.insert(artifact.to_path_buf(), d.clone());
     Ok(d)
+}
+
+/// The host-side check that a tree is the build's: `got` is the digest of
+/// the tree read from a disk (or the tree the native checks ran in),
+/// `want` the one the build recorded in the manifest.
+pub fn same_tree_result(want: &str, got: &str) -> CheckResult {
+    let output = if got == want {
+        format!("same tree as built: {got}")
+    } else {
+        format!("root filesystem {got}, but the build made {want}")
+    };
+    judged_on_host(&same_tree_check(), output)
+}
+
+/// The check [`same_tree_result`] judges: the digests are the same.
+fn same_tree_check() -> crate::manifest::Tool {
+    system_check(
+        "same-tree",
+        "(judged on the host: the digest of the root filesystem read from the disk)".into(),
+        "^same tree as built: ",
+        0,
+    )
 }
 
 /// Hashes what is written to it, and copies it to a file if it has one.

@@ -15,7 +15,7 @@ use crate::formats::spdx::{id_part, purl_encode};
 
 /// `sbom` (an SPDX 2.3 JSON document written by the build) with the
 /// sources of `sources` added; `suite` is the purl `distro`.
-pub fn with_sources(sbom: &str, sources: &Sources, suite: &str) -> Result<String> {
+pub(crate) fn with_sources(sbom: &str, sources: &Sources, suite: &str) -> Result<String> {
     let mut doc: Value = serde_json::from_str(sbom).context("the build's SBOM is not JSON")?;
     // The binary packages by (kind, name, version).
     let mut binaries: HashMap<(&str, String, String), String> = HashMap::new();

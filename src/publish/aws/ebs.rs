@@ -19,7 +19,7 @@ use rand::Rng;
 use reqwest::Method;
 use sha2::{Digest, Sha256};
 
-use crate::publish::http::{ApiError, Client, Request};
+use crate::publish::http::{ApiError, Client, Request, Service};
 
 const GIB: u64 = 1 << 30;
 
@@ -88,7 +88,7 @@ impl<'a> Ebs<'a> {
         }
         let url = format!("{}{path}", self.endpoint);
         let r = self.client.send(&Request {
-            service: "ebs",
+            service: Service::Ebs,
             action,
             method,
             url: url.clone(),
@@ -166,7 +166,7 @@ impl<'a> Ebs<'a> {
             ("x-amz-progress".to_string(), progress.to_string()),
         ];
         self.client.send(&Request {
-            service: "ebs",
+            service: Service::Ebs,
             action: "ebs:PutSnapshotBlock",
             method: Method::PUT,
             url: format!("{}/snapshots/{snapshot}/blocks/{index}", self.endpoint),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use reqwest::Method;
 
-use crate::publish::http::{ApiError, Client, Request};
+use crate::publish::http::{ApiError, Client, Request, Service};
 use crate::publish::xml::{Doc, Element};
 
 pub const API_VERSION: &str = "2016-11-15";
@@ -100,7 +100,7 @@ impl<'a> Ec2<'a> {
             _ => "ec2",
         };
         let req = Request {
-            service: "ec2",
+            service: Service::Ec2,
             action: full_action,
             method: Method::POST,
             url: self.endpoint.clone(),

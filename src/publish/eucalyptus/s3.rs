@@ -4,7 +4,7 @@
 use reqwest::Method;
 
 use crate::publish::aws::ec2_api::encode;
-use crate::publish::http::{ApiError, Client, Request};
+use crate::publish::http::{ApiError, Client, Request, Service};
 
 pub struct S3<'a> {
     pub client: &'a Client,
@@ -32,7 +32,7 @@ impl<'a> S3<'a> {
     pub fn check_bucket(&self, bucket: &str) -> anyhow::Result<()> {
         let url = format!("{}/{}", self.endpoint, encode(bucket));
         let r = self.client.send(&Request {
-            service: "s3",
+            service: Service::S3,
             action: "s3:ListBucket",
             method: Method::HEAD,
             url: url.clone(),
@@ -59,7 +59,7 @@ impl<'a> S3<'a> {
         content_type: &str,
     ) -> Result<(), ApiError> {
         self.client.send(&Request {
-            service: "s3",
+            service: Service::S3,
             action: "s3:PutObject",
             method: Method::PUT,
             url: self.url(bucket, key),

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{write_checks_drive, BootReport};
+use super::checks::{write_checks_drive, ResultsTail};
+use super::report::BootReport;
+use super::tree;
 use crate::cmd::Cmd;
 use crate::config::Format;
 use crate::fsutil;
@@ -270,7 +272,7 @@ pub fn test_container(
     report.total_secs = t0.elapsed().as_secs_f64();
     report.mark_not_run(tools);
     if let (Some(got), Some(want)) = (&tree, expected_tree) {
-        report.results.push(super::same_tree_result(want, got));
+        report.results.push(tree::same_tree_result(want, got));
     }
     keep_results(&results, &log_path)?;
     let t_rm = Instant::now();
@@ -294,12 +296,7 @@ fn unpack_tree(
 ) -> Result<Option<String>> {
     if format.is_disk() {
         fs::create_dir(root).with_context(|| format!("cannot create {}", root.display()))?;
-        Ok(Some(super::tree::disk_digest(
-            artifact,
-            format,
-            work,
-            Some(root),
-        )?))
+        Ok(Some(tree::disk_digest(artifact, format, work, Some(root))?))
     } else {
         unpack_rootfs(artifact, format, root)?;
         Ok(None)
@@ -361,7 +358,7 @@ fn watch_container(
     run_t0: Instant,
     timeout: Duration,
 ) -> bool {
-    let mut tail = super::ResultsTail::new(results);
+    let mut tail = ResultsTail::new(results);
     let mut done = false;
     loop {
         let exited = child.try_wait();

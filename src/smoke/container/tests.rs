@@ -7,7 +7,7 @@ use super::*;
 use crate::formats::{self, FormatContext};
 use crate::manifest::ToolCheck;
 use crate::smoke::report::{self, Runner};
-use crate::smoke::{CheckOutcome, CheckResult};
+use crate::smoke::report::{CheckOutcome, CheckResult};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -1,0 +1,105 @@
+//! The disk a VM boot reads for an artifact, and its QEMU format: the
+//! artifact itself, or for an OVA or a Vagrant box the streamOptimized
+//! VMDK inside it (copied out as VirtualBox would import it, or hashed in
+//! place).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::qemu::DiskFormat;
+use crate::config::Format;
+
+/// The QEMU format of the disk a `format` artifact boots from (for an OVA
+/// or a Vagrant box, of the VMDK inside it); an error naming `artifact`
+/// for a container or tree artifact.
+pub fn qemu_format(artifact: &Path, format: Format) -> Result<DiskFormat> {
+    DiskFormat::of_artifact(format).with_context(|| {
+        format!(
+            "{}: a {} artifact is not a disk to boot",
+            artifact.display(),
+            format.as_str()
+        )
+    })
+}
+
+/// Whether the disk of a `format` artifact sits inside an archive.
+fn disk_in_archive(format: Format) -> bool {
+    matches!(format, Format::Ova | Format::Vagrant)
+}
+
+/// The disk QEMU boots for `artifact`, and its QEMU format. OVA and
+/// Vagrant boxes carry a streamOptimized VMDK inside a tar (gzip-compressed
+/// for Vagrant): it is copied out to `scratch`, as VirtualBox would import it.
+pub fn disk_to_boot(
+    artifact: &Path,
+    format: Format,
+    scratch: &Path,
+) -> Result<(PathBuf, DiskFormat)> {
+    let qf = qemu_format(artifact, format)?;
+    if disk_in_archive(format) {
+        extract_vmdk(artifact, scratch)?;
+        Ok((scratch.to_path_buf(), qf))
+    } else {
+        Ok((artifact.to_path_buf(), qf))
+    }
+}
+
+/// Copy the first `.vmdk` member of the (possibly gzip-compressed) tar
+/// `archive` to `dest`.
+fn extract_vmdk(archive: &Path, dest: &Path) -> Result<()> {
+    with_vmdk_member(archive, |name, member| {
+        let mut out =
+            fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+        std::io::copy(member, &mut out)
+            .with_context(|| format!("extracting {name} from {}", archive.display()))?;
+        Ok(())
+    })
+}
+
+/// Call `f` with the name and contents of the first `.vmdk` member of the
+/// (possibly gzip-compressed) tar `archive`.
+fn with_vmdk_member<T>(
+    archive: &Path,
+    f: impl FnOnce(&str, &mut dyn std::io::Read) -> Result<T>,
+) -> Result<T> {
+    use std::io::Read;
+    let open =
+        || fs::File::open(archive).with_context(|| format!("cannot open {}", archive.display()));
+    let mut magic = [0u8; 2];
+    let gz = open()?.read(&mut magic)? == 2 && magic == [0x1f, 0x8b];
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(open()?))
+    } else {
+        Box::new(open()?)
+    };
+    let mut ar = tar::Archive::new(reader);
+    for e in ar
+        .entries()
+        .with_context(|| format!("{} is not a tar archive", archive.display()))?
+    {
+        let mut e = e.with_context(|| format!("reading {}", archive.display()))?;
+        let name = e.path()?.to_string_lossy().into_owned();
+        if name.ends_with(".vmdk") {
+            return f(&name, &mut e);
+        }
+    }
+    anyhow::bail!("{} holds no .vmdk disk", archive.display())
+}
+
+/// The SHA-256 of the disk QEMU boots for `artifact` (for an OVA or a
+/// Vagrant box, of the VMDK inside it, read from the archive without
+/// writing it out).
+pub fn boot_disk_sha256(artifact: &Path, format: Format) -> Result<String> {
+    use sha2::Digest;
+    if !disk_in_archive(format) {
+        return crate::store::sha256(artifact);
+    }
+    with_vmdk_member(artifact, |name, member| {
+        let mut h = sha2::Sha256::new();
+        std::io::copy(member, &mut h)
+            .with_context(|| format!("reading {name} in {}", artifact.display()))?;
+        Ok(crate::fsutil::hex(&h.finalize()))
+    })
+}

@@ -1,0 +1,351 @@
+//! The work queue that runs the test matrix ([`super::matrix`]) of a built
+//! image: up to `--jobs` jobs at once, each VM boot ([`super::boot`]) or
+//! native or container run ([`super::container`]) with an equal share of
+//! the cores; results stored from an earlier test are taken instead of
+//! running again ([`super::reuse`]), a cell that would repeat another's boot
+//! gets that boot's report, and the reports are written as `report.json`
+//! and `junit.xml` next to the serial logs ([`super::report`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::boot::{boot_and_check, boot_sample};
+use super::matrix::{self, shared_boots, Job, Sharing};
+use super::report::{self, BootReport};
+use super::{container, default_jobs, reuse, TestOptions};
+use crate::config::{BootMode, Format};
+use crate::manifest::Tool;
+
+/// How long a container's checks may run: every check's own timeout, plus a
+/// minute for the container to start.
+fn container_timeout(tools: &[Tool]) -> Duration {
+    Duration::from_secs(
+        60 + tools
+            .iter()
+            .map(|t| u64::from(t.check.timeout))
+            .sum::<u64>(),
+    )
+}
+
+/// Run every job, up to `opts.jobs` at once; VM guests get an equal share
+/// of the cores. A job whose result is stored ([`super::reuse`]: the same
+/// artifact bytes, checks and runner passed before) is not run again
+/// unless `opts.rerun`: its report is the stored one and says so. A VM cell
+/// that would repeat an earlier cell's boot exactly ([`shared_boots`]) is
+/// not booted again unless `opts.boot_identical_disks`: its report is that
+/// boot's, naming it. Reports come back in the jobs' order; a job that
+/// fails to start gets a failed report naming why.
+pub fn run_jobs(
+    jobs: &[Job],
+    tools: &[Tool],
+    run_dir: &Path,
+    opts: &TestOptions,
+) -> Vec<BootReport> {
+    // With a native run of every check in the same tree, boots run the
+    // system's checks and a sample; otherwise (or with --full) every check.
+    let has_native = jobs
+        .iter()
+        .any(|j| matches!(j, Job::Container { format, .. } if format.is_disk()));
+    let sample;
+    let boot_tools = if has_native && !opts.full {
+        sample = boot_sample(tools);
+        &sample[..]
+    } else {
+        tools
+    };
+    let checks_of = |j: &Job| match j {
+        Job::Vm(_) => boot_tools,
+        Job::Container { .. } => tools,
+    };
+    let store = crate::store::Results::open();
+    let keys: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| match reuse::key(j, checks_of(j), opts) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                log::warn!("{}: {e:#}; its result is not stored", j.label());
+                None
+            }
+        })
+        .collect();
+    let mut reports: Vec<Option<BootReport>> = keys
+        .iter()
+        .map(|k| match k {
+            Some(k) if !opts.rerun => reuse::lookup(&store, k, run_dir),
+            _ => None,
+        })
+        .collect();
+    let todo: Vec<usize> = (0..jobs.len()).filter(|&i| reports[i].is_none()).collect();
+    for (i, r) in reports.iter().enumerate() {
+        if let Some(r) = r {
+            let when = r.reused.as_ref().map_or("", |u| u.tested_at.as_str());
+            log::info!(
+                "{}: passed at {when}, unchanged since: not run again",
+                jobs[i].label()
+            );
+        }
+    }
+    let fresh_jobs: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
+    let fresh = run_fresh(&fresh_jobs, tools, boot_tools, run_dir, opts);
+    for (&i, r) in todo.iter().zip(fresh) {
+        if let (true, Some(k)) = (r.passed(), &keys[i]) {
+            if let Err(e) = reuse::keep(&store, k, &r, run_dir, &jobs[i].label()) {
+                log::warn!("{}: its result is not stored: {e:#}", jobs[i].label());
+            }
+        }
+        reports[i] = Some(r);
+    }
+    reports.into_iter().flatten().collect()
+}
+
+/// Run `jobs` (none of them reused): VM jobs with `boot_tools`, the others
+/// with every tool.
+fn run_fresh(
+    jobs: &[Job],
+    tools: &[Tool],
+    boot_tools: &[Tool],
+    run_dir: &Path,
+    opts: &TestOptions,
+) -> Vec<BootReport> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let sharing = if opts.boot_identical_disks {
+        vec![Sharing::default(); jobs.len()]
+    } else {
+        shared_boots(jobs)
+    };
+    let own: Vec<usize> = (0..jobs.len())
+        .filter(|&i| sharing[i].same_boot_as.is_none())
+        .collect();
+    let workers = opts.jobs.clamp(1, own.len().max(1));
+    let cpus = (default_jobs() / workers).max(1) as u32;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<BootReport>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let done = crate::progress::units("test", "boots", own.len() as u64, "boots");
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(&i) = own.get(n) else { break };
+                let job = &jobs[i];
+                let stage = crate::progress::start("test", &job.label());
+                let r = match job {
+                    Job::Vm(cell) => {
+                        log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
+                        boot_and_check(cell, boot_tools, run_dir, cpus, opts)
+                    }
+                    Job::Container { artifact, format } => {
+                        log::info!("running the checks in {}", artifact.display());
+                        container::test_container(
+                            artifact,
+                            *format,
+                            tools,
+                            run_dir,
+                            container_timeout(tools),
+                            opts.tree_sha256.as_deref(),
+                            opts.default_user.as_deref().filter(|_| format.is_disk()),
+                        )
+                    }
+                };
+                let r = r.unwrap_or_else(|e| job.failed(&e));
+                match (r.passed(), &r.error) {
+                    (true, _) => stage.finish(),
+                    (false, Some(e)) => stage.fail(e),
+                    (false, None) => stage.fail(&format!(
+                        "{} of {} checks failed",
+                        r.results.iter().filter(|c| !c.outcome.passed()).count(),
+                        r.results.len()
+                    )),
+                }
+                done.inc(1);
+                *slots[i].lock().unwrap() = Some(r);
+            });
+        }
+    });
+    done.finish();
+    let mut reports: Vec<BootReport> = slots
+        .into_iter()
+        .zip(jobs)
+        .map(|(m, j)| {
+            m.into_inner().unwrap().unwrap_or_else(|| {
+                j.failed(&anyhow::anyhow!("{}: the test thread died", j.label()))
+            })
+        })
+        .collect();
+    for (i, share) in sharing.iter().enumerate() {
+        reports[i].disk_sha256.clone_from(&share.disk_sha256);
+        let (Some(p), Job::Vm(cell)) = (share.same_boot_as, &jobs[i]) else {
+            continue;
+        };
+        let mut r = reports[p].clone();
+        r.name_cell(cell);
+        r.same_boot_as = Some(reports[p].cell());
+        log::info!(
+            "{}: its disk is byte-for-byte the disk of {} (sha256 {}), booted the same way: \
+             its results are that boot's",
+            r.cell(),
+            reports[p].cell(),
+            share.disk_sha256.as_deref().unwrap_or("")
+        );
+        reports[i] = r;
+    }
+    reports
+}
+
+/// Test `artifacts` with `tools` (the whole matrix), and write
+/// `report.json` and `junit.xml` into `report_dir` (next to the serial
+/// logs). Returns the reports; the caller judges them.
+pub fn test_artifacts(
+    artifacts: &[(PathBuf, Format)],
+    tools: &[Tool],
+    modes: &[BootMode],
+    report_dir: &Path,
+    opts: &TestOptions,
+) -> Result<Vec<BootReport>> {
+    let mut jobs = matrix::jobs(artifacts, modes);
+    if !opts.full && jobs.iter().any(|j| matches!(j, Job::Vm(_))) {
+        // First: it is quick, and a tool that fails shows at once.
+        if let Some(n) = matrix::native_job(artifacts) {
+            jobs.insert(0, n);
+        }
+    }
+    if jobs.is_empty() {
+        anyhow::bail!("nothing to test: no disk or container artifact among the targets");
+    }
+    if jobs.iter().any(|j| matches!(j, Job::Vm(_))) {
+        crate::doctor::require(crate::doctor::Need::Test)?;
+    }
+    let _lock = lock_report_dir(report_dir)?;
+    let reports = run_jobs(&jobs, tools, report_dir, opts);
+    let json = serde_json::to_string_pretty(&reports)? + "\n";
+    crate::fsutil::write_atomic(&report_dir.join("report.json"), json.as_bytes())?;
+    crate::fsutil::write_atomic(
+        &report_dir.join("junit.xml"),
+        report::junit(&reports).as_bytes(),
+    )?;
+    Ok(reports)
+}
+
+/// Create `dir` and hold an exclusive lock on it while the returned file
+/// lives: two tests of one artifact would otherwise write the same
+/// overlays and logs (and QEMU would refuse the second with a lock error
+/// that names neither test).
+fn lock_report_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let f = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            anyhow::bail!(
+                "{} is in use by another `biovm test` of the same artifacts; \
+                 wait for it to finish",
+                dir.display()
+            );
+        }
+        return Err(e).with_context(|| format!("cannot lock {}", dir.display()));
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smoke::matrix::tests::{artifacts, disk};
+
+    #[test]
+    fn a_second_test_of_the_same_artifacts_is_refused_until_the_first_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("minimal.test");
+        let first = lock_report_dir(&dir).unwrap();
+        let e = lock_report_dir(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("minimal.test is in use by another `biovm test`"),
+            "{e}"
+        );
+        drop(first);
+        lock_report_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_job_that_cannot_start_gets_a_failed_report_naming_why() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("gone.tar.gz");
+        let jobs = vec![Job::Container {
+            artifact: missing,
+            format: Format::Tarball,
+        }];
+        let opts = TestOptions {
+            boot_timeout: Duration::from_secs(5),
+            jobs: 1,
+            memory_mib: 256,
+            boot_identical_disks: false,
+            ..TestOptions::default()
+        };
+        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        assert_eq!(r.len(), 1);
+        assert!(!r[0].passed());
+        assert_eq!(
+            (r[0].artifact.as_str(), r[0].firmware),
+            ("gone.tar.gz", report::Runner::Container)
+        );
+        assert!(
+            r[0].error.as_deref().unwrap().contains("gone.tar.gz"),
+            "{:?}",
+            r[0].error
+        );
+    }
+
+    /// A cell that shares a boot reports that boot's results under its own
+    /// artifact's name and names the boot; with `boot_identical_disks`
+    /// every cell boots (here: fails to, the disks are not disks).
+    #[test]
+    fn a_shared_cell_reports_the_boot_it_shares_under_its_own_name() {
+        let d = tempfile::tempdir().unwrap();
+        let arts: Vec<(PathBuf, Format)> = artifacts(d.path(), &disk())
+            .into_iter()
+            .filter(|(_, f)| matches!(f, Format::Vmdk | Format::Ova))
+            .collect();
+        let jobs = matrix::jobs(&arts, &[BootMode::Bios]);
+        let mut opts = TestOptions {
+            boot_timeout: Duration::from_secs(5),
+            jobs: 2,
+            memory_mib: 256,
+            boot_identical_disks: false,
+            ..TestOptions::default()
+        };
+        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        assert_eq!(
+            (r[0].cell().as_str(), r[1].cell().as_str()),
+            ("m.vmdk bios", "m.ova bios")
+        );
+        assert_eq!(r[1].format, Format::Ova);
+        assert_eq!(r[1].same_boot_as.as_deref(), Some("m.vmdk bios"));
+        assert_eq!(r[0].same_boot_as, None);
+        assert_eq!(r[1].disk_sha256, r[0].disk_sha256);
+        // The boot failed (no disk QEMU can read), and so does its copy.
+        let e = r[0].error.as_deref().unwrap();
+        assert!(e.contains("m.vmdk"), "{e}");
+        assert_eq!(r[1].error.as_deref(), Some(e));
+        let table = report::table(&r);
+        assert!(
+            table.contains("m.ova bios: FAILED (") && table.contains("same disk as m.vmdk bios"),
+            "{table}"
+        );
+        let junit = report::junit(&r);
+        assert!(
+            junit.contains("<property name=\"same-boot-as\" value=\"m.vmdk bios\"/>"),
+            "{junit}"
+        );
+        opts.boot_identical_disks = true;
+        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        assert_eq!(r[1].same_boot_as, None);
+        let e = r[1].error.as_deref().unwrap();
+        assert!(e.contains("m.ova"), "{e}");
+    }
+}
