@@ -437,6 +437,38 @@ pub(crate) fn allocated_bytes(path: &Path) -> Result<u64> {
     Ok(m.blocks() * 512)
 }
 
+/// Put `src` (a file or a folder tree) at `dest` (a release or sources folder):
+/// a hard link when both are on one filesystem, else a copy; files appear
+/// under their final name only when complete.
+pub(crate) fn place(src: &Path, dest: &Path) -> Result<()> {
+    let meta =
+        fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
+    if meta.is_dir() {
+        fs::create_dir_all(dest)
+            .with_context(|| format!("cannot create folder {}", dest.display()))?;
+        let mut entries: Vec<_> = fs::read_dir(src)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            place(&e.path(), &dest.join(e.file_name()))?;
+        }
+        return Ok(());
+    }
+    if let (Ok(a), Ok(b)) = (fs::metadata(dest), fs::metadata(src)) {
+        use std::os::unix::fs::MetadataExt;
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            return Ok(()); // already this file (a re-run)
+        }
+    }
+    let tmp = temp_name(dest);
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(src, &tmp).is_err() {
+        fs::copy(src, &tmp)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
+    }
+    fs::rename(&tmp, dest)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

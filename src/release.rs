@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::build::{build, inputs_hash, BuildOptions};
 use crate::config::{Format, Image};
-use crate::fsutil;
+use crate::fsutil::{self, place};
 use crate::lock::Lock;
 use crate::manifest::Manifest;
 use crate::smoke::{self, report, TestOptions};
@@ -574,38 +574,6 @@ fn artifacts_of(dir: &Path, m: &Manifest) -> Result<Vec<(PathBuf, Format)>> {
 /// `x.oci/index.json` -> `x.oci`; `x.raw` -> `x.raw`.
 fn top_component(file: &str) -> &str {
     file.split('/').next().unwrap_or(file)
-}
-
-/// Put `src` (a file or a folder tree) at `dest` in the release folder:
-/// a hard link when both are on one filesystem, else a copy; files appear
-/// under their final name only when complete.
-pub(crate) fn place(src: &Path, dest: &Path) -> Result<()> {
-    let meta =
-        std::fs::symlink_metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
-    if meta.is_dir() {
-        std::fs::create_dir_all(dest)
-            .with_context(|| format!("cannot create folder {}", dest.display()))?;
-        let mut entries: Vec<_> = std::fs::read_dir(src)?.collect::<std::io::Result<_>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            place(&e.path(), &dest.join(e.file_name()))?;
-        }
-        return Ok(());
-    }
-    if let (Ok(a), Ok(b)) = (std::fs::metadata(dest), std::fs::metadata(src)) {
-        use std::os::unix::fs::MetadataExt;
-        if a.dev() == b.dev() && a.ino() == b.ino() {
-            return Ok(()); // already this file (a re-run)
-        }
-    }
-    let tmp = fsutil::temp_name(dest);
-    let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(src, &tmp).is_err() {
-        std::fs::copy(src, &tmp)
-            .with_context(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
-    }
-    std::fs::rename(&tmp, dest)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))
 }
 
 fn file_ref(root: &Path, rel: &str) -> Result<FileRef> {

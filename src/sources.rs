@@ -134,7 +134,7 @@ pub(crate) fn place(sources: &Sources, cache: &Path, out: &Path) -> Result<()> {
         let kept = store
             .get(&f.sha256)
             .with_context(|| format!("{} ({}) is no longer in biovm's store", f.file, f.sha256))?;
-        crate::release::place(&kept, &dest)?;
+        fsutil::place(&kept, &dest)?;
     }
     Ok(())
 }
