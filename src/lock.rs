@@ -221,6 +221,22 @@ pub(crate) fn debs_of(root: &Path, indices: &[String]) -> Result<Vec<LockedDeb>>
 }
 
 impl Lock {
+    /// The lock of `image` (`<image>.lock`), which must exist and still
+    /// match the image; with its path.
+    pub(crate) fn of_image(image: &Image) -> Result<(PathBuf, Lock)> {
+        let lock_path = path_for(&image.source);
+        if !lock_path.exists() {
+            bail!(
+                "{} does not exist; run `biovm lock {}` first",
+                lock_path.display(),
+                image.source.display()
+            );
+        }
+        let lock = Lock::read(&lock_path)?;
+        lock.check_matches(image, &crate::rootfs::requested_packages(image), &lock_path)?;
+        Ok((lock_path, lock))
+    }
+
     /// Read the lock file at `path`; an error names the file when it is
     /// missing or not a biovm lock.
     pub fn read(path: &Path) -> Result<Lock> {

@@ -455,10 +455,14 @@ fn download_debian(
                 continue;
             }
             // The archive whose index listed it first, then the others.
-            let mut uris: Vec<&str> = vec![r.archive.as_str()];
-            uris.extend(archives.iter().map(|(u, _)| u.as_str()));
-            uris.retain(|u| !u.is_empty());
-            uris.dedup();
+            let mut uris: Vec<&str> = Vec::new();
+            for u in
+                std::iter::once(r.archive.as_str()).chain(archives.iter().map(|(u, _)| u.as_str()))
+            {
+                if !u.is_empty() && !uris.contains(&u) {
+                    uris.push(u);
+                }
+            }
             todo.push(Fetch {
                 what: format!("source package {name} {version}"),
                 urls: uris

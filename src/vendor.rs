@@ -37,16 +37,7 @@ pub struct VendorInfo {
 /// Write the vendor folder `out` for `image` (which must have a lock),
 /// fetching into biovm's store first whatever it does not have yet.
 pub fn vendor(image: &Image, cache: &Path, out: &Path) -> Result<VendorInfo> {
-    let lock_path = crate::lock::path_for(&image.source);
-    if !lock_path.exists() {
-        bail!(
-            "{} does not exist: run `biovm lock {}` first",
-            lock_path.display(),
-            image.source.display()
-        );
-    }
-    let lock = Lock::read(&lock_path)?;
-    lock.check_matches(image, &rootfs::requested_packages(image), &lock_path)?;
+    let (lock_path, lock) = Lock::of_image(image)?;
     let store = Pool::in_cache(cache);
     fill_store(image, &lock, cache, &store)?;
 

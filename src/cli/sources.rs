@@ -26,20 +26,7 @@ pub(crate) fn run(g: &GlobalArgs, a: SourcesArgs) -> anyhow::Result<ExitCode> {
     let recipe_dir = crate::config::default_recipe_dir(Some(&a.image), g.recipes.as_deref());
     let image = crate::config::load_image_with(&a.image, &recipe_dir, &a.host.access()?)?;
     let cache = a.cache.unwrap_or_else(crate::fsutil::cache_dir);
-    let lock_path = crate::lock::path_for(&image.source);
-    if !lock_path.exists() {
-        anyhow::bail!(
-            "{} does not exist; run `biovm lock {}` first",
-            lock_path.display(),
-            a.image.display()
-        );
-    }
-    let lock = crate::lock::Lock::read(&lock_path)?;
-    lock.check_matches(
-        &image,
-        &crate::rootfs::requested_packages(&image),
-        &lock_path,
-    )?;
+    let (lock_path, lock) = crate::lock::Lock::of_image(&image)?;
     let sources = crate::progress::stage("sources", "collect", || {
         crate::sources::collect(&image, &lock, &cache)
     })

@@ -72,17 +72,8 @@ pub(crate) struct Report {
 /// Check the lock of `image` against the mirror's current indices, biovm's
 /// store in `cache` and the vendor folder `vendor`.
 pub(crate) fn check(image: &Image, cache: &Path, vendor: Option<&Path>) -> Result<Report> {
-    let lock_path = super::path_for(&image.source);
-    if !lock_path.exists() {
-        bail!(
-            "{} does not exist; run `biovm lock {}` first",
-            lock_path.display(),
-            image.source.display()
-        );
-    }
-    let lock = Lock::read(&lock_path)?;
     // A lock that no longer matches its image does not build either.
-    lock.check_matches(image, &crate::rootfs::requested_packages(image), &lock_path)?;
+    let (lock_path, lock) = Lock::of_image(image)?;
     let vendor_pool = match vendor {
         Some(v) if !v.is_dir() => bail!("the vendor folder {} does not exist", v.display()),
         Some(v) => Some(Pool::at(v)),
