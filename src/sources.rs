@@ -337,10 +337,21 @@ fn binaries_by_source(
     Ok(by_source)
 }
 
-fn record_path(cache: &Path, name: &str, version: &str) -> std::path::PathBuf {
-    cache
+/// `s` when it is one plain file name: what an index or a lock says (a
+/// source's name, version or file, which an image's own mirror controls)
+/// must not lead out of the folder it is joined to.
+fn plain<'a>(s: &'a str, what: &str) -> Result<&'a str> {
+    if s.is_empty() || s == "." || s == ".." || s.contains(['/', '\0']) {
+        bail!("{what} `{s}` is not a plain file name; refusing it");
+    }
+    Ok(s)
+}
+
+fn record_path(cache: &Path, name: &str, version: &str) -> Result<std::path::PathBuf> {
+    let file = format!("{name}_{}.json", version.replace(':', "%3a"));
+    Ok(cache
         .join("sources/debian")
-        .join(format!("{name}_{}.json", version.replace(':', "%3a")))
+        .join(plain(&file, "source package")?))
 }
 
 /// The Debian source packages of the lock's binaries, every file in the store.
@@ -376,7 +387,7 @@ fn debian_sources(
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for ((name, version), binaries) in by_source {
-        let path = record_path(cache, &name, &version);
+        let path = record_path(cache, &name, &version)?;
         let record = match records.remove(&(name.clone(), version.clone())) {
             Some(r) => {
                 fs::create_dir_all(path.parent().expect("a folder"))?;
@@ -422,7 +433,8 @@ fn debian_sources(
 }
 
 fn source_file(store: &Pool, kind: &str, name: &str, sha: &str) -> Result<SourceFile> {
-    let p = store.path(sha);
+    let name = plain(name, "source file")?;
+    let p = store.path(plain(sha, "sha256")?);
     Ok(SourceFile {
         file: format!("{DIR}/{kind}/{name}"),
         sha256: sha.to_string(),
@@ -571,7 +583,7 @@ fn pypi_sdists(
     let mut todo = Vec::new();
     let mut missing = Vec::new();
     for ((name, version), wheels) in projects {
-        let path = dir.join(format!("{name}-{version}.json"));
+        let path = dir.join(plain(&format!("{name}-{version}.json"), "PyPI project")?);
         let kept = fs::read_to_string(&path)
             .ok()
             .and_then(|t| serde_json::from_str::<SdistRecord>(&t).ok());

@@ -347,3 +347,21 @@ fn a_project_without_an_sdist_is_named() {
         "{e:#}"
     );
 }
+
+#[test]
+fn names_from_an_index_cannot_lead_out_of_their_folder() {
+    for bad in ["", ".", "..", "../../etc/passwd", "a/b", "x\0y"] {
+        assert!(plain(bad, "source file").is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        plain("htslib_1.16+ds.orig.tar.xz", "source file").unwrap(),
+        "htslib_1.16+ds.orig.tar.xz"
+    );
+    let cache = tempfile::tempdir().unwrap();
+    assert!(record_path(cache.path(), "../../x", "1").is_err());
+    assert!(record_path(cache.path(), "x", "1/../../y").is_err());
+    assert!(record_path(cache.path(), "gcc-12", "1:12.2.0-14").is_ok());
+    let store = Pool::in_cache(cache.path());
+    let e = source_file(&store, "debian", "../../../etc/shadow", &"a".repeat(64)).unwrap_err();
+    assert!(e.to_string().contains("is not a plain file name"), "{e}");
+}
