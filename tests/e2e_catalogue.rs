@@ -34,6 +34,7 @@ fn the_catalogue_has_150_tools_each_with_a_check() {
 #[test]
 #[ignore = "needs the network to the package archive"]
 fn every_biolinux_package_resolves_together() {
+    let _t = common::timed();
     let o = biovm(&["plan", "images/biolinux.toml", "--resolve"]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Debian packages install together"));
@@ -42,6 +43,7 @@ fn every_biolinux_package_resolves_together() {
 #[test]
 #[ignore = "needs the network to the package archive"]
 fn a_package_the_archive_lacks_is_named() {
+    let _t = common::timed();
     let d = tempfile::tempdir().unwrap();
     let images = d.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
@@ -123,6 +125,7 @@ fn project_image(name: &str) -> PathBuf {
 #[test]
 #[ignore = "needs root, network and many minutes"]
 fn biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot() {
+    let _t = common::timed();
     let img = locked_biolinux();
     let out = scratch("e2e-biolinux-out");
     let t0 = Instant::now();
@@ -224,6 +227,7 @@ fn biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot() {
 #[test]
 #[ignore = "needs root, network and many minutes"]
 fn a_tampered_pypi_hash_in_the_lock_stops_the_build_writing_nothing() {
+    let _t = common::timed();
     // A small image with one PyPI recipe, locked here (a short bootstrap).
     let images = scratch("e2e-pypi-tampered").join("images");
     std::fs::create_dir_all(&images).unwrap();

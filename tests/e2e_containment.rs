@@ -121,6 +121,7 @@ impl Markers {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn malicious_inputs_never_touch_the_host() {
+    let _t = common::timed();
     let m = Markers::new();
     m.assert_absent();
 
@@ -364,6 +365,7 @@ fn assert_nothing_partial_or_mounted(out: &Path, stage: &str, complete: &[&str])
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn a_killed_build_leaves_no_mounts_and_the_next_one_succeeds() {
+    let _t = common::timed();
     let project = scratch("containment-kill");
     fs::create_dir_all(project.join("images")).unwrap();
     let img = project.join("images/minimal.toml");

@@ -109,6 +109,7 @@ fn json(p: &Path) -> serde_json::Value {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
+    let _t = common::timed();
     let _t = TURNS.lock().unwrap_or_else(|e| e.into_inner());
     let root = project("release-good");
     let moto = Moto::start();
@@ -308,6 +309,7 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn a_release_with_a_failing_check_writes_and_publishes_nothing() {
+    let _t = common::timed();
     let _t = TURNS.lock().unwrap_or_else(|e| e.into_inner());
     let root = project("release-broken");
     let f = root.join("recipes/bam-vcf-utilities/samtools.toml");

@@ -33,6 +33,7 @@ const REUSED_BUILD: &str = "holds a complete build from the same inputs";
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
+    let _t = common::timed();
     // The committed image and lock, in a project of their own.
     let project = scratch("e2e-reuse");
     fs::create_dir_all(project.join("images")).unwrap();

@@ -58,6 +58,7 @@ fn newer_qemu_utils(dir: &Path) -> PathBuf {
 #[test]
 #[ignore = "needs root, mmdebstrap, the network to the package archive and a minute"]
 fn setup_qemu_resolves_a_newer_preinstalled_qemu_utils() {
+    let _t = common::timed();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("setup-qemu-skew");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();

@@ -33,6 +33,7 @@ use super::matrix::Cell;
 use super::qemu::{self, Accel, DiskFormat};
 use super::report::BootReport;
 use super::seed::{self, Cloud};
+use super::slots;
 use super::{imds, kvm, stages, tree, TestOptions};
 use crate::fsutil::Scratch;
 use crate::manifest::Tool;
@@ -254,6 +255,15 @@ fn run_guest(
     opts: &TestOptions,
 ) -> Result<Run> {
     let (mut cmd, files) = guest_vm(p, accel, cpus, opts).command()?;
+    // The machine's cores are shared with every other biovm's guests: wait
+    // for this guest's slots before its clock starts.
+    let slots = slots::take(&slots::folder(), slots::count()?, cpus, |n| {
+        log::info!(
+            "{}: waiting for {n} free guest slot(s): other biovm guests on this machine hold them ({})",
+            p.label,
+            slots::folder().display()
+        )
+    })?;
     for f in [&files.console_log, &files.results_log] {
         let _ = fs::remove_file(f);
     }
@@ -266,6 +276,7 @@ fn run_guest(
         files.console_log.clone(),
     );
     report.name_cell(cell);
+    report.slot_wait_secs = slots.waited.as_secs_f64();
     let t0 = Instant::now();
     let mut guest = cmd.spawn()?;
     let watched = watch_guest(&mut guest, &files, tools, accel, opts, &mut report, t0);
@@ -277,6 +288,7 @@ fn run_guest(
         &mut report,
     );
     report.total_secs = t0.elapsed().as_secs_f64();
+    drop(slots);
     read_stages(&mut report, watched.console.marks(t0));
     Ok(match watched.stalled {
         Some(why) => {

@@ -28,6 +28,8 @@
 //! - [`tree`]: the digest of a root filesystem, from a folder or straight
 //!   out of a disk, and the `system/same-tree` check built on it.
 //! - [`stages`]: where a boot's time went.
+//! - [`slots`]: the machine's guest slots, shared by every biovm process,
+//!   so that side-by-side tests never start more guests than there are cores.
 
 pub mod boot;
 pub mod boot_disk;
@@ -41,6 +43,7 @@ pub mod queue;
 pub mod report;
 pub mod reuse;
 pub mod seed;
+pub mod slots;
 pub mod stages;
 pub mod tree;
 

@@ -183,6 +183,10 @@ pub struct BootReport {
     pub guest_uptime_at_start: Option<f64>,
     /// Seconds spent getting the disk ready to boot (e.g. out of an OVA).
     pub prepare_secs: f64,
+    /// Seconds the guest waited for its slots ([`super::slots`]) while
+    /// other biovm guests on the machine held them; not part of its boot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slot_wait_secs: f64,
     pub total_secs: f64,
     pub results: Vec<CheckResult>,
     /// Why the boot itself failed, if it did.
@@ -225,6 +229,7 @@ impl BootReport {
             firmware,
             bus,
             prepare_secs: 0.0,
+            slot_wait_secs: 0.0,
             accel,
             accel_note: None,
             boot_secs: None,
@@ -359,6 +364,14 @@ pub fn table(reports: &[BootReport]) -> String {
             (false, _) => String::new(),
             (true, false) => format!("disk prepared {:.1} s, ", r.prepare_secs),
             (true, true) => format!("unpacked {:.1} s, ", r.prepare_secs),
+        };
+        let prepare = if r.slot_wait_secs >= 0.05 {
+            format!(
+                "waited {:.1} s for a guest slot, {prepare}",
+                r.slot_wait_secs
+            )
+        } else {
+            prepare
         };
         let log = if container {
             "results log"
@@ -533,6 +546,11 @@ pub fn junit(reports: &[BootReport]) -> String {
     }
     s.push_str("</testsuites>\n");
     s
+}
+
+/// For serde: leave out a zero wait.
+fn is_zero(secs: &f64) -> bool {
+    *secs == 0.0
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
 /// The biovm binary Cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_biovm");
@@ -81,4 +82,31 @@ pub fn biovm_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = biovm_command(cwd);
     c.envs(env.iter().copied());
     run_logged(c, args)
+}
+
+/// Prints the test's name and seconds when dropped, on the real standard
+/// error (past the test harness's capture), so a long suite's log shows
+/// where its time went: `let _t = common::timed();` first in a test.
+pub struct Timed(Instant);
+
+/// Start timing the current test (named by its thread, as libtest names it).
+pub fn timed() -> Timed {
+    Timed(Instant::now())
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        let how = if std::thread::panicking() {
+            "failed"
+        } else {
+            "passed"
+        };
+        let line = format!(
+            "[test time] {name}: {how} in {:.0} s\n",
+            self.0.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
 }

@@ -24,12 +24,13 @@ const CONTAINERS: &[&str] = &[
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn the_whole_vm_matrix_boots_and_every_check_passes() {
+    let _t = common::timed();
     let out = minimal();
     let before: Vec<(String, String)> = VM_CELLS
         .iter()
         .map(|(a, _)| (a.to_string(), biovm_sha(&out.join(a))))
         .collect();
-    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let o = biovm(&[
         "--recipes",
@@ -200,6 +201,7 @@ fn the_whole_vm_matrix_boots_and_every_check_passes() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
+    let _t = common::timed();
     let out = minimal();
     let d = scratch("e2e-sabotage");
     // A build folder with two artifacts: the raw disk without its UEFI
@@ -239,7 +241,7 @@ fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
         .retain(|a| a["format"] == "raw" || a["format"] == "qcow2");
     fs::write(d.join("minimal.manifest.json"), m.to_string()).unwrap();
 
-    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let o = biovm(&[
         "--recipes",
@@ -299,6 +301,7 @@ fn a_broken_bootloader_or_disk_fails_exactly_its_cells() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn a_disk_one_byte_off_the_built_tree_is_caught() {
+    let _t = common::timed();
     let out = minimal();
     let d = scratch("e2e-one-byte");
     let raw = d.join("minimal.raw");
@@ -339,7 +342,7 @@ fn a_disk_one_byte_off_the_built_tree_is_caught() {
         .unwrap()
         .retain(|a| a["format"] == "raw");
     fs::write(d.join("minimal.manifest.json"), m.to_string()).unwrap();
-    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
     let o = biovm(&[
         "--recipes",
         "recipes",
@@ -367,6 +370,7 @@ fn a_disk_one_byte_off_the_built_tree_is_caught() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn a_wrong_check_pattern_fails_and_names_the_tool() {
+    let _t = common::timed();
     let out = minimal();
     // A copy of the catalogue where samtools expects a version it does not have.
     let recipes = scratch("e2e-broken-recipes");
@@ -377,7 +381,7 @@ fn a_wrong_check_pattern_fails_and_names_the_tool() {
         .replace(r"'^samtools 1\.\d+'", r"'^samtools 9\.\d+'");
     assert!(s.contains("samtools 9"), "the recipe changed");
     fs::write(&f, s).unwrap();
-    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
     let disk = out.join("minimal.raw");
     let o = biovm(&[
         "--recipes",
@@ -437,8 +441,9 @@ fn a_wrong_check_pattern_fails_and_names_the_tool() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn kvm_is_used_only_where_linux_boots_under_it() {
+    let _t = common::timed();
     let out = minimal();
-    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
     let doctor = biovm(&["--json", "doctor"]);
     let verdict: serde_json::Value = String::from_utf8_lossy(&doctor.stdout)
         .lines()

@@ -6,6 +6,7 @@ use super::*;
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
+    let _t = common::timed();
     let out = minimal();
     // (minimal.test/ holds the reports of the boot tests running alongside.)
     let names: Vec<String> = names_in(out)
@@ -180,6 +181,7 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
 #[test]
 #[ignore = "needs root and mmdebstrap"]
 fn a_failed_build_leaves_no_artifact() {
+    let _t = common::timed();
     // Nothing listens on port 9: the bootstrap fails at its first download.
     // With an empty cache, so that biovm's store (which would build the lock
     // without any mirror) has nothing.
@@ -213,6 +215,7 @@ fn a_failed_build_leaves_no_artifact() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn an_interrupted_build_leaves_no_file_with_a_final_name() {
+    let _t = common::timed();
     use std::os::unix::process::CommandExt;
     let out = scratch("e2e-interrupted-build");
     // Its own process group, so Ctrl-C can be simulated for biovm and its children.
@@ -294,6 +297,7 @@ fn an_interrupted_build_leaves_no_file_with_a_final_name() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn two_builds_from_one_lock_give_identical_artifacts() {
+    let _t = common::timed();
     let first = minimal();
     let img = first
         .parent()
@@ -412,6 +416,7 @@ fn compare_trees(a: &Path, b: &Path, name: &str, out: &mut Vec<String>) {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn the_sbom_lists_every_locked_package_and_is_valid_spdx() {
+    let _t = common::timed();
     let out = minimal();
     let sbom = out.join("minimal.spdx.json");
     let v = Command::new(checker("pyspdxtools"))
@@ -464,6 +469,7 @@ fn the_sbom_lists_every_locked_package_and_is_valid_spdx() {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn the_ova_passes_the_common_ovf_tool() {
+    let _t = common::timed();
     let out = minimal();
     let ova = out.join("minimal.ova");
     let cot = checker("cot");

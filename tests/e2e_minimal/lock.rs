@@ -5,6 +5,7 @@ use super::*;
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
+    let _t = common::timed();
     let out = minimal();
     let img = out
         .parent()
@@ -91,6 +92,7 @@ fn build_fails_writing_nothing(img: &Path, needles: &[&str]) {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn lock_check_names_a_gone_version_and_where_it_is_kept() {
+    let _t = common::timed();
     let img = project_image("e2e-lock-check");
     let committed = fs::read_to_string(repo().join("images/minimal.lock")).unwrap();
     let bwa_block = committed

@@ -8,13 +8,13 @@
 //! One test binary, one file per area: `build` (the artifacts, a failed or
 //! interrupted build, reproducibility, the SBOM and OVA), `boot` (the VM
 //! and container matrix, broken disks, KVM), `lock` and `run`. They share
-//! one build of the image ([`minimal`]) and take turns to boot ([`BOOTS`]),
+//! one build of the image ([`minimal`]) and the guest slots ([`BOOTS`]),
 //! which is why they are modules of one binary and not binaries of their own.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 #[path = "../common/mod.rs"]
@@ -37,8 +37,11 @@ fn biovm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     common::biovm_in(&repo(), args, env)
 }
 
-/// Boots share two cores; one at a time keeps their timings meaningful.
-static BOOTS: Mutex<()> = Mutex::new(());
+/// `biovm test` boots wait for the machine's guest slots (as many as
+/// cores), so tests that boot through it share them (`read`); `biovm run`
+/// starts its guest outside the slots, so the test of it boots alone
+/// (`write`), or three guests on two cores would starve one.
+static BOOTS: RwLock<()> = RwLock::new(());
 
 /// Build the minimal image once for every test in this file, from the
 /// committed lock as the main job (README command 1) builds it: the

@@ -8,6 +8,7 @@ use super::*;
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn biovm_run_answers_on_its_ssh_port_with_the_injected_key() {
+    let _t = common::timed();
     let out = minimal();
     let d = scratch("e2e-run");
     let key = d.join("id_ed25519");
@@ -23,7 +24,7 @@ fn biovm_run_answers_on_its_ssh_port_with_the_injected_key() {
         .unwrap()
         .port()
         .to_string();
-    let _g = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = BOOTS.write().unwrap_or_else(|e| e.into_inner());
     let raw = out.join("minimal.raw");
     let before = biovm_sha(&raw);
     let t0 = Instant::now();

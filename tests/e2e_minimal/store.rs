@@ -349,6 +349,7 @@ fn mirrored_lock(name: &str) -> (LocalMirror, PathBuf, PathBuf) {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn a_lock_builds_after_the_mirror_drops_a_locked_version() {
+    let _t = common::timed();
     let (mirror, vendor, img) = mirrored_lock("e2e-store");
     let lock = fs::read_to_string(lock_of(&img)).unwrap();
     let bwa_sha = lock
@@ -500,6 +501,7 @@ fn sources_of(img: &Path, out: &Path, cache: &Path) -> Output {
 #[test]
 #[ignore = "needs root, network and minutes"]
 fn the_sources_of_a_lock_come_checked_from_the_archive_and_stay_in_the_store() {
+    let _t = common::timed();
     let (mirror, _vendor, img) = mirrored_lock("e2e-sources");
     let of_binary = mirror.add_sources();
 
