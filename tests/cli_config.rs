@@ -412,3 +412,49 @@ fn commands_that_build_refuse_host_paths_first() {
     assert!(!case.join("images/x.lock").exists());
     assert!(!Path::new("/tmp/biovm-host-marker").exists());
 }
+
+/// `list --against`: each entry of a reference list covered by a recipe,
+/// excluded with the reason of recipes/exclusions.toml, without a Debian
+/// package, or missing (exit 1 while one is).
+#[test]
+fn list_against_a_reference_names_what_is_missing() {
+    let d = common::scratch("cli-list-against");
+    let table = d.join("tools.tsv");
+    fs::write(
+        &table,
+        "tool\tcategory\tdebian_bookworm_package\n\
+         SAMtools\talignment\tsamtools\n\
+         Cufflinks\trnaseq\tcufflinks\n\
+         NoSuchTool\tnone\tno-such-tool\n\
+         GATK\tvariants\t-\n",
+    )
+    .unwrap();
+    let o = biovm(&repo(), &["list", "--against", table.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("4 entries, 3 with a Debian 12 package: 1 covered, 1 excluded, 1 missing"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["missing", "NoSuchTool", "no-such-tool"]),
+        "{out}"
+    );
+    assert!(out.contains("excluded           Cufflinks"), "{out}");
+    assert!(
+        out.contains("not-in-main: not in Debian 12's main component"),
+        "{out}"
+    );
+    // JSON: every entry, the covering recipe named.
+    let o = biovm(
+        &repo(),
+        &["--json", "list", "--against", table.to_str().unwrap()],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let entries = v[0]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0]["recipes"], serde_json::json!(["samtools"]));
+    assert_eq!(entries[1]["reason"], "not-in-main");
+    assert_eq!(entries[3]["status"], "no-debian-package");
+}

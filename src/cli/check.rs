@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::config::{self, Diagnostic, Diagnostics};
+use crate::config::{self, coverage, Diagnostic, Diagnostics};
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
@@ -50,20 +50,29 @@ pub(crate) fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
         match t {
             Target::RecipeFile(p) => match config::load_recipe_with(&p, &access) {
                 Ok(r) => {
-                    recipes.insert(r.source);
+                    recipes.insert(canonical(r.source));
                 }
                 Err(d) => diags.extend(d),
             },
-            Target::RecipeDir(p) => match config::load_catalog_with(&[p], &access) {
-                Ok(c) => recipes.extend(c.recipes.into_values().map(|r| r.source)),
-                Err(d) => diags.extend(d),
-            },
+            Target::RecipeDir(p) => {
+                match config::load_catalog_with(std::slice::from_ref(&p), &access) {
+                    Ok(c) => {
+                        if let Err(d) =
+                            coverage::read_exclusions(&coverage::exclusions_path(&p), &c)
+                        {
+                            diags.extend(d);
+                        }
+                        recipes.extend(c.recipes.into_values().map(|r| canonical(r.source)));
+                    }
+                    Err(d) => diags.extend(d),
+                }
+            }
             Target::ImageFile(p) => {
                 let dir = config::default_recipe_dir(Some(&p), g.recipes.as_deref());
                 match config::load_image_and_catalog(&p, &dir, &access) {
                     Ok((_, c)) => {
                         images += 1;
-                        recipes.extend(c.recipes.into_values().map(|r| r.source));
+                        recipes.extend(c.recipes.into_values().map(|r| canonical(r.source)));
                     }
                     Err(d) => diags.extend(d),
                 }
@@ -89,6 +98,12 @@ pub(crate) fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
         plural(images, "image", "images")
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A recipe's file, named the same way however the folder was reached
+/// (`recipes/x.toml` and `./recipes/x.toml` are one recipe).
+fn canonical(p: PathBuf) -> PathBuf {
+    p.canonicalize().unwrap_or(p)
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -164,7 +179,13 @@ fn is_image_file(p: &Path) -> bool {
 
 fn classify(p: &Path, targets: &mut Vec<Target>, diags: &mut Diagnostics) {
     if p.is_file() {
-        if is_image_file(p) {
+        if p.file_name().is_some_and(|n| n == coverage::EXCLUSIONS) {
+            // The catalogue's exclusions: checked with the folder's recipes.
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+            targets.push(Target::RecipeDir(
+                dir.unwrap_or(Path::new(".")).to_path_buf(),
+            ));
+        } else if is_image_file(p) {
             targets.push(Target::ImageFile(p.to_path_buf()));
         } else {
             targets.push(Target::RecipeFile(p.to_path_buf()));
@@ -180,6 +201,8 @@ fn classify(p: &Path, targets: &mut Vec<Target>, diags: &mut Diagnostics) {
             if images.is_dir() {
                 targets.extend(image_files(&images, diags));
             }
+        } else if named(p, "recipes") || p.join(coverage::EXCLUSIONS).is_file() {
+            targets.push(Target::RecipeDir(p.to_path_buf()));
         } else if named(p, "images") {
             targets.extend(image_files(p, diags));
         } else if has_toml(p) {

@@ -1,4 +1,5 @@
-//! `biovm list`: the recipes in the catalogue, as a table or JSON.
+//! `biovm list`: the recipes in the catalogue, as a table or JSON, and
+//! (`--against`) how they cover a reference list of tools.
 
 use std::process::ExitCode;
 
@@ -6,7 +7,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::GlobalArgs;
-use crate::config::{self, Diagnostic, Recipe};
+use crate::config::{self, coverage, Diagnostic, Recipe};
 
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
@@ -20,6 +21,16 @@ pub(crate) struct ListArgs {
     /// Image whose lock gives the versions for --markdown (default: images/biolinux.toml).
     #[arg(long, value_name = "IMAGE", default_value = "images/biolinux.toml")]
     pub(crate) lock_image: std::path::PathBuf,
+    /// For maintainers: how the catalogue covers a reference list of tools
+    /// (a table with `tool` and `debian_bookworm_package` columns, or one
+    /// Debian package per line): each entry covered by a recipe, excluded
+    /// with a reason, or missing. Repeat for several lists. Exit 1 when
+    /// one is missing.
+    #[arg(long, value_name = "FILE", conflicts_with = "markdown")]
+    pub(crate) against: Vec<std::path::PathBuf>,
+    /// The exclusions for --against (default: exclusions.toml in the recipe folder).
+    #[arg(long, value_name = "FILE", requires = "against")]
+    pub(crate) exclusions: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
@@ -40,6 +51,14 @@ pub(crate) fn run(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
             };
             return Err(anyhow::Error::new(config::Diagnostics::from(d)));
         }
+    }
+    if !a.against.is_empty() {
+        let path = a
+            .exclusions
+            .clone()
+            .unwrap_or_else(|| coverage::exclusions_path(&dir));
+        let exclusions = coverage::read_exclusions(&path, &catalog)?;
+        return against(g, &a.against, &catalog, &exclusions);
     }
     let recipes: Vec<&Recipe> = catalog
         .recipes
@@ -200,4 +219,87 @@ fn markdown(recipes: &[&Recipe], lock_image: &std::path::Path) -> anyhow::Result
         }
     ));
     Ok(out)
+}
+
+/// `list --against`: each reference entry and where it stands, a summary
+/// per reference, exit 1 when an entry is missing.
+fn against(
+    g: &GlobalArgs,
+    references: &[std::path::PathBuf],
+    catalog: &config::Catalog,
+    exclusions: &[coverage::Exclusion],
+) -> anyhow::Result<ExitCode> {
+    let mut missing = 0;
+    let mut docs = Vec::new();
+    let mut text = String::new();
+    for path in references {
+        let rows = coverage::compare(&coverage::read_reference(path)?, catalog, exclusions);
+        let count = |w: &str| rows.iter().filter(|(_, s)| s.word() == w).count();
+        missing += count("missing");
+        let with_package = rows.iter().filter(|(e, _)| e.package.is_some()).count();
+        text.push_str(&format!(
+            "{}: {} entries, {with_package} with a Debian 12 package: {} covered, {} excluded, {} missing\n",
+            path.display(),
+            rows.len(),
+            rows.iter()
+                .filter(|(e, s)| e.package.is_some() && s.word() == "covered")
+                .count(),
+            count("excluded"),
+            count("missing"),
+        ));
+        for (e, s) in &rows {
+            let detail = match s {
+                coverage::Status::Covered(by) => by.join(", "),
+                coverage::Status::Excluded(x) => format!(
+                    "{}: {}{}{}",
+                    x.reason.as_str(),
+                    x.note,
+                    x.superseded_by
+                        .as_ref()
+                        .map(|r| format!(" (recipe {r})"))
+                        .unwrap_or_default(),
+                    x.bug
+                        .as_ref()
+                        .map(|b| format!(" ({b})"))
+                        .unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            if s.word() != "covered" || g.verbose > 0 {
+                text.push_str(&format!(
+                    "  {:<18} {:<32} {:<28} {detail}\n",
+                    s.word(),
+                    e.tool,
+                    e.package.as_deref().unwrap_or("-"),
+                ));
+            }
+        }
+        docs.push(json!({
+            "reference": path.display().to_string(),
+            "entries": rows.iter().map(|(e, s)| {
+                let mut v = json!({"tool": e.tool, "package": e.package, "status": s.word()});
+                match s {
+                    coverage::Status::Covered(by) => v["recipes"] = json!(by),
+                    coverage::Status::Excluded(x) => {
+                        v["reason"] = json!(x.reason.as_str());
+                        v["note"] = json!(x.note);
+                        v["superseded_by"] = json!(x.superseded_by);
+                        v["bug"] = json!(x.bug);
+                    }
+                    _ => {}
+                }
+                v
+            }).collect::<Vec<_>>(),
+        }));
+    }
+    if g.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&docs)?))?;
+    } else {
+        emit(&text)?;
+    }
+    Ok(if missing > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

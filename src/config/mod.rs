@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 mod access;
+pub(crate) mod coverage;
 mod diag;
 mod image;
 pub(crate) mod model;

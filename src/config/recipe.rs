@@ -282,6 +282,8 @@ pub(crate) fn recipe_files(dir: &Path, diags: &mut Diagnostics) -> Vec<PathBuf> 
                     ),
                 }
             }
+        } else if name.as_deref() == Some(super::coverage::EXCLUSIONS) {
+            // The catalogue's exclusions (see `coverage`), not a recipe.
         } else if is_toml(&entry) {
             diags.push(
                 Diagnostic::new(&entry, "recipe file is not in a category folder").with_help(
