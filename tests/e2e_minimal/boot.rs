@@ -31,6 +31,7 @@ fn the_whole_vm_matrix_boots_and_every_check_passes() {
         .map(|(a, _)| (a.to_string(), biovm_sha(&out.join(a))))
         .collect();
     let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
+    let _r = SHARED_REPORTS.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let o = biovm(&[
         "--recipes",
@@ -382,6 +383,7 @@ fn a_wrong_check_pattern_fails_and_names_the_tool() {
     assert!(s.contains("samtools 9"), "the recipe changed");
     fs::write(&f, s).unwrap();
     let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
+    let _r = SHARED_REPORTS.lock().unwrap_or_else(|e| e.into_inner());
     let disk = out.join("minimal.raw");
     let o = biovm(&[
         "--recipes",
@@ -444,6 +446,7 @@ fn kvm_is_used_only_where_linux_boots_under_it() {
     let _t = common::timed();
     let out = minimal();
     let _g = BOOTS.read().unwrap_or_else(|e| e.into_inner());
+    let _r = SHARED_REPORTS.lock().unwrap_or_else(|e| e.into_inner());
     let doctor = biovm(&["--json", "doctor"]);
     let verdict: serde_json::Value = String::from_utf8_lossy(&doctor.stdout)
         .lines()

@@ -14,7 +14,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 #[path = "../common/mod.rs"]
@@ -42,6 +42,11 @@ fn biovm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 /// starts its guest outside the slots, so the test of it boots alone
 /// (`write`), or three guests on two cores would starve one.
 static BOOTS: RwLock<()> = RwLock::new(());
+
+/// Tests that run `biovm test` on [`minimal`]'s own artifacts take turns:
+/// their reports share its `minimal.test` folder, which one `biovm test`
+/// at a time may use (a second is refused, naming the folder).
+static SHARED_REPORTS: Mutex<()> = Mutex::new(());
 
 /// Build the minimal image once for every test in this file, from the
 /// committed lock as the main job (README command 1) builds it: the
