@@ -1,8 +1,9 @@
 //! End to end: nothing is done twice. A build whose inputs did not change
 //! is reused (and `--rebuild` builds afresh); a test of unchanged artifacts
 //! with unchanged checks takes the stored results (and `--rerun` runs them
-//! again). Built from the committed lock of images/minimal.toml, rootfs
-//! tarball only, so each build is a bootstrap and no disk.
+//! again), and `--verify-reproducible` builds twice and compares. Built
+//! from the committed lock of images/minimal.toml, rootfs tarball only,
+//! so each build is a bootstrap and no disk.
 //!
 //! Needs root, the host packages `.ci/setup` installs, the network to the
 //! package archive and minutes: `#[ignore]`d; `.ci/run` runs it.
@@ -87,9 +88,23 @@ fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
     assert!(!changed.contains(REUSED_BUILD), "{changed}");
     assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sha);
 
-    // And --rebuild builds afresh though nothing changed.
-    let (forced, _) = build(&["--rebuild"]);
+    // And --rebuild builds afresh though nothing changed; with
+    // --verify-reproducible, twice (the second in a folder inside the
+    // output folder, removed after), comparing every output.
+    let (forced, _) = build(&["--rebuild", "--verify-reproducible"]);
     assert!(!forced.contains(REUSED_BUILD), "{forced}");
+    assert!(
+        forced.contains("reproducible: a second build gave the same"),
+        "{forced}"
+    );
+    let names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with('.')),
+        "the verification build is removed: {names:?}"
+    );
     assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sha);
 
     // The test: run (--rerun: another test of these very bytes may have
