@@ -18,17 +18,43 @@ fn biovm(args: &[&str]) -> Output {
 }
 
 #[test]
-fn the_catalogue_has_150_tools_each_with_a_check() {
+fn the_catalogue_has_300_tools_each_with_a_check_and_100_functional_tests() {
     let o = biovm(&["list", "--json"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let tools = v.as_array().unwrap();
-    assert!(tools.len() >= 150, "{} tools", tools.len());
+    assert!(tools.len() >= 300, "{} tools", tools.len());
     for t in tools {
         let cmd = t["check"]["command"].as_str().unwrap_or("");
         let expect = t["check"]["expect"].as_str().unwrap_or("");
         assert!(!cmd.is_empty() && expect.len() >= 3, "{t}");
     }
+    let tested = tools
+        .iter()
+        .filter(|t| !t["tests"].as_array().unwrap().is_empty())
+        .count();
+    assert!(tested >= 100, "{tested} tools with a functional test");
+}
+
+/// Every tool of both reference lists (Cloud BioLinux's, with a Debian 12
+/// package, and Debian Med's cloud task) has a recipe or an exclusion
+/// with its reason.
+#[test]
+fn every_reference_tool_is_covered_or_excluded() {
+    let o = biovm(&[
+        "list",
+        "--against",
+        "docs/reference/cloudbiolinux-tools.tsv",
+        "--against",
+        "docs/reference/debian-med-cloud-bookworm.txt",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(out.matches(", 0 missing").count(), 2, "{out}");
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with("missing ")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -294,12 +320,14 @@ fn the_lab_example_drops_a_category_adds_a_local_recipe_and_pins_a_package() {
         !recipe_rows.iter().any(|f| f[1] == "proteomics"),
         "proteomics is dropped:\n{plan}"
     );
-    assert!(recipe_rows.iter().any(|f| f[0] == "sickle" && f[1] == "qc"));
+    assert!(recipe_rows
+        .iter()
+        .any(|f| f[0] == "prinseq-lite" && f[1] == "qc"));
     let biolinux = String::from_utf8(biovm(&["plan", "images/biolinux.toml"]).stdout).unwrap();
     assert!(biolinux.lines().any(|l| l.contains(" proteomics ")));
     assert!(!biolinux
         .lines()
-        .any(|l| l.trim_start().starts_with("sickle ")));
+        .any(|l| l.trim_start().starts_with("prinseq-lite ")));
     // The Debian package list asks for samtools at the pinned version only.
     let debs: Vec<&str> = plan.lines().map(str::trim).collect();
     assert!(debs.contains(&"samtools=1.16.1-1"), "{plan}");
