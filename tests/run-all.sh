@@ -11,8 +11,8 @@
 #   tests/run-all.sh --skip-biolinux   everything but the BioLinux test
 #
 # The long end-to-end tests run in two lanes at once, each lane one test
-# binary after another: run one after another, they left a core idle
-# about a third of the time (a build's dpkg runs on one core, a guest
+# binary after another: run one after another, they left the cores idle
+# about 30% of the time (a build's dpkg runs on one core, a guest
 # waits on its disk). Guests of both lanes share the machine's guest
 # slots (one per core, see src/smoke/slots.rs), so the lanes never start
 # more guests than there are cores: three guests on two cores starved one
@@ -34,14 +34,18 @@ start=$(date +%s)
 parts_file=$(mktemp)
 # The machine's CPU time so far, busy and all, in clock ticks (/proc/stat).
 cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
-read -r busy0 all0 < <(cpu_ticks)
-summary() {
+# busy_since BUSY ALL: the percentage of CPU time busy since that reading.
+busy_since() {
   local busy all
   read -r busy all < <(cpu_ticks)
+  echo $(( 100 * (busy - $1) / (all - $2 + 1) ))
+}
+read -r busy0 all0 < <(cpu_ticks)
+summary() {
   echo "--- test suite: seconds per part"
   cat "$parts_file"
   rm -f "$parts_file"
-  echo "total $(( $(date +%s) - start )) s, the machine's $(nproc) cores $(( 100 * (busy - busy0) / (all - all0 + 1) ))% busy"
+  echo "total $(( $(date +%s) - start )) s, the machine's $(nproc) cores $(busy_since "$busy0" "$all0")% busy"
 }
 trap summary EXIT
 
@@ -66,9 +70,9 @@ test_binary() {
   shift
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
-# Balanced on a 2-core run of 2026-12-06 (seconds with the other lane
-# beside): e2e_minimal 1253, reuse and containment about 300 each;
-# BioLinux 988, the release tests 447, catalogue and QEMU setup 76.
+# Balanced on a 2-core .ci/run of 2026-12-06 (seconds, the other lane
+# beside): e2e_minimal 1156, reuse 362, containment 226 (1744 in all);
+# BioLinux 1084, release 468, catalogue 77, QEMU setup 33 (1662).
 lane_a=(e2e_minimal e2e_reuse e2e_containment)
 lane_b=(e2e_release e2e_catalogue setup_qemu)
 quick=()
@@ -114,7 +118,6 @@ a=$!
 b=$!
 wait "$a" || lanes_failed=1
 wait "$b" || lanes_failed=1
-read -r lbusy lall < <(cpu_ticks)
 printf '%-22s %5d s (the cores %d%% busy)\n' "both lanes" $(( $(date +%s) - t_lanes )) \
-  $(( 100 * (lbusy - lbusy0) / (lall - lall0 + 1) )) >> "$parts_file"
+  "$(busy_since "$lbusy0" "$lall0")" >> "$parts_file"
 exit "$lanes_failed"

@@ -52,6 +52,13 @@ pub fn folder() -> PathBuf {
 /// free. A guest wanting more slots than exist takes them all.
 pub fn take(dir: &Path, total: usize, cpus: u32, waiting: impl FnOnce(usize)) -> Result<Held> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Every user's biovm shares the slots: anyone may add a slot file
+    // (sticky, as /tmp). Only the folder's owner can set this; for anyone
+    // else it is already set, or the files they need already exist.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o1777));
+    }
     let want = (cpus as usize).clamp(1, total);
     let t0 = Instant::now();
     let mut waiting = Some(waiting);
@@ -59,12 +66,7 @@ pub fn take(dir: &Path, total: usize, cpus: u32, waiting: impl FnOnce(usize)) ->
         let mut got = Vec::with_capacity(want);
         for i in 0..total {
             let path = dir.join(format!("slot-{i}"));
-            let f = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let f = open_slot(&path)?;
             // SAFETY: flock on a file descriptor this function owns.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 got.push(f);
@@ -90,6 +92,20 @@ pub fn take(dir: &Path, total: usize, cpus: u32, waiting: impl FnOnce(usize)) ->
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A slot's file, opened read-only when it exists (a lock needs no write
+/// access, so a file another user made serves as well), else created.
+fn open_slot(path: &Path) -> Result<File> {
+    match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path),
+        other => other,
+    }
+    .with_context(|| format!("cannot open {}", path.display()))
 }
 
 #[cfg(test)]
@@ -121,6 +137,24 @@ mod tests {
         // A guest wanting more processors than slots exist takes them all.
         let all = take(d.path(), 2, 4, |_| panic!("both were free")).unwrap();
         assert_eq!(all._files.len(), 2);
+        drop(all);
+        // The folder is open to every user (sticky), and a slot file that
+        // cannot be written still serves: the lock needs no write access.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777, "{mode:o}");
+        let slot = d.path().join("slot-0");
+        std::fs::set_permissions(&slot, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let f = open_slot(&slot).unwrap();
+        // SAFETY: F_GETFL on a descriptor `f` owns.
+        let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(
+            flags & libc::O_ACCMODE,
+            libc::O_RDONLY,
+            "an existing slot opens read-only"
+        );
+        drop(f);
+        take(d.path(), 1, 1, |_| panic!("the slot was free")).unwrap();
     }
 
     #[test]
