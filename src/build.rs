@@ -69,8 +69,8 @@ pub struct BuildReport {
 
 /// The hash of everything a build of `image` from the lock `lock_path`
 /// depends on: the biovm executable, the lock, the image file, its
-/// system files, the formats asked for, and every recipe with its test
-/// data. (The mirror is not an input: a lock pins every package by
+/// system files, the formats asked for, and every recipe and data recipe
+/// with its test data. (The mirror is not an input: a lock pins every package by
 /// SHA-256, wherever it comes from.)
 pub fn inputs_hash(image: &Image, lock_path: &Path) -> Result<String> {
     let mut k = crate::store::Key::new();
@@ -94,6 +94,19 @@ pub fn inputs_hash(image: &Image, lock_path: &Path) -> Result<String> {
                 k.add(
                     &format!("data {} {}", r.name, d.display()),
                     &read(&dir.join(d))?,
+                );
+            }
+        }
+    }
+    // Data recipes and their tests' files.
+    for d in &image.data {
+        k.add(&format!("data set {}", d.name), &read(&d.source_file)?);
+        let dir = d.source_file.parent().unwrap_or(Path::new("."));
+        for t in &d.tests {
+            for f in &t.data {
+                k.add(
+                    &format!("data {} {}", d.name, f.display()),
+                    &read(&dir.join(f))?,
                 );
             }
         }
@@ -268,8 +281,11 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
 
     // Downloads first: a bad hash stops the build before anything is written.
     let pools = opts.pools();
-    let (downloads, pypi_files) = timed(&mut stages, "downloads", || {
-        fetch_inputs(&image, lock.as_ref(), opts, &pools)
+    let (downloads, pypi_files, data_files) = timed(&mut stages, "downloads", || {
+        let (d, p) = fetch_inputs(&image, lock.as_ref(), opts, &pools)?;
+        let offline = opts.vendor.is_some();
+        let data = crate::data::fetch_all(&image, &opts.cache_dir, &pools, offline)?;
+        Ok((d, p, data))
     })?;
     let repo = work.path().join("locked-packages");
     let debs = timed(&mut stages, "bootstrap", || {
@@ -298,6 +314,10 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         crate::pypi::install(&image.recipes, &pypi_files, &root, epoch)?;
         rootfs::configure(&image, &ids, epoch, &root)
     })?;
+    let data = timed(&mut stages, "data", || {
+        let locked = lock.as_ref().map(|l| l.data.as_slice());
+        crate::data::install(&image, &data_files, locked, &root)
+    })?;
     let root_tree_bytes = tree_size(&root);
     timed(&mut stages, "clamp-times", || {
         fsutil::clamp_mtimes(&root, epoch)?;
@@ -309,9 +329,11 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
     let (artifacts, tree_sha256) =
         write_artifacts(&image, &ids, &ctx, &root, out, work.path(), &mut stages)?;
-    let sbom = write_sbom(&image, version, &seed, epoch, &debs, &pypi_files, out)?;
+    let sbom = write_sbom(&image, &ctx, &debs, &pypi_files, &data, out)?;
     write_sums(out, &artifacts, &sbom)?;
     let mut manifest = Manifest::new(&image, artifacts.clone())?;
+    manifest.tools.extend(crate::data::checks(&image, &data)?);
+    manifest.data = data;
     manifest.tree_sha256 = Some(tree_sha256);
     manifest.write(out)?;
     let report = BuildReport {
@@ -477,11 +499,10 @@ fn write_artifacts(
 /// Write the image's SPDX SBOM into `out` and return its path.
 fn write_sbom(
     image: &Image,
-    version: &str,
-    seed: &str,
-    epoch: u64,
+    ctx: &FormatContext,
     debs: &[LockedDeb],
     pypi_files: &[crate::pypi::PypiFile],
+    data: &[crate::data::BuiltData],
     out: &Path,
 ) -> Result<PathBuf> {
     let sbom = formats::spdx::sbom_path(out, &image.name);
@@ -491,9 +512,9 @@ fn write_sbom(
             image: &image.name,
             description: &image.description,
             suite: &image.base.suite,
-            tool_version: version,
-            seed,
-            source_date_epoch: epoch,
+            tool_version: ctx.version,
+            seed: ctx.seed,
+            source_date_epoch: ctx.source_date_epoch,
             debian: debs,
             pypi: pypi_files
                 .iter()
@@ -509,6 +530,7 @@ fn write_sbom(
                         .map(|d| (r.name.clone(), d.url.clone(), d.sha256.clone()))
                 })
                 .collect(),
+            data,
         },
     )?;
     Ok(sbom)
@@ -888,6 +910,7 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
     }
     let downloads = crate::fetch::fetch_all(&image.recipes, cache, &[], false)?;
     let pypi_files = crate::pypi::download(&image.recipes, cache, None)?;
+    let data_files = crate::data::fetch_all(image, cache, &[], false)?;
     let work_parent = cache.join("work");
     std::fs::create_dir_all(&work_parent)?;
     let work = fsutil::Scratch::new_in(&work_parent, &format!("lock-{}.work", image.name))?;
@@ -905,6 +928,11 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
     })?;
     let indices = crate::lock::read_indices(&root)?;
     let debian = crate::lock::debs_of(&root, &indices)?;
+    // The data sets built once in the bootstrapped tree (which has every
+    // Debian tool): the lock pins each file's digest.
+    let data = crate::progress::stage("lock", "data", || {
+        crate::data::install(image, &data_files, None, &root)
+    })?;
     let seed_src = format!(
         "{}:{epoch}:{}",
         seed(image),
@@ -944,6 +972,7 @@ pub fn lock(image: &Image, cache: &Path, update: bool) -> Result<(PathBuf, Lock,
                 sha256: p.sha256.clone(),
             })
             .collect(),
+        data,
     };
     l.write(&lock_path)?;
     Ok((lock_path, l, true))

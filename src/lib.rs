@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub(crate) mod confined;
+pub(crate) mod data;
 pub mod disk;
 pub(crate) mod doctor;
 pub(crate) mod fetch;

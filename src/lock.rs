@@ -46,6 +46,10 @@ pub struct Lock {
     pub(crate) download: Vec<LockedDownload>,
     #[serde(default)]
     pub(crate) pypi: Vec<LockedPypi>,
+    /// Every reference data set: where its bytes came from and the size
+    /// and sha256 of each file built from them (content and indexes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) data: Vec<crate::data::BuiltData>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -314,6 +318,47 @@ impl Lock {
             .iter()
             .map(|d| ((d.recipe.as_str(), d.url.as_str()), d.sha256.as_str()))
             .collect();
+        for d in &image.data {
+            let pinned = self.data.iter().find(|l| l.name == d.name);
+            if let Some(p) = pinned.filter(|p| p.source_sha256 != d.source.sha256) {
+                bail!(
+                    "data set {}: its source has sha256 {} in {} but {} in {}; {update}",
+                    d.name,
+                    d.source.sha256,
+                    d.source_file.display(),
+                    p.source_sha256,
+                    lock_path.display()
+                );
+            }
+            let content = pinned.and_then(|l| l.files.first());
+            match content {
+                Some(f) if f.sha256 == d.sha256 => {}
+                Some(f) => bail!(
+                    "data set {}: its content has sha256 {} in {} but {} in {}; {update}",
+                    d.name,
+                    d.sha256,
+                    d.source_file.display(),
+                    f.sha256,
+                    lock_path.display()
+                ),
+                None => bail!(
+                    "data set {} is not in {}; {update}",
+                    d.name,
+                    lock_path.display()
+                ),
+            }
+        }
+        if let Some(extra) = self
+            .data
+            .iter()
+            .find(|l| !image.data.iter().any(|d| d.name == l.name))
+        {
+            bail!(
+                "{} pins data set {}, which the image no longer has; {update}",
+                lock_path.display(),
+                extra.name
+            );
+        }
         for r in &image.recipes {
             for d in &r.install.downloads {
                 match locked.get(&(r.name.as_str(), d.url.as_str())) {
@@ -424,6 +469,7 @@ mod tests {
             source_date_epoch: 1,
             seed: "s".into(),
             snapshot: None,
+            data: vec![],
             requested: vec!["bwa".into()],
             debian: vec![LockedDeb {
                 name: "bwa".into(),

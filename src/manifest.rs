@@ -25,6 +25,9 @@ pub struct Manifest {
     /// (see `smoke::tree`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_sha256: Option<String>,
+    /// The reference data sets in the image, with every file's digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<crate::data::BuiltData>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,26 +117,40 @@ impl Tool {
         let mut v = vec![Tool::from_recipe(r)];
         let dir = r.source.parent().unwrap_or(Path::new("."));
         for t in &r.tests {
-            let data = t
-                .data
-                .iter()
-                .map(|d| DataFile::read(&dir.join(d)))
-                .collect::<Result<Vec<_>>>()
-                .with_context(|| format!("recipe {}, test {}", r.name, t.name))?;
-            v.push(Tool {
-                name: format!("{}/{}", r.name, t.name),
-                category: r.category.clone(),
-                check: ToolCheck {
-                    command: t.script.clone(),
-                    expect: t.expect.as_str().trim_start_matches("(?m)").to_string(),
-                    status: t.status,
-                    timeout: t.timeout_secs,
-                    data,
-                },
-                source: None,
-            });
+            v.push(
+                Tool::from_test(&r.name, &r.category, dir, t)
+                    .with_context(|| format!("recipe {}, test {}", r.name, t.name))?,
+            );
         }
         Ok(v)
+    }
+
+    /// The functional test `t` of `owner` (a recipe, or `data/<set>`),
+    /// named `owner/test`, with its data files (named relative to `dir`)
+    /// read in.
+    pub(crate) fn from_test(
+        owner: &str,
+        category: &str,
+        dir: &Path,
+        t: &crate::config::FunctionalTest,
+    ) -> Result<Tool> {
+        let data = t
+            .data
+            .iter()
+            .map(|d| DataFile::read(&dir.join(d)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tool {
+            name: format!("{owner}/{}", t.name),
+            category: category.to_string(),
+            check: ToolCheck {
+                command: t.script.clone(),
+                expect: t.expect.as_str().trim_start_matches("(?m)").to_string(),
+                status: t.status,
+                timeout: t.timeout_secs,
+                data,
+            },
+            source: None,
+        })
     }
 
     /// Every check of `recipes`, in order.
@@ -191,6 +208,7 @@ impl Manifest {
             artifacts,
             tools: Tool::all_from_recipes(&image.recipes)?,
             tree_sha256: None,
+            data: Vec::new(),
         })
     }
 
@@ -275,6 +293,7 @@ mod tests {
                 .collect(),
             tools: vec![],
             tree_sha256: None,
+            data: Vec::new(),
         };
         m.write(d.path()).unwrap();
         for a in ["bio.raw", "bio.oci"] {

@@ -54,6 +54,12 @@ pub fn requested_packages(image: &Image) -> Vec<String> {
             set.insert(p.apt_spec());
         }
     }
+    // Data sets taken from a file of a Debian package.
+    for d in &image.data {
+        if let crate::config::DataOrigin::Debian { package, .. } = &d.source.from {
+            set.insert(package.clone());
+        }
+    }
     set.into_iter().collect()
 }
 

@@ -56,6 +56,7 @@ pub fn vendor(image: &Image, cache: &Path, out: &Path) -> Result<VendorInfo> {
         .map(|d| d.sha256.as_str())
         .chain(lock.pypi.iter().map(|p| p.sha256.as_str()))
         .chain(lock.download.iter().map(|d| d.sha256.as_str()))
+        .chain(data_shas(&lock))
         .collect();
     store.copy_to(&pool, &shas)?;
     let missing = crate::pool::apt_repo(
@@ -92,6 +93,15 @@ pub fn vendor(image: &Image, cache: &Path, out: &Path) -> Result<VendorInfo> {
     Ok(info)
 }
 
+/// The sha256 of every data set's downloaded bytes (not those taken from
+/// a Debian package, which the package itself carries).
+fn data_shas(lock: &Lock) -> impl Iterator<Item = &str> {
+    lock.data
+        .iter()
+        .filter(|d| !d.source.starts_with("debian:"))
+        .map(|d| d.source_sha256.as_str())
+}
+
 /// Make biovm's store hold every file `lock` names: the packages earlier
 /// builds downloaded are taken from the package cache; for the rest the
 /// image is bootstrapped once from the mirror (beside the store), the
@@ -100,6 +110,14 @@ fn fill_store(image: &Image, lock: &Lock, cache: &Path, store: &Pool) -> Result<
     let stores = std::slice::from_ref(store);
     for (path, d) in crate::fetch::fetch_all(&image.recipes, cache, stores, false)? {
         store.keep(&path, &d.sha256)?;
+    }
+    // Data sets downloaded from URLs (those from Debian packages come
+    // with the packages).
+    let data = crate::data::fetch_all(image, cache, stores, false)?;
+    for (path, d) in data.iter().zip(&image.data) {
+        if let Some(p) = path {
+            store.keep(p, &d.source.sha256)?;
+        }
     }
     if crate::pypi::from_pools(&image.recipes, lock, stores)?.is_none() {
         let files = crate::pypi::download(&image.recipes, cache, Some(&lock.pypi_hashes()))?;

@@ -611,6 +611,7 @@ fn sbom_passes_the_spdx_validator() {
             "https://example.org/tool-1.0.tar.gz".into(),
             "4c".repeat(32),
         )],
+        data: &[],
     };
     let sbom = d.path().join("biotest.spdx.json");
     formats::spdx::write_sbom(&sbom, &input).unwrap();

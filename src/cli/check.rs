@@ -46,6 +46,7 @@ pub(crate) fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
 
     let mut recipes: BTreeSet<PathBuf> = BTreeSet::new();
     let mut images = 0usize;
+    let mut data_sets = 0usize;
     for t in targets {
         match t {
             Target::RecipeFile(p) => match config::load_recipe_with(&p, &access) {
@@ -65,6 +66,13 @@ pub(crate) fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
                         recipes.extend(c.recipes.into_values().map(|r| canonical(r.source)));
                     }
                     Err(d) => diags.extend(d),
+                }
+                // The reference data recipes beside the recipe folder.
+                let data_dir = config::default_data_dir(&p);
+                if data_dir.is_dir() {
+                    let (sets, d) = config::load_data_dirs(&[data_dir], &access);
+                    diags.extend(d);
+                    data_sets += sets.len();
                 }
             }
             Target::ImageFile(p) => {
@@ -86,12 +94,20 @@ pub(crate) fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     if g.json {
         crate::progress::result(
             "check",
-            serde_json::json!({"recipes": recipes.len(), "images": images}),
+            serde_json::json!({"recipes": recipes.len(), "data_sets": data_sets, "images": images}),
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let data = if data_sets > 0 {
+        format!(
+            ", {data_sets} {}",
+            plural(data_sets, "data set", "data sets")
+        )
+    } else {
+        String::new()
+    };
     super::list::emit(&format!(
-        "ok: {} {}, {} {}\n",
+        "ok: {} {}{data}, {} {}\n",
         recipes.len(),
         plural(recipes.len(), "recipe", "recipes"),
         images,

@@ -115,6 +115,7 @@ fn plan_text(image: &Image, out: &Path) -> String {
 
     recipes_text(&mut s, image);
     packages_text(&mut s, image);
+    data_text(&mut s, image);
     system_text(&mut s, image);
     s.push_str("disk:\n");
     kv(
@@ -128,6 +129,63 @@ fn plan_text(image: &Image, out: &Path) -> String {
         s.push_str(&format!("  {a}\n"));
     }
     s
+}
+
+/// Where a data set's bytes come from, in words.
+fn data_origin(d: &crate::config::DataSet) -> String {
+    match &d.source.from {
+        crate::config::DataOrigin::Debian { package, path } => {
+            format!("Debian package {package}: {path}")
+        }
+        crate::config::DataOrigin::Urls(urls) => urls.join(" , then "),
+    }
+}
+
+/// The data sets, their download size and where they go, before anything
+/// is downloaded.
+fn data_text(s: &mut String, image: &Image) {
+    if image.data.is_empty() {
+        return;
+    }
+    let total: u64 = image.data.iter().map(|d| d.source.size).sum();
+    s.push_str(&format!(
+        "data ({}, {} to fetch, into the root filesystem):\n",
+        image.data.len(),
+        human_bytes(total)
+    ));
+    for d in &image.data {
+        s.push_str(&format!(
+            "  {}  {} {}  {}  -> /{}{}\n    from {}\n",
+            d.name,
+            d.organism,
+            d.version,
+            human_bytes(d.source.size),
+            d.folder().display(),
+            if d.indexes.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = d.indexes.iter().map(|i| i.name.as_str()).collect();
+                format!(" with indexes {}", names.join(", "))
+            },
+            data_origin(d)
+        ));
+    }
+}
+
+/// A byte count for people: `1.4 MiB`.
+fn human_bytes(n: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 /// One line `key: value` of the plan, the values aligned.
@@ -247,6 +305,19 @@ fn plan_json(image: &Image, out: &Path) -> Value {
         "pypi_packages": pypi(image),
         "downloads": image.recipes.iter().flat_map(|r| r.install.downloads.iter()).map(|d| json!({
             "url": d.url, "sha256": d.sha256, "dest": d.dest, "unpack": d.unpack,
+        })).collect::<Vec<_>>(),
+        "data": image.data.iter().map(|d| json!({
+            "name": d.name,
+            "organism": d.organism,
+            "build": d.build,
+            "version": d.version,
+            "license": d.license,
+            "redistributable": d.redistributable,
+            "size": d.source.size,
+            "sha256": d.source.sha256,
+            "from": data_origin(d),
+            "location": format!("/{}", d.folder().display()),
+            "indexes": d.indexes.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "system": {
             "hostname": sys.hostname,

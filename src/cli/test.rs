@@ -111,6 +111,15 @@ struct ImageChecks {
     default_user: Option<String>,
 }
 
+/// The checks of the reference data a build recorded in its manifest.
+fn data_checks(m: &Manifest) -> Vec<Tool> {
+    m.tools
+        .iter()
+        .filter(|t| t.category == crate::data::CATEGORY)
+        .cloned()
+        .collect()
+}
+
 fn tools_of_image(g: &GlobalArgs, img: &Path) -> anyhow::Result<ImageChecks> {
     let dir = crate::config::default_recipe_dir(Some(img), g.recipes.as_deref());
     let image = crate::config::load_image(img, &dir)?;
@@ -155,6 +164,9 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
             }
             artifacts.push((p, f));
         }
+        // The data checks carry the digests the build recorded.
+        let mut tools = tools;
+        tools.extend(data_checks(&m));
         return Ok(Plan {
             tree_sha256: m.tree_sha256.clone(),
             default_user: m.default_user.clone(),
@@ -174,8 +186,9 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         .unwrap_or_default();
     let manifest = Manifest::for_artifact(&a.target);
     let (tools, boot, default_user) = match (&a.image, &manifest) {
-        (Some(img), _) => {
-            let c = tools_of_image(g, img)?;
+        (Some(img), m) => {
+            let mut c = tools_of_image(g, img)?;
+            c.tools.extend(m.iter().flat_map(data_checks));
             (c.tools, c.boot, c.default_user)
         }
         (None, Ok(m)) => (m.tools.clone(), m.boot_modes(), m.default_user.clone()),

@@ -12,11 +12,13 @@ use crate::names::Named;
 use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
 use super::model::{
-    Base, BootMode, Catalog, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe, Snapshot,
-    System, User,
+    Base, BootMode, Catalog, DataSet, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe,
+    Snapshot, System, User,
 };
 use super::paths::normalize_path;
-use super::raw::{RawBase, RawFile, RawImage, RawSelection, RawSnapshot, RawSystem};
+use super::raw::{
+    RawBase, RawDataSelection, RawFile, RawImage, RawSelection, RawSnapshot, RawSystem,
+};
 use super::recipe::{load_all, read_text};
 use super::validate::{self, Ctx, Invalid};
 
@@ -152,6 +154,10 @@ pub(crate) fn load_image_and_catalog(
         recipes = select_recipes(&mut cx, &raw, sel, &catalog);
     }
     pin_recipe_packages(&mut recipes, &base.packages);
+    let (data, data_diags) = match &raw.data {
+        Some(sel) => select_data(&mut cx, sel, recipe_dir, &image_dir, access, &recipes),
+        None => (Vec::new(), Diagnostics::new()),
+    };
 
     let image = Image {
         name,
@@ -166,8 +172,10 @@ pub(crate) fn load_image_and_catalog(
         }),
         formats,
         targets,
+        data,
     };
     let mut diags = catalog_diags;
+    diags.extend(data_diags);
     diags.extend(cx.finish());
     diags.into_result((image, catalog))
 }
@@ -721,6 +729,98 @@ fn unknown_category(cx: &mut Ctx<'_>, item: &Spanned<String>, categories: &[Stri
         d
     };
     cx.push(d);
+}
+
+/// The data sets `[data]` names, from the data folder beside the recipe
+/// folder and the section's own `paths`; each index must be built by a
+/// recipe the image has, and no two data sets may share a folder.
+fn select_data(
+    cx: &mut Ctx<'_>,
+    sel: &Spanned<RawDataSelection>,
+    recipe_dir: &Path,
+    image_dir: &Path,
+    access: &HostAccess,
+    recipes: &[Recipe],
+) -> (Vec<DataSet>, Diagnostics) {
+    let s = sel.get_ref();
+    if let Some(l) = &s.location {
+        if l.get_ref() != "root" {
+            let d = cx
+                .diag(l.span(), format!("unknown data location `{}`", l.get_ref()))
+                .with_help("use \"root\" (the data goes into the root filesystem under /data/genomes); a separate data disk is not supported yet");
+            cx.push(d);
+        }
+    }
+    listed_twice(cx, &s.include, "include");
+    let mut dirs = vec![super::data::default_data_dir(recipe_dir)];
+    for p in &s.paths {
+        let dir = normalize_path(&image_dir.join(p.get_ref()));
+        if !dir.is_dir() {
+            let d = cx
+                .diag(
+                    p.span(),
+                    format!("data folder `{}` not found", dir.display()),
+                )
+                .with_help("paths are relative to the image file's folder");
+            cx.push(d);
+        } else if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    if s.include.is_empty() {
+        return (Vec::new(), Diagnostics::new());
+    }
+    let (all, diags) = super::data::load_data_dirs(&dirs, access);
+    let names: Vec<&str> = all.keys().map(String::as_str).collect();
+    let mut out: Vec<DataSet> = Vec::new();
+    let mut folders: BTreeMap<String, String> = BTreeMap::new();
+    for item in &s.include {
+        let Some(l) = all.get(item.get_ref()) else {
+            // A file of that name that failed to load has its own errors.
+            let file = format!("{}.toml", item.get_ref());
+            if !dirs.iter().any(|d| d.join(&file).is_file()) {
+                let d = cx
+                    .diag(
+                        item.span(),
+                        format!("unknown data set `{}`", item.get_ref()),
+                    )
+                    .with_suggestion(item.get_ref(), names.iter().copied());
+                cx.push(d);
+            }
+            continue;
+        };
+        let ds = &l.data;
+        if out.iter().any(|o| o.name == ds.name) {
+            continue;
+        }
+        for i in &ds.indexes {
+            if !recipes.iter().any(|r| r.name == i.recipe) {
+                let d = cx
+                    .diag(
+                        item.span(),
+                        format!(
+                            "data set `{}`: index `{}` is built by recipe `{}`, which the image does not include",
+                            ds.name, i.name, i.recipe
+                        ),
+                    )
+                    .with_help(format!("add \"{}\" to `[recipes] include`", i.recipe));
+                cx.push(d);
+            }
+        }
+        if let Some(other) = folders.insert(ds.build.clone(), ds.name.clone()) {
+            cx.error(
+                item.span(),
+                format!(
+                    "data sets `{other}` and `{}` both go to /{}",
+                    ds.name,
+                    ds.folder().display()
+                ),
+            );
+        }
+        out.push(ds.clone());
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    (out, diags)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 mod access;
 pub(crate) mod coverage;
+mod data;
 mod diag;
 mod image;
 pub(crate) mod model;
@@ -20,6 +21,7 @@ mod targets;
 mod validate;
 
 pub(crate) use access::HostAccess;
+pub(crate) use data::{default_data_dir, load_data_dirs};
 pub use diag::Diagnostics;
 pub(crate) use diag::{quoted_list, Diagnostic};
 pub use image::load_image;

@@ -103,6 +103,73 @@ pub struct Image {
     pub(crate) disk: Disk,
     pub(crate) formats: Vec<Format>,
     pub(crate) targets: Targets,
+    /// The selected reference data sets, sorted by name.
+    pub(crate) data: Vec<DataSet>,
+}
+
+/// Where the data sets go in the image: `/data/genomes/<build>`.
+pub(crate) const DATA_ROOT: &str = "data/genomes";
+
+/// A reference data set: `data/<name>.toml`.
+#[derive(Debug, Clone)]
+pub(crate) struct DataSet {
+    pub(crate) name: String,
+    pub(crate) summary: String,
+    pub(crate) organism: String,
+    pub(crate) build: String,
+    pub(crate) version: String,
+    pub(crate) license: String,
+    pub(crate) redistributable: bool,
+    /// The unpacked content's file name in the data set's folder.
+    pub(crate) file: String,
+    /// The unpacked content's sha256.
+    pub(crate) sha256: String,
+    pub(crate) source: DataSource,
+    pub(crate) indexes: Vec<DataIndex>,
+    /// Checks of the data in the built image.
+    pub(crate) tests: Vec<FunctionalTest>,
+    /// The file the data set came from.
+    pub(crate) source_file: PathBuf,
+}
+
+impl DataSet {
+    /// The data set's folder in the image, from its root: `data/genomes/<build>`.
+    pub(crate) fn folder(&self) -> PathBuf {
+        PathBuf::from(DATA_ROOT).join(&self.build)
+    }
+}
+
+/// Where a data set's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DataSource {
+    pub(crate) from: DataOrigin,
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    pub(crate) unpack: Unpack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DataOrigin {
+    /// A file inside a Debian package the image installs.
+    Debian { package: String, path: String },
+    /// The same bytes at each URL, tried in order.
+    Urls(Vec<String>),
+}
+
+/// How a data source's bytes become the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unpack {
+    None,
+    Gzip,
+}
+
+/// Files a tool builds from a data set's content during the image build.
+#[derive(Debug, Clone)]
+pub(crate) struct DataIndex {
+    pub(crate) name: String,
+    pub(crate) recipe: String,
+    pub(crate) command: String,
+    pub(crate) outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

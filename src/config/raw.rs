@@ -115,6 +115,85 @@ pub(crate) struct RawImage {
     pub(crate) output: Option<RawOutput>,
     /// Where `biovm publish` puts the image.
     pub(crate) targets: Option<RawTargets>,
+    /// Reference data sets that go in (`data/<name>.toml`).
+    pub(crate) data: Option<Spanned<RawDataSelection>>,
+}
+
+/// `[data]`: which reference data sets the image carries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawDataSelection {
+    /// Data set names, from the data folder (`<recipes>/../data`) and `paths`.
+    #[serde(default)]
+    pub(crate) include: Vec<Spanned<String>>,
+    /// Where they go: `root` (the default; `/data/genomes/<build>` in the
+    /// root filesystem).
+    pub(crate) location: Option<Spanned<String>>,
+    /// More folders of data recipes, relative to the image file's folder.
+    #[serde(default)]
+    pub(crate) paths: Vec<Spanned<String>>,
+}
+
+/// A reference data set: `data/<name>.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawDataSet {
+    /// Must equal the file name without `.toml`.
+    pub(crate) name: Spanned<String>,
+    pub(crate) summary: Spanned<String>,
+    /// The organism, e.g. `Escherichia coli`.
+    pub(crate) organism: Spanned<String>,
+    /// The assembly or build, which names the folder: `/data/genomes/<build>`.
+    pub(crate) build: Spanned<String>,
+    /// The version of the data (an accession with its version, a release).
+    pub(crate) version: Spanned<String>,
+    /// Its licence or terms of use.
+    pub(crate) license: Spanned<String>,
+    /// Whether images carrying it may be published.
+    pub(crate) redistributable: bool,
+    /// The file the unpacked content is written to, in the data set's folder.
+    pub(crate) file: Spanned<String>,
+    /// The sha256 of the unpacked content.
+    pub(crate) sha256: Spanned<String>,
+    pub(crate) source: Spanned<RawDataSource>,
+    /// Indexes built from the content during the image build (`[[index]]`).
+    #[serde(default)]
+    pub(crate) index: Vec<Spanned<RawIndex>>,
+    /// Checks of the data in the built image (`[[test]]`, as in recipes).
+    #[serde(default)]
+    pub(crate) test: Vec<Spanned<RawTest>>,
+}
+
+/// `[source]`: a Debian package and a path in it, or URLs tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawDataSource {
+    /// A Debian package that ships the data.
+    pub(crate) debian: Option<Spanned<String>>,
+    /// The absolute path of the file inside that package.
+    pub(crate) path: Option<Spanned<String>>,
+    /// http(s) URLs of the same bytes, tried in order.
+    #[serde(default)]
+    pub(crate) urls: Vec<Spanned<String>>,
+    /// The sha256 of the bytes the URLs serve (or of the file in the package).
+    pub(crate) sha256: Spanned<String>,
+    /// Their size in bytes.
+    pub(crate) size: Spanned<i64>,
+    /// `none` (default) or `gzip`.
+    pub(crate) unpack: Option<Spanned<String>>,
+}
+
+/// `[[index]]`: files a tool builds from the content, offline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawIndex {
+    pub(crate) name: Spanned<String>,
+    /// The recipe (in the image) whose tool builds it.
+    pub(crate) recipe: Spanned<String>,
+    /// Run under `sh -c` in the data set's folder inside the image.
+    pub(crate) command: Spanned<String>,
+    /// The files it makes, relative to the data set's folder.
+    pub(crate) outputs: Vec<Spanned<String>>,
 }
 
 /// `[base]`: the distribution.

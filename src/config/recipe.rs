@@ -51,22 +51,7 @@ pub(crate) fn parse_recipe(
     let raw: RawRecipe = toml::from_str(text).map_err(|e| from_toml_error(path, text, &e))?;
     let mut cx = Ctx::new(path, text, access);
 
-    let name = raw.name.get_ref().clone();
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if cx.check(&raw.name, |n| validate::recipe_name(n)).is_some() && name != stem {
-        let d = cx
-            .diag(
-                raw.name.span(),
-                format!("recipe name `{name}` does not match its file name `{stem}.toml`"),
-            )
-            .with_help(format!(
-                "rename the file to `{name}.toml`, or set name = \"{stem}\""
-            ));
-        cx.push(d);
-    }
+    let name = named_like_its_file(&mut cx, &raw.name, "recipe");
 
     let summary = cx.non_empty(&raw.summary, "`summary`");
     let license = cx.non_empty(&raw.license, "`license`");
@@ -138,6 +123,33 @@ pub(crate) fn parse_recipe(
     })
 }
 
+/// The `name` of a file `cx` reads, which must be a valid name and the
+/// file's own name without `.toml`; `what` says what the file holds.
+pub(crate) fn named_like_its_file(
+    cx: &mut Ctx<'_>,
+    raw: &toml::Spanned<String>,
+    what: &str,
+) -> String {
+    let name = raw.get_ref().clone();
+    let stem = cx
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if cx.check(raw, |n| validate::recipe_name(n)).is_some() && name != stem {
+        let d = cx
+            .diag(
+                raw.span(),
+                format!("{what} name `{name}` does not match its file name `{stem}.toml`"),
+            )
+            .with_help(format!(
+                "rename the file to `{name}.toml`, or set name = \"{stem}\""
+            ));
+        cx.push(d);
+    }
+    name
+}
+
 fn install(cx: &mut Ctx<'_>, raw: &RawRecipe) -> Install {
     let ri = raw.install.get_ref();
     let mut out = Install::default();
@@ -196,7 +208,7 @@ fn check(cx: &mut Ctx<'_>, c: &RawCheck) -> Option<Check> {
     })
 }
 
-fn test(cx: &mut Ctx<'_>, t: &RawTest) -> Option<FunctionalTest> {
+pub(crate) fn test(cx: &mut Ctx<'_>, t: &RawTest) -> Option<FunctionalTest> {
     let name = cx.non_empty(&t.name, "the test `name`");
     let script = cx.non_empty(&t.script, "the test `script`");
     let expect = cx.check(&t.expect, |e| validate::expect_regex(e));

@@ -43,6 +43,8 @@ pub struct SbomInput<'a> {
     pub pypi: Vec<(String, String)>,
     /// Recipe downloads: (recipe, url, sha256).
     pub downloads: Vec<(String, String, String)>,
+    /// The reference data sets in the image.
+    pub data: &'a [crate::data::BuiltData],
 }
 
 #[derive(Debug, Serialize)]
@@ -81,7 +83,7 @@ struct Package {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     checksums: Vec<Checksum>,
     license_concluded: &'static str,
-    license_declared: &'static str,
+    license_declared: String,
     copyright_text: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<String>,
@@ -204,6 +206,7 @@ pub(crate) fn sbom_json(i: &SbomInput) -> String {
     packages.extend(debian_packages(i));
     packages.extend(pypi_packages(i));
     packages.extend(download_packages(i));
+    packages.extend(data_packages(i));
     let relationships = relationships(&packages);
     let doc = Document {
         spdx_version: "SPDX-2.3",
@@ -232,7 +235,7 @@ fn image_package(i: &SbomInput) -> Package {
         files_analyzed: false,
         checksums: Vec::new(),
         license_concluded: NOASSERTION,
-        license_declared: NOASSERTION,
+        license_declared: NOASSERTION.into(),
         copyright_text: NOASSERTION,
         description: (!i.description.is_empty()).then(|| i.description.to_string()),
         comment: Some(format!(
@@ -260,7 +263,7 @@ fn debian_packages(i: &SbomInput) -> Vec<Package> {
             files_analyzed: false,
             checksums: sha256(&d.sha256),
             license_concluded: NOASSERTION,
-            license_declared: NOASSERTION,
+            license_declared: NOASSERTION.into(),
             copyright_text: NOASSERTION,
             description: None,
             comment: Some(format!("Debian package, architecture {}", d.architecture)),
@@ -303,7 +306,7 @@ fn pypi_packages(i: &SbomInput) -> Vec<Package> {
                 files_analyzed: false,
                 checksums: sha256(sha),
                 license_concluded: NOASSERTION,
-                license_declared: NOASSERTION,
+                license_declared: NOASSERTION.into(),
                 copyright_text: NOASSERTION,
                 description: None,
                 comment: Some(format!("PyPI distribution file {file}")),
@@ -340,12 +343,66 @@ fn download_packages(i: &SbomInput) -> Vec<Package> {
                 files_analyzed: false,
                 checksums: sha256(sha),
                 license_concluded: NOASSERTION,
-                license_declared: NOASSERTION,
+                license_declared: NOASSERTION.into(),
                 copyright_text: NOASSERTION,
                 description: None,
                 comment: Some(format!("Downloaded for the recipe {recipe}")),
                 external_refs: Vec::new(),
                 primary_package_purpose: Some("FILE"),
+            }
+        })
+        .collect()
+}
+
+/// One package per reference data set: its version, where its bytes came
+/// from, the digest of its content, and its licence as declared.
+fn data_packages(i: &SbomInput) -> Vec<Package> {
+    i.data
+        .iter()
+        .map(|d| {
+            let location = if d.source.starts_with("debian:") {
+                NOASSERTION.to_string()
+            } else {
+                d.source.clone()
+            };
+            // SPDX has no identifier for the public domain.
+            let license = if d.license == "public-domain" {
+                "LicenseRef-public-domain".to_string()
+            } else {
+                d.license.clone()
+            };
+            let folder = d
+                .files
+                .first()
+                .and_then(|f| f.path.rsplit_once('/'))
+                .map(|(dir, _)| dir.to_string())
+                .unwrap_or_default();
+            Package {
+                name: d.name.clone(),
+                spdx_id: format!("SPDXRef-data-{}", id_part(&d.name)),
+                version_info: Some(d.version.clone()),
+                supplier: None,
+                download_location: location,
+                files_analyzed: false,
+                checksums: d
+                    .files
+                    .first()
+                    .map(|f| sha256(&f.sha256))
+                    .unwrap_or_default(),
+                license_concluded: NOASSERTION,
+                license_declared: license,
+                copyright_text: NOASSERTION,
+                description: Some(d.summary.clone()),
+                comment: Some(format!(
+                    "Reference data: {} ({}), {} files in {folder}, from {}; redistributable: {}",
+                    d.organism,
+                    d.build,
+                    d.files.len(),
+                    d.source,
+                    if d.redistributable { "yes" } else { "no" }
+                )),
+                external_refs: Vec::new(),
+                primary_package_purpose: Some("OTHER"),
             }
         })
         .collect()
@@ -401,6 +458,7 @@ mod tests {
                 "https://example.org/dl/tool-1.0.tar.gz".into(),
                 "cd".repeat(32),
             )],
+            data: &[],
         }
     }
 

@@ -119,7 +119,9 @@ fn run_with_retry(
 /// source the image has (Debian, PyPI, download), the first of each in
 /// catalogue order, so every way a tool gets into the image is proven in
 /// the booted system too. Without sources (an old manifest), the first
-/// version check.
+/// version check. Every data set's digest check (`data/<name>`) runs too:
+/// the booted disk holds each reference file with the digest it was built
+/// with.
 pub fn boot_sample(tools: &[Tool]) -> Vec<Tool> {
     let mut seen = std::collections::BTreeSet::new();
     let mut v: Vec<Tool> = tools
@@ -130,6 +132,12 @@ pub fn boot_sample(tools: &[Tool]) -> Vec<Tool> {
     if v.is_empty() {
         v.extend(tools.iter().find(|t| !t.name.contains('/')).cloned());
     }
+    v.extend(
+        tools
+            .iter()
+            .filter(|t| t.category == crate::data::CATEGORY && t.name.matches('/').count() == 1)
+            .cloned(),
+    );
     v
 }
 

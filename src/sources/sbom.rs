@@ -172,6 +172,7 @@ mod tests {
             debian: &debs,
             pypi: vec![("pysam-0.22.0-cp311-none-any.whl".into(), "33".repeat(32))],
             downloads: vec![],
+            data: &[],
         });
         let f = |n: &str, s: &str| SourceFile {
             file: n.into(),

@@ -275,6 +275,7 @@ fn lock_with_wheel() -> Lock {
         source_date_epoch: 1,
         seed: "s".into(),
         snapshot: None,
+        data: vec![],
         requested: vec![],
         debian: vec![],
         download: vec![],
