@@ -188,6 +188,32 @@ pub struct IndexImage {
     /// wheels; the files are in the release's `sources/` folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<crate::sources::Sources>,
+    /// The reference data sets the image carries, each verified in it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<IndexData>,
+}
+
+/// One reference data set of a released image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexData {
+    /// The data recipe's name.
+    pub name: String,
+    /// The organism.
+    pub organism: String,
+    /// The build, which names its folder in the image.
+    pub build: String,
+    /// The version of the data.
+    pub version: String,
+    /// Its licence or terms of use.
+    pub license: String,
+    /// Whether it may be redistributed.
+    pub redistributable: bool,
+    /// Its folder in the image.
+    pub folder: String,
+    /// Files in the folder (the content and every index output).
+    pub files: usize,
+    /// The SHA-256 of the content (the first file).
+    pub sha256: String,
 }
 
 /// What the mirror said about an image's lock when the release was made.
@@ -735,7 +761,34 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         published: Vec::new(),
         lock_check: lock_check(&s.image, &opts.cache_dir),
         sources: s.sources.clone(),
+        data: index_data(&s.manifest.data),
     })
+}
+
+/// The release index's entry for each data set an image carries.
+fn index_data(data: &[crate::data::BuiltData]) -> Vec<IndexData> {
+    data.iter()
+        .map(|d| IndexData {
+            name: d.name.clone(),
+            organism: d.organism.clone(),
+            build: d.build.clone(),
+            version: d.version.clone(),
+            license: d.license.clone(),
+            redistributable: d.redistributable,
+            folder: d
+                .files
+                .first()
+                .and_then(|f| f.path.rsplit_once('/'))
+                .map(|(dir, _)| dir.to_string())
+                .unwrap_or_default(),
+            files: d.files.len(),
+            sha256: d
+                .files
+                .first()
+                .map(|f| f.sha256.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// The source files into `sources/` (from biovm's store) and the SBOM
@@ -932,6 +985,37 @@ fn remove_old_staging(out: &Path, staged: &[Staged]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_set_is_indexed_by_its_folder_and_content() {
+        let file = |path: &str, sha: &str| crate::data::DataFileDigest {
+            path: path.into(),
+            size: 3,
+            sha256: sha.repeat(32),
+        };
+        let d = crate::data::BuiltData {
+            name: "lambda-phage".into(),
+            summary: "s".into(),
+            organism: "Escherichia phage lambda".into(),
+            build: "lambda".into(),
+            version: "NC_001416.1".into(),
+            license: "public-domain".into(),
+            redistributable: true,
+            source: "debian:bowtie2-examples:/x.fa.gz".into(),
+            source_size: 1,
+            source_sha256: "cd".repeat(32),
+            files: vec![
+                file("/data/genomes/lambda/lambda.fa", "ab"),
+                file("/data/genomes/lambda/lambda.fa.fai", "ef"),
+            ],
+        };
+        let i = index_data(&[d]);
+        assert_eq!(i[0].folder, "/data/genomes/lambda");
+        assert_eq!(i[0].files, 2);
+        assert_eq!(i[0].sha256, "ab".repeat(32));
+        let json = serde_json::to_value(&i[0]).unwrap();
+        assert_eq!(json["version"], "NC_001416.1");
+    }
 
     #[test]
     fn the_default_version_is_the_locks_date_and_time() {

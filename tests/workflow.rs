@@ -10,7 +10,9 @@ mod publish_common;
 use std::path::Path;
 
 use biovm::lock::check::Superseded;
-use biovm::release::{FileRef, Index, IndexArtifact, IndexImage, IndexTests, LockCheck, Published};
+use biovm::release::{
+    FileRef, Index, IndexArtifact, IndexData, IndexImage, IndexTests, LockCheck, Published,
+};
 use biovm::sources::{DebianSource, PypiSdist, SourceFile, Sources};
 use publish_common::*;
 
@@ -222,6 +224,17 @@ fn sample() -> Index {
                     security: "1.0.11-1+deb12u4".into(),
                 }],
             }),
+            data: vec![IndexData {
+                name: "lambda-phage".into(),
+                organism: "Escherichia phage lambda".into(),
+                build: "lambda".into(),
+                version: "NC_001416.1".into(),
+                license: "public-domain".into(),
+                redistributable: true,
+                folder: "/data/genomes/lambda".into(),
+                files: 13,
+                sha256: "a".repeat(64),
+            }],
         }],
     }
 }
