@@ -453,6 +453,25 @@ impl Tree {
         Ok(())
     }
 
+    /// Give the file or folder `rel` (not a link's target: a link there is
+    /// an error) to the user `uid` and group `gid`.
+    pub fn set_owner(&self, rel: &Path, uid: u32, gid: u32) -> Result<()> {
+        let what = || {
+            format!(
+                "cannot set the owner of {} in {}",
+                self.show(rel),
+                self.path.display()
+            )
+        };
+        inner_components(rel).with_context(what)?;
+        let fd = self
+            .open_at(rel, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
+            .with_context(what)?;
+        // SAFETY: a valid descriptor.
+        check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).with_context(what)?;
+        Ok(())
+    }
+
     /// The names in the folder `rel` with their types (links not followed),
     /// sorted; empty when the folder does not exist.
     pub fn read_dir(&self, rel: &Path) -> Result<Vec<(OsString, std::fs::FileType)>> {

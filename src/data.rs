@@ -212,6 +212,10 @@ fn transfer(
         fs::remove_file(partial)?;
         have = 0;
     }
+    if have == size {
+        // Whole already (a run ended before its check): the caller checks it.
+        return Ok(());
+    }
     let mut req = client.get(url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
@@ -413,7 +417,7 @@ fn install_one(d: &DataSet, fetched: Option<&Path>, tree: &Tree, root: &Path) ->
         sha256: content_sha,
     }];
     for i in &d.indexes {
-        build_index(root, &folder, &i.command)
+        build_index(tree, root, &folder, &i.command)
             .with_context(|| format!("index {} (`{}`) failed", i.name, i.command))?;
         for o in &i.outputs {
             let digest = digest_in(&data, Path::new(o))
@@ -449,17 +453,39 @@ fn install_one(d: &DataSet, fetched: Option<&Path>, tree: &Tree, root: &Path) ->
     })
 }
 
-/// Run an index's command in the data set's folder inside the image, with
-/// no network (the build of an index is offline by definition).
-fn build_index(root: &Path, folder: &Path, command: &str) -> Result<()> {
-    Cmd::isolated("unshare")
+/// The user and group an index's command runs as: `nobody`, who can
+/// write only the data set's folder while it runs (as root, a command in
+/// a chroot could climb out of it).
+const INDEX_ID: u32 = 65534;
+
+/// Run an index's command in the data set's folder inside the image, as
+/// `nobody` and with no network (the build of an index is offline by
+/// definition); then give every file there back to root, read-only for
+/// others, and refuse anything that is not a regular file.
+fn build_index(tree: &Tree, root: &Path, folder: &Path, command: &str) -> Result<()> {
+    tree.set_owner(folder, INDEX_ID, INDEX_ID)?;
+    let ran = Cmd::isolated("unshare")
         .args(["--net", "chroot"])
+        .arg(format!("--userspec={INDEX_ID}:{INDEX_ID}"))
         .arg(root)
         .args(["/bin/sh", "-ec"])
         .arg(format!("cd /{} && {command}", folder.display()))
-        .env("HOME", "/root")
+        .env("HOME", format!("/{}", folder.display()))
         .env("LC_ALL", "C")
-        .run()?;
+        .run();
+    tree.set_owner(folder, 0, 0)?;
+    for (name, kind) in tree.read_dir(folder)? {
+        let rel = folder.join(&name);
+        if !kind.is_file() {
+            bail!(
+                "it left {}, which is not a regular file",
+                Path::new("/").join(&rel).display()
+            );
+        }
+        tree.set_owner(&rel, 0, 0)?;
+        tree.set_mode(&rel, 0o644)?;
+    }
+    ran?;
     Ok(())
 }
 

@@ -395,3 +395,84 @@ fn built_files_must_match_the_lock() {
         "{msg}"
     );
 }
+
+/// A root filesystem with just enough to run `sh -c` with `programs`:
+/// each program and the libraries `ldd` names, copied from the host.
+fn mini_root(root: &Path, programs: &[&str]) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in programs {
+        let path = which::which(p).unwrap();
+        let out = std::process::Command::new("ldd")
+            .arg(&path)
+            .output()
+            .unwrap();
+        for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if word.starts_with('/') {
+                files.push(PathBuf::from(word));
+            }
+        }
+        files.push(path);
+    }
+    for f in files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(fs::canonicalize(&f).unwrap(), &dest).unwrap();
+    }
+    // `sh` is where the index runs it.
+    let sh = which::which("sh").unwrap();
+    if sh != Path::new("/bin/sh") {
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::copy(fs::canonicalize(&sh).unwrap(), root.join("bin/sh")).unwrap();
+    }
+    fs::create_dir_all(root.join("data/genomes/tiny")).unwrap();
+}
+
+fn is_root() -> bool {
+    // SAFETY: no arguments, no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// An index's command runs as nobody: it writes its folder, never the
+/// rest of the image (where, as root in a chroot, it could also climb out);
+/// what it made is root's and read-only for others afterwards.
+#[test]
+fn an_index_runs_as_nobody_inside_its_folder_only() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    mini_root(&root, &["sh", "touch"]);
+    let tree = Tree::open(&root).unwrap();
+    let folder = Path::new("data/genomes/tiny");
+    build_index(&tree, &root, folder, "touch tiny.idx").unwrap();
+    let meta = fs::symlink_metadata(root.join("data/genomes/tiny/tiny.idx")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+    let folder_meta = fs::metadata(root.join(folder)).unwrap();
+    assert_eq!(folder_meta.uid(), 0, "the folder is root's again");
+
+    let e = build_index(&tree, &root, folder, "touch /owned-by-the-index").unwrap_err();
+    assert!(format!("{e:#}").contains("Permission denied"), "{e:#}");
+    assert!(!root.join("owned-by-the-index").exists());
+}
+
+#[test]
+fn an_index_that_leaves_a_link_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    mini_root(&root, &["sh", "ln"]);
+    let tree = Tree::open(&root).unwrap();
+    let folder = Path::new("data/genomes/tiny");
+    let e = build_index(&tree, &root, folder, "ln -s /etc/shadow tiny.idx").unwrap_err();
+    assert!(
+        format!("{e:#}").contains("/data/genomes/tiny/tiny.idx, which is not a regular file"),
+        "{e:#}"
+    );
+}
