@@ -314,10 +314,15 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         crate::pypi::install(&image.recipes, &pypi_files, &root, epoch)?;
         rootfs::configure(&image, &ids, epoch, &root)
     })?;
-    let data = timed(&mut stages, "data", || {
-        let locked = lock.as_ref().map(|l| l.data.as_slice());
-        crate::data::install(&image, &data_files, locked, &root)
-    })?;
+    // A stage of its own only for an image with reference data.
+    let data = if image.data.is_empty() {
+        Vec::new()
+    } else {
+        timed(&mut stages, "data", || {
+            let locked = lock.as_ref().map(|l| l.data.as_slice());
+            crate::data::install(&image, &data_files, locked, &root)
+        })?
+    };
     let root_tree_bytes = tree_size(&root);
     timed(&mut stages, "clamp-times", || {
         fsutil::clamp_mtimes(&root, epoch)?;
