@@ -86,32 +86,39 @@ pub fn inputs_hash(image: &Image, lock_path: &Path) -> Result<String> {
     let mut recipes: Vec<_> = image.recipes.iter().collect();
     recipes.sort_by(|a, b| a.name.cmp(&b.name));
     for r in recipes {
-        k.add(&format!("recipe {}", r.name), &read(&r.source)?);
-        // Test data paths are relative to the recipe's folder.
-        let dir = r.source.parent().unwrap_or(Path::new("."));
-        for t in &r.tests {
-            for d in &t.data {
-                k.add(
-                    &format!("data {} {}", r.name, d.display()),
-                    &read(&dir.join(d))?,
-                );
-            }
-        }
+        add_with_test_data(&mut k, &format!("recipe {}", r.name), &r.source, &r.tests)?;
     }
-    // Data recipes and their tests' files.
     for d in &image.data {
-        k.add(&format!("data set {}", d.name), &read(&d.source_file)?);
-        let dir = d.source_file.parent().unwrap_or(Path::new("."));
-        for t in &d.tests {
-            for f in &t.data {
-                k.add(
-                    &format!("data {} {}", d.name, f.display()),
-                    &read(&dir.join(f))?,
-                );
-            }
-        }
+        add_with_test_data(
+            &mut k,
+            &format!("data set {}", d.name),
+            &d.source_file,
+            &d.tests,
+        )?;
     }
     Ok(k.finish())
+}
+
+/// Add the recipe (or data recipe) file `source` to `k` as `label`, and
+/// the data of its tests (named relative to its folder).
+fn add_with_test_data(
+    k: &mut crate::store::Key,
+    label: &str,
+    source: &Path,
+    tests: &[crate::config::FunctionalTest],
+) -> Result<()> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    k.add(label, &read(source)?);
+    let dir = source.parent().unwrap_or(Path::new("."));
+    for t in tests {
+        for d in &t.data {
+            k.add(
+                &format!("{label} data {}", d.display()),
+                &read(&dir.join(d))?,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `<out>/<image>.build.json`: the report of the last complete build

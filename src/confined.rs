@@ -437,28 +437,28 @@ impl Tree {
     /// Set the mode of the file or folder `rel` (not of a link's target:
     /// a link there is an error).
     pub fn set_mode(&self, rel: &Path, mode: u32) -> Result<()> {
-        let what = || {
-            format!(
-                "cannot set the mode of {} in {}",
-                self.show(rel),
-                self.path.display()
-            )
-        };
-        inner_components(rel).with_context(what)?;
-        let fd = self
-            .open_at(rel, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
-            .with_context(what)?;
         // SAFETY: a valid descriptor.
-        check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).with_context(what)?;
-        Ok(())
+        self.on_node(rel, "mode", |fd| unsafe { libc::fchmod(fd, mode) })
     }
 
     /// Give the file or folder `rel` (not a link's target: a link there is
     /// an error) to the user `uid` and group `gid`.
     pub fn set_owner(&self, rel: &Path, uid: u32, gid: u32) -> Result<()> {
+        // SAFETY: a valid descriptor.
+        self.on_node(rel, "owner", |fd| unsafe { libc::fchown(fd, uid, gid) })
+    }
+
+    /// Run `f` on a descriptor of the file or folder `rel` itself (opened
+    /// without following a link there); `what` names what `f` sets.
+    fn on_node(
+        &self,
+        rel: &Path,
+        what: &str,
+        f: impl FnOnce(std::os::fd::RawFd) -> libc::c_int,
+    ) -> Result<()> {
         let what = || {
             format!(
-                "cannot set the owner of {} in {}",
+                "cannot set the {what} of {} in {}",
                 self.show(rel),
                 self.path.display()
             )
@@ -467,8 +467,7 @@ impl Tree {
         let fd = self
             .open_at(rel, libc::O_RDONLY | libc::O_NOFOLLOW, 0)
             .with_context(what)?;
-        // SAFETY: a valid descriptor.
-        check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).with_context(what)?;
+        check(f(fd.as_raw_fd())).with_context(what)?;
         Ok(())
     }
 

@@ -52,6 +52,17 @@ pub struct BuiltData {
     pub files: Vec<DataFileDigest>,
 }
 
+impl BuiltData {
+    /// Its folder in the image (`/data/genomes/<build>`), from its content's path.
+    pub fn folder(&self) -> String {
+        self.files
+            .first()
+            .and_then(|f| f.path.rsplit_once('/'))
+            .map(|(dir, _)| dir.to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// A download that was not the bytes its recipe names: too long, too
 /// short, or another digest.
 #[derive(Debug, thiserror::Error)]

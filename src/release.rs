@@ -775,12 +775,7 @@ fn index_data(data: &[crate::data::BuiltData]) -> Vec<IndexData> {
             version: d.version.clone(),
             license: d.license.clone(),
             redistributable: d.redistributable,
-            folder: d
-                .files
-                .first()
-                .and_then(|f| f.path.rsplit_once('/'))
-                .map(|(dir, _)| dir.to_string())
-                .unwrap_or_default(),
+            folder: d.folder(),
             files: d.files.len(),
             sha256: d
                 .files

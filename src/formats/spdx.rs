@@ -371,12 +371,7 @@ fn data_packages(i: &SbomInput) -> Vec<Package> {
             } else {
                 d.license.clone()
             };
-            let folder = d
-                .files
-                .first()
-                .and_then(|f| f.path.rsplit_once('/'))
-                .map(|(dir, _)| dir.to_string())
-                .unwrap_or_default();
+            let folder = d.folder();
             Package {
                 name: d.name.clone(),
                 spdx_id: format!("SPDXRef-data-{}", id_part(&d.name)),
