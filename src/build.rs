@@ -319,6 +319,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
             crate::fetch::install(file, d, &root)?;
         }
         crate::pypi::install(&image.recipes, &pypi_files, &root, epoch)?;
+        crate::workbench::install(&image, &debs, &root)?;
         rootfs::configure(&image, &ids, epoch, &root)
     })?;
     // A stage of its own only for an image with reference data.

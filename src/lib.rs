@@ -36,3 +36,4 @@ pub mod sources;
 pub(crate) mod sshkey;
 pub(crate) mod store;
 pub(crate) mod vendor;
+pub(crate) mod workbench;

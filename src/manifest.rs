@@ -28,6 +28,9 @@ pub struct Manifest {
     /// The reference data sets in the image, with every file's digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<crate::data::BuiltData>,
+    /// The browser workbench, when the image has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<crate::config::Workbench>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -209,6 +212,7 @@ impl Manifest {
             tools: Tool::all_from_recipes(&image.recipes)?,
             tree_sha256: None,
             data: Vec::new(),
+            workbench: image.workbench,
         })
     }
 
@@ -294,6 +298,7 @@ mod tests {
             tools: vec![],
             tree_sha256: None,
             data: Vec::new(),
+            workbench: None,
         };
         m.write(d.path()).unwrap();
         for a in ["bio.raw", "bio.oci"] {

@@ -209,7 +209,16 @@ fn pip_install_args(wheels: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// Install `files` into the image's environment at `root`.
+/// The environment a recipe's PyPI packages go into, from the image's root.
+pub fn env_of(r: &Recipe) -> String {
+    match &r.install.pypi_env {
+        Some(name) => format!("/opt/biovm/{name}"),
+        None => VENV.to_string(),
+    }
+}
+
+/// Install `files` into the image's environments at `root`: the shared
+/// one, and each environment a recipe asks for with `pypi-env`.
 ///
 /// pip stamps what it unpacks with the time of the build, and the build
 /// later lowers those times to `epoch`. Bytecode that recorded the first
@@ -221,14 +230,48 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) 
     if files.is_empty() {
         return Ok(());
     }
+    let mut envs: BTreeMap<String, Vec<&Recipe>> = BTreeMap::new();
+    for r in recipes.iter().filter(|r| !r.install.pypi.is_empty()) {
+        envs.entry(env_of(r)).or_default().push(r);
+    }
     // Written confined to the tree: a link planted at /tmp cannot send
     // the wheels (or anything else) to the host.
     let tree = Tree::open(root)?;
+    // The shared environment first: its programs win a name on PATH.
+    let mut order: Vec<&String> = envs.keys().filter(|e| *e == VENV).collect();
+    order.extend(envs.keys().filter(|e| *e != VENV));
+    for env in order {
+        let members = &envs[env];
+        let names: Vec<&str> = members.iter().map(|r| r.name.as_str()).collect();
+        let mine: Vec<&PypiFile> = files
+            .iter()
+            .filter(|f| names.contains(&f.recipe.as_str()))
+            .collect();
+        install_env(&tree, root, env, members, &mine, epoch).with_context(|| {
+            format!(
+                "installing the PyPI packages of {} into {env} failed",
+                names.join(", ")
+            )
+        })?;
+        link_entry_points(&tree, env)?;
+    }
+    Ok(())
+}
+
+/// One environment: `python3 -m venv`, then pip offline from the wheels.
+fn install_env(
+    tree: &Tree,
+    root: &Path,
+    env: &str,
+    recipes: &[&Recipe],
+    files: &[&PypiFile],
+    epoch: u64,
+) -> Result<()> {
     let wheels = tree.subtree(Path::new(WHEELS))?;
-    let mut hashed = String::new();
     for f in files {
         wheels.copy_in(&f.path, Path::new(&f.file), 0o644)?;
     }
+    let mut hashed = String::new();
     for r in recipes {
         for req in requirements(r) {
             hashed.push_str(&req);
@@ -244,27 +287,26 @@ pub fn install(recipes: &[Recipe], files: &[PypiFile], root: &Path, epoch: u64) 
             .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .run()
     };
-    in_root("python3", ["-m", "venv", VENV].map(String::from).to_vec())?;
+    in_root("python3", ["-m", "venv", env].map(String::from).to_vec())?;
     in_root(
-        &format!("{VENV}/bin/pip"),
+        &format!("{env}/bin/pip"),
         pip_install_args(&format!("/{WHEELS}")),
-    )
-    .context("installing the PyPI packages into the image failed")?;
+    )?;
     drop(wheels);
     for (name, _) in tree.read_dir(Path::new(WHEELS))? {
         tree.remove_file(&Path::new(WHEELS).join(name))?;
     }
-    tree.remove_dir(Path::new(WHEELS))?;
-    link_entry_points(&tree)
+    tree.remove_dir(Path::new(WHEELS))
 }
 
 /// Where the wheels wait in the tree while pip installs them.
 const WHEELS: &str = "tmp/biovm-wheels";
 
-/// Link the environment's programs (not Python itself, pip or activate
-/// scripts) into /usr/local/bin so checks and users find them on PATH.
-fn link_entry_points(tree: &Tree) -> Result<()> {
-    let bin = Path::new(VENV).join("bin");
+/// Link an environment's programs (not Python itself, pip or activate
+/// scripts) into /usr/local/bin so checks and users find them on PATH; a
+/// name already there is left as it is.
+fn link_entry_points(tree: &Tree, env: &str) -> Result<()> {
+    let bin = Path::new(env).join("bin");
     let dest = Path::new("usr/local/bin");
     tree.create_dir_all(dest)?;
     for (name, _) in tree.read_dir(&bin)? {

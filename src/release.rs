@@ -191,6 +191,10 @@ pub struct IndexImage {
     /// The reference data sets the image carries, each verified in it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<IndexData>,
+    /// The browser workbench, when the image carries one (checked in
+    /// every boot of its test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<crate::config::Workbench>,
 }
 
 /// One reference data set of a released image.
@@ -560,6 +564,7 @@ fn test_staged(
             &TestOptions {
                 tree_sha256: manifest.tree_sha256.clone(),
                 default_user: manifest.default_user.clone(),
+                workbench: manifest.workbench,
                 ..opts.test.clone()
             },
         )?;
@@ -762,6 +767,7 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
         lock_check: lock_check(&s.image, &opts.cache_dir),
         sources: s.sources.clone(),
         data: index_data(&s.manifest.data),
+        workbench: s.manifest.workbench,
     })
 }
 

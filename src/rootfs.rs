@@ -54,6 +54,9 @@ pub fn requested_packages(image: &Image) -> Vec<String> {
             set.insert(p.apt_spec());
         }
     }
+    if let Some(w) = &image.workbench {
+        set.extend(crate::workbench::packages(w).into_iter().map(String::from));
+    }
     // Data sets taken from a file of a Debian package.
     for d in &image.data {
         if let crate::config::DataOrigin::Debian { package, .. } = &d.source.from {

@@ -709,3 +709,108 @@ fn an_instance_that_stops_or_never_runs_is_reported_with_its_reason() {
         .count();
     assert!(polls >= 2, "polled {polls} times");
 }
+
+/// An image with a workbench: `--public` adds public mode to the user
+/// data; the instance's console is read for its token (moto's console
+/// never shows one, so the output says how to read it later), and the
+/// output gives the SSH tunnel, the address to open and the security
+/// group rule for HTTPS.
+#[test]
+fn a_workbench_image_says_how_to_reach_it_by_tunnel_and_in_public_mode() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(moto.port, Faults::default());
+    let dir = workspace(&proxy.url(), 31);
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("recipes/workbench")).unwrap();
+    std::fs::copy(
+        common::repo().join("recipes/workbench/jupyterlab.toml"),
+        root.join("recipes/workbench/jupyterlab.toml"),
+    )
+    .unwrap();
+    let image = root.join("images/tiny.toml");
+    let text0 = std::fs::read_to_string(&image).unwrap();
+    std::fs::write(&image, format!("{text0}\n[workbench]\nport = 8888\n")).unwrap();
+    publish(root, "r1");
+    let sg = xml_field(
+        &ec2_call(
+            moto.port,
+            "Action=CreateSecurityGroup&GroupName=biovm-wb&GroupDescription=workbench",
+        ),
+        "groupId",
+    );
+    proxy.take();
+    let o = run(
+        root,
+        &[
+            "--json",
+            "launch",
+            "--target",
+            "ec2",
+            "images/tiny.toml",
+            "--ssh-key",
+            "key.pub",
+            "--security-group",
+            &sg,
+            "--public",
+            "--workbench-wait",
+            "2",
+        ],
+        &[],
+    );
+    ok(&o);
+    let r = result_of(&o.stdout);
+    let host = r["host"].as_str().unwrap();
+    let id = r["instance"]["instance_id"].as_str().unwrap();
+    let w = &r["workbench"];
+    assert_eq!(w["token"], serde_json::Value::Null, "{w}");
+    assert_eq!(
+        w["tunnel"],
+        format!("ssh -N -L 8888:127.0.0.1:8888 -i key researcher@{host}")
+    );
+    assert_eq!(w["url"], "http://127.0.0.1:8888/?token=TOKEN");
+    assert_eq!(w["public_url"], format!("https://{host}/?token=TOKEN"));
+    assert_eq!(
+        w["token_from"],
+        format!("aws ec2 get-console-output --instance-id {id} --region us-east-1 --latest --output text | grep biovm-workbench:")
+    );
+    assert!(
+        w["firewall"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--group-id {sg} --protocol tcp --port 443")),
+        "{w}"
+    );
+    let reqs = proxy.take();
+    assert!(
+        !requests_of(&reqs, "GetConsoleOutput").is_empty(),
+        "the console was read"
+    );
+    let f = requests_of(&reqs, "RunInstances")[0].form();
+    let user_data = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(&f["UserData"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        user_data.ends_with(
+            "write_files:\n  - path: /etc/biovm/workbench.conf\n    content: \"public=true\\n\"\n"
+        ),
+        "{user_data}"
+    );
+    assert!(user_data.contains("ssh_authorized_keys"), "{user_data}");
+
+    // Without a workbench, --public is refused.
+    std::fs::write(&image, text0).unwrap();
+    let o = run(
+        root,
+        &["launch", "--target", "ec2", "images/tiny.toml", "--public"],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("--public: the image `tiny` has no workbench"),
+        "{}",
+        text(&o.stderr)
+    );
+}

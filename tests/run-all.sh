@@ -73,8 +73,10 @@ test_binary() {
 # Balanced on a 2-core .ci/run of 2026-12-06 (seconds, the other lane
 # beside): e2e_minimal 1156, reuse 362, containment 226 (1744 in all);
 # BioLinux 1084, release 468, catalogue 77, QEMU setup 33 (1662), and
-# the reference data test (genomes: a lock, a build, a test; about 200).
-lane_a=(e2e_minimal e2e_reuse e2e_containment)
+# the reference data test (genomes: a lock, a build, a test; about 200)
+# and the workbench's (a build, a boot test, a detached boot driven by a
+# browser; about 700).
+lane_a=(e2e_minimal e2e_reuse e2e_containment e2e_workbench)
 lane_b=(e2e_release e2e_data e2e_catalogue setup_qemu)
 quick=()
 for f in tests/*.rs tests/*/main.rs; do

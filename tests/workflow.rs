@@ -235,6 +235,10 @@ fn sample() -> Index {
                 files: 13,
                 sha256: "a".repeat(64),
             }],
+            workbench: Some(biovm::config::Workbench {
+                desktop: true,
+                port: 8080,
+            }),
         }],
     }
 }

@@ -14,7 +14,7 @@ use super::GlobalArgs;
 use crate::config::{Format, Image};
 use crate::manifest::Manifest;
 use crate::publish::aws::launch::{AmiQuery, DEFAULT_INSTANCE_TYPE};
-use crate::publish::aws::launcher::{AmiChoice, LaunchRequest, Launched};
+use crate::publish::aws::launcher::{AmiChoice, LaunchRequest, LaunchWorkbench, Launched};
 use crate::publish::credentials::{self, Env, ProcessEnv};
 use crate::publish::http::RetryPolicy;
 use crate::publish::setting;
@@ -57,6 +57,16 @@ pub(crate) struct LaunchArgs {
     /// Security group ID (repeatable; default: the subnet's VPC default group).
     #[arg(long = "security-group", value_name = "SG-ID")]
     pub(crate) security_groups: Vec<String>,
+    /// The workbench's public mode (user data): HTTPS with the instance's
+    /// token on port 443 of every interface; open port 443 to your address
+    /// in the security group. Default: the workbench is on the instance's
+    /// 127.0.0.1 only, reached through an SSH tunnel.
+    #[arg(long)]
+    pub(crate) public: bool,
+    /// Seconds to read the instance's console for its workbench token
+    /// (0: do not wait; the output says how to read it later).
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub(crate) workbench_wait: u64,
     /// Subnet ID (default: a default subnet of the region's default VPC).
     #[arg(long, value_name = "SUBNET-ID")]
     pub(crate) subnet: Option<String>,
@@ -163,7 +173,30 @@ fn request(
         subnet: a.subnet.clone(),
         name: a.name.clone(),
         wait_timeout: Duration::from_secs(a.wait_timeout),
+        workbench: workbench(a, image)?,
     })
+}
+
+/// The workbench to reach: the image file's, or with an AMI ID the
+/// default one when `--public` asks for it.
+fn workbench(a: &LaunchArgs, image: Option<&Image>) -> Result<Option<LaunchWorkbench>> {
+    let port = match image {
+        Some(i) => match i.workbench {
+            Some(w) => w.port,
+            None if a.public => bail!(
+                "--public: the image `{}` has no workbench (no [workbench] in its file)",
+                i.name
+            ),
+            None => return Ok(None),
+        },
+        None if a.public => 8080,
+        None => return Ok(None),
+    };
+    Ok(Some(LaunchWorkbench {
+        port,
+        public: a.public,
+        wait: Duration::from_secs(a.workbench_wait),
+    }))
 }
 
 pub(crate) fn run(g: &GlobalArgs, a: LaunchArgs) -> Result<ExitCode> {
@@ -209,6 +242,30 @@ fn print(o: &Launched, json: bool, no_key: bool) -> Result<()> {
     }
     if no_key {
         println!("(no --key-name or --ssh-key: log in with a key the image itself authorises)");
+    }
+    if let Some(w) = &o.workbench {
+        println!("workbench (JupyterLab, desktop, tool list), on the instance's 127.0.0.1 only:");
+        if let Some(t) = &w.tunnel {
+            println!("  1. tunnel: {t}");
+            println!("  2. open:   {}", w.url);
+        } else {
+            println!(
+                "  open {} through an SSH tunnel once the instance has an address",
+                w.url
+            );
+        }
+        if w.token.is_none() {
+            println!("  its token (made at its first boot): {}", w.token_from);
+        }
+        if let Some(u) = &w.public_url {
+            println!("  public mode: {u}");
+            if let Some(f) = &w.firewall {
+                println!("  let HTTPS in from your address only: {f}");
+            }
+            if let Some(fp) = &w.tls_sha256 {
+                println!("  its self-signed certificate's sha256: {fp}");
+            }
+        }
     }
     println!(
         "stop paying for it: aws ec2 terminate-instances --instance-ids {} --region {}",

@@ -191,13 +191,7 @@ fn markdown(recipes: &[&Recipe], lock_image: &std::path::Path) -> anyhow::Result
         "# The biovm catalogue\n\n| tool | category | version | source | check |\n|---|---|---|---|---|\n",
     );
     for r in recipes {
-        let version = r
-            .install
-            .debian
-            .first()
-            .and_then(|p| p.version.clone().or_else(|| versions.get(&p.name).cloned()))
-            .or_else(|| r.install.pypi.first().map(|p| p.version.clone()))
-            .unwrap_or_else(|| "-".into());
+        let version = r.version_in(&versions).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
             "| [{}]({}) | {} | {} | {} | `{}` |\n",
             r.name,

@@ -115,6 +115,7 @@ fn plan_text(image: &Image, out: &Path) -> String {
 
     recipes_text(&mut s, image);
     packages_text(&mut s, image);
+    workbench_text(&mut s, image);
     data_text(&mut s, image);
     system_text(&mut s, image);
     s.push_str("disk:\n");
@@ -168,6 +169,18 @@ fn data_text(s: &mut String, image: &Image) {
                 format!(" with indexes {}", names.join(", "))
             },
             data_origin(d)
+        ));
+    }
+}
+
+/// The workbench, when the image has one.
+fn workbench_text(s: &mut String, image: &Image) {
+    if let Some(w) = image.workbench {
+        s.push_str(&format!(
+            "workbench:    JupyterLab{} and the tool list, behind a proxy on the guest's 127.0.0.1:{} \
+             (token made at first boot; public HTTPS mode by user data)\n",
+            if w.desktop { ", an Xfce desktop (noVNC)" } else { "" },
+            w.port
         ));
     }
 }
@@ -306,6 +319,7 @@ fn plan_json(image: &Image, out: &Path) -> Value {
         "downloads": image.recipes.iter().flat_map(|r| r.install.downloads.iter()).map(|d| json!({
             "url": d.url, "sha256": d.sha256, "dest": d.dest, "unpack": d.unpack,
         })).collect::<Vec<_>>(),
+        "workbench": image.workbench.map(|w| json!({"desktop": w.desktop, "port": w.port})),
         "data": image.data.iter().map(|d| json!({
             "name": d.name,
             "organism": d.organism,

@@ -43,9 +43,19 @@ pub(crate) struct RunArgs {
     /// is never written.
     #[arg(long, value_name = "DIR")]
     pub(crate) state: Option<PathBuf>,
-    /// Seconds a detached guest may take to answer on its SSH port.
+    /// Seconds a detached guest may take to answer on its SSH port (and
+    /// its workbench, when the image has one).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub(crate) ssh_timeout: u64,
+    /// Port on 127.0.0.1 forwarded to the image's workbench (default: a
+    /// free one).
+    #[arg(long, value_name = "PORT")]
+    pub(crate) workbench_port: Option<u16>,
+    /// Turn on the workbench's public mode, as user data would on a cloud:
+    /// HTTPS on every interface of the guest, with the same token; its
+    /// port 443 is forwarded from a free port on 127.0.0.1.
+    #[arg(long)]
+    pub(crate) public: bool,
 }
 
 pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +86,13 @@ pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         None if modes.contains(&BootMode::Uefi) => BootMode::Uefi,
         None => BootMode::Bios,
     };
+    let workbench = manifest.as_ref().and_then(|m| m.workbench);
+    if workbench.is_none() && (a.public || a.workbench_port.is_some()) {
+        bail!(
+            "{}: the image has no workbench (its manifest says so), so --public and --workbench-port do not apply",
+            a.artifact.display()
+        );
+    }
     let key_file = match &a.ssh_key {
         Some(k) => k.clone(),
         None => crate::sshkey::default_public_key()?,
@@ -90,6 +107,12 @@ pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         s.push(".run");
         PathBuf::from(s)
     });
+    let private = crate::sshkey::private_key_for(&key_file);
+    let private = (private != key_file && private.is_file()).then_some(private);
+    let identity = match &private {
+        Some(p) => format!("-i {} ", p.display()),
+        None => String::new(),
+    };
     let o = RunOptions {
         artifact: a.artifact.clone(),
         format,
@@ -104,12 +127,13 @@ pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         state_dir: state,
         detach: a.detach,
         ssh_timeout: Duration::from_secs(a.ssh_timeout),
-    };
-    let private = crate::sshkey::private_key_for(&key_file);
-    let identity = if private != key_file && private.is_file() {
-        format!("-i {} ", private.display())
-    } else {
-        String::new()
+        workbench: workbench.map(|w| run::WorkbenchForward {
+            guest_port: w.port,
+            host_port: a.workbench_port.unwrap_or(0),
+            public: a.public,
+        }),
+        user: user.clone(),
+        identity: private,
     };
     if !a.detach {
         let status = run::run_foreground(&o)?;
@@ -119,7 +143,12 @@ pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         });
     }
-    let d = crate::progress::stage("run", "boot until SSH answers", || run::run_detached(&o))?;
+    let what = if o.workbench.is_some() {
+        "boot until SSH and the workbench answer"
+    } else {
+        "boot until SSH answers"
+    };
+    let d = crate::progress::stage("run", what, || run::run_detached(&o))?;
     let login = format!(
         "ssh {identity}-p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null {user}@127.0.0.1",
         d.ssh_port
@@ -132,11 +161,20 @@ pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
                 "firmware": firmware.as_str(),
                 "accel": d.accel,
                 "pid": d.pid,
+                "tunnel_pid": d.tunnel_pid,
                 "ssh_port": d.ssh_port,
                 "user": user,
                 "ssh": login,
                 "console_log": d.console_log,
                 "ssh_secs": d.ssh_secs,
+                "workbench": d.workbench.as_ref().map(|w| serde_json::json!({
+                    "url": w.url(),
+                    "port": w.port,
+                    "token": w.token,
+                    "tls_sha256": w.tls_sha256,
+                    "https_port": w.https_port,
+                    "secs": d.workbench_secs,
+                })),
             }),
         );
         return Ok(ExitCode::SUCCESS);
@@ -150,7 +188,23 @@ pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         d.ssh_secs
     );
     println!("log in:  {login}");
+    if let Some(w) = &d.workbench {
+        println!("workbench: {}", w.url());
+        println!(
+            "           (the token is this instance's own; JupyterLab, the desktop and the tool list are linked from there)"
+        );
+        if let Some(p) = w.https_port {
+            println!(
+                "public mode: https://127.0.0.1:{p}/?token={} (self-signed certificate, sha256 {})",
+                w.token,
+                w.tls_sha256.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
     println!("console: {}", d.console_log.display());
-    println!("stop:    kill {}", d.pid);
+    match d.tunnel_pid {
+        Some(t) => println!("stop:    kill {} {t}", d.pid),
+        None => println!("stop:    kill {}", d.pid),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -86,6 +86,7 @@ impl MatrixArgs {
             tree_sha256: None,
             default_user: None,
             rerun: self.rerun,
+            workbench: None,
         })
     }
 }
@@ -99,6 +100,8 @@ struct Plan {
     boot: Vec<BootMode>,
     /// The image's default user, who runs the native checks.
     default_user: Option<String>,
+    /// The image's workbench, which every boot checks.
+    workbench: Option<crate::config::Workbench>,
     /// Where the reports go.
     report_dir: PathBuf,
 }
@@ -170,6 +173,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         return Ok(Plan {
             tree_sha256: m.tree_sha256.clone(),
             default_user: m.default_user.clone(),
+            workbench: m.workbench,
             artifacts,
             tools,
             boot,
@@ -195,6 +199,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         (None, Err(e)) => bail!("{e:#}"),
     };
     let tree_sha256 = manifest.as_ref().ok().and_then(|m| m.tree_sha256.clone());
+    let workbench = manifest.as_ref().ok().and_then(|m| m.workbench);
     let from_manifest = manifest.ok().and_then(|m| {
         m.artifacts
             .iter()
@@ -217,6 +222,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         tools,
         boot,
         default_user,
+        workbench,
         report_dir: smoke::report_dir_for(&a.target),
     })
 }
@@ -238,6 +244,7 @@ pub(crate) fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
         boot_identical_disks: a.boot_identical_disks,
         tree_sha256: p.tree_sha256.clone(),
         default_user: p.default_user.clone(),
+        workbench: p.workbench,
         ..a.matrix.options()?
     };
     let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;

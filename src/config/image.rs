@@ -13,11 +13,12 @@ use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
 use super::model::{
     Base, BootMode, Catalog, DataSet, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe,
-    Snapshot, System, User,
+    Snapshot, System, User, Workbench, WORKBENCH_RECIPE,
 };
 use super::paths::normalize_path;
 use super::raw::{
     RawBase, RawDataSelection, RawFile, RawImage, RawSelection, RawSnapshot, RawSystem,
+    RawWorkbench,
 };
 use super::recipe::{load_all, read_text};
 use super::validate::{self, Ctx, Invalid};
@@ -153,6 +154,11 @@ pub(crate) fn load_image_and_catalog(
     if catalog_diags.is_empty() {
         recipes = select_recipes(&mut cx, &raw, sel, &catalog);
     }
+    let workbench = raw
+        .workbench
+        .as_ref()
+        .filter(|_| catalog_diags.is_empty())
+        .and_then(|w| workbench(&mut cx, w, &catalog, &mut recipes));
     pin_recipe_packages(&mut recipes, &base.packages);
     let (data, data_diags) = match &raw.data {
         Some(sel) => select_data(&mut cx, sel, recipe_dir, &image_dir, access, &recipes),
@@ -173,11 +179,53 @@ pub(crate) fn load_image_and_catalog(
         formats,
         targets,
         data,
+        workbench,
     };
     let mut diags = catalog_diags;
     diags.extend(data_diags);
     diags.extend(cx.finish());
     diags.into_result((image, catalog))
+}
+
+/// `[workbench]`: its settings, and the JupyterLab recipe added to the
+/// selection when the image does not name it.
+fn workbench(
+    cx: &mut Ctx<'_>,
+    raw: &Spanned<RawWorkbench>,
+    catalog: &Catalog,
+    recipes: &mut Vec<Recipe>,
+) -> Option<Workbench> {
+    let w = raw.get_ref();
+    let port = match &w.port {
+        Some(p) => cx.check(p, |&n| match u16::try_from(n) {
+            Ok(n) if n >= 1024 => Ok(n),
+            _ => Err(Invalid::new(format!("port {n} is out of range"))
+                .help("use a port from 1024 to 65535, one no system service of the guest uses")),
+        }),
+        None => Some(8080),
+    };
+    if !recipes.iter().any(|r| r.name == WORKBENCH_RECIPE) {
+        match catalog.recipes.get(WORKBENCH_RECIPE) {
+            Some(r) => {
+                let at = recipes.partition_point(|x| x.name < r.name);
+                recipes.insert(at, r.clone());
+            }
+            None => {
+                let d = cx
+                    .diag(
+                        raw.span(),
+                        format!("the workbench needs the recipe `{WORKBENCH_RECIPE}`, which the catalogue does not have"),
+                    )
+                    .with_help("keep recipes/workbench/jupyterlab.toml in the catalogue");
+                cx.push(d);
+                return None;
+            }
+        }
+    }
+    Some(Workbench {
+        desktop: w.desktop.unwrap_or(true),
+        port: port?,
+    })
 }
 
 /// A `[base] packages` entry with a version (`name=version`) pins that

@@ -24,6 +24,21 @@ pub(crate) struct Recipe {
     pub(crate) source: PathBuf,
 }
 
+impl Recipe {
+    /// The tool's version: its first Debian package's (pinned, else from
+    /// `locked`, name → version), else its first PyPI pin.
+    pub(crate) fn version_in(
+        &self,
+        locked: &std::collections::BTreeMap<String, String>,
+    ) -> Option<String> {
+        self.install
+            .debian
+            .first()
+            .and_then(|p| p.version.clone().or_else(|| locked.get(&p.name).cloned()))
+            .or_else(|| self.install.pypi.first().map(|p| p.version.clone()))
+    }
+}
+
 /// How a recipe is installed. At least one source is non-empty.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Install {
@@ -31,6 +46,9 @@ pub(crate) struct Install {
     pub(crate) debian: Vec<DebPackage>,
     /// PyPI requirements installed into the image's isolated environment.
     pub(crate) pypi: Vec<PypiPackage>,
+    /// The recipe's own PyPI environment (`/opt/biovm/<name>`), if not
+    /// the shared one.
+    pub(crate) pypi_env: Option<String>,
     /// Files fetched over HTTP(S), checked against their sha256.
     pub(crate) downloads: Vec<Download>,
 }
@@ -105,7 +123,21 @@ pub struct Image {
     pub(crate) targets: Targets,
     /// The selected reference data sets, sorted by name.
     pub(crate) data: Vec<DataSet>,
+    /// The browser workbench, when the image has one.
+    pub(crate) workbench: Option<Workbench>,
 }
+
+/// `[workbench]`: what the image's browser workbench serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Workbench {
+    /// The Xfce desktop through noVNC.
+    pub desktop: bool,
+    /// The token-checking proxy's port on the guest's 127.0.0.1.
+    pub port: u16,
+}
+
+/// The recipe that brings JupyterLab into a workbench image.
+pub(crate) const WORKBENCH_RECIPE: &str = "jupyterlab";
 
 /// Where the data sets go in the image: `/data/genomes/<build>`.
 pub(crate) const DATA_ROOT: &str = "data/genomes";

@@ -40,6 +40,10 @@ pub(crate) struct RawInstall {
     /// PyPI packages, pinned exactly: `name==version`.
     #[serde(default)]
     pub(crate) pypi: Vec<Spanned<String>>,
+    /// An environment of the recipe's own for its PyPI packages,
+    /// `/opt/biovm/<pypi-env>`, instead of the shared `/opt/biovm/venv`
+    /// (for a tool whose dependencies must not meet the others').
+    pub(crate) pypi_env: Option<Spanned<String>>,
     /// Files fetched over HTTP(S) (`[[install.download]]`, repeatable).
     #[serde(default)]
     pub(crate) download: Vec<Spanned<RawDownload>>,
@@ -117,6 +121,19 @@ pub(crate) struct RawImage {
     pub(crate) targets: Option<RawTargets>,
     /// Reference data sets that go in (`data/<name>.toml`).
     pub(crate) data: Option<Spanned<RawDataSelection>>,
+    /// The browser workbench: JupyterLab, a desktop, the landing page.
+    pub(crate) workbench: Option<Spanned<RawWorkbench>>,
+}
+
+/// `[workbench]`: JupyterLab and (by default) an Xfce desktop in the
+/// browser, behind one token-checking proxy on the guest's loopback.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawWorkbench {
+    /// The Xfce desktop through noVNC (default true).
+    pub(crate) desktop: Option<bool>,
+    /// The proxy's port on the guest's 127.0.0.1 (default 8080).
+    pub(crate) port: Option<Spanned<i64>>,
 }
 
 /// `[data]`: which reference data sets the image carries.

@@ -163,6 +163,12 @@ fn install(cx: &mut Ctx<'_>, raw: &RawRecipe) -> Install {
             out.pypi.push(p);
         }
     }
+    if let Some(e) = &ri.pypi_env {
+        out.pypi_env = cx.check(e, |s| validate::pypi_env(s));
+        if ri.pypi.is_empty() {
+            cx.error(e.span(), "`pypi-env` without `pypi` packages");
+        }
+    }
     for d in &ri.download {
         let d = d.get_ref();
         let ok = [

@@ -258,6 +258,24 @@ pub(crate) fn deb_package(s: &str) -> Result<DebPackage, Invalid> {
     })
 }
 
+/// A recipe's own PyPI environment: `/opt/biovm/<name>`, a plain name
+/// other than the shared environment's and biovm's own folders.
+pub(crate) fn pypi_env(s: &str) -> Result<String, Invalid> {
+    let ok = s.len() <= 40
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(Invalid::new(format!("`{s}` is not an environment name"))
+            .help("use lowercase letters, digits and `-` (at most 40), starting with a letter"));
+    }
+    if matches!(s, "venv" | "bin" | "lib" | "share" | "workbench" | "data") {
+        return Err(Invalid::new(format!("`{s}` is reserved"))
+            .help("pick another name; leave `pypi-env` out for the shared environment"));
+    }
+    Ok(s.to_string())
+}
+
 /// A PyPI package pinned exactly: `name==version`.
 pub(crate) fn pypi_package(s: &str) -> Result<PypiPackage, Invalid> {
     let name_ok = |n: &str| {

@@ -69,7 +69,7 @@ pub fn boot_and_check(
             cell.artifact.display()
         )
     })?;
-    let checks = prepared.write_checks(tools)?;
+    let checks = prepared.write_checks(tools, opts)?;
     let prepare_secs = t_prepare.elapsed().as_secs_f64();
     // Run: the guest, until its checks are done.
     let mut report = run_with_retry(&prepared, &checks, cpus, opts)?;
@@ -207,7 +207,7 @@ impl<'a> Prepared<'a> {
 
     /// Write the checks drive: every check of `tools`, then the system's
     /// (see [`system`]). Returns every check it holds.
-    fn write_checks(&self, tools: &[Tool]) -> Result<Vec<Tool>> {
+    fn write_checks(&self, tools: &[Tool], opts: &TestOptions) -> Result<Vec<Tool>> {
         let all: Vec<Tool> = tools
             .iter()
             .cloned()
@@ -216,6 +216,11 @@ impl<'a> Prepared<'a> {
                 self.disk_bytes,
                 self.cell.cloud,
             ))
+            .chain(
+                opts.workbench
+                    .iter()
+                    .flat_map(crate::workbench::system_checks),
+            )
             .collect();
         write_checks_drive(&all, &self.checks)?;
         Ok(all)
@@ -323,6 +328,7 @@ fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &TestOptions) ->
         seed_drive: (cell.cloud == Cloud::NoCloud).then_some(p.seed_drive.as_path()),
         imds: (cell.cloud == Cloud::Ec2).then_some(p.imds_dir.as_path()),
         ssh_forward: None,
+        also_forward: &[],
         console_on_terminal: false,
         firmware: cell.firmware,
         accel,

@@ -78,6 +78,8 @@ pub struct TestOptions {
     /// Run every job again, even one whose passing result is stored
     /// (see [`reuse`]).
     pub rerun: bool,
+    /// The image's workbench (from the manifest): every boot checks it.
+    pub workbench: Option<crate::config::Workbench>,
 }
 
 impl Default for TestOptions {
@@ -90,6 +92,7 @@ impl Default for TestOptions {
             full: false,
             tree_sha256: None,
             default_user: None,
+            workbench: None,
             rerun: false,
         }
     }

@@ -155,6 +155,8 @@ pub struct Vm<'a> {
     /// guest reaches nothing), forwarding this port on 127.0.0.1 to the
     /// guest's SSH port; `None`: no network device at all.
     pub ssh_forward: Option<u16>,
+    /// More ports forwarded beside SSH: (port on 127.0.0.1, guest port).
+    pub also_forward: &'a [(u16, u16)],
     /// An EC2 machine: firmware that says "Amazon EC2", and a network card
     /// that reaches only the metadata service at 169.254.169.254, served by
     /// `biovm imds-serve --state DIR` from this folder.
@@ -254,9 +256,14 @@ impl Vm<'_> {
                     "type=1,manufacturer=Amazon EC2,product=t3.medium,serial={EC2_UUID},uuid={EC2_UUID}"
                 ));
         } else if let Some(port) = self.ssh_forward {
+            let more: String = self
+                .also_forward
+                .iter()
+                .map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
+                .collect();
             c.arg("-netdev")
                 .arg(format!(
-                    "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+                    "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22{more}"
                 ))
                 .args(["-device", self.bus.nic()]);
         }
@@ -306,6 +313,7 @@ mod tests {
             seed_drive: None,
             imds: None,
             ssh_forward: None,
+            also_forward: &[],
             console_on_terminal: false,
             firmware: BootMode::Bios,
             accel: Accel::Tcg,

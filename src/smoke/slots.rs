@@ -26,6 +26,23 @@ pub struct Held {
     pub waited: Duration,
 }
 
+impl Held {
+    /// Let a child process inherit the slots' locks (clear close-on-exec):
+    /// a guest that outlives this process (`biovm run --detach`) holds
+    /// its slots until it ends, as the lock belongs to the open file, which
+    /// the child then shares.
+    pub fn inherit(&self) -> Result<()> {
+        for f in &self._files {
+            // SAFETY: F_SETFD on a descriptor this value owns.
+            if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("cannot pass a guest slot on to QEMU");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How many slots the machine has: `BIOVM_GUEST_SLOTS`, else one per core.
 pub fn count() -> Result<usize> {
     match std::env::var("BIOVM_GUEST_SLOTS") {

@@ -110,3 +110,13 @@ impl Drop for Timed {
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
+
+/// A new ed25519 key pair without a passphrase: `path` and `path.pub`.
+pub fn ssh_keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e@biovm", "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ssh-keygen failed");
+}

@@ -12,12 +12,7 @@ fn biovm_run_answers_on_its_ssh_port_with_the_injected_key() {
     let out = minimal();
     let d = scratch("e2e-run");
     let key = d.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e@biovm", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::ssh_keygen(&key);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

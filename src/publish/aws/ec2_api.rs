@@ -97,6 +97,7 @@ impl<'a> Ec2<'a> {
             "CreateTags" => "ec2:CreateTags",
             "RunInstances" => "ec2:RunInstances",
             "DescribeInstances" => "ec2:DescribeInstances",
+            "GetConsoleOutput" => "ec2:GetConsoleOutput",
             _ => "ec2",
         };
         let req = Request {

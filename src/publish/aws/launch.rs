@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use base64::Engine;
 use serde::Serialize;
 
@@ -170,6 +170,28 @@ pub fn wait_for_ami(ec2: &Ec2<'_>, ami: Ami, deadline: Instant, poll: Duration) 
 /// `#cloud-config` user data giving `user` this public key: cloud-init
 /// adds it to the user's authorized keys at first boot (and creates the
 /// user if the image has none by that name).
+/// The instance's serial console output so far (GetConsoleOutput,
+/// latest), if the cloud has any yet.
+pub fn console_output(ec2: &Ec2<'_>, id: &str) -> Result<Option<String>> {
+    let params = vec![
+        ("InstanceId".to_string(), id.to_string()),
+        ("Latest".to_string(), "true".to_string()),
+    ];
+    let root = ec2.call(
+        "GetConsoleOutput",
+        &params,
+        format!("reading the console of {id}"),
+    )?;
+    let Some(b64) = root.child_text("output").filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let cleaned: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(cleaned)
+        .with_context(|| format!("the console output of {id} is not base64"))?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 pub fn ssh_key_user_data(user: &str, public_key: &str) -> String {
     // JSON strings are valid YAML scalars: no quoting surprises.
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();

@@ -58,6 +58,38 @@ pub struct LaunchRequest {
     /// How long the AMI may take to become available, and then the
     /// instance to run.
     pub wait_timeout: Duration,
+    /// The image's workbench, when it has one (or `--public` asked for it).
+    pub workbench: Option<LaunchWorkbench>,
+}
+
+/// What `biovm launch` does for an image's workbench.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchWorkbench {
+    /// The proxy's port on the instance's 127.0.0.1.
+    pub port: u16,
+    /// Public mode, by user data: HTTPS on port 443 of every interface.
+    pub public: bool,
+    /// How long to read the instance's console for its token.
+    pub wait: Duration,
+}
+
+/// How to reach a launched instance's workbench.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaunchedWorkbench {
+    /// The instance's token, when its console showed it in time.
+    pub token: Option<String>,
+    /// Its TLS certificate's sha256 fingerprint, likewise.
+    pub tls_sha256: Option<String>,
+    /// The SSH tunnel to run on the researcher's machine.
+    pub tunnel: Option<String>,
+    /// What to open through the tunnel.
+    pub url: String,
+    /// Public mode: what to open directly.
+    pub public_url: Option<String>,
+    /// How to read the token when it is not here yet.
+    pub token_from: String,
+    /// Public mode: the security group rule that lets HTTPS in.
+    pub firewall: Option<String>,
 }
 
 /// What `biovm launch` did (the `result` of `--json`).
@@ -79,6 +111,9 @@ pub struct Launched {
     /// The command that logs in.
     pub ssh: Option<String>,
     pub seconds: f64,
+    /// How to reach the image's workbench.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workbench: Option<LaunchedWorkbench>,
 }
 
 /// Start one instance as `r` says and wait until it runs.
@@ -97,10 +132,7 @@ pub fn launch(r: LaunchRequest) -> Result<Launched> {
         image_id: ami.image_id.clone(),
         instance_type: r.instance_type.clone(),
         key_name: r.key_name.clone(),
-        user_data: r
-            .ssh_key
-            .as_ref()
-            .map(|(_, key)| ec2_launch::ssh_key_user_data(&r.user, key)),
+        user_data: user_data(&r),
         security_groups: r.security_groups.clone(),
         subnet: r.subnet.clone(),
         tags: tags.clone(),
@@ -133,6 +165,10 @@ pub fn launch(r: LaunchRequest) -> Result<Launched> {
 
     let host = inst.host().map(str::to_string);
     let ssh = host.as_deref().map(|h| ssh_command(&r, h));
+    let workbench = match r.workbench {
+        Some(w) => Some(workbench_access(&ec2, &r, w, &inst, host.as_deref())?),
+        None => None,
+    };
     Ok(Launched {
         target: "ec2",
         region: r.region,
@@ -145,6 +181,81 @@ pub fn launch(r: LaunchRequest) -> Result<Launched> {
         user: r.user,
         ssh,
         seconds: started.elapsed().as_secs_f64(),
+        workbench,
+    })
+}
+
+/// The user data: the login key, and public mode for the workbench.
+fn user_data(r: &LaunchRequest) -> Option<String> {
+    let key = r
+        .ssh_key
+        .as_ref()
+        .map(|(_, key)| ec2_launch::ssh_key_user_data(&r.user, key));
+    match (key, r.workbench.filter(|w| w.public)) {
+        (k, Some(_)) => Some(
+            k.unwrap_or_else(|| "#cloud-config\n".to_string())
+                + &crate::workbench::public_mode_user_data(),
+        ),
+        (k, None) => k,
+    }
+}
+
+/// Read the instance's console until its workbench token shows (at most
+/// `w.wait`), and say how to reach the workbench.
+fn workbench_access(
+    ec2: &Ec2<'_>,
+    r: &LaunchRequest,
+    w: LaunchWorkbench,
+    inst: &ec2_launch::Instance,
+    host: Option<&str>,
+) -> Result<LaunchedWorkbench> {
+    let id = &inst.instance_id;
+    let deadline = Instant::now() + w.wait;
+    let mut found = None;
+    if !w.wait.is_zero() {
+        let step = crate::progress::start("launch", "workbench-token");
+        loop {
+            step.message(&format!("reading the console of {id}"));
+            if let Some(text) = ec2_launch::console_output(ec2, id)? {
+                found = crate::workbench::from_console(&text);
+            }
+            if found.is_some() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(POLL.max(Duration::from_secs(1)));
+        }
+        step.finish();
+    }
+    let token = found.as_ref().map(|f| f.token.clone());
+    let shown = token.clone().unwrap_or_else(|| "TOKEN".to_string());
+    let tunnel = host.map(|h| {
+        let ssh = ssh_command(r, h);
+        format!(
+            "{} -N -L {p}:127.0.0.1:{p}{}",
+            &ssh[..3],
+            &ssh[3..],
+            p = w.port
+        )
+    });
+    Ok(LaunchedWorkbench {
+        tls_sha256: found.and_then(|f| f.tls_sha256),
+        tunnel,
+        url: format!("http://127.0.0.1:{}/?token={shown}", w.port),
+        public_url: w
+            .public
+            .then(|| format!("https://{}/?token={shown}", host.unwrap_or("ADDRESS"))),
+        token_from: format!(
+            "aws ec2 get-console-output --instance-id {id} --region {} --latest --output text | grep biovm-workbench:",
+            r.region
+        ),
+        firewall: w.public.then(|| {
+            format!(
+                "aws ec2 authorize-security-group-ingress --region {} --group-id {} --protocol tcp --port 443 --cidr YOUR.ADDRESS/32",
+                r.region,
+                r.security_groups.first().map(String::as_str).unwrap_or("SG-ID")
+            )
+        }),
+        token,
     })
 }
 

@@ -1,0 +1,484 @@
+//! End to end: the browser workbench. `images/workbench.toml` is built from
+//! its lock and boot-tested (the boot's system checks include the
+//! workbench's: services up, loopback only, token made at boot, refused
+//! without it). Then `biovm run --detach --public` boots a second
+//! instance, and headless Chromium, driven through chromedriver, opens
+//! what `biovm run` printed: the landing page lists the tools, JupyterLab
+//! runs a Python cell that imports pysam and an R cell that loads
+//! Biostrings, and noVNC shows the Xfce desktop (judged by its pixels).
+//! Every route refuses a request without the token, the two instances
+//! have different tokens and certificates, and public mode serves the
+//! same routes over HTTPS with the certificate the console named.
+//!
+//! The screenshots are kept in `target/e2e-artifacts/workbench/`.
+//!
+//! Needs root, the host packages `.ci/setup` installs (chromium and
+//! chromium-driver among them), the network to the package archive and
+//! PyPI, and minutes: `#[ignore]`d; `.ci/run` runs it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[path = "../common/mod.rs"]
+mod common;
+mod webdriver;
+
+use common::{copy_tree, repo, scratch, text};
+
+fn biovm(cwd: &Path, args: &[&str]) -> std::process::Output {
+    common::biovm_in(cwd, args, &[])
+}
+
+/// Where the screenshots are kept.
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("e2e-artifacts/workbench")
+}
+
+/// The first `biovm-workbench: KEY VALUE` value in the console logs under `dir`.
+fn console_value(dir: &Path, key: &str) -> Option<String> {
+    let marker = format!("biovm-workbench: {key} ");
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".log") {
+                let t = String::from_utf8_lossy(&fs::read(&p).unwrap_or_default()).into_owned();
+                if let Some(i) = t.find(&marker) {
+                    let v: String = t[i + marker.len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || "-_:".contains(*c))
+                        .collect();
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut fs::File::open(p).unwrap(), &mut h).unwrap();
+    format!("{:x}", h.finalize())
+}
+
+/// The status code of a plain HTTP request to 127.0.0.1:`port`.
+fn status(port: u16, path: &str, header: Option<(&str, &str)>) -> u16 {
+    let c = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut r = c.get(format!("http://127.0.0.1:{port}{path}"));
+    if let Some((k, v)) = header {
+        r = r.header(k, v);
+    }
+    r.send().unwrap().status().as_u16()
+}
+
+/// What a screenshot shows, by its pixels.
+struct Pixels {
+    /// Distinct colours.
+    colours: usize,
+    /// Mean luminance (0-255) of the top 20 rows (Xfce's panel) and of
+    /// the rows between a quarter and three quarters down (the desktop).
+    top: f64,
+    middle: f64,
+}
+
+fn pixels(png: &[u8]) -> Pixels {
+    let decoder = png::Decoder::new(png);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let (w, h, step) = (
+        info.width as usize,
+        info.height as usize,
+        info.color_type.samples(),
+    );
+    let px = |x: usize, y: usize| {
+        let i = (y * w + x) * step;
+        (buf[i], buf[i + 1], buf[i + 2])
+    };
+    let luminance = |rows: std::ops::Range<usize>| {
+        let mut sum = 0.0;
+        let mut n = 0.0;
+        for y in rows {
+            for x in 0..w {
+                let (r, g, b) = px(x, y);
+                sum += 0.299 * r as f64 + 0.587 * g as f64 + 0.114 * b as f64;
+                n += 1.0;
+            }
+        }
+        sum / f64::max(n, 1.0)
+    };
+    let mut seen = std::collections::HashSet::new();
+    for y in 0..h {
+        for x in 0..w {
+            seen.insert(px(x, y));
+        }
+    }
+    Pixels {
+        colours: seen.len(),
+        top: luminance(2..20.min(h)),
+        middle: luminance(h / 4..h * 3 / 4),
+    }
+}
+
+/// A notebook of one code cell, for the contents API.
+fn notebook(kernel: &str, language: &str, source: &str) -> Value {
+    serde_json::json!({
+        "type": "notebook",
+        "format": "json",
+        "content": {
+            "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": kernel, "display_name": kernel, "language": language}},
+            "cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": null,
+                       "outputs": [], "source": source}],
+        },
+    })
+}
+
+#[test]
+#[ignore = "needs root, network, chromium and minutes"]
+fn the_workbench_opens_in_a_browser_with_its_token_and_refuses_without_it() {
+    let _t = common::timed();
+    let p = scratch("e2e-workbench");
+    copy_tree(&repo().join("recipes"), &p.join("recipes"));
+    fs::create_dir_all(p.join("images")).unwrap();
+    for f in ["workbench.toml", "workbench.lock"] {
+        fs::copy(repo().join("images").join(f), p.join("images").join(f)).unwrap();
+    }
+    let shots = artifacts();
+    let _ = fs::remove_dir_all(&shots);
+
+    let out = biovm(&p, &["plan", "images/workbench.toml"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("workbench:    JupyterLab, an Xfce desktop (noVNC) and the tool list, behind a proxy on the guest's 127.0.0.1:8080"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Built from the lock, then boot-tested: the workbench's system check
+    // runs in the boot, beside the tools' checks run natively.
+    let out = biovm(&p, &["build", "images/workbench.toml", "--out", "out"]);
+    assert!(out.status.success(), "build failed");
+    let out = biovm(
+        &p,
+        &["--json", "test", "images/workbench.toml", "--out", "out"],
+    );
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "the boot test failed: {report}");
+    let cells = report
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "result")
+        .map(|e| e["result"].clone())
+        .unwrap_or_else(|| panic!("no result: {report}"));
+    let workbench_checks: Vec<&Value> = cells
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["results"].as_array().unwrap().iter())
+        .filter(|r| r["tool"] == "system/workbench")
+        .collect();
+    assert_eq!(
+        workbench_checks.len(),
+        1,
+        "one boot, one workbench check: {report}"
+    );
+    assert_eq!(workbench_checks[0]["result"], "passed", "{report}");
+    let test_dir = p.join("out/workbench.test");
+    let token_a = console_value(&test_dir, "token").expect("the boot test's console shows a token");
+    let tls_a = console_value(&test_dir, "tls-sha256").expect("and a certificate fingerprint");
+
+    // A second instance, detached, in public mode.
+    let key = p.join("id_ed25519");
+    common::ssh_keygen(&key);
+    let qcow2 = p.join("out/workbench.qcow2");
+    let before = sha256_file(&qcow2);
+    let out = biovm(
+        &p,
+        &[
+            "--json",
+            "run",
+            qcow2.to_str().unwrap(),
+            "--detach",
+            "--public",
+            "--ssh-key",
+            p.join("id_ed25519.pub").to_str().unwrap(),
+            "--state",
+            p.join("run").to_str().unwrap(),
+            "--memory",
+            "3072",
+        ],
+    );
+    let run = text(&out.stdout);
+    assert!(out.status.success(), "biovm run failed: {run}");
+    let run: Value = serde_json::from_str(run.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {run}"));
+    let run = if run["result"].is_object() {
+        run["result"].clone()
+    } else {
+        run
+    };
+    struct Stop(u64);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _stop = Stop(run["pid"].as_u64().expect("a pid"));
+    let _tunnel = Stop(run["tunnel_pid"].as_u64().expect("the tunnel's pid"));
+    let w = &run["workbench"];
+    let port = w["port"].as_u64().unwrap() as u16;
+    let token = w["token"].as_str().unwrap().to_string();
+    let url = w["url"].as_str().unwrap().to_string();
+    eprintln!("workbench up after {} s: {url}", w["secs"]);
+    assert_eq!(url, format!("http://127.0.0.1:{port}/?token={token}"));
+    assert_ne!(token, token_a, "two instances, one token");
+    let tls_b = w["tls_sha256"].as_str().unwrap().to_string();
+    assert_ne!(tls_b, tls_a, "two instances, one certificate");
+
+    // Every route refuses a request without the token, or with another.
+    let routes = [
+        "/",
+        "/jupyter/lab",
+        "/jupyter/api/status",
+        "/jupyter/api/kernels",
+        "/jupyter/desktop/vnc.html",
+        "/desktop/vnc.html",
+        "/desktop/websockify",
+    ];
+    for r in routes {
+        assert_eq!(status(port, r, None), 403, "{r} without the token");
+        let wrong = format!("{r}?token={token_a}");
+        assert_eq!(
+            status(port, &wrong, None),
+            403,
+            "{r} with another instance's token"
+        );
+    }
+    let auth = format!("token {token}");
+    assert_eq!(
+        status(port, "/jupyter/api/status", Some(("Authorization", &auth))),
+        200
+    );
+    assert_eq!(status(port, &format!("/?token={token}"), None), 200);
+
+    // Public mode: the same door over HTTPS, with the certificate the
+    // console named.
+    let https = w["https_port"]
+        .as_u64()
+        .expect("public mode forwards HTTPS") as u16;
+    let c = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        c.get(format!("https://127.0.0.1:{https}{path}"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get("/"), 403);
+    assert_eq!(get("/jupyter/api/status"), 403);
+    assert_eq!(get(&format!("/?token={token}")), 200);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{https} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let served = text(&o.stdout);
+    assert!(
+        served.trim().ends_with(&tls_b),
+        "the served certificate {served:?} is not the one the console named ({tls_b})"
+    );
+
+    browse(port, &token, &shots);
+    drop(_stop);
+    drop(_tunnel);
+    assert_eq!(sha256_file(&qcow2), before, "the artifact is untouched");
+    eprintln!("screenshots: {}", shots.display());
+}
+
+/// Drive the browser through the workbench on 127.0.0.1:`port`: the
+/// landing page, both notebooks' cells, the desktop. Screenshots go to `shots`.
+fn browse(port: u16, token: &str, shots: &Path) {
+    let url = format!("http://127.0.0.1:{port}/?token={token}");
+    let auth = format!("token {token}");
+    // Notebooks for the browser to run, through the contents API.
+    let api = reqwest::blocking::Client::new();
+    for (name, nb) in [
+        (
+            "python.ipynb",
+            notebook(
+                "biovm-python",
+                "python",
+                "import pysam, Bio\nprint('pysam', pysam.__version__, 'Bio', Bio.__version__)",
+            ),
+        ),
+        (
+            "r.ipynb",
+            notebook(
+                "ir",
+                "R",
+                "suppressMessages(library(Biostrings))\nprint(reverseComplement(DNAString('ACGTTG')))",
+            ),
+        ),
+    ] {
+        let r = api
+            .put(format!("http://127.0.0.1:{port}/jupyter/api/contents/{name}"))
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .body(nb.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "saving {name}: {}", r.status());
+        // Its kernel started through the API first: a fresh server may
+        // otherwise ask in a dialog which kernel to use.
+        let kernel = nb["content"]["metadata"]["kernelspec"]["name"].clone();
+        let session = serde_json::json!({
+            "path": name, "name": name, "type": "notebook", "kernel": {"name": kernel},
+        });
+        let r = api
+            .post(format!("http://127.0.0.1:{port}/jupyter/api/sessions"))
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .body(session.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "a session for {name}: {}", r.status());
+    }
+
+    let b = webdriver::Browser::start(1280, 900);
+    // The landing page, opened with the token, lists every tool.
+    b.open(&url);
+    b.wait_for("#tools", Duration::from_secs(60));
+    let page = b.page_text();
+    for tool in [
+        "samtools",
+        "bwa",
+        "minimap2",
+        "python3-pysam",
+        "r-biostrings",
+        "seaview",
+        "jupyterlab",
+    ] {
+        assert!(page.contains(tool), "the landing page lacks {tool}: {page}");
+    }
+    b.screenshot(&shots.join("landing.png"));
+
+    // JupyterLab: the launcher offers both kernels and the desktop.
+    b.open(&format!(
+        "http://127.0.0.1:{port}/jupyter/lab?reset&token={token}"
+    ));
+    b.wait_for(".jp-Launcher", Duration::from_secs(180));
+    b.wait_for_text("Desktop", Duration::from_secs(60));
+    let launcher = b.page_text();
+    assert!(
+        launcher.contains("Python 3 (image)") && launcher.contains("R"),
+        "{launcher}"
+    );
+    b.screenshot(&shots.join("jupyterlab-launcher.png"));
+
+    // Each notebook's cell, run in the browser.
+    for (nb, kernel, expect, shot) in [
+        (
+            "python.ipynb",
+            "Python 3 (image)",
+            "pysam 0.",
+            "jupyterlab-python.png",
+        ),
+        (
+            "r.ipynb",
+            "R",
+            "6-letter DNAString object",
+            "jupyterlab-r.png",
+        ),
+    ] {
+        // `reset`: a fresh workspace, with only this notebook open.
+        b.open(&format!(
+            "http://127.0.0.1:{port}/jupyter/lab/tree/{nb}?reset"
+        ));
+        // The kernel must have started and be idle before the cell runs.
+        b.wait_for_text(&format!("{kernel} | Idle"), Duration::from_secs(300));
+        let cell = b.click_when_ready(
+            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content",
+            Duration::from_secs(120),
+        );
+        b.keys(&cell, "\u{E008}\u{E007}");
+        b.wait_for_text(expect, Duration::from_secs(300));
+        b.screenshot(&shots.join(shot));
+    }
+    let r_out = b.page_text();
+    assert!(r_out.contains("CAACGT"), "the reverse complement: {r_out}");
+
+    // The desktop, at its own path and through JupyterLab's launcher
+    // entry: noVNC connects and shows Xfce.
+    let info: Value = serde_json::from_str(
+        &api.get(format!(
+            "http://127.0.0.1:{port}/jupyter/server-proxy/servers-info"
+        ))
+        .header("Authorization", &auth)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap(),
+    )
+    .unwrap();
+    let entry = info["server_processes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "desktop"))
+        .unwrap_or_else(|| panic!("no desktop in JupyterLab's launcher: {info}"));
+    assert_eq!(entry["launcher_entry"]["title"], "Desktop", "{entry}");
+    // The launcher's link: the path relative to JupyterLab's /jupyter/.
+    let path_info = entry["launcher_entry"]["path_info"]
+        .as_str()
+        .unwrap_or_default();
+    let from_launcher = match path_info.strip_prefix("../") {
+        Some(rest) => format!("/{rest}"),
+        None => format!("/jupyter/{path_info}"),
+    };
+    assert_eq!(
+        from_launcher, DESKTOP_PATH,
+        "the launcher opens the desktop's page"
+    );
+    b.open(&format!("http://127.0.0.1:{port}{DESKTOP_PATH}"));
+    let canvas = b.wait_for("#noVNC_container canvas", Duration::from_secs(60));
+    b.wait_for(".noVNC_connected", Duration::from_secs(120));
+    // The desktop paints its panel and background after the connection.
+    std::thread::sleep(Duration::from_secs(15));
+    let png = b.element_screenshot(&canvas, &shots.join("desktop.png"));
+    // Debian's Xfce: a light panel along the top over a dark blue
+    // desktop, with icons; noVNC unconnected, or a blank X screen, is
+    // none of that.
+    let p = pixels(&png);
+    assert!(
+        p.colours >= 64 && p.top > 170.0 && p.middle < 90.0,
+        "the desktop's canvas ({} colours, top rows' luminance {:.0}, middle's {:.0}) is not an Xfce desktop",
+        p.colours,
+        p.top,
+        p.middle
+    );
+    drop(b);
+}
+
+/// The desktop's page, as the landing page links it.
+const DESKTOP_PATH: &str = "/desktop/vnc.html?autoconnect=1&resize=remote&path=desktop/websockify";
