@@ -222,6 +222,10 @@ fn the_workbench_opens_in_a_browser_with_its_token_and_refuses_without_it() {
             p.join("run").to_str().unwrap(),
             "--memory",
             "3072",
+            // One of the machine's guest slots: the other lane's guests
+            // keep theirs.
+            "--cpus",
+            "1",
         ],
     );
     let run = text(&out.stdout);
@@ -250,6 +254,32 @@ fn the_workbench_opens_in_a_browser_with_its_token_and_refuses_without_it() {
     assert_ne!(token, token_a, "two instances, one token");
     let tls_b = w["tls_sha256"].as_str().unwrap().to_string();
     assert_ne!(tls_b, tls_a, "two instances, one certificate");
+
+    // Inside: the desktop's menu has the image's graphical tool, and the
+    // token is root's alone (the default user reads it with sudo).
+    let ssh = |cmd: &str| {
+        let o = Command::new("ssh")
+            .arg("-i")
+            .arg(&key)
+            .args(["-p", &run["ssh_port"].to_string()])
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "biovm@127.0.0.1", cmd])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        text(&o.stdout) + &text(&o.stderr)
+    };
+    let inside = ssh(
+        "grep -l '^Exec=seaview' /usr/share/applications/*.desktop; \
+         cat /etc/biovm/workbench/token 2>&1 | sed 's/^.*denied.*$/denied/'; \
+         sudo cat /etc/biovm/workbench/token",
+    );
+    assert!(
+        inside.contains("/usr/share/applications/seaview.desktop"),
+        "{inside}"
+    );
+    assert!(inside.contains("denied"), "{inside}");
+    assert!(inside.contains(&token), "{inside}");
 
     // Every route refuses a request without the token, or with another.
     let routes = [
