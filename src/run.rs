@@ -196,15 +196,8 @@ pub fn run_foreground(o: &RunOptions) -> Result<std::process::ExitStatus> {
 
 /// Boot in the background and wait until the guest's SSH server answers.
 pub fn run_detached(o: &RunOptions) -> Result<Detached> {
-    let port = if o.ssh_port == 0 {
-        free_port()?
-    } else {
-        o.ssh_port
-    };
+    let port = local_port(o.ssh_port, "--ssh-port")?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-        bail!("port {port} on 127.0.0.1 is in use; pick another with --ssh-port");
-    }
     let forwards = workbench_ports(o)?;
     let (mut cmd, console_log) = prepare(o, port, forwarded_by_qemu(&forwards))?;
     let pidfile = o.state_dir.join("qemu.pid");
@@ -295,6 +288,19 @@ pub fn run_detached(o: &RunOptions) -> Result<Detached> {
     })
 }
 
+/// The port on 127.0.0.1 the user asked for (`flag`), refused when
+/// something listens there already; 0: a free one.
+fn local_port(asked: u16, flag: &str) -> Result<u16> {
+    if asked == 0 {
+        return free_port();
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], asked).into();
+    if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+        bail!("port {asked} on 127.0.0.1 is in use; pick another with {flag}");
+    }
+    Ok(asked)
+}
+
 /// The ports besides SSH, (port on 127.0.0.1, guest port): the
 /// workbench's (reached through the SSH tunnel, not forwarded by QEMU)
 /// first, then in public mode the guest's HTTPS port (forwarded).
@@ -302,15 +308,7 @@ fn workbench_ports(o: &RunOptions) -> Result<Vec<(u16, u16)>> {
     let Some(w) = o.workbench else {
         return Ok(Vec::new());
     };
-    let host = if w.host_port == 0 {
-        free_port()?
-    } else {
-        w.host_port
-    };
-    let addr: SocketAddr = ([127, 0, 0, 1], host).into();
-    if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-        bail!("port {host} on 127.0.0.1 is in use; pick another with --workbench-port");
-    }
+    let host = local_port(w.host_port, "--workbench-port")?;
     let mut v = vec![(host, w.guest_port)];
     if w.public {
         v.push((free_port()?, 443));

@@ -164,7 +164,7 @@ pub fn launch(r: LaunchRequest) -> Result<Launched> {
     ec2_launch::ensure_tags(&ec2, &inst, &tags)?;
 
     let host = inst.host().map(str::to_string);
-    let ssh = host.as_deref().map(|h| ssh_command(&r, h));
+    let ssh = host.as_deref().map(|h| ssh_command(&r, h, ""));
     let workbench = match r.workbench {
         Some(w) => Some(workbench_access(&ec2, &r, w, &inst, host.as_deref())?),
         None => None,
@@ -228,15 +228,7 @@ fn workbench_access(
     }
     let token = found.as_ref().map(|f| f.token.clone());
     let shown = token.clone().unwrap_or_else(|| "TOKEN".to_string());
-    let tunnel = host.map(|h| {
-        let ssh = ssh_command(r, h);
-        format!(
-            "{} -N -L {p}:127.0.0.1:{p}{}",
-            &ssh[..3],
-            &ssh[3..],
-            p = w.port
-        )
-    });
+    let tunnel = host.map(|h| ssh_command(r, h, &format!("-N -L {p}:127.0.0.1:{p} ", p = w.port)));
     Ok(LaunchedWorkbench {
         tls_sha256: found.and_then(|f| f.tls_sha256),
         tunnel,
@@ -301,21 +293,19 @@ fn client_token() -> String {
         .collect()
 }
 
-/// `ssh [-i KEY] USER@HOST`, with the private key beside the `--ssh-key`
-/// public key, or the key pair's `.pem`.
-fn ssh_command(r: &LaunchRequest, host: &str) -> String {
+/// `ssh OPTIONS[-i KEY] USER@HOST`, with the private key beside the
+/// `--ssh-key` public key, or the key pair's `.pem`; `options` (each
+/// followed by a space) go first.
+fn ssh_command(r: &LaunchRequest, host: &str, options: &str) -> String {
     let identity = match (&r.ssh_key, &r.key_name) {
         (Some((p, _)), _) => Some(crate::sshkey::private_key_for(p).display().to_string()),
         (None, Some(k)) => Some(format!("{k}.pem")),
         (None, None) => None,
     };
-    let mut s = "ssh".to_string();
+    let mut s = format!("ssh {options}");
     if let Some(i) = &identity {
-        s.push_str(&format!(" -i {}", ec2_launch::shell_word(i)));
+        s.push_str(&format!("-i {} ", ec2_launch::shell_word(i)));
     }
-    s.push_str(&format!(
-        " {}",
-        ec2_launch::shell_word(&format!("{}@{host}", r.user))
-    ));
+    s.push_str(&ec2_launch::shell_word(&format!("{}@{host}", r.user)));
     s
 }
