@@ -30,8 +30,11 @@ esac
 
 biolinux_test=biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot
 start=$(date +%s)
-# Parts of both lanes record their lines here (a lane is a subshell).
+# Parts of both lanes record their lines here (a lane is a subshell), and
+# what a failed part said of its failure: CI keeps only the end of the
+# output, so the summary repeats it there.
 parts_file=$(mktemp)
+failures_file=$(mktemp)
 # The machine's CPU time so far, busy and all, in clock ticks (/proc/stat).
 cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 # busy_since BUSY ALL: the percentage of CPU time busy since that reading.
@@ -42,6 +45,11 @@ busy_since() {
 }
 read -r busy0 all0 < <(cpu_ticks)
 summary() {
+  if [ -s "$failures_file" ]; then
+    echo "--- test suite: what the failed parts said"
+    cat "$failures_file"
+  fi
+  rm -f "$failures_file"
   echo "--- test suite: seconds per part"
   cat "$parts_file"
   rm -f "$parts_file"
@@ -49,12 +57,35 @@ summary() {
 }
 trap summary EXIT
 
-# part NAME COMMAND...: run COMMAND, recording its seconds (and a failure).
+# failure_lines NAME LOG: from a failed part's output, each panic with
+# the lines after it (at most 60 in all), compiler errors, and cargo's
+# closing list of the failed tests, each line prefixed with the part's name.
+failure_lines() {
+  awk -v part="$1" '
+    /panicked at/ { left = 12 }
+    (left > 0 || /^error(\[E[0-9]+\])?:/) && shown < 60 { print part ": " $0; shown++; left-- }
+    /^failures:$/ { list = "" ; listing = 1; next }
+    /^test result:/ { listing = 0 }
+    listing && /^    / { list = list part ": failed:" $0 "\n" }
+    END { printf "%s", list }
+  ' "$2"
+}
+
+# part NAME COMMAND...: run COMMAND, recording its seconds (and a failure,
+# with what it said of it).
 part() {
-  local name=$1 t0 rc=0
+  local name=$1 t0 rc=0 log
   shift
+  log=$(mktemp)
   t0=$(date +%s)
-  "$@" || rc=$?
+  set +e
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ $rc != 0 ]; then
+    failure_lines "$name" "$log" >> "$failures_file"
+  fi
+  rm -f "$log"
   printf '%-22s %5d s%s\n' "$name" $(( $(date +%s) - t0 )) "$([ $rc = 0 ] || echo "  FAILED ($rc)")" >> "$parts_file"
   return $rc
 }

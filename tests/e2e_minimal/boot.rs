@@ -486,8 +486,12 @@ fn kvm_is_used_only_where_linux_boots_under_it() {
         stdout.contains("minimal.qcow2 bios: PASSED (tcg, virtio,"),
         "{stdout}"
     );
+    // Under a KVM that cannot run Linux the guest hangs after GRUB (most
+    // of our machines), or QEMU itself aborts (an assertion on the guest's
+    // MSRs, on others): either way the boot is retried under TCG.
     assert!(
-        stdout.contains("minimal.qcow2 bios: retried under TCG: under KVM the guest printed nothing for 30 s after \"Booting `Debian GNU/Linux (minimal)'\""),
+        stdout.contains("minimal.qcow2 bios: retried under TCG: under KVM the guest printed nothing for 30 s after \"Booting `Debian GNU/Linux (minimal)'\"")
+            || stdout.contains("minimal.qcow2 bios: retried under TCG: under KVM QEMU ended (killed by signal"),
         "{stdout}"
     );
     let stalled = out.join("minimal.test/qcow2-bios.kvm.stalled.serial.log");

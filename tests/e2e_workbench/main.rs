@@ -96,16 +96,88 @@ struct Pixels {
     middle: f64,
 }
 
+/// A PNG as Chromium writes its screenshots (8-bit RGB or RGBA, not
+/// interlaced): width, height, samples per pixel and the pixels. Decoded
+/// here with flate2 (biovm's own dependency): the png crate, as a test
+/// dependency, turned on features of flate2 that changed the biovm
+/// executable `cargo test` builds, so its stored test results (keyed by
+/// its SHA-256) no longer served README command 1's build.
+fn decode_png(png: &[u8]) -> (usize, usize, usize, Vec<u8>) {
+    use std::io::Read;
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let be32 = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+    let (mut at, mut idat) = (8, Vec::new());
+    let (mut w, mut h, mut step) = (0, 0, 0);
+    while at + 8 <= png.len() {
+        let (len, kind) = (be32(&png[at..]), &png[at + 4..at + 8]);
+        let data = &png[at + 8..at + 8 + len];
+        match kind {
+            b"IHDR" => {
+                (w, h) = (be32(data), be32(&data[4..]));
+                assert_eq!(data[8], 8, "8 bits per sample");
+                assert_eq!(data[12], 0, "not interlaced");
+                step = match data[9] {
+                    2 => 3,
+                    6 => 4,
+                    t => panic!("PNG colour type {t}"),
+                };
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            b"IEND" => break,
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let stride = w * step;
+    let mut out = vec![0u8; h * stride];
+    for y in 0..h {
+        let line = &raw[y * (stride + 1)..(y + 1) * (stride + 1)];
+        for x in 0..stride {
+            let a = if x >= step {
+                out[y * stride + x - step]
+            } else {
+                0
+            };
+            let b = if y > 0 { out[(y - 1) * stride + x] } else { 0 };
+            let c = if x >= step && y > 0 {
+                out[(y - 1) * stride + x - step]
+            } else {
+                0
+            };
+            let predicted = match line[0] {
+                0 => 0,
+                1 => a,
+                2 => b,
+                3 => ((a as u16 + b as u16) / 2) as u8,
+                4 => {
+                    let p = a as i16 + b as i16 - c as i16;
+                    let (pa, pb, pc) = (
+                        (p - a as i16).abs(),
+                        (p - b as i16).abs(),
+                        (p - c as i16).abs(),
+                    );
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
+                }
+                f => panic!("PNG filter {f}"),
+            };
+            out[y * stride + x] = line[1 + x].wrapping_add(predicted);
+        }
+    }
+    (w, h, step, out)
+}
+
 fn pixels(png: &[u8]) -> Pixels {
-    let decoder = png::Decoder::new(png);
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let (w, h, step) = (
-        info.width as usize,
-        info.height as usize,
-        info.color_type.samples(),
-    );
+    let (w, h, step, buf) = decode_png(png);
     let px = |x: usize, y: usize| {
         let i = (y * w + x) * step;
         (buf[i], buf[i + 1], buf[i + 2])
@@ -512,3 +584,21 @@ fn browse(port: u16, token: &str, shots: &Path) {
 
 /// The desktop's page, as the landing page links it.
 const DESKTOP_PATH: &str = "/desktop/vnc.html?autoconnect=1&resize=remote&path=desktop/websockify";
+
+/// The decoder reads a screenshot Chromium took of three bands (red, a
+/// black-to-blue gradient, green): its scanlines use several PNG filters.
+#[test]
+fn the_png_decoder_reads_a_chromium_screenshot() {
+    let png = fs::read(common::repo().join("tests/fixtures/png/three-bands.png")).unwrap();
+    let (w, h, step, px) = decode_png(&png);
+    assert_eq!((w, h), (120, 120));
+    let at = |x: usize, y: usize| {
+        let i = (y * w + x) * step;
+        (px[i], px[i + 1], px[i + 2])
+    };
+    assert_eq!(at(5, 5), (255, 0, 0));
+    assert_eq!(at(5, 100), (10, 200, 30));
+    let (left, right) = (at(0, 60), at(119, 60));
+    assert!(left.2 < 10 && right.2 > 245, "{left:?} {right:?}");
+    assert!(at(60, 60).2 > 100 && at(60, 60).2 < 150, "{:?}", at(60, 60));
+}
