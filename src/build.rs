@@ -164,7 +164,14 @@ pub fn reusable(image: &Image, out: &Path) -> Result<Option<BuildReport>> {
             return Ok(None);
         }
     };
-    if let Some(p) = changed_artifact(out, &manifest.artifacts) {
+    let data_disk = manifest.data_disk.iter().flat_map(|d| &d.files);
+    let all: Vec<Artifact> = manifest
+        .artifacts
+        .iter()
+        .chain(data_disk)
+        .cloned()
+        .collect();
+    if let Some(p) = changed_artifact(out, &all) {
         log::info!(
             "{}: changed or missing since the last build; building",
             p.display()
@@ -331,6 +338,14 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
             crate::data::install(&image, &data_files, locked, &root)
         })?
     };
+    // On a data disk of its own, the data leaves the root filesystem.
+    let data_disk = if image.data_disk {
+        Some(timed(&mut stages, "data-disk", || {
+            crate::data::disk::build(&image, &root, &seed, epoch, work.path(), out)
+        })?)
+    } else {
+        None
+    };
     let root_tree_bytes = tree_size(&root);
     timed(&mut stages, "clamp-times", || {
         fsutil::clamp_mtimes(&root, epoch)?;
@@ -343,8 +358,14 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let (artifacts, tree_sha256) =
         write_artifacts(&image, &ids, &ctx, &root, out, work.path(), &mut stages)?;
     let sbom = write_sbom(&image, &ctx, &debs, &pypi_files, &data, out)?;
-    write_sums(out, &artifacts, &sbom)?;
+    let summed: Vec<Artifact> = artifacts
+        .iter()
+        .chain(data_disk.iter().flat_map(|d| &d.files))
+        .cloned()
+        .collect();
+    write_sums(out, &summed, &sbom)?;
     let mut manifest = Manifest::new(&image, artifacts.clone())?;
+    manifest.data_disk = data_disk;
     manifest.tools.extend(crate::data::checks(&image, &data)?);
     manifest.data = data;
     manifest.tree_sha256 = Some(tree_sha256);
@@ -676,6 +697,12 @@ pub fn reproducible_outputs(image: &Image) -> Vec<String> {
         .iter()
         .map(|f| format!("{}.{}", image.name, f.extension()))
         .collect();
+    if image.data_disk {
+        v.push(crate::data::disk::file_name(&image.name, Format::Raw));
+        if image.formats.contains(&Format::Qcow2) {
+            v.push(crate::data::disk::file_name(&image.name, Format::Qcow2));
+        }
+    }
     v.push("SHA256SUMS".into());
     v.push(format!("{}.spdx.json", image.name));
     v.push(

@@ -526,6 +526,17 @@ pub const CATEGORY: &str = "data";
 pub fn checks(image: &Image, built: &[BuiltData]) -> Result<Vec<Tool>> {
     let mut v = Vec::new();
     for b in built {
+        // On a data disk, a boot's checks may start before the disk is
+        // mounted (the check agent starts early, the mount is `nofail`):
+        // each check first waits up to 60 s for the data set's sums.
+        let wait = if image.data_disk {
+            format!(
+                "i=0; while [ ! -e {}/SHA256SUMS ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; ",
+                b.folder()
+            )
+        } else {
+            String::new()
+        };
         let list: String = b
             .files
             .iter()
@@ -536,7 +547,7 @@ pub fn checks(image: &Image, built: &[BuiltData]) -> Result<Vec<Tool>> {
             category: CATEGORY.into(),
             check: ToolCheck {
                 command: format!(
-                    "sha256sum --check --strict --quiet <<'EOF' && echo \"{} files verified\"\n{list}EOF",
+                    "{wait}sha256sum --check --strict --quiet <<'EOF' && echo \"{} files verified\"\n{list}EOF",
                     b.files.len()
                 ),
                 expect: format!("^{} files verified$", b.files.len()),
@@ -552,14 +563,16 @@ pub fn checks(image: &Image, built: &[BuiltData]) -> Result<Vec<Tool>> {
         let dir = d.source_file.parent().unwrap_or(Path::new("."));
         let owner = format!("{CATEGORY}/{}", d.name);
         for t in &d.tests {
-            v.push(
-                Tool::from_test(&owner, CATEGORY, dir, t)
-                    .with_context(|| format!("data set {}, test {}", d.name, t.name))?,
-            );
+            let mut test = Tool::from_test(&owner, CATEGORY, dir, t)
+                .with_context(|| format!("data set {}, test {}", d.name, t.name))?;
+            test.check.command.insert_str(0, &wait);
+            v.push(test);
         }
     }
     Ok(v)
 }
+
+pub mod disk;
 
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,49 @@ pub struct Manifest {
     /// The browser workbench, when the image has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workbench: Option<crate::config::Workbench>,
+    /// The data disk the data sets are on, when not in the root filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_disk: Option<DataDisk>,
+}
+
+/// A data disk (see `data::disk`): its files and the digest of its tree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DataDisk {
+    /// The filesystem label the image's fstab mounts it by.
+    pub label: String,
+    /// The raw file, and the qcow2 file when the image builds qcow2.
+    pub files: Vec<Artifact>,
+    /// The digest of its tree (as `tree_sha256` of the root filesystem):
+    /// the native run checks the tree it reads from the disk against it.
+    pub tree_sha256: String,
+}
+
+impl DataDisk {
+    /// Its files in `dir` (the folder of the manifest), as a test uses
+    /// them; an error names a listed file that is missing.
+    pub fn in_dir(&self, dir: &Path) -> anyhow::Result<crate::smoke::DataDiskFiles> {
+        let mut raw = None;
+        let mut qcow2 = None;
+        for a in &self.files {
+            let p = dir.join(&a.file);
+            if !p.is_file() {
+                anyhow::bail!("the data disk {} is missing", p.display());
+            }
+            match a.format {
+                Format::Raw => raw = Some((p, a.sha256.clone())),
+                Format::Qcow2 => qcow2 = Some(p),
+                _ => {}
+            }
+        }
+        let (raw, raw_sha256) =
+            raw.ok_or_else(|| anyhow::anyhow!("the manifest lists no raw data disk"))?;
+        Ok(crate::smoke::DataDiskFiles {
+            raw,
+            qcow2,
+            raw_sha256,
+            tree_sha256: self.tree_sha256.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -213,6 +256,7 @@ impl Manifest {
             tree_sha256: None,
             data: Vec::new(),
             workbench: image.workbench,
+            data_disk: None,
         })
     }
 
@@ -299,6 +343,7 @@ mod tests {
             tree_sha256: None,
             data: Vec::new(),
             workbench: None,
+            data_disk: None,
         };
         m.write(d.path()).unwrap();
         for a in ["bio.raw", "bio.oci"] {

@@ -565,6 +565,11 @@ fn test_staged(
                 tree_sha256: manifest.tree_sha256.clone(),
                 default_user: manifest.default_user.clone(),
                 workbench: manifest.workbench,
+                data_disk: manifest
+                    .data_disk
+                    .as_ref()
+                    .map(|d| d.in_dir(dir))
+                    .transpose()?,
                 ..opts.test.clone()
             },
         )?;

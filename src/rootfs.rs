@@ -676,8 +676,13 @@ fn write_system_files(tree: &Tree, image: &Image, ids: &DiskIds) -> Result<()> {
             path: "etc/fstab",
             mode: 0o644,
             content: format!(
-                "# <file system> <mount point> <type> <options> <dump> <pass>\nUUID={} / ext4 defaults,errors=remount-ro 0 1\n",
-                ids.root_fs_uuid
+                "# <file system> <mount point> <type> <options> <dump> <pass>\nUUID={} / ext4 defaults,errors=remount-ro 0 1\n{}",
+                ids.root_fs_uuid,
+                if image.data_disk {
+                    crate::data::disk::fstab_line()
+                } else {
+                    String::new()
+                }
             ),
         },
         // Empty: systemd generates a machine ID on first boot.

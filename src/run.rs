@@ -48,6 +48,8 @@ pub struct RunOptions {
     /// (the workbench is reached through an SSH tunnel, as on a cloud).
     pub user: String,
     pub identity: Option<PathBuf>,
+    /// The image's data disk, attached as a second disk (never written).
+    pub data_disk: Option<PathBuf>,
 }
 
 /// How `biovm run` reaches an image's workbench: its proxy listens on the
@@ -163,6 +165,7 @@ fn prepare(o: &RunOptions, port: u16, forwards: &[(u16, u16)]) -> Result<(Cmd, P
         imds: None,
         ssh_forward: Some(port),
         also_forward: forwards,
+        data_drive: o.data_disk.as_deref().map(|d| (d, DiskFormat::Raw)),
         console_on_terminal: !o.detach,
         firmware: o.firmware,
         accel: kvm::accel(),

@@ -49,7 +49,7 @@ fn genomes_build_from_the_lock_and_every_data_check_passes() {
     assert!(out.status.success());
     let plan = text(&out.stdout);
     assert!(
-        plan.contains("data (2, 1.4 MiB to fetch, into the root filesystem):"),
+        plan.contains("data (2, 1.4 MiB to fetch, onto a data disk of its own (genomes.data.raw, label biovm-data), mounted read-only at /data/genomes):"),
         "{plan}"
     );
     assert!(
@@ -112,6 +112,44 @@ fn genomes_build_from_the_lock_and_every_data_check_passes() {
         "0a04f81952deb68c204e8ae67e0573cb97d348f18ab1b527630d57c294028cf5"
     );
 
+    // The data is on its own disk (raw, and qcow2 as the image builds
+    // qcow2), in SHA256SUMS, and not in the image's own tree.
+    let disk = &manifest["data_disk"];
+    assert_eq!(disk["label"], "biovm-data", "{disk}");
+    let sums = fs::read_to_string(p.join("out/SHA256SUMS")).unwrap();
+    for f in disk["files"].as_array().unwrap() {
+        let name = f["file"].as_str().unwrap();
+        assert!(p.join("out").join(name).is_file(), "{name}");
+        assert!(
+            sums.contains(&format!("{}  {name}\n", f["sha256"].as_str().unwrap())),
+            "{sums}"
+        );
+    }
+    let formats: Vec<&str> = disk["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(formats, ["raw", "qcow2"]);
+    let mut listed = String::new();
+    for blob in fs::read_dir(p.join("out/genomes.oci/blobs/sha256")).unwrap() {
+        let o = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(blob.unwrap().path())
+            .output()
+            .unwrap();
+        listed.push_str(&text(&o.stdout));
+    }
+    assert!(
+        listed.contains("data/genomes/"),
+        "the mount point is in the image"
+    );
+    assert!(
+        !listed.contains("data/genomes/lambda"),
+        "no data set is in the image's own tree"
+    );
+
     let out = biovm(&p, &["test", "images/genomes.toml", "--out", "out"]);
     assert!(out.status.success(), "the test failed");
     let report = json(&p.join("out/genomes.test/report.json"));
@@ -134,32 +172,106 @@ fn genomes_build_from_the_lock_and_every_data_check_passes() {
         "data/lambda-phage/bwa-maps-reads",
         "data/lambda-phage/faidx-region",
     ];
-    for runner in ["native", "container"] {
-        let mut got = passed(runner);
-        got.sort();
-        assert_eq!(got, every, "{runner}");
-    }
-    // The booted disk holds every file with its digest.
+    let mut got = passed("native");
+    got.sort();
+    assert_eq!(got, every, "natively, the data disk read into the tree");
+    // The container artifact carries no data: its cell has no data rows.
+    let container = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["firmware"] == "container")
+        .expect("the OCI cell");
+    assert!(
+        container["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| !r["tool"].as_str().unwrap().starts_with("data/")),
+        "{container}"
+    );
+    // The booted disk, with the data disk attached, holds every file with
+    // its digest; natively the data disk's tree is the one built.
     let mut booted = passed("uefi");
     booted.sort();
     assert_eq!(booted, ["data/ecoli-536", "data/lambda-phage"]);
-
-    // A digest that differs fails its check, by name: the manifest's
-    // lambda digests say another content than the image holds.
-    let mpath = p.join("out/genomes.manifest.json");
-    let real = fs::read_to_string(&mpath).unwrap();
-    let content = "0a04f81952deb68c204e8ae67e0573cb97d348f18ab1b527630d57c294028cf5";
-    let other = "1a04f81952deb68c204e8ae67e0573cb97d348f18ab1b527630d57c294028cf5";
-    assert!(real.contains(content));
-    fs::write(&mpath, real.replace(content, other)).unwrap();
-    let out = biovm(&p, &["test", "out/genomes.oci"]);
-    fs::write(&mpath, real).unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let said = text(&out.stdout) + &text(&out.stderr);
+    let native = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["firmware"] == "native")
+        .unwrap();
     assert!(
-        said.contains("data/lambda-phage") && said.contains("FAILED"),
-        "{said}"
+        native["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["tool"] == "system/same-data-disk" && r["result"] == "passed"),
+        "{native}"
     );
+
+    // One byte changed inside lambda.fa on the data disk (and the qcow2
+    // made again from it) is caught natively and in the boot, by name.
+    let raw = p.join("out/genomes.data.raw");
+    let at = byte_of_file_on_ext4(&raw, "/lambda/lambda.fa") + 100;
+    let mut bytes = fs::read(&raw).unwrap();
+    bytes[at as usize] ^= 0x20;
+    fs::write(&raw, &bytes).unwrap();
+    let qcow2 = p.join("out/genomes.data.qcow2");
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow2)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let out = biovm(&p, &["test", "images/genomes.toml", "--out", "out"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&p.join("out/genomes.test/report.json"));
+    let failed = |firmware: &str| -> Vec<String> {
+        let mut v: Vec<String> = report
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["firmware"] == firmware)
+            .flat_map(|c| c["results"].as_array().unwrap().iter())
+            .filter(|r| r["result"] != "passed")
+            .map(|r| r["tool"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        failed("native"),
+        ["data/lambda-phage", "system/same-data-disk"],
+        "{report}"
+    );
+    assert_eq!(failed("uefi"), ["data/lambda-phage"], "{report}");
+    assert!(failed("container").is_empty(), "{report}");
+}
+
+/// The byte offset of the first block of the file `path` in the bare ext4
+/// filesystem `fs_image` (debugfs's `bmap`, times the block size).
+fn byte_of_file_on_ext4(fs_image: &Path, path: &str) -> u64 {
+    let run = |req: &str| -> String {
+        let o = std::process::Command::new("debugfs")
+            .arg("-R")
+            .arg(req)
+            .arg(fs_image)
+            .output()
+            .unwrap();
+        text(&o.stdout)
+    };
+    let block: u64 = run(&format!("bmap {path} 0")).trim().parse().unwrap();
+    let stats = run("stats");
+    let size: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    block * size
 }
 
 #[test]

@@ -773,3 +773,87 @@ fn bench_publish() {
         "uploaded {sent} bytes for {nonzero_blocks} bytes of non-zero blocks"
     );
 }
+
+#[test]
+fn a_data_disk_becomes_a_second_snapshot_that_the_ami_maps() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(moto.port, Faults::default());
+    let (dir, disk) = workspace(&proxy.url(), 11);
+    let root = dir.path();
+    // The manifest names a data disk beside the OS disk.
+    let data = make_disk_of(&root.join("out/tiny.data.raw"), 12, 14);
+    let data_sha = hex(&Sha256::digest(&data));
+    let mpath = root.join("out/tiny.manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m["data_disk"] = serde_json::json!({
+        "label": "biovm-data",
+        "files": [{"format": "raw", "file": "tiny.data.raw", "size": data.len(), "sha256": data_sha}],
+        "tree_sha256": "0".repeat(64),
+    });
+    std::fs::write(&mpath, m.to_string()).unwrap();
+
+    let o = publish(root, &["--release", "2026.12"], &[]);
+    assert_eq!(o["created"], true, "{o}");
+    let os = o["snapshot_id"].as_str().unwrap().to_string();
+    let data_snap = o["data_snapshot_id"]
+        .as_str()
+        .expect("a data snapshot")
+        .to_string();
+    assert_ne!(os, data_snap);
+    assert_snapshot_equals_disk(moto.port, &os, &disk);
+    assert_snapshot_equals_disk(moto.port, &data_snap, &data);
+
+    let reqs = proxy.take();
+    // The data snapshot carries its own digest and says what it is.
+    let starts: Vec<serde_json::Value> = reqs
+        .iter()
+        .filter(|r| r.service() == "ebs" && r.path == "/snapshots")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(starts.len(), 2);
+    let tagged = |v: &serde_json::Value, k: &str, val: &str| {
+        v["Tags"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"Key": k, "Value": val}))
+    };
+    assert!(
+        starts
+            .iter()
+            .any(|s| tagged(s, "biovm:sha256", &data_sha) && tagged(s, "biovm:role", "data-disk")),
+        "{starts:?}"
+    );
+    // RegisterImage maps it to /dev/sdf, deleted with the instance.
+    let reg = reqs
+        .iter()
+        .find(|r| r.action().as_deref() == Some("RegisterImage"))
+        .expect("RegisterImage")
+        .form();
+    assert_eq!(reg["BlockDeviceMapping.1.Ebs.SnapshotId"], os);
+    assert_eq!(reg["BlockDeviceMapping.2.DeviceName"], "/dev/sdf");
+    assert_eq!(reg["BlockDeviceMapping.2.Ebs.SnapshotId"], data_snap);
+    assert_eq!(reg["BlockDeviceMapping.2.Ebs.DeleteOnTermination"], "true");
+
+    // A data disk that is not what the build recorded is refused.
+    std::fs::write(root.join("out/tiny.data.raw"), b"changed").unwrap();
+    let out = biovm(
+        root,
+        &[
+            "publish",
+            "--target",
+            "ec2",
+            "images/tiny.toml",
+            "--out",
+            "out",
+            "--release",
+            "2026.12-b",
+        ],
+        &KEYS,
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tiny.data.raw") && err.contains(&data_sha),
+        "{err}"
+    );
+}

@@ -109,11 +109,19 @@ pub(crate) fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
             println!("{:<10} {:>7.1} s", s.stage, s.seconds);
         }
     }
-    for art in &report.artifacts {
+    let manifest =
+        crate::manifest::Manifest::read(&crate::manifest::Manifest::path_for(&a.out, &image.name))?;
+    let data_disk = manifest.data_disk.iter().flat_map(|d| &d.files);
+    for (art, what) in report
+        .artifacts
+        .iter()
+        .map(|x| (x, ""))
+        .chain(data_disk.map(|x| (x, "data disk, ")))
+    {
         let path = a.out.join(&art.file);
         let used = crate::fsutil::allocated_bytes(&path).unwrap_or(0);
         println!(
-            "{} ({}, {} MiB, {} MiB allocated) sha256 {}",
+            "{} ({what}{}, {} MiB, {} MiB allocated) sha256 {}",
             path.display(),
             art.format,
             art.size >> 20,

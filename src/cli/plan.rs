@@ -150,9 +150,19 @@ fn data_text(s: &mut String, image: &Image) {
     }
     let total: u64 = image.data.iter().map(|d| d.source.size).sum();
     s.push_str(&format!(
-        "data ({}, {} to fetch, into the root filesystem):\n",
+        "data ({}, {} to fetch, {}):\n",
         image.data.len(),
-        human_bytes(total)
+        human_bytes(total),
+        if image.data_disk {
+            format!(
+                "onto a data disk of its own ({}.data.raw, label {}), mounted read-only at /{}",
+                image.name,
+                crate::config::DATA_DISK_LABEL,
+                crate::config::DATA_ROOT
+            )
+        } else {
+            "into the root filesystem".to_string()
+        }
     ));
     for d in &image.data {
         s.push_str(&format!(
@@ -320,6 +330,7 @@ fn plan_json(image: &Image, out: &Path) -> Value {
             "url": d.url, "sha256": d.sha256, "dest": d.dest, "unpack": d.unpack,
         })).collect::<Vec<_>>(),
         "workbench": image.workbench.map(|w| json!({"desktop": w.desktop, "port": w.port})),
+        "data_location": if image.data.is_empty() { None } else if image.data_disk { Some("disk") } else { Some("root") },
         "data": image.data.iter().map(|d| json!({
             "name": d.name,
             "organism": d.organism,

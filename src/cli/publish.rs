@@ -184,7 +184,8 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
             &image.description,
             image.disk.boot.clone(),
             a.release.as_deref(),
-        )?;
+        )?
+        .with_data_disk()?;
         return Ok((art, Some(image)));
     }
     let named_raw = a
@@ -222,7 +223,8 @@ fn artifact_and_image(g: &GlobalArgs, a: &PublishArgs) -> Result<(Artifact, Opti
             );
         }
     }
-    let art = Artifact::open(&a.path, &name, &description, boot, a.release.as_deref())?;
+    let art = Artifact::open(&a.path, &name, &description, boot, a.release.as_deref())?
+        .with_data_disk()?;
     Ok((art, image))
 }
 

@@ -94,7 +94,8 @@ impl Publisher for CliPublisher {
             &image.description,
             image.disk.boot.clone(),
             Some(release),
-        )?;
+        )?
+        .with_data_disk()?;
         let mut out = Vec::new();
         let mut targets = Vec::new();
         if image.targets.ec2.is_some() {

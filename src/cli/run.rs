@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -134,6 +134,10 @@ pub(crate) fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         }),
         user: user.clone(),
         identity: private,
+        data_disk: match manifest.as_ref().and_then(|m| m.data_disk.as_ref()) {
+            Some(d) => Some(d.in_dir(a.artifact.parent().unwrap_or(Path::new(".")))?.raw),
+            None => None,
+        },
     };
     if !a.detach {
         let status = run::run_foreground(&o)?;

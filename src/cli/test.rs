@@ -87,6 +87,7 @@ impl MatrixArgs {
             default_user: None,
             rerun: self.rerun,
             workbench: None,
+            data_disk: None,
         })
     }
 }
@@ -102,6 +103,8 @@ struct Plan {
     default_user: Option<String>,
     /// The image's workbench, which every boot checks.
     workbench: Option<crate::config::Workbench>,
+    /// The image's data disk, which every boot attaches.
+    data_disk: Option<smoke::DataDiskFiles>,
     /// Where the reports go.
     report_dir: PathBuf,
 }
@@ -174,6 +177,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
             tree_sha256: m.tree_sha256.clone(),
             default_user: m.default_user.clone(),
             workbench: m.workbench,
+            data_disk: m.data_disk.as_ref().map(|d| d.in_dir(&a.out)).transpose()?,
             artifacts,
             tools,
             boot,
@@ -200,6 +204,10 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
     };
     let tree_sha256 = manifest.as_ref().ok().and_then(|m| m.tree_sha256.clone());
     let workbench = manifest.as_ref().ok().and_then(|m| m.workbench);
+    let data_disk = match manifest.as_ref().ok().and_then(|m| m.data_disk.as_ref()) {
+        Some(d) => Some(d.in_dir(a.target.parent().unwrap_or(Path::new(".")))?),
+        None => None,
+    };
     let from_manifest = manifest.ok().and_then(|m| {
         m.artifacts
             .iter()
@@ -223,6 +231,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         boot,
         default_user,
         workbench,
+        data_disk,
         report_dir: smoke::report_dir_for(&a.target),
     })
 }
@@ -245,6 +254,7 @@ pub(crate) fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
         tree_sha256: p.tree_sha256.clone(),
         default_user: p.default_user.clone(),
         workbench: p.workbench,
+        data_disk: p.data_disk.clone(),
         ..a.matrix.options()?
     };
     let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;

@@ -164,6 +164,12 @@ pub(crate) fn load_image_and_catalog(
         Some(sel) => select_data(&mut cx, sel, recipe_dir, &image_dir, access, &recipes),
         None => (Vec::new(), Diagnostics::new()),
     };
+    let data_disk = !data.is_empty()
+        && raw
+            .data
+            .as_ref()
+            .and_then(|d| d.get_ref().location.as_ref())
+            .is_some_and(|l| l.get_ref() == "disk");
 
     let image = Image {
         name,
@@ -179,6 +185,7 @@ pub(crate) fn load_image_and_catalog(
         formats,
         targets,
         data,
+        data_disk,
         workbench,
     };
     let mut diags = catalog_diags;
@@ -792,10 +799,10 @@ fn select_data(
 ) -> (Vec<DataSet>, Diagnostics) {
     let s = sel.get_ref();
     if let Some(l) = &s.location {
-        if l.get_ref() != "root" {
+        if l.get_ref() != "root" && l.get_ref() != "disk" {
             let d = cx
                 .diag(l.span(), format!("unknown data location `{}`", l.get_ref()))
-                .with_help("use \"root\" (the data goes into the root filesystem under /data/genomes); a separate data disk is not supported yet");
+                .with_help("use \"root\" (the data goes into the root filesystem under /data/genomes) or \"disk\" (onto a data disk of its own, mounted there)");
             cx.push(d);
         }
     }

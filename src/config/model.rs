@@ -123,6 +123,9 @@ pub struct Image {
     pub(crate) targets: Targets,
     /// The selected reference data sets, sorted by name.
     pub(crate) data: Vec<DataSet>,
+    /// Whether they go onto a data disk of their own (`[data] location =
+    /// "disk"`) instead of into the root filesystem.
+    pub(crate) data_disk: bool,
     /// The browser workbench, when the image has one.
     pub(crate) workbench: Option<Workbench>,
 }
@@ -141,6 +144,10 @@ pub(crate) const WORKBENCH_RECIPE: &str = "jupyterlab";
 
 /// Where the data sets go in the image: `/data/genomes/<build>`.
 pub(crate) const DATA_ROOT: &str = "data/genomes";
+
+/// The filesystem label of a data disk, which the image's fstab mounts
+/// (read-only) at [`DATA_ROOT`].
+pub const DATA_DISK_LABEL: &str = "biovm-data";
 
 /// A reference data set: `data/<name>.toml`.
 #[derive(Debug, Clone)]

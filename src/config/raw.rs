@@ -144,7 +144,7 @@ pub(crate) struct RawDataSelection {
     #[serde(default)]
     pub(crate) include: Vec<Spanned<String>>,
     /// Where they go: `root` (the default; `/data/genomes/<build>` in the
-    /// root filesystem).
+    /// root filesystem) or `disk` (a data disk of its own, mounted there).
     pub(crate) location: Option<Spanned<String>>,
     /// More folders of data recipes, relative to the image file's folder.
     #[serde(default)]

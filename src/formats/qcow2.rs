@@ -16,6 +16,12 @@ use crate::fsutil::AtomicFile;
 
 /// Convert `raw` into qcow2 at `dest`.
 pub fn write_qcow2(raw: &Path, dest: &Path, _ctx: &FormatContext) -> Result<()> {
+    convert(raw, dest)
+}
+
+/// Convert the raw disk `raw` (an OS disk or a data disk) into qcow2 at
+/// `dest`, which appears only when complete.
+pub(crate) fn convert(raw: &Path, dest: &Path) -> Result<()> {
     let (a, f) = AtomicFile::create(dest)?;
     drop(f);
     Cmd::new("qemu-img")

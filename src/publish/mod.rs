@@ -44,6 +44,17 @@ pub struct Artifact {
     /// The release name (`--release`, default: `sha-` and the first 12 hex
     /// digits of the sha256).
     pub release: String,
+    /// The image's data disk (raw), when its data sets are on one: EC2
+    /// gets it as a second snapshot every instance of the AMI attaches.
+    pub data_disk: Option<DataDiskFile>,
+}
+
+/// A raw data disk to publish beside the OS disk.
+#[derive(Debug, Clone)]
+pub struct DataDiskFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
 }
 
 impl Artifact {
@@ -80,7 +91,38 @@ impl Artifact {
             sha256,
             boot,
             release,
+            data_disk: None,
         })
+    }
+
+    /// With the data disk the manifest beside the raw disk names, if any
+    /// (its SHA-256 checked against the manifest's).
+    pub fn with_data_disk(mut self) -> Result<Artifact> {
+        let Ok(m) = crate::manifest::Manifest::for_artifact(&self.path) else {
+            return Ok(self);
+        };
+        let Some(d) = &m.data_disk else {
+            return Ok(self);
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let files = d.in_dir(dir)?;
+        log::info!("hashing {}", files.raw.display());
+        let sha256 = crate::store::sha256(&files.raw)?;
+        if sha256 != files.raw_sha256 {
+            bail!(
+                "{} has sha256 {sha256}, but the build recorded {}: build the image again",
+                files.raw.display(),
+                files.raw_sha256
+            );
+        }
+        self.data_disk = Some(DataDiskFile {
+            size: std::fs::metadata(&files.raw)
+                .with_context(|| format!("cannot read {}", files.raw.display()))?
+                .len(),
+            path: files.raw,
+            sha256,
+        });
+        Ok(self)
     }
 
     /// The tags every published image and snapshot carries.
@@ -143,6 +185,9 @@ pub struct Outcome {
     pub created: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// The data disk's snapshot (EC2), which the AMI maps to /dev/sdf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_snapshot_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_location: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +223,7 @@ impl Outcome {
             image_id,
             created,
             snapshot_id: None,
+            data_snapshot_id: None,
             image_location: None,
             upload: None,
             disk_bytes: a.size,

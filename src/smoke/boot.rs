@@ -30,7 +30,7 @@ use anyhow::{Context, Result};
 use super::boot_disk::disk_to_boot;
 use super::checks::{judged_on_host, write_checks_drive, ResultsTail};
 use super::matrix::Cell;
-use super::qemu::{self, Accel, DiskFormat};
+use super::qemu::{self, Accel, Bus, DiskFormat};
 use super::report::BootReport;
 use super::seed::{self, Cloud};
 use super::slots;
@@ -292,7 +292,7 @@ fn run_guest(
     report.slot_wait_secs = slots.waited.as_secs_f64();
     let t0 = Instant::now();
     let mut guest = cmd.spawn()?;
-    let watched = watch_guest(&mut guest, &files, tools, accel, opts, &mut report, t0);
+    let mut watched = watch_guest(&mut guest, &files, tools, accel, opts, &mut report, t0);
     stop_guest(
         &mut guest,
         &p.label,
@@ -300,6 +300,16 @@ fn run_guest(
         watched.stalled.is_some(),
         &mut report,
     );
+    // QEMU itself can die under a KVM that cannot run Linux (an assertion
+    // on the guest's MSRs, on some hosts, instead of a silent hang): like
+    // a stall, that is KVM's failure, not the disk's, and is retried.
+    let qemu_died = report
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(QEMU_ENDED));
+    if accel == Accel::Kvm && !watched.done && report.boot_secs.is_none() && qemu_died {
+        watched.stalled = report.error.take();
+    }
     report.total_secs = t0.elapsed().as_secs_f64();
     drop(slots);
     read_stages(&mut report, watched.console.marks(t0));
@@ -317,7 +327,7 @@ fn run_guest(
 }
 
 /// The QEMU machine of the prepared boot `p` under `accel` with `cpus`.
-fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &TestOptions) -> qemu::Vm<'a> {
+fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &'a TestOptions) -> qemu::Vm<'a> {
     let cell = p.cell;
     qemu::Vm {
         disk: &p.overlay,
@@ -329,6 +339,10 @@ fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &TestOptions) ->
         imds: (cell.cloud == Cloud::Ec2).then_some(p.imds_dir.as_path()),
         ssh_forward: None,
         also_forward: &[],
+        data_drive: opts.data_disk.as_ref().map(|d| match (&d.qcow2, cell.bus) {
+            (Some(q), Bus::Virtio) => (q.as_path(), DiskFormat::Qcow2),
+            _ => (d.raw.as_path(), DiskFormat::Raw),
+        }),
         console_on_terminal: false,
         firmware: cell.firmware,
         accel,
@@ -422,6 +436,9 @@ fn watch_guest(
     }
 }
 
+/// How a report's error starts when QEMU itself ended early.
+const QEMU_ENDED: &str = "QEMU ended";
+
 /// Stop the guest: after its checks, give it a moment to power itself off;
 /// when it ended early and neither a stall nor an error says why, the
 /// report's error says how QEMU ended.
@@ -446,7 +463,7 @@ fn stop_guest(
             .map(crate::cmd::describe_status)
             .unwrap_or_default();
         report.error = Some(format!(
-            "QEMU ended ({status}) before the checks finished: {}",
+            "{QEMU_ENDED} ({status}) before the checks finished: {}",
             guest
                 .stderr_tail()
                 .lines()

@@ -80,6 +80,21 @@ pub struct TestOptions {
     pub rerun: bool,
     /// The image's workbench (from the manifest): every boot checks it.
     pub workbench: Option<crate::config::Workbench>,
+    /// The image's data disk (from the manifest): every boot attaches it,
+    /// the native run reads it into its tree; container artifacts, which
+    /// carry no data, skip the data checks.
+    pub data_disk: Option<DataDiskFiles>,
+}
+
+/// A data disk's files, as a test attaches them (see `data::disk`).
+#[derive(Debug, Clone)]
+pub struct DataDiskFiles {
+    pub raw: PathBuf,
+    pub qcow2: Option<PathBuf>,
+    /// The raw file's SHA-256 (as the manifest records it).
+    pub raw_sha256: String,
+    /// The digest of its tree, as built.
+    pub tree_sha256: String,
 }
 
 impl Default for TestOptions {
@@ -93,6 +108,7 @@ impl Default for TestOptions {
             tree_sha256: None,
             default_user: None,
             workbench: None,
+            data_disk: None,
             rerun: false,
         }
     }

@@ -138,6 +138,15 @@ impl Bus {
             Bus::Ahci => "ide-hd,drive=os,bus=ide.0,bootindex=0",
         }
     }
+
+    /// QEMU's `-device` for a second disk, the data disk, on drive `data`.
+    fn data_device(self) -> &'static str {
+        match self {
+            Bus::Virtio => "virtio-blk-pci,drive=data,serial=biovm-data",
+            Bus::Nvme => "nvme,drive=data,serial=biovm-data",
+            Bus::Ahci => "ide-hd,drive=data,bus=ide.1",
+        }
+    }
 }
 
 /// One test boot's virtual machine.
@@ -151,6 +160,9 @@ pub struct Vm<'a> {
     pub checks_drive: Option<&'a Path>,
     /// A NoCloud seed drive (label CIDATA) for cloud-init, if any.
     pub seed_drive: Option<&'a Path>,
+    /// The image's data disk, if it has one: a second disk on the boot
+    /// disk's controller, as its destination attaches a second volume.
+    pub data_drive: Option<(&'a Path, DiskFormat)>,
     /// A network card on QEMU user networking with `restrict=on` (the
     /// guest reaches nothing), forwarding this port on 127.0.0.1 to the
     /// guest's SSH port; `None`: no network device at all.
@@ -230,6 +242,16 @@ impl Vm<'_> {
             self.disk_format
         ))
         .args(["-device", self.bus.device()]);
+        if let Some((data, format)) = self.data_drive {
+            // Like the boot disk, never written (the guest mounts it
+            // read-only anyway).
+            c.arg("-drive")
+                .arg(format!(
+                    "if=none,id=data,file={},format={format},snapshot=on",
+                    data.display()
+                ))
+                .args(["-device", self.bus.data_device()]);
+        }
         if let Some(checks) = self.checks_drive {
             c.arg("-drive")
                 .arg(format!(
@@ -314,6 +336,7 @@ mod tests {
             imds: None,
             ssh_forward: None,
             also_forward: &[],
+            data_drive: Some((Path::new("/x/minimal.data.raw"), DiskFormat::Raw)),
             console_on_terminal: false,
             firmware: BootMode::Bios,
             accel: Accel::Tcg,
@@ -333,6 +356,11 @@ mod tests {
         assert!(line.contains("serial=biovm-checks"), "{line}");
         assert!(!line.contains("pflash"), "BIOS boots use SeaBIOS: {line}");
         assert!(line.contains("-device nvme,drive=os,"), "{line}");
+        assert!(
+            line.contains("file=/x/minimal.data.raw,format=raw,snapshot=on")
+                && line.contains("-device nvme,drive=data,serial=biovm-data"),
+            "the data disk is a second NVMe disk, never written: {line}"
+        );
         assert!(
             line.contains(&format!(
                 "file:{}",

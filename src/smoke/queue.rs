@@ -55,9 +55,22 @@ pub fn run_jobs(
     } else {
         tools
     };
+    // A container artifact carries no data when it is on a data disk.
+    let without_data: Vec<Tool>;
+    let container_tools = if opts.data_disk.is_some() {
+        without_data = tools
+            .iter()
+            .filter(|t| t.category != crate::data::CATEGORY)
+            .cloned()
+            .collect();
+        &without_data[..]
+    } else {
+        tools
+    };
     let checks_of = |j: &Job| match j {
         Job::Vm(_) => boot_tools,
-        Job::Container { .. } => tools,
+        Job::Container { format, .. } if format.is_disk() => tools,
+        Job::Container { .. } => container_tools,
     };
     let store = crate::store::Results::open();
     let keys: Vec<Option<String>> = jobs
@@ -88,7 +101,7 @@ pub fn run_jobs(
         }
     }
     let fresh_jobs: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
-    let fresh = run_fresh(&fresh_jobs, tools, boot_tools, run_dir, opts);
+    let fresh = run_fresh(&fresh_jobs, &checks_of, run_dir, opts);
     for (&i, r) in todo.iter().zip(fresh) {
         if let (true, Some(k)) = (r.passed(), &keys[i]) {
             if let Err(e) = reuse::keep(&store, k, &r, run_dir, &jobs[i].label()) {
@@ -100,12 +113,11 @@ pub fn run_jobs(
     reports.into_iter().flatten().collect()
 }
 
-/// Run `jobs` (none of them reused): VM jobs with `boot_tools`, the others
-/// with every tool.
-fn run_fresh(
+/// Run `jobs` (none of them reused), each with the checks `checks_of`
+/// gives it.
+fn run_fresh<'t>(
     jobs: &[Job],
-    tools: &[Tool],
-    boot_tools: &[Tool],
+    checks_of: &(dyn Fn(&Job) -> &'t [Tool] + Sync),
     run_dir: &Path,
     opts: &TestOptions,
 ) -> Vec<BootReport> {
@@ -136,18 +148,21 @@ fn run_fresh(
                 let r = match job {
                     Job::Vm(cell) => {
                         log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
-                        boot_and_check(cell, boot_tools, run_dir, cpus, opts)
+                        boot_and_check(cell, checks_of(job), run_dir, cpus, opts)
                     }
                     Job::Container { artifact, format } => {
                         log::info!("running the checks in {}", artifact.display());
                         container::test_container(
                             artifact,
                             *format,
-                            tools,
+                            checks_of(job),
                             run_dir,
-                            container_timeout(tools),
-                            opts.tree_sha256.as_deref(),
-                            opts.default_user.as_deref().filter(|_| format.is_disk()),
+                            container_timeout(checks_of(job)),
+                            container::Native {
+                                expected_tree: opts.tree_sha256.as_deref(),
+                                user: opts.default_user.as_deref().filter(|_| format.is_disk()),
+                                data_disk: opts.data_disk.as_ref(),
+                            },
                         )
                     }
                 };

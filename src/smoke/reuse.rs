@@ -61,6 +61,14 @@ pub fn key(job: &Job, checks: &[Tool], opts: &TestOptions) -> Result<String> {
         "tree",
         opts.tree_sha256.as_deref().unwrap_or_default().as_bytes(),
     );
+    if let Some(d) = &opts.data_disk {
+        // The bytes the job reads, not what the manifest says of them.
+        k.add("data-disk", store::sha256(&d.raw)?.as_bytes());
+        if let Some(q) = &d.qcow2 {
+            k.add("data-disk-qcow2", store::sha256(q)?.as_bytes());
+        }
+        k.add("data-tree", d.tree_sha256.as_bytes());
+    }
     k.add(
         "checks",
         &serde_json::to_vec(checks).context("cannot encode the checks")?,

@@ -318,17 +318,50 @@ pub fn open_root(raw: &Path) -> Result<ext4_view::Ext4> {
         .map_err(|e| anyhow::anyhow!("{}: its root filesystem cannot be read: {e}", raw.display()))
 }
 
+/// The digest of the data disk `raw` (a bare ext4 filesystem, see
+/// `data::disk`); with `extract_to` (the data's mount point in the tree
+/// the native checks run in, an empty folder) its tree is written there.
+pub fn data_disk_digest(raw: &Path, extract_to: Option<&Path>) -> Result<String> {
+    let file = fs::File::open(raw).with_context(|| format!("cannot open {}", raw.display()))?;
+    let fs4 = ext4_view::Ext4::load(Box::new(Partition { file, offset: 0 }))
+        .map_err(|e| anyhow::anyhow!("{}: its filesystem cannot be read: {e}", raw.display()))?;
+    digest_ext4(&fs4, extract_to)
+        .with_context(|| format!("reading the data disk {}", raw.display()))
+}
+
+/// The host-side check that the data disk's tree, read into the tree the
+/// native checks ran in, is the one the build made.
+pub fn same_data_tree_result(want: &str, got: &str) -> CheckResult {
+    let output = if got == want {
+        format!("same data disk as built: {got}")
+    } else {
+        format!("data disk {got}, but the build made {want}")
+    };
+    let check = system_check(
+        "same-data-disk",
+        "(judged on the host: the digest of the data disk's tree)".into(),
+        "^same data disk as built: ",
+        0,
+    );
+    judged_on_host(&check, output)
+}
+
 /// The digest of the root filesystem of the raw disk `raw`; with
 /// `extract_to`, the tree is also written there (owners, modes with
 /// setuid bits, links; device nodes, FIFOs and sockets are left out, as a
 /// container gets its own /dev).
 pub fn digest_disk(raw: &Path, extract_to: Option<&Path>) -> Result<String> {
     let fs4 = open_root(raw)?;
+    digest_ext4(&fs4, extract_to)
+        .with_context(|| format!("reading the root filesystem of {}", raw.display()))
+}
+
+/// The digest of the filesystem `fs4`, written to `extract_to` if given.
+fn digest_ext4(fs4: &ext4_view::Ext4, extract_to: Option<&Path>) -> Result<String> {
     let mut d = TreeDigest::default();
     let root = ext4_view::PathBuf::new("/");
     let meta = fs4.symlink_metadata(&root).map_err(e4)?;
-    walk_ext4(&fs4, &root, meta, &mut Vec::new(), extract_to, &mut d)
-        .with_context(|| format!("reading the root filesystem of {}", raw.display()))?;
+    walk_ext4(fs4, &root, meta, &mut Vec::new(), extract_to, &mut d)?;
     Ok(d.finish())
 }
 

@@ -19,8 +19,15 @@ pub struct Registration {
     pub boot_mode: Ec2BootMode,
     pub ena: bool,
     pub imds_v2: bool,
+    /// The data disk's snapshot and volume size (GiB), mapped to
+    /// [`DATA_DEVICE`]: every instance gets it as a second volume.
+    pub data_snapshot: Option<(String, u64)>,
     pub tags: Vec<(String, String)>,
 }
+
+/// Where a data disk's volume is attached (an NVMe namespace on Nitro
+/// instances; the image mounts it by its filesystem label either way).
+pub const DATA_DEVICE: &str = "/dev/sdf";
 
 impl Registration {
     /// The RegisterImage parameters.
@@ -57,6 +64,17 @@ impl Registration {
         .collect();
         if self.imds_v2 {
             p.push(("ImdsSupport".to_string(), "v2.0".to_string()));
+        }
+        if let Some((snapshot, gib)) = &self.data_snapshot {
+            for (k, v) in [
+                ("DeviceName", DATA_DEVICE.to_string()),
+                ("Ebs.SnapshotId", snapshot.clone()),
+                ("Ebs.VolumeType", self.volume_type.clone()),
+                ("Ebs.VolumeSize", gib.to_string()),
+                ("Ebs.DeleteOnTermination", "true".to_string()),
+            ] {
+                p.push((format!("BlockDeviceMapping.2.{k}"), v));
+            }
         }
         p.extend(tag_params("TagSpecification.1.Tag", &self.tags));
         p
@@ -116,6 +134,7 @@ mod tests {
             boot_mode: Ec2BootMode::UefiPreferred,
             ena: true,
             imds_v2: true,
+            data_snapshot: None,
             tags: vec![("biovm:image".into(), "minimal".into())],
         };
         let p = r.params();
@@ -126,5 +145,35 @@ mod tests {
         assert_eq!(get("BlockDeviceMapping.1.Ebs.VolumeType"), Some("gp3"));
         assert_eq!(get("ImdsSupport"), Some("v2.0"));
         assert_eq!(get("TagSpecification.1.Tag.1.Key"), Some("biovm:image"));
+        assert_eq!(get("BlockDeviceMapping.2.DeviceName"), None, "no data disk");
+    }
+
+    #[test]
+    fn a_data_disk_is_the_second_mapping_and_goes_with_the_instance() {
+        let r = Registration {
+            name: "biovm-genomes-1".into(),
+            description: "d".into(),
+            snapshot_id: "snap-os".into(),
+            volume_type: "gp3".into(),
+            volume_size_gib: 3,
+            boot_mode: Ec2BootMode::Uefi,
+            ena: true,
+            imds_v2: true,
+            data_snapshot: Some(("snap-data".into(), 1)),
+            tags: vec![],
+        };
+        let p = r.params();
+        let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("BlockDeviceMapping.1.Ebs.SnapshotId"), Some("snap-os"));
+        assert_eq!(get("BlockDeviceMapping.2.DeviceName"), Some("/dev/sdf"));
+        assert_eq!(
+            get("BlockDeviceMapping.2.Ebs.SnapshotId"),
+            Some("snap-data")
+        );
+        assert_eq!(get("BlockDeviceMapping.2.Ebs.VolumeSize"), Some("1"));
+        assert_eq!(
+            get("BlockDeviceMapping.2.Ebs.DeleteOnTermination"),
+            Some("true")
+        );
     }
 }

@@ -38,6 +38,15 @@ pub fn publish(
     creds: Credentials,
     limits: &Limits,
 ) -> Result<Outcome> {
+    if let Some(d) = &a.data_disk {
+        anyhow::bail!(
+            "{}: image {} keeps its data on a data disk ({}), which a Eucalyptus instance-store \
+             bundle cannot carry; publish it to EC2, or set `[data] location = \"root\"` for Eucalyptus",
+            a.path.display(),
+            a.image,
+            d.path.display()
+        );
+    }
     let started = Instant::now();
     let client = Client::new(creds, &s.region, limits.retry.clone())?;
     let ec2 = Ec2::new(&client, &s.ec2_endpoint);

@@ -198,21 +198,34 @@ pub fn tree_user(root: &Path, name: &str) -> Result<TreeUser> {
     })
 }
 
+/// What a native run of the checks (in the tree read out of a disk) knows
+/// beside the checks; a container artifact's run has none of it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Native<'a> {
+    /// The tree digest the build recorded, which the tree must have.
+    pub expected_tree: Option<&'a str>,
+    /// The image's default user, who runs the checks.
+    pub user: Option<&'a str>,
+    /// The image's data disk, read into the tree where it is mounted.
+    pub data_disk: Option<&'a super::DataDiskFiles>,
+}
+
 /// Unpack the container artifact `artifact` (of `format`) into a temporary
 /// folder under `run_dir`, run every check of `tools` inside it as a
 /// container (see the module documentation) and judge the results as a
 /// boot's are. A disk artifact is read instead: its root filesystem is
 /// copied out of the disk (no mount) and digested on the way, and with
-/// `expected_tree` (the build's tree digest) the report gets a
+/// `native.expected_tree` (the build's tree digest) the report gets a
 /// `system/same-tree` result saying whether the tree the checks ran in is
 /// the one the build made, so these native checks stand for the disk's
 /// boots. `timeout` bounds the run of the checks (not the unpacking);
 /// when it passes, every process of the container is killed and the report
 /// says so. The report's `firmware` and `accel` are "container" ("native"
 /// for a disk), its `format` the format's name; `boot_secs` counts from
-/// the start of the unpacking to the first result line; with `user` (the
-/// image's default user, for the native run) the checks run as that user
-/// of the tree, in a login shell; the results the
+/// the start of the unpacking to the first result line; with `native.user`
+/// (the image's default user) the checks run as that user of the tree, in
+/// a login shell; with `native.data_disk` its tree is read into the tree's
+/// data mount point and checked against the build's digest; the results the
 /// container wrote are kept in `run_dir/<label>.results.log` (the report's
 /// `serial_log`). Needs root.
 pub fn test_container(
@@ -221,9 +234,13 @@ pub fn test_container(
     tools: &[Tool],
     run_dir: &Path,
     timeout: Duration,
-    expected_tree: Option<&str>,
-    user: Option<&str>,
+    native: Native<'_>,
 ) -> Result<BootReport> {
+    let Native {
+        expected_tree,
+        user,
+        data_disk,
+    } = native;
     let native = format.is_disk();
     let label = if native {
         format!("{}-native", format.as_str())
@@ -238,6 +255,14 @@ pub fn test_container(
     let work = fsutil::Scratch::new_in(run_dir, &format!("{label}.container"))?;
     let root = work.join("root");
     let tree = unpack_tree(artifact, format, work.path(), &root)?;
+    // The data disk's tree goes where the image mounts it.
+    let data_tree = match data_disk.filter(|_| native) {
+        Some(d) => Some(tree::data_disk_digest(
+            &d.raw,
+            Some(&root.join(crate::config::DATA_ROOT)),
+        )?),
+        None => None,
+    };
     log::info!(
         "{}: unpacked in {:.1} s",
         artifact.display(),
@@ -273,6 +298,11 @@ pub fn test_container(
     report.mark_not_run(tools);
     if let (Some(got), Some(want)) = (&tree, expected_tree) {
         report.results.push(tree::same_tree_result(want, got));
+    }
+    if let (Some(got), Some(d)) = (&data_tree, data_disk) {
+        report
+            .results
+            .push(tree::same_data_tree_result(&d.tree_sha256, got));
     }
     keep_results(&results, &log_path)?;
     let t_rm = Instant::now();

@@ -434,8 +434,10 @@ fn checks_run_as_the_default_user_with_its_login_environment() {
         &tools,
         &run,
         Duration::from_secs(60),
-        None,
-        Some("bio"),
+        Native {
+            user: Some("bio"),
+            ..Native::default()
+        },
     )
     .unwrap();
     assert!(r.passed(), "{}", report::table(std::slice::from_ref(&r)));
@@ -447,8 +449,10 @@ fn checks_run_as_the_default_user_with_its_login_environment() {
         &tools,
         &run,
         Duration::from_secs(60),
-        None,
-        Some("nobody-here"),
+        Native {
+            user: Some("nobody-here"),
+            ..Native::default()
+        },
     )
     .unwrap_err();
     assert!(
@@ -486,8 +490,15 @@ fn checks_pass_and_fail_inside_every_container_format() {
     ];
     for (f, file) in &a.files {
         let run = d.path().join("run");
-        let r =
-            test_container(file, *f, &tools, &run, Duration::from_secs(120), None, None).unwrap();
+        let r = test_container(
+            file,
+            *f,
+            &tools,
+            &run,
+            Duration::from_secs(120),
+            Native::default(),
+        )
+        .unwrap();
         let label = f.as_str();
         assert_eq!((r.firmware, r.format), (Runner::Container, *f));
         assert!(r.error.is_none(), "{label}: {:?}", r.error);
@@ -547,8 +558,7 @@ fn an_image_without_a_shell_fails_saying_why() {
         &tools,
         &run,
         Duration::from_secs(60),
-        None,
-        None,
+        Native::default(),
     )
     .unwrap();
     let err = r.error.clone().unwrap_or_default();
@@ -579,8 +589,7 @@ fn a_hung_check_is_stopped_at_the_timeout_with_its_whole_container() {
         &tools,
         d.path(),
         Duration::from_secs(3),
-        None,
-        None,
+        Native::default(),
     )
     .unwrap();
     assert!(t.elapsed() < Duration::from_secs(60));
