@@ -83,6 +83,9 @@ pub struct Published {
     /// EC2: the EBS snapshot the AMI boots from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// EC2: the data disk's snapshot, which the AMI maps to /dev/sdf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_snapshot_id: Option<String>,
     /// Eucalyptus: the bucket and manifest of the uploaded bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_location: Option<String>,

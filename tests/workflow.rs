@@ -189,6 +189,7 @@ fn sample() -> Index {
                 release: "20261126.043012".into(),
                 image_id: "ami-0123456789abcdef0".into(),
                 snapshot_id: Some("snap-0123".into()),
+                data_snapshot_id: None,
                 image_location: None,
                 created: true,
             }],

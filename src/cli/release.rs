@@ -137,6 +137,7 @@ impl Publisher for CliPublisher {
                 release: o.release.clone(),
                 image_id: o.image_id.clone(),
                 snapshot_id: o.snapshot_id.clone(),
+                data_snapshot_id: o.data_snapshot_id.clone(),
                 image_location: o.image_location.clone(),
                 created: o.created,
             });
