@@ -164,12 +164,23 @@ pub(crate) fn load_image_and_catalog(
         Some(sel) => select_data(&mut cx, sel, recipe_dir, &image_dir, access, &recipes),
         None => (Vec::new(), Diagnostics::new()),
     };
-    let data_disk = !data.is_empty()
-        && raw
-            .data
-            .as_ref()
-            .and_then(|d| d.get_ref().location.as_ref())
-            .is_some_and(|l| l.get_ref() == "disk");
+    let disk_location = raw
+        .data
+        .as_ref()
+        .and_then(|d| d.get_ref().location.as_ref())
+        .filter(|l| l.get_ref() == "disk");
+    let data_disk = !data.is_empty() && disk_location.is_some();
+    // The data on a data disk is checked natively in a disk's tree and in
+    // the boots; an image of containers alone would check it nowhere.
+    if let Some(l) = disk_location.filter(|_| !formats.iter().any(|f| f.is_disk())) {
+        let d = cx
+            .diag(
+                l.span(),
+                "a data disk goes with a disk image, but [output] formats has none",
+            )
+            .with_help("add a disk format such as \"qcow2\" or \"raw\", or use location = \"root\" (container images then carry the data)");
+        cx.push(d);
+    }
 
     let image = Image {
         name,
