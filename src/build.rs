@@ -826,7 +826,7 @@ pub fn verify_reproducible(image: &Image, opts: &BuildOptions, first: &BuildRepo
 
 /// An artifact's size and sha256 (at its final name); an OCI layout folder is named by the
 /// sha256 of its index.json (which pins every blob by digest).
-fn artifact(format: Format, path: &Path) -> Result<Artifact> {
+pub(crate) fn artifact(format: Format, path: &Path) -> Result<Artifact> {
     let (file, hashed) = if path.is_dir() {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         (format!("{name}/index.json"), path.join("index.json"))

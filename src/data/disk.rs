@@ -24,7 +24,7 @@ use crate::config::{Format, Image, DATA_DISK_LABEL, DATA_ROOT};
 use crate::confined::Tree;
 use crate::disk::gpt::Guid;
 use crate::fsutil::AtomicFile;
-use crate::manifest::{Artifact, DataDisk};
+use crate::manifest::DataDisk;
 
 const MIB: u64 = 1 << 20;
 
@@ -43,10 +43,11 @@ pub fn file_name(image: &str, format: Format) -> String {
 /// Move every data set's folder out of the tree `root` (where its indexes
 /// were built) into `staging`, leaving `/data/genomes` empty as the data
 /// disk's mount point. The folders hold regular files only (see
-/// `data::install`); each is read through the confined tree.
-pub fn take_out(image: &Image, root: &Path, staging: &Path) -> Result<u64> {
+/// `data::install`); each is read through the confined tree. Returns the
+/// bytes and the number of files moved.
+pub fn take_out(image: &Image, root: &Path, staging: &Path) -> Result<(u64, u64)> {
     let tree = Tree::open(root)?;
-    let mut bytes = 0;
+    let (mut bytes, mut files) = (0, 0);
     fs::create_dir_all(staging).with_context(|| format!("cannot create {}", staging.display()))?;
     for d in &image.data {
         let folder = d.folder();
@@ -68,11 +69,12 @@ pub fn take_out(image: &Image, root: &Path, staging: &Path) -> Result<u64> {
                 std::os::unix::fs::PermissionsExt::from_mode(0o644),
             )?;
             tree.remove_file(&rel)?;
+            files += 1;
         }
         fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         tree.remove_dir(&folder)?;
     }
-    Ok(bytes)
+    Ok((bytes, files))
 }
 
 /// The size of a data disk for `bytes` of data in `files` files: room for
@@ -134,10 +136,9 @@ pub fn build(
     out: &Path,
 ) -> Result<DataDisk> {
     let staging = work.join("data-disk");
-    take_out(image, root, &staging)?;
+    let (bytes, files) = take_out(image, root, &staging)?;
     crate::fsutil::clamp_mtimes(&staging, epoch)?;
     let tree_sha256 = crate::smoke::tree::digest_dir(&staging)?;
-    let (bytes, files) = tree_size(&staging)?;
     let raw = out.join(file_name(&image.name, Format::Raw));
     write_raw(&staging, size_for(bytes, files), seed, epoch, work, &raw)?;
     fs::remove_dir_all(&staging).with_context(|| format!("cannot remove {}", staging.display()))?;
@@ -149,44 +150,13 @@ pub fn build(
     }
     let files = made
         .into_iter()
-        .map(|(p, format)| artifact(&p, format))
+        .map(|(p, format)| crate::build::artifact(format, &p))
         .collect::<Result<Vec<_>>>()?;
     Ok(DataDisk {
         label: DATA_DISK_LABEL.to_string(),
         files,
         tree_sha256,
     })
-}
-
-fn artifact(p: &Path, format: Format) -> Result<Artifact> {
-    Ok(Artifact {
-        format,
-        file: p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        size: fs::metadata(p)
-            .with_context(|| format!("cannot read {}", p.display()))?
-            .len(),
-        sha256: crate::store::sha256(p)?,
-    })
-}
-
-/// Bytes and regular files below `dir`.
-fn tree_size(dir: &Path) -> Result<(u64, u64)> {
-    let mut total = (0, 0);
-    for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            let (b, f) = tree_size(&e.path())?;
-            total = (total.0 + b, total.1 + f);
-        } else {
-            total = (total.0 + e.metadata()?.len(), total.1 + 1);
-        }
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

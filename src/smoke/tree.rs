@@ -272,22 +272,37 @@ pub fn disk_digest(
 /// the tree read from a disk (or the tree the native checks ran in),
 /// `want` the one the build recorded in the manifest.
 pub fn same_tree_result(want: &str, got: &str) -> CheckResult {
-    let output = if got == want {
-        format!("same tree as built: {got}")
-    } else {
-        format!("root filesystem {got}, but the build made {want}")
-    };
-    judged_on_host(&same_tree_check(), output)
+    same_digest_result(
+        "same-tree",
+        "the digest of the root filesystem read from the disk",
+        ("same tree as built", "root filesystem"),
+        want,
+        got,
+    )
 }
 
-/// The check [`same_tree_result`] judges: the digests are the same.
-fn same_tree_check() -> crate::manifest::Tool {
-    system_check(
-        "same-tree",
-        "(judged on the host: the digest of the root filesystem read from the disk)".into(),
-        "^same tree as built: ",
+/// A host-side check `name` (of `what`) that the digest `got` is `want`:
+/// its output starts with `said.0` when they are the same, else names
+/// `said.1` with both digests.
+fn same_digest_result(
+    name: &str,
+    what: &str,
+    said: (&str, &str),
+    want: &str,
+    got: &str,
+) -> CheckResult {
+    let output = if got == want {
+        format!("{}: {got}", said.0)
+    } else {
+        format!("{} {got}, but the build made {want}", said.1)
+    };
+    let check = system_check(
+        name,
+        format!("(judged on the host: {what})"),
+        &format!("^{}: ", said.0),
         0,
-    )
+    );
+    judged_on_host(&check, output)
 }
 
 /// Hashes what is written to it, and copies it to a file if it has one.
@@ -332,18 +347,13 @@ pub fn data_disk_digest(raw: &Path, extract_to: Option<&Path>) -> Result<String>
 /// The host-side check that the data disk's tree, read into the tree the
 /// native checks ran in, is the one the build made.
 pub fn same_data_tree_result(want: &str, got: &str) -> CheckResult {
-    let output = if got == want {
-        format!("same data disk as built: {got}")
-    } else {
-        format!("data disk {got}, but the build made {want}")
-    };
-    let check = system_check(
+    same_digest_result(
         "same-data-disk",
-        "(judged on the host: the digest of the data disk's tree)".into(),
-        "^same data disk as built: ",
-        0,
-    );
-    judged_on_host(&check, output)
+        "the digest of the data disk's tree",
+        ("same data disk as built", "data disk"),
+        want,
+        got,
+    )
 }
 
 /// The digest of the root filesystem of the raw disk `raw`; with
