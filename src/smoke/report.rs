@@ -212,6 +212,10 @@ pub struct BootReport {
     /// the same artifact bytes, checks and runner passed before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused: Option<Reused>,
+    /// A native run whose disk (the very bytes the build wrote) was mounted
+    /// read-only under a writable overlay instead of copied out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disk_mounted: bool,
 }
 
 impl BootReport {
@@ -245,6 +249,7 @@ impl BootReport {
             same_boot_as: None,
             user: None,
             reused: None,
+            disk_mounted: false,
         }
     }
 
@@ -361,6 +366,7 @@ pub fn table(reports: &[BootReport]) -> String {
         };
         let container = r.firmware.in_namespaces();
         let prepare = match (r.prepare_secs >= 0.05, container) {
+            _ if r.disk_mounted => format!("disk mounted read-only {:.1} s, ", r.prepare_secs),
             (false, _) => String::new(),
             (true, false) => format!("disk prepared {:.1} s, ", r.prepare_secs),
             (true, true) => format!("unpacked {:.1} s, ", r.prepare_secs),

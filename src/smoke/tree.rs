@@ -232,6 +232,35 @@ pub fn raw_view(artifact: &Path, format: crate::config::Format, scratch: &Path) 
     Ok(raw)
 }
 
+/// Digests of disks' root filesystems read so far in this process, by
+/// artifact.
+static DISK_DIGESTS: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, String>>> =
+    std::sync::Mutex::new(None);
+
+/// The digest of `artifact`'s root filesystem: the one this process
+/// already read unless `again`, else `read()`'s, remembered. One disk is
+/// read at a time: two at once on two cores would only slow both.
+fn remembered_digest(
+    artifact: &Path,
+    again: bool,
+    read: impl FnOnce() -> Result<String>,
+) -> Result<String> {
+    let mut done = DISK_DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = done.get_or_insert_with(Default::default);
+    if let (Some(d), false) = (map.get(artifact), again) {
+        return Ok(d.clone());
+    }
+    let t0 = std::time::Instant::now();
+    let d = read()?;
+    log::info!(
+        "{}: root filesystem read in {:.1} s",
+        artifact.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    map.insert(artifact.to_path_buf(), d.clone());
+    Ok(d)
+}
+
 /// The digest of the root filesystem of the disk artifact `artifact`,
 /// read once per process: cells of one disk under two firmwares, and the
 /// native run that copied the tree out of it (`extract_to`), share it.
@@ -242,30 +271,20 @@ pub fn disk_digest(
     scratch: &Path,
     extract_to: Option<&Path>,
 ) -> Result<String> {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static DONE: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
-    // One disk is read at a time: two at once on two cores would only
-    // slow both.
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    let map = done.get_or_insert_with(HashMap::new);
-    if let (Some(d), None) = (map.get(artifact), extract_to) {
-        return Ok(d.clone());
-    }
-    let t0 = std::time::Instant::now();
-    let raw = raw_view(artifact, format, scratch)?;
-    let d = digest_disk(&raw, extract_to);
-    if raw != artifact {
-        let _ = fs::remove_file(&raw);
-    }
-    let d = d?;
-    log::info!(
-        "{}: root filesystem read in {:.1} s",
-        artifact.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    map.insert(artifact.to_path_buf(), d.clone());
-    Ok(d)
+    remembered_digest(artifact, extract_to.is_some(), || {
+        let raw = raw_view(artifact, format, scratch)?;
+        let d = digest_disk(&raw, extract_to);
+        if raw != artifact {
+            let _ = fs::remove_file(&raw);
+        }
+        d
+    })
+}
+
+/// [`disk_digest`] of `artifact` whose disk the caller already has as the
+/// raw file `raw` (see [`raw_view`]).
+pub fn raw_disk_digest(artifact: &Path, raw: &Path) -> Result<String> {
+    remembered_digest(artifact, false, || digest_disk(raw, None))
 }
 
 /// The host-side check that a tree is the build's: `got` is the digest of

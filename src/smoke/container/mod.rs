@@ -16,6 +16,7 @@
 //! exactly as a boot's. The whole namespace is killed when the timeout
 //! passes, and the unpacked tree is removed afterwards.
 
+mod mounted;
 mod unpack;
 
 use std::fs;
@@ -62,6 +63,19 @@ const CAPABILITIES: &str = "-all,+chown,+dac_override,+fowner,+fsetid,+kill,+net
 /// ids), name, home and shell.
 const SETUP: &str = r#"set -eu
 root=$1 checks=$2 results=$3 name=$4 caps=$5 ids=${6:-} groups=${7:-} user=${8:-} home=${9:-} shell=${10:-}
+if [ -n "${BIOVM_DISK:-}" ]; then
+    # The build's own disk (see mounted.rs): read-only under an overlay.
+    l=$BIOVM_LAYERS
+    mkdir "$l/lower" "$l/upper" "$l/work"
+    mount -o "ro,noload,nodev,loop,offset=$BIOVM_DISK_OFFSET" "$BIOVM_DISK" "$l/lower"
+    mount -t overlay -o "lowerdir=$l/lower,upperdir=$l/upper,workdir=$l/work" overlay "$root"
+    if [ -n "${BIOVM_DATA_DISK:-}" ]; then
+        mount -o ro,noload,nodev,loop "$BIOVM_DATA_DISK" "$root/$BIOVM_DATA_AT"
+    fi
+    for mp in $BIOVM_MOUNT_POINTS; do
+        [ -d "$root/${mp%:*}" ] || mkdir -m "${mp#*:}" "$root/${mp%:*}"
+    done
+fi
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$root/run"
 mkdir -m 0700 "$root/run/biovm-checks" "$root/run/biovm-results"
 tar -xf "$checks" -C "$root/run/biovm-checks"
@@ -123,12 +137,16 @@ fn prepare_mount_points(root: &Path) -> Result<()> {
 
 /// The image's host name (its /etc/hostname), or "biovm".
 fn hostname_of(root: &Path) -> String {
-    let name = fs::symlink_metadata(root.join("etc/hostname"))
+    let text = fs::symlink_metadata(root.join("etc/hostname"))
         .ok()
         .filter(|m| m.is_file())
-        .and_then(|_| fs::read_to_string(root.join("etc/hostname")).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+        .and_then(|_| fs::read_to_string(root.join("etc/hostname")).ok());
+    valid_hostname(text)
+}
+
+/// The host name in the text of an /etc/hostname, or "biovm".
+fn valid_hostname(text: Option<String>) -> String {
+    let name = text.map(|s| s.trim().to_string()).unwrap_or_default();
     let valid = !name.is_empty()
         && name.len() <= 64
         && name
@@ -165,7 +183,13 @@ fn read_in_tree(root: &Path, rel: &str) -> Result<String> {
 
 /// `name`'s account in the tree at `root`.
 pub fn tree_user(root: &Path, name: &str) -> Result<TreeUser> {
-    let passwd = read_in_tree(root, "etc/passwd")?;
+    account(&|rel| read_in_tree(root, rel), name)
+}
+
+/// `name`'s account in the image whose files `read` gives (by path
+/// relative to its root).
+fn account(read: &dyn Fn(&str) -> Result<String>, name: &str) -> Result<TreeUser> {
+    let passwd = read("etc/passwd")?;
     let line = passwd
         .lines()
         .find(|l| l.split(':').next() == Some(name))
@@ -178,7 +202,7 @@ pub fn tree_user(root: &Path, name: &str) -> Result<TreeUser> {
     };
     let (uid, gid) = (num(2, "uid")?, num(3, "gid")?);
     let mut groups = vec![gid];
-    let group = read_in_tree(root, "etc/group")?;
+    let group = read("etc/group")?;
     for l in group.lines() {
         let g: Vec<&str> = l.split(':').collect();
         if let (Some(id), Some(members)) = (g.get(2).and_then(|v| v.parse::<u32>().ok()), g.get(3))
@@ -213,8 +237,10 @@ pub struct Native<'a> {
 /// Unpack the container artifact `artifact` (of `format`) into a temporary
 /// folder under `run_dir`, run every check of `tools` inside it as a
 /// container (see the module documentation) and judge the results as a
-/// boot's are. A disk artifact is read instead: its root filesystem is
-/// copied out of the disk (no mount) and digested on the way, and with
+/// boot's are. A disk artifact is read instead: the disk the build wrote
+/// is mounted read-only in the container's namespace (see `mounted`) and
+/// digested on the host meanwhile; any other disk's root filesystem is
+/// copied out of it (no mount) and digested on the way. With
 /// `native.expected_tree` (the build's tree digest) the report gets a
 /// `system/same-tree` result saying whether the tree the checks ran in is
 /// the one the build made, so these native checks stand for the disk's
@@ -224,8 +250,8 @@ pub struct Native<'a> {
 /// for a disk), its `format` the format's name; `boot_secs` counts from
 /// the start of the unpacking to the first result line; with `native.user`
 /// (the image's default user) the checks run as that user of the tree, in
-/// a login shell; with `native.data_disk` its tree is read into the tree's
-/// data mount point and checked against the build's digest; the results the
+/// a login shell; with `native.data_disk` its tree is mounted (or read)
+/// at the tree's data mount point and checked against the build's digest; the results the
 /// container wrote are kept in `run_dir/<label>.results.log` (the report's
 /// `serial_log`). Needs root.
 pub fn test_container(
@@ -254,23 +280,48 @@ pub fn test_container(
     let t0 = Instant::now();
     let work = fsutil::Scratch::new_in(run_dir, &format!("{label}.container"))?;
     let root = work.join("root");
-    let tree = unpack_tree(artifact, format, work.path(), &root)?;
-    // The data disk's tree goes where the image mounts it.
-    let data_tree = match data_disk.filter(|_| native) {
-        Some(d) => Some(tree::data_disk_digest(
-            &d.raw,
-            Some(&root.join(crate::config::DATA_ROOT)),
-        )?),
-        None => None,
+    let data_raw = data_disk.filter(|_| native).map(|d| d.raw.clone());
+    let disk = match native && mounted::data_disk_as_built(data_disk)? {
+        true => mounted::BuiltDisk::of(artifact, format, work.path())?,
+        false => None,
     };
-    log::info!(
-        "{}: unpacked in {:.1} s",
-        artifact.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    prepare_mount_points(&root)
-        .with_context(|| format!("cannot run {} as a container", artifact.display()))?;
-    let run_as = user.map(|u| tree_user(&root, u)).transpose()?;
+    let (tree, data_tree, digests, run_as, host) = match &disk {
+        // The build's own disk: mounted in the container; its digests
+        // are read on the host while the checks run.
+        Some(d) => {
+            d.check_mount_points()
+                .with_context(|| format!("cannot run {} as a container", artifact.display()))?;
+            fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+            fs::create_dir(work.join("layers"))
+                .with_context(|| format!("cannot create {}", work.join("layers").display()))?;
+            let run_as = user.map(|u| account(&|rel| d.read(rel), u)).transpose()?;
+            let host = valid_hostname(d.read("etc/hostname").ok());
+            let (a, raw, data) = (artifact.to_path_buf(), d.raw.clone(), data_raw.clone());
+            let digests = std::thread::spawn(move || -> Result<(String, Option<String>)> {
+                let t = tree::raw_disk_digest(&a, &raw)?;
+                let d = data.map(|p| tree::data_disk_digest(&p, None)).transpose()?;
+                Ok((t, d))
+            });
+            (None, None, Some(digests), run_as, host)
+        }
+        None => {
+            let tree = unpack_tree(artifact, format, work.path(), &root)?;
+            // The data disk's tree goes where the image mounts it.
+            let data_tree = data_raw
+                .as_deref()
+                .map(|raw| tree::data_disk_digest(raw, Some(&root.join(crate::config::DATA_ROOT))))
+                .transpose()?;
+            log::info!(
+                "{}: unpacked in {:.1} s",
+                artifact.display(),
+                t0.elapsed().as_secs_f64()
+            );
+            prepare_mount_points(&root)
+                .with_context(|| format!("cannot run {} as a container", artifact.display()))?;
+            let run_as = user.map(|u| tree_user(&root, u)).transpose()?;
+            (tree, data_tree, None, run_as, hostname_of(&root))
+        }
+    };
     let checks = work.join("checks.tar");
     write_checks_drive(tools, &checks)?;
     let results_dir = work.join("results");
@@ -281,7 +332,11 @@ pub fn test_container(
     let mut report = BootReport::in_namespaces(artifact, format, log_path.clone());
     report.prepare_secs = t0.elapsed().as_secs_f64();
     report.user = run_as.as_ref().map(|u| u.name.clone());
-    let mut cmd = container_command(&root, &checks, &results_dir, run_as.as_ref());
+    report.disk_mounted = disk.is_some();
+    let mut cmd = container_command(&root, &checks, &results_dir, run_as.as_ref(), &host);
+    if let Some(d) = &disk {
+        d.mount_in(&mut cmd, &work.join("layers"), data_raw.as_deref());
+    }
     let run_t0 = Instant::now();
     let mut child = cmd.spawn()?;
     let done = watch_container(
@@ -296,6 +351,15 @@ pub fn test_container(
     stop_container(&mut child, &label, done, &mut report);
     report.total_secs = t0.elapsed().as_secs_f64();
     report.mark_not_run(tools);
+    let (tree, data_tree) = match digests {
+        Some(h) => {
+            let (t, d) = h.join().map_err(|_| {
+                anyhow::anyhow!("reading {}'s root filesystem failed", artifact.display())
+            })??;
+            (Some(t), d)
+        }
+        None => (tree, data_tree),
+    };
     if let (Some(got), Some(want)) = (&tree, expected_tree) {
         report.results.push(tree::same_tree_result(want, got));
     }
@@ -308,7 +372,7 @@ pub fn test_container(
     let t_rm = Instant::now();
     drop(work);
     log::info!(
-        "{}: unpacked tree removed in {:.1} s",
+        "{}: the run's scratch folder (the unpacked tree or the overlay's writes) removed in {:.1} s",
         artifact.display(),
         t_rm.elapsed().as_secs_f64()
     );
@@ -341,6 +405,7 @@ fn container_command(
     checks: &Path,
     results_dir: &Path,
     run_as: Option<&TreeUser>,
+    host: &str,
 ) -> Cmd {
     let mut cmd = Cmd::new("unshare");
     // --kill-child: when unshare dies (or is killed at the timeout), the
@@ -364,7 +429,7 @@ fn container_command(
     .arg(root)
     .arg(checks)
     .arg(results_dir)
-    .arg(hostname_of(root))
+    .arg(host)
     .arg(CAPABILITIES);
     if let Some(u) = run_as {
         let groups: Vec<String> = u.groups.iter().map(|g| g.to_string()).collect();

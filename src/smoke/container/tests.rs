@@ -634,3 +634,129 @@ fn a_hung_check_is_stopped_at_the_timeout_with_its_whole_container() {
         .collect();
     assert_eq!(left, vec!["tarball.results.log".to_string()]);
 }
+
+/// A raw GPT disk at `raw` whose root partition holds the tree `tree`
+/// (no boot loader: the native run reads only the root filesystem).
+fn raw_disk_of(tree: &Path, raw: &Path) {
+    let ids = crate::disk::DiskIds::from_seed("seed");
+    let size = 1u64 << 30;
+    let table = crate::disk::layout(size, &ids).unwrap();
+    let f = File::create(raw).unwrap();
+    f.set_len(size).unwrap();
+    table.write(&f, None).unwrap();
+    drop(f);
+    let root = &table.partitions[2];
+    Cmd::new("mkfs.ext4")
+        .args(["-q", "-F", "-t", "ext4"])
+        .arg("-E")
+        .arg(format!("offset={},root_owner=0:0", root.offset()))
+        .arg("-d")
+        .arg(tree)
+        .arg(raw)
+        .arg(format!("{}k", root.size() / 1024))
+        .run()
+        .unwrap();
+}
+
+/// Loop devices backed by `file`.
+fn loops_of(file: &Path) -> Vec<String> {
+    let file = fs::canonicalize(file).unwrap();
+    fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|b| Path::new(b.trim()) == file)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    tiny_root(&tree);
+    fs::write(tree.join("etc/hostname"), "tiny-disk\n").unwrap();
+    fs::write(tree.join("etc/motd"), "built\n").unwrap();
+    let want = tree::digest_dir(&tree).unwrap();
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let raw = out.join("tiny.raw");
+    raw_disk_of(&tree, &raw);
+    let built_sha = crate::fsutil::sha256_file(&raw).unwrap();
+    let manifest = |sha: &str| {
+        let m = crate::manifest::Manifest {
+            image: "tiny".into(),
+            description: String::new(),
+            suite: "bookworm".into(),
+            architecture: "amd64".into(),
+            boot: vec!["bios".into()],
+            default_user: None,
+            artifacts: vec![crate::manifest::Artifact {
+                format: Format::Raw,
+                file: "tiny.raw".into(),
+                size: 1 << 30,
+                sha256: sha.into(),
+            }],
+            tools: Vec::new(),
+            tree_sha256: Some(want.clone()),
+            data: Vec::new(),
+            workbench: None,
+            data_disk: None,
+        };
+        m.write(&out).unwrap();
+    };
+    let tools = vec![
+        tool(
+            "motd",
+            "cat /etc/motd; cat /proc/sys/kernel/hostname",
+            "^built\ntiny-disk$",
+        ),
+        // The overlay takes writes; the disk under it is never written.
+        tool(
+            "writes",
+            "echo written > /etc/new && cat /etc/new",
+            "^written$",
+        ),
+    ];
+    let run = |sha: &str| {
+        manifest(sha);
+        test_container(
+            &raw,
+            Format::Raw,
+            &tools,
+            &d.path().join("run"),
+            Duration::from_secs(60),
+            Native {
+                expected_tree: Some(&want),
+                ..Native::default()
+            },
+        )
+        .unwrap()
+    };
+
+    // The disk its manifest lists with its very bytes: mounted.
+    let r = run(&built_sha);
+    assert!(r.disk_mounted, "the build's own disk is mounted");
+    assert!(r.passed(), "{}", report::table(std::slice::from_ref(&r)));
+    let same = r.results.iter().find(|c| c.tool == "system/same-tree");
+    assert!(same.is_some_and(|c| c.outcome.passed()), "{:?}", r.results);
+    assert_eq!(
+        crate::fsutil::sha256_file(&raw).unwrap(),
+        built_sha,
+        "the disk was not written"
+    );
+    assert!(loops_of(&raw).is_empty(), "no loop device is left");
+    assert!(report::table(std::slice::from_ref(&r)).contains("disk mounted read-only"));
+
+    // A disk whose bytes its manifest does not list is never mounted: its
+    // tree is copied out, and the checks pass there too.
+    let r = run(&"0".repeat(64));
+    assert!(!r.disk_mounted, "a disk not as built is copied out");
+    assert!(r.passed(), "{}", report::table(std::slice::from_ref(&r)));
+    assert!(r
+        .results
+        .iter()
+        .any(|c| c.tool == "system/same-tree" && c.outcome.passed()));
+}
