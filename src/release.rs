@@ -573,6 +573,7 @@ fn test_staged(
                     .as_ref()
                     .map(|d| d.in_dir(dir))
                     .transpose()?,
+                native_first: true,
                 ..opts.test.clone()
             },
         )?;

@@ -337,6 +337,13 @@ fn a_release_with_a_failing_check_writes_and_publishes_nothing() {
         "{err}"
     );
     assert!(err.contains("nothing was released or published"), "{err}");
+    // The native checks ran first, alone; after their failure no guest
+    // booted and no container ran.
+    assert!(
+        err.contains("the native checks failed: none of the other 3 cells was started"),
+        "{err}"
+    );
+    assert!(!err.contains("under bios"), "{err}");
     let rel = root.join("rel");
     assert!(!rel.join("release.json").exists());
     assert!(!rel.join("SHA256SUMS").exists());

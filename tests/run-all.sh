@@ -102,14 +102,13 @@ test_binary() {
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
 # Balanced on a 2-core .ci/run of 2026-12-06 (seconds, the other lane
-# beside): e2e_minimal 941, reuse 424, workbench 554 (1919, with the
-# containment test 2176); BioLinux 1110, release 427, data 233, catalogue
-# 74, QEMU setup 45 (1889). Since then the native run mounts the build's
-# disk instead of copying BioLinux's 11 GB tree out of it (that copy was
-# 187 s of the BioLinux test), so the containment test (257) moved to
-# lane B.
-lane_a=(e2e_minimal e2e_reuse e2e_workbench)
-lane_b=(e2e_release e2e_data e2e_catalogue e2e_containment setup_qemu)
+# beside): e2e_minimal 731, reuse 383, workbench 633 (1747); BioLinux
+# 960, release 372, data 225, containment 222, catalogue 52, QEMU setup
+# 28 (1859). Since then e2e_minimal takes the main job's build instead of
+# building its own (about 100 s), and the catalogue and QEMU setup tests
+# moved to lane A.
+lane_a=(e2e_minimal e2e_reuse e2e_workbench e2e_catalogue setup_qemu)
+lane_b=(e2e_release e2e_data e2e_containment)
 quick=()
 for f in tests/*.rs tests/*/main.rs; do
   case "$f" in

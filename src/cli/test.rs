@@ -88,6 +88,7 @@ impl MatrixArgs {
             rerun: self.rerun,
             workbench: None,
             data_disk: None,
+            native_first: false,
         })
     }
 }

@@ -114,18 +114,25 @@ fn run_with_retry(
     })
 }
 
+/// The category of the recipes a workbench is made of (`recipes/workbench/`).
+const WORKBENCH_CATEGORY: &str = "workbench";
+
 /// The tool checks a VM boot runs beside the system's when every check
 /// already ran natively in the same tree: one version check per install
 /// source the image has (Debian, PyPI, download), the first of each in
 /// catalogue order, so every way a tool gets into the image is proven in
-/// the booted system too. Without sources (an old manifest), the first
+/// the booted system too. With a `workbench`, the workbench's own tools
+/// (JupyterLab) are left to `system/workbench`, which runs their server in
+/// every boot; starting a second JupyterLab for its version took minutes
+/// of an emulated boot. Without sources (an old manifest), the first
 /// version check. Every data set's digest check (`data/<name>`) runs too:
 /// the booted disk holds each reference file with the digest it was built
 /// with.
-pub fn boot_sample(tools: &[Tool]) -> Vec<Tool> {
+pub fn boot_sample(tools: &[Tool], workbench: bool) -> Vec<Tool> {
     let mut seen = std::collections::BTreeSet::new();
     let mut v: Vec<Tool> = tools
         .iter()
+        .filter(|t| !(workbench && t.category == WORKBENCH_CATEGORY))
         .filter(|t| t.source.is_some_and(|s| seen.insert(s)))
         .cloned()
         .collect();
@@ -499,6 +506,49 @@ fn read_stages(report: &mut BootReport, marks: stages::ConsoleMarks) {
             "{} boot stages: {}",
             report.cell(),
             stages::summary(&report.boot_stages)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{InstallSource, ToolCheck};
+
+    fn tool(name: &str, category: &str, source: Option<InstallSource>) -> Tool {
+        Tool {
+            name: name.into(),
+            category: category.into(),
+            check: ToolCheck {
+                command: name.into(),
+                expect: ".".into(),
+                status: 0,
+                timeout: 60,
+                data: vec![],
+            },
+            source,
+        }
+    }
+
+    #[test]
+    fn the_sample_has_one_tool_per_source_and_leaves_the_workbench_to_its_check() {
+        use InstallSource::*;
+        let tools = vec![
+            tool("jupyterlab", "workbench", Some(Pypi)),
+            tool("bwa", "alignment", Some(Debian)),
+            tool("bwa/index-and-map", "alignment", None),
+            tool("samtools", "bam-vcf-utilities", Some(Debian)),
+            tool("nanoplot", "qc", Some(Pypi)),
+            tool("data/lambda-phage", crate::data::CATEGORY, None),
+        ];
+        let names = |v: Vec<Tool>| v.into_iter().map(|t| t.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(boot_sample(&tools, false)),
+            ["jupyterlab", "bwa", "data/lambda-phage"]
+        );
+        assert_eq!(
+            names(boot_sample(&tools, true)),
+            ["bwa", "nanoplot", "data/lambda-phage"]
         );
     }
 }

@@ -50,7 +50,7 @@ pub fn run_jobs(
         .any(|j| matches!(j, Job::Container { format, .. } if format.is_disk()));
     let sample;
     let boot_tools = if has_native && !opts.full {
-        sample = boot_sample(tools);
+        sample = boot_sample(tools, opts.workbench.is_some());
         &sample[..]
     } else {
         tools
@@ -235,7 +235,23 @@ pub fn test_artifacts(
         crate::doctor::require(crate::doctor::Need::Test)?;
     }
     let _lock = lock_report_dir(report_dir)?;
-    let reports = run_jobs(&jobs, tools, report_dir, opts);
+    let native_alone = opts.native_first
+        && jobs.len() > 1
+        && matches!(&jobs[0], Job::Container { format, .. } if format.is_disk());
+    let reports = if native_alone {
+        let mut reports = run_jobs(&jobs[..1], tools, report_dir, opts);
+        if reports.iter().all(BootReport::passed) {
+            reports.extend(run_jobs(&jobs[1..], tools, report_dir, opts));
+        } else {
+            log::warn!(
+                "the native checks failed: none of the other {} cells was started",
+                jobs.len() - 1
+            );
+        }
+        reports
+    } else {
+        run_jobs(&jobs, tools, report_dir, opts)
+    };
     let json = serde_json::to_string_pretty(&reports)? + "\n";
     crate::fsutil::write_atomic(&report_dir.join("report.json"), json.as_bytes())?;
     crate::fsutil::write_atomic(

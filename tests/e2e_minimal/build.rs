@@ -79,10 +79,7 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
 
     // The filesystems: clean for their own checkers, every root inode time
     // SOURCE_DATE_EPOCH, the ESP's volume ID from the lock's seed.
-    let img = out
-        .parent()
-        .unwrap()
-        .join("e2e-project/images/minimal.toml");
+    let img = repo().join("images/minimal.toml");
     let lock = biovm::lock::Lock::read(&lock_of(&img)).unwrap();
     let root_at = parts[2]["start"].as_u64().unwrap() * 512;
     let root = format!("minimal.raw?offset={root_at}");
@@ -300,10 +297,7 @@ fn an_interrupted_build_leaves_no_file_with_a_final_name() {
 fn two_builds_from_one_lock_give_identical_artifacts() {
     let _t = common::timed();
     let first = minimal();
-    let img = first
-        .parent()
-        .unwrap()
-        .join("e2e-project/images/minimal.toml");
+    let img = repo().join("images/minimal.toml");
     // Another folder, another wall-clock time.
     std::thread::sleep(Duration::from_secs(2));
     let second = scratch("e2e-minimal-again");
@@ -419,10 +413,7 @@ fn the_sbom_lists_every_locked_package_and_is_valid_spdx() {
     );
     let doc: serde_json::Value = serde_json::from_str(&fs::read_to_string(&sbom).unwrap()).unwrap();
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
-    let img = out
-        .parent()
-        .unwrap()
-        .join("e2e-project/images/minimal.toml");
+    let img = repo().join("images/minimal.toml");
     let lock: biovm::lock::Lock = biovm::lock::Lock::read(&lock_of(&img)).unwrap();
     assert_eq!(
         doc["creationInfo"]["created"],

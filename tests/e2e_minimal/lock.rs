@@ -6,11 +6,7 @@ use super::*;
 #[ignore = "needs root, network and minutes"]
 fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
     let _t = common::timed();
-    let out = minimal();
-    let img = out
-        .parent()
-        .unwrap()
-        .join("e2e-project/images/minimal.toml");
+    let img = repo().join("images/minimal.toml");
     let lock = fs::read_to_string(lock_of(&img)).unwrap();
     // Every package of the closure with version and sha256: the kernel and libc too.
     for name in ["linux-image-amd64", "libc6", "samtools", "bwa", "systemd"] {

@@ -49,19 +49,19 @@ static BOOTS: RwLock<()> = RwLock::new(());
 static SHARED_REPORTS: Mutex<()> = Mutex::new(());
 
 /// Build the minimal image once for every test in this file, from the
-/// committed lock as the main job (README command 1) builds it: the
-/// artifacts are byte for byte the main job's, so where the main job ran
-/// first (as in `.ci/run`), `biovm test` of them takes its stored results
-/// instead of booting the same disks again, and says so. Locking afresh is
-/// tested by the release and catalogue tests. The image file is copied to
-/// a scratch project with the lock beside it.
+/// committed lock, exactly as the main job (README command 1) builds it:
+/// `images/minimal.toml` into the repository's `out`. Where the main job
+/// ran first (as in `.ci/run`), biovm finds its complete build from the
+/// same inputs there and reuses it (the reuse test shows that rule), and
+/// `biovm test` of its artifacts takes the main job's stored results
+/// instead of booting the same disks again, and says so; the
+/// reproducibility test builds afresh beside it. Locking afresh is tested
+/// by the release and catalogue tests.
 fn minimal() -> &'static Path {
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     OUT.get_or_init(|| {
-        let img = project_image("e2e-project");
-        fs::copy(repo().join("images/minimal.lock"), lock_of(&img)).unwrap();
-        let out = scratch("e2e-minimal");
-        let o = build_into(&img, &out);
+        let out = repo().join("out");
+        let o = build_into(&repo().join("images/minimal.toml"), &out);
         assert!(o.status.success(), "build failed");
         out
     })
