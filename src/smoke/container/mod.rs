@@ -117,6 +117,22 @@ exec setpriv --bounding-set="$caps" \
     chroot "$root" /bin/sh -c 'cd /run/biovm-checks && exec sh ./run.sh'
 "#;
 
+/// `root/rel`, each of whose components is a real folder of the tree at
+/// `root` (not a link, which could point out of it).
+fn real_folder_in(root: &Path, rel: &str) -> Result<std::path::PathBuf> {
+    let mut p = root.to_path_buf();
+    for c in rel.split('/') {
+        p.push(c);
+        if !fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            bail!(
+                "{} in the image is not a folder; the data disk cannot be put at /{rel}",
+                p.strip_prefix(root).unwrap_or(&p).display()
+            );
+        }
+    }
+    Ok(p)
+}
+
 /// Make sure every mount point is a real folder of the tree.
 fn prepare_mount_points(root: &Path) -> Result<()> {
     for (mp, mode) in MOUNT_POINTS {
@@ -285,11 +301,11 @@ pub fn test_container(
         true => mounted::BuiltDisk::of(artifact, format, work.path())?,
         false => None,
     };
-    let (tree, data_tree, digests, run_as, host) = match &disk {
+    let (digests, run_as, host) = match &disk {
         // The build's own disk: mounted in the container; its digests
         // are read on the host while the checks run.
         Some(d) => {
-            d.check_mount_points()
+            d.check_mount_points(data_raw.is_some())
                 .with_context(|| format!("cannot run {} as a container", artifact.display()))?;
             fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
             fs::create_dir(work.join("layers"))
@@ -302,14 +318,18 @@ pub fn test_container(
                 let d = data.map(|p| tree::data_disk_digest(&p, None)).transpose()?;
                 Ok((t, d))
             });
-            (None, None, Some(digests), run_as, host)
+            (Digests::Reading(digests), run_as, host)
         }
         None => {
             let tree = unpack_tree(artifact, format, work.path(), &root)?;
-            // The data disk's tree goes where the image mounts it.
+            // The data disk's tree goes where the image mounts it: a real
+            // folder of the tree, never through a link the image holds.
             let data_tree = data_raw
                 .as_deref()
-                .map(|raw| tree::data_disk_digest(raw, Some(&root.join(crate::config::DATA_ROOT))))
+                .map(|raw| {
+                    let at = real_folder_in(&root, crate::config::DATA_ROOT)?;
+                    tree::data_disk_digest(raw, Some(&at))
+                })
                 .transpose()?;
             log::info!(
                 "{}: unpacked in {:.1} s",
@@ -319,7 +339,8 @@ pub fn test_container(
             prepare_mount_points(&root)
                 .with_context(|| format!("cannot run {} as a container", artifact.display()))?;
             let run_as = user.map(|u| tree_user(&root, u)).transpose()?;
-            (tree, data_tree, None, run_as, hostname_of(&root))
+            let digests = Digests::Read(tree, data_tree);
+            (digests, run_as, hostname_of(&root))
         }
     };
     let checks = work.join("checks.tar");
@@ -351,15 +372,7 @@ pub fn test_container(
     stop_container(&mut child, &label, done, &mut report);
     report.total_secs = t0.elapsed().as_secs_f64();
     report.mark_not_run(tools);
-    let (tree, data_tree) = match digests {
-        Some(h) => {
-            let (t, d) = h.join().map_err(|_| {
-                anyhow::anyhow!("reading {}'s root filesystem failed", artifact.display())
-            })??;
-            (Some(t), d)
-        }
-        None => (tree, data_tree),
-    };
+    let (tree, data_tree) = digests.finish(artifact)?;
     if let (Some(got), Some(want)) = (&tree, expected_tree) {
         report.results.push(tree::same_tree_result(want, got));
     }
@@ -377,6 +390,29 @@ pub fn test_container(
         t_rm.elapsed().as_secs_f64()
     );
     Ok(report)
+}
+
+/// The digests of the tree the checks ran in and of the data disk's tree:
+/// read while they were copied out, or being read from the mounted disks
+/// beside the checks.
+enum Digests {
+    Read(Option<String>, Option<String>),
+    Reading(std::thread::JoinHandle<Result<(String, Option<String>)>>),
+}
+
+impl Digests {
+    /// Both digests, once read (of `artifact`'s disk).
+    fn finish(self, artifact: &Path) -> Result<(Option<String>, Option<String>)> {
+        match self {
+            Digests::Read(t, d) => Ok((t, d)),
+            Digests::Reading(h) => {
+                let (t, d) = h.join().map_err(|_| {
+                    anyhow::anyhow!("reading {}'s root filesystem failed", artifact.display())
+                })??;
+                Ok((Some(t), d))
+            }
+        }
+    }
 }
 
 /// The root tree of `artifact` at `root` (in the scratch folder `work`): a

@@ -44,20 +44,22 @@ fn kernel_can_mount() -> bool {
     overlay && Path::new("/dev/loop-control").exists()
 }
 
+/// Whether `file` has the SHA-256 its build recorded; says so when not.
+fn as_built(file: &Path, recorded: &str) -> Result<bool> {
+    let sha = crate::store::sha256(file)?;
+    if sha != recorded {
+        log::warn!(
+            "{}: its SHA-256 is {sha}, its build recorded {recorded}: the trees are copied out, not mounted",
+            file.display()
+        );
+    }
+    Ok(sha == recorded)
+}
+
 /// Whether the data disk `d`, if any, has the bytes its build recorded:
 /// only then may it be mounted (with the OS disk).
 pub(super) fn data_disk_as_built(d: Option<&crate::smoke::DataDiskFiles>) -> Result<bool> {
-    let Some(d) = d else { return Ok(true) };
-    let sha = crate::store::sha256(&d.raw)?;
-    if sha != d.raw_sha256 {
-        log::warn!(
-            "{}: its SHA-256 is {sha}, its build recorded {}: the trees are copied out, not mounted",
-            d.raw.display(),
-            d.raw_sha256
-        );
-        return Ok(false);
-    }
-    Ok(true)
+    d.map_or(Ok(true), |d| as_built(&d.raw, &d.raw_sha256))
 }
 
 impl BuiltDisk {
@@ -87,13 +89,7 @@ impl BuiltDisk {
         else {
             return Ok(None);
         };
-        let sha = crate::store::sha256(artifact)?;
-        if sha != built.sha256 {
-            log::warn!(
-                "{}: its SHA-256 is {sha}, its build recorded {}: its tree is copied out, not mounted",
-                artifact.display(),
-                built.sha256
-            );
+        if !as_built(artifact, &built.sha256)? {
             return Ok(None);
         }
         let raw = tree::raw_view(artifact, format, work)?;
@@ -112,13 +108,31 @@ impl BuiltDisk {
     }
 
     /// Every container mount point the image has must be a folder (one it
-    /// lacks is made in the overlay).
-    pub(super) fn check_mount_points(&self) -> Result<()> {
+    /// lacks is made in the overlay); with a data disk, so must each
+    /// component of its mount point: the container's setup mounts there,
+    /// and a link would point the mount elsewhere.
+    pub(super) fn check_mount_points(&self, data_disk: bool) -> Result<()> {
         for (mp, _) in MOUNT_POINTS {
             let p = format!("/{mp}");
             if let Ok(m) = self.fs4.symlink_metadata(p.as_str()) {
                 if !m.is_dir() {
                     bail!("/{mp} in the image is not a folder; the container's /{mp} cannot be mounted there");
+                }
+            }
+        }
+        if data_disk {
+            let mut p = String::new();
+            for c in crate::config::DATA_ROOT.split('/') {
+                p = format!("{p}/{c}");
+                let dir = self
+                    .fs4
+                    .symlink_metadata(p.as_str())
+                    .is_ok_and(|m| m.is_dir());
+                if !dir {
+                    bail!(
+                        "{p} in the image is not a folder; the data disk cannot be mounted at /{}",
+                        crate::config::DATA_ROOT
+                    );
                 }
             }
         }

@@ -672,6 +672,54 @@ fn loops_of(file: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The manifest of a `tiny` image in `out` whose raw disk `tiny.raw` has
+/// the SHA-256 `sha` and the tree `tree_sha256`.
+fn tiny_manifest(out: &Path, sha: &str, tree_sha256: &str) {
+    let m = crate::manifest::Manifest {
+        image: "tiny".into(),
+        description: String::new(),
+        suite: "bookworm".into(),
+        architecture: "amd64".into(),
+        boot: vec!["bios".into()],
+        default_user: None,
+        artifacts: vec![crate::manifest::Artifact {
+            format: Format::Raw,
+            file: "tiny.raw".into(),
+            size: 1 << 30,
+            sha256: sha.into(),
+        }],
+        tools: Vec::new(),
+        tree_sha256: Some(tree_sha256.into()),
+        data: Vec::new(),
+        workbench: None,
+        data_disk: None,
+    };
+    m.write(out).unwrap();
+}
+
+/// The native run of `tools` in the raw disk `raw`, reporting into
+/// `dir/run`, against the tree digest `want`.
+fn native_run(
+    raw: &Path,
+    tools: &[Tool],
+    dir: &Path,
+    want: &str,
+    data_disk: Option<&crate::smoke::DataDiskFiles>,
+) -> Result<BootReport> {
+    test_container(
+        raw,
+        Format::Raw,
+        tools,
+        &dir.join("run"),
+        Duration::from_secs(60),
+        Native {
+            expected_tree: Some(want),
+            data_disk,
+            ..Native::default()
+        },
+    )
+}
+
 #[test]
 fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
     let d = tempfile::tempdir().unwrap();
@@ -685,28 +733,7 @@ fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
     let raw = out.join("tiny.raw");
     raw_disk_of(&tree, &raw);
     let built_sha = crate::fsutil::sha256_file(&raw).unwrap();
-    let manifest = |sha: &str| {
-        let m = crate::manifest::Manifest {
-            image: "tiny".into(),
-            description: String::new(),
-            suite: "bookworm".into(),
-            architecture: "amd64".into(),
-            boot: vec!["bios".into()],
-            default_user: None,
-            artifacts: vec![crate::manifest::Artifact {
-                format: Format::Raw,
-                file: "tiny.raw".into(),
-                size: 1 << 30,
-                sha256: sha.into(),
-            }],
-            tools: Vec::new(),
-            tree_sha256: Some(want.clone()),
-            data: Vec::new(),
-            workbench: None,
-            data_disk: None,
-        };
-        m.write(&out).unwrap();
-    };
+    let manifest = |sha: &str| tiny_manifest(&out, sha, &want);
     let tools = vec![
         tool(
             "motd",
@@ -722,18 +749,7 @@ fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
     ];
     let run = |sha: &str| {
         manifest(sha);
-        test_container(
-            &raw,
-            Format::Raw,
-            &tools,
-            &d.path().join("run"),
-            Duration::from_secs(60),
-            Native {
-                expected_tree: Some(&want),
-                ..Native::default()
-            },
-        )
-        .unwrap()
+        native_run(&raw, &tools, d.path(), &want, None).unwrap()
     };
 
     // The disk its manifest lists with its very bytes: mounted.
@@ -759,4 +775,52 @@ fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
         .results
         .iter()
         .any(|c| c.tool == "system/same-tree" && c.outcome.passed()));
+}
+
+#[test]
+fn a_data_mount_point_that_is_a_link_is_refused_mounted_or_copied_out() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    tiny_root(&tree);
+    // /data points out of the image: the data disk must go nowhere.
+    let outside = d.path().join("outside");
+    fs::create_dir_all(outside.join("genomes")).unwrap();
+    symlink(&outside, tree.join("data")).unwrap();
+    let want = tree::digest_dir(&tree).unwrap();
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let raw = out.join("tiny.raw");
+    raw_disk_of(&tree, &raw);
+    let data_tree = d.path().join("data-tree");
+    fs::create_dir(&data_tree).unwrap();
+    fs::write(data_tree.join("ref.fa"), ">r\nACGT\n").unwrap();
+    let data_raw = out.join("tiny.data.raw");
+    Cmd::new("mkfs.ext4")
+        .args(["-q", "-F", "-t", "ext4", "-d"])
+        .arg(&data_tree)
+        .arg(&data_raw)
+        .arg("16M")
+        .run()
+        .unwrap();
+    let data = crate::smoke::DataDiskFiles {
+        raw: data_raw.clone(),
+        qcow2: None,
+        raw_sha256: crate::fsutil::sha256_file(&data_raw).unwrap(),
+        tree_sha256: tree::digest_dir(&data_tree).unwrap(),
+    };
+    let tools = vec![tool("greet", "echo hello", "^hello$")];
+    for sha in [crate::fsutil::sha256_file(&raw).unwrap(), "0".repeat(64)] {
+        tiny_manifest(&out, &sha, &want);
+        let e = native_run(&raw, &tools, d.path(), &want, Some(&data)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("data in the image is not a folder"),
+            "{e:#}"
+        );
+        assert_eq!(
+            fs::read_dir(outside.join("genomes")).unwrap().count(),
+            0,
+            "nothing was written through the link"
+        );
+        assert!(loops_of(&data_raw).is_empty());
+    }
 }
