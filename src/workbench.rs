@@ -217,12 +217,31 @@ pub(crate) fn install(image: &Image, debs: &[LockedDeb], root: &Path) -> Result<
             &fill(DESKTOP_SCRIPT),
             0o755,
         )?;
-        units.extend(["biovm-desktop.service", "biovm-websockify.service"]);
+        file(
+            "/etc/systemd/system/biovm-desktop.socket",
+            &fill(DESKTOP_SOCKET),
+            0o644,
+        )?;
+        file(
+            "/etc/systemd/system/biovm-desktop-proxy.service",
+            &fill(DESKTOP_PROXY_UNIT),
+            0o644,
+        )?;
+        units.push("biovm-websockify.service");
     }
     let wants = Path::new("etc/systemd/system/multi-user.target.wants");
     tree.create_dir_all(wants)?;
     for u in units {
         tree.symlink(&Path::new("/etc/systemd/system").join(u), &wants.join(u))?;
+    }
+    if w.desktop {
+        // The desktop waits for its first connection (see DESKTOP_SOCKET).
+        let sockets = Path::new("etc/systemd/system/sockets.target.wants");
+        tree.create_dir_all(sockets)?;
+        tree.symlink(
+            Path::new("/etc/systemd/system/biovm-desktop.socket"),
+            &sockets.join("biovm-desktop.socket"),
+        )?;
     }
     let versions: BTreeMap<String, String> = debs
         .iter()
@@ -310,14 +329,45 @@ pub(crate) fn landing_page(image: &Image, versions: &BTreeMap<String, String>) -
 pub const DESKTOP_PATH: &str =
     "/desktop/vnc.html?autoconnect=1&resize=remote&path=desktop/websockify";
 
-/// The boot test's checks of the workbench: its services run, listen on
-/// the loopback interface only, the token was made at this boot (not
+/// The boot test's checks of the workbench: its services run (the
+/// desktop's VNC server starts at its socket's first connection), listen
+/// on the loopback interface only, the token was made at this boot (not
 /// taken from the image) and the proxy refuses a request without it.
 pub fn system_checks(w: &Workbench) -> Vec<Tool> {
     let units = if w.desktop {
-        "biovm-workbench-first-boot nginx biovm-jupyterlab biovm-desktop biovm-websockify"
+        "biovm-workbench-first-boot nginx biovm-jupyterlab biovm-desktop.socket biovm-websockify"
     } else {
         "biovm-workbench-first-boot nginx biovm-jupyterlab"
+    };
+    // The desktop starts at its socket's first connection: the check is
+    // that connection, so the VNC server is running when its sockets are
+    // looked at below; it is stopped again at the end, as it was at boot.
+    let (desktop_up, desktop_down, desktop_expect, desktop_tail) = if w.desktop {
+        (
+            format!(
+                r#"v=$(timeout 150 python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(140)
+s.connect(sys.argv[1])
+sys.stdout.write(s.recv(12).decode().strip())' {run}/desktop/vnc.sock) || true
+case "$v" in
+    "RFB 003."*) echo "desktop started at its first connection: $v" ;;
+    *) echo "the desktop's socket answered \"$v\", not a VNC server's greeting"; exit 1 ;;
+esac
+test "$(systemctl is-active biovm-desktop)" = active
+"#,
+                run = RUN_DIR
+            ),
+            "systemctl stop biovm-desktop.service
+test \"$(systemctl is-active biovm-desktop.socket)\" = active
+echo \"desktop stopped, its socket listening\"
+"
+            .to_string(),
+            "^desktop started at its first connection: RFB 003\\.\\d+$.*",
+            "\n^desktop stopped, its socket listening$",
+        )
+    } else {
+        (String::new(), String::new(), "", "")
     };
     vec![system_check(
         "workbench",
@@ -328,7 +378,7 @@ for u in {units}; do
     test "$(systemctl is-active "$u")" = active || {{ echo "$u: $(systemctl is-active "$u")"; exit 1; }}
 done
 echo "units active: {units}"
-# Every listening TCP socket of the workbench's programs: loopback only.
+{desktop_up}# Every listening TCP socket of the workbench's programs: loopback only.
 ss -Hltnp | grep -E '"(nginx|jupyter[^"]*|python3[^"]*|Xtigervnc|websockify)"' > /tmp/workbench-sockets || true
 # Public mode (user data) adds nginx on port 443 of every interface.
 if grep -q 'listen 443' {state}/nginx-public.conf; then
@@ -358,12 +408,12 @@ done
 echo "refused without the token"
 test "$(code "http://127.0.0.1:$port/?token=$t")" = 200
 echo "landing page with the token"
-"#,
+{desktop_down}"#,
             port = w.port,
             state = STATE_DIR,
             desktop = if w.desktop { " /desktop/vnc.html /desktop/websockify" } else { "" },
         ),
-        "(?s)^units active: .*^listening on 127\\.0\\.0\\.1 only$.*^token made at this boot$.*^refused without the token$\n^landing page with the token$",
+        &format!("(?s)^units active: .*{desktop_expect}^listening on 127\\.0\\.0\\.1 only$.*^token made at this boot$.*^refused without the token$\n^landing page with the token${desktop_tail}"),
         300,
     )]
 }
@@ -522,11 +572,11 @@ const LAB_OVERRIDES: &str = r#"{
 /// its user may open, and an Xfce session in it.
 const DESKTOP_SCRIPT: &str = r#"#!/bin/sh
 # Written by biovm: the workbench's desktop. A VNC server on display :1 that
-# listens on a socket only this user may open (websockify, which only the
-# proxy can use, is its one way in), then an Xfce session in it; the
-# session's end ends the server.
+# listens on a socket only this user may open (reached through the desktop's
+# socket unit, whose one client is websockify, which only the proxy can
+# use), then an Xfce session in it; the session's end ends the server.
 set -eu
-Xtigervnc :1 -rfbport -1 -rfbunixpath @RUN@/desktop/vnc.sock -rfbunixmode 0600 \
+Xtigervnc :1 -rfbport -1 -rfbunixpath @RUN@/desktop/xvnc.sock -rfbunixmode 0600 \
     -SecurityTypes None -geometry 1280x800 -depth 24 -nolisten tcp -desktop "$(hostname) desktop" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
@@ -543,7 +593,8 @@ export DISPLAY=:1
 dbus-launch --exit-with-session xfce4-session
 "#;
 
-const DESKTOP_UNIT: &str = "# Written by biovm.
+const DESKTOP_UNIT: &str = "# Written by biovm: started by biovm-desktop.socket's first connection
+# (through biovm-desktop-proxy.service), not at boot.
 [Unit]
 Description=biovm workbench: the Xfce desktop on a VNC server (a socket for its user only)
 After=network.target
@@ -552,17 +603,47 @@ After=network.target
 User=@USER@
 WorkingDirectory=~
 ExecStart=/usr/local/lib/biovm/workbench-desktop
-Restart=on-failure
-RestartSec=5
+# Started once the VNC server listens, so the proxy's first connection
+# reaches it.
+ExecStartPost=/bin/sh -c 'i=0; until [ -S @RUN@/desktop/xvnc.sock ]; do i=$((i + 1)); [ $i -lt 600 ] || exit 1; sleep 0.2; done'
+";
+
+/// The desktop's socket: the VNC server and its Xfce session start at the
+/// first connection, not at boot. An Xfce session coming up costs a VM
+/// half a minute of CPU under software emulation (36 s of a BioLinux
+/// boot's, beside cloud-init and JupyterLab on the same processor), spent
+/// for nothing when nobody opens the desktop. A VNC server cannot take a
+/// socket from systemd, so systemd's socket proxy hands the connections on.
+const DESKTOP_SOCKET: &str = "# Written by biovm.
+[Unit]
+Description=biovm workbench: the desktop's socket (its VNC server starts at the first connection)
+
+[Socket]
+ListenStream=@RUN@/desktop/vnc.sock
+SocketUser=@USER@
+SocketGroup=@USER@
+SocketMode=0600
+Service=biovm-desktop-proxy.service
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=sockets.target
+";
+
+const DESKTOP_PROXY_UNIT: &str = "# Written by biovm.
+[Unit]
+Description=biovm workbench: the desktop socket's connections, handed to its VNC server
+BindsTo=biovm-desktop.service
+After=biovm-desktop.service
+
+[Service]
+User=@USER@
+ExecStart=/lib/systemd/systemd-socket-proxyd @RUN@/desktop/xvnc.sock
 ";
 
 const WEBSOCKIFY_UNIT: &str = "# Written by biovm.
 [Unit]
 Description=biovm workbench: websockify from the proxy to the desktop's VNC server
-After=biovm-desktop.service
+After=biovm-desktop.socket
 
 [Service]
 User=@USER@
@@ -806,16 +887,27 @@ mod tests {
             Path::new("/etc/nginx/sites-available/biovm-workbench")
         );
         for u in [
-            "biovm-workbench-first-boot",
-            "biovm-jupyterlab",
-            "biovm-desktop",
-            "biovm-websockify",
+            "multi-user.target.wants/biovm-workbench-first-boot.service",
+            "multi-user.target.wants/biovm-jupyterlab.service",
+            "multi-user.target.wants/biovm-websockify.service",
+            "sockets.target.wants/biovm-desktop.socket",
         ] {
-            let link = root.join(format!(
-                "etc/systemd/system/multi-user.target.wants/{u}.service"
-            ));
+            let link = root.join("etc/systemd/system").join(u);
             assert!(std::fs::symlink_metadata(&link).is_ok(), "{u} not enabled");
         }
+        // The desktop starts at its socket's first connection, not at boot.
+        assert!(std::fs::symlink_metadata(
+            root.join("etc/systemd/system/multi-user.target.wants/biovm-desktop.service")
+        )
+        .is_err());
+        let proxy =
+            std::fs::read_to_string(root.join("etc/systemd/system/biovm-desktop-proxy.service"))
+                .unwrap();
+        assert!(proxy.contains("BindsTo=biovm-desktop.service\n"), "{proxy}");
+        assert!(
+            proxy.contains("systemd-socket-proxyd /run/biovm-workbench/desktop/xvnc.sock\n"),
+            "{proxy}"
+        );
         let unit =
             std::fs::read_to_string(root.join("etc/systemd/system/biovm-jupyterlab.service"))
                 .unwrap();

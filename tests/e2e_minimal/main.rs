@@ -7,14 +7,16 @@
 //!
 //! One test binary, one file per area: `build` (the artifacts, a failed or
 //! interrupted build, reproducibility, the SBOM and OVA), `boot` (the VM
-//! and container matrix, broken disks, KVM), `lock` and `run`. They share
-//! one build of the image ([`minimal`]) and the guest slots ([`BOOTS`]),
-//! which is why they are modules of one binary and not binaries of their own.
+//! and container matrix, broken disks, KVM), `lock` and `store`. They
+//! share one build of the image ([`minimal`]), which is why they are
+//! modules of one binary and not binaries of their own. (`biovm run` is
+//! tested on the workbench image, in `e2e_workbench`, whose test boots one
+//! with it anyway.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 #[path = "../common/mod.rs"]
@@ -23,7 +25,6 @@ mod common;
 mod boot;
 mod build;
 mod lock;
-mod run;
 mod store;
 
 use common::{copy_tree, repo, scratch, BIN};
@@ -36,12 +37,6 @@ fn biovm(args: &[&str]) -> Output {
 fn biovm_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     common::biovm_in(&repo(), args, env)
 }
-
-/// `biovm test` boots wait for the machine's guest slots (as many as
-/// cores), so tests that boot through it share them (`read`); `biovm run`
-/// starts its guest outside the slots, so the test of it boots alone
-/// (`write`), or three guests on two cores would starve one.
-static BOOTS: RwLock<()> = RwLock::new(());
 
 /// Tests that run `biovm test` on [`minimal`]'s own artifacts take turns:
 /// their reports share its `minimal.test` folder, which one `biovm test`

@@ -286,7 +286,8 @@ fn run(c: &mut Command) {
     assert!(o.status.success(), "{c:?}: {}", common::text(&o.stderr));
 }
 
-/// Build `img` (its tarball only) with the cache `cache` into a fresh folder.
+/// Build `img` (its docker-archive only: the cheapest format to write, an
+/// uncompressed tar) with the cache `cache` into a fresh folder.
 fn build_with(
     img: &Path,
     name: &str,
@@ -295,7 +296,12 @@ fn build_with(
     offline: bool,
 ) -> (Output, PathBuf) {
     let out = scratch(name);
-    let mut args = vec!["--cache", cache.to_str().unwrap(), "--format", "tarball"];
+    let mut args = vec![
+        "--cache",
+        cache.to_str().unwrap(),
+        "--format",
+        "docker-archive",
+    ];
     args.extend_from_slice(extra);
     let args = build_args(img, &out, &args);
     let c = if offline {

@@ -2,7 +2,8 @@
 //! its lock and boot-tested (the boot's system checks include the
 //! workbench's: services up, loopback only, token made at boot, refused
 //! without it). Then `biovm run --detach --public` boots a second
-//! instance, and headless Chromium, driven through chromedriver, opens
+//! instance (its SSH port lets in the injected key and no other; the guest
+//! reaches nothing beyond it), and headless Chromium, driven through chromedriver, opens
 //! what `biovm run` printed: the landing page lists the tools, JupyterLab
 //! runs a Python cell that imports pysam and an R cell that loads
 //! Biostrings, and noVNC shows the Xfce desktop (judged by its pixels).
@@ -280,6 +281,12 @@ fn the_workbench_opens_in_a_browser_with_its_token_and_refuses_without_it() {
     common::ssh_keygen(&key);
     let qcow2 = p.join("out/workbench.qcow2");
     let before = sha256_file(&qcow2);
+    let ssh_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
     let out = biovm(
         &p,
         &[
@@ -290,6 +297,8 @@ fn the_workbench_opens_in_a_browser_with_its_token_and_refuses_without_it() {
             "--public",
             "--ssh-key",
             p.join("id_ed25519.pub").to_str().unwrap(),
+            "--ssh-port",
+            &ssh_port,
             "--state",
             p.join("run").to_str().unwrap(),
             "--memory",
@@ -327,31 +336,50 @@ fn the_workbench_opens_in_a_browser_with_its_token_and_refuses_without_it() {
     let tls_b = w["tls_sha256"].as_str().unwrap().to_string();
     assert_ne!(tls_b, tls_a, "two instances, one certificate");
 
-    // Inside: the desktop's menu has the image's graphical tool, and the
-    // token is root's alone (the default user reads it with sudo).
-    let ssh = |cmd: &str| {
-        let o = Command::new("ssh")
+    // `biovm run`: the guest's SSH server, on the port asked for, lets in
+    // the key cloud-init injected for the image's user, and no other; the
+    // guest reaches nothing beyond it (QEMU's `restrict=on`). Inside: the
+    // desktop's menu has the image's graphical tool, and the token is
+    // root's alone (the default user reads it with sudo).
+    assert_eq!(run["ssh_port"].to_string(), ssh_port, "{run}");
+    let ssh_with = |key: &Path, cmd: &str| {
+        Command::new("ssh")
             .arg("-i")
-            .arg(&key)
-            .args(["-p", &run["ssh_port"].to_string()])
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .arg(key)
+            .args(["-p", &ssh_port])
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "ConnectTimeout=30"])
             .args(["-o", "UserKnownHostsFile=/dev/null", "biovm@127.0.0.1", cmd])
             .stdin(Stdio::null())
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let ssh = |cmd: &str| {
+        let o = ssh_with(&key, cmd);
         text(&o.stdout) + &text(&o.stderr)
     };
     let inside = ssh(
-        "grep -l '^Exec=seaview' /usr/share/applications/*.desktop; \
+        "id -un; \
+         timeout 5 bash -c 'echo > /dev/tcp/10.0.2.2/22' 2>/dev/null && echo reached-host || echo isolated; \
+         grep -l '^Exec=seaview' /usr/share/applications/*.desktop; \
          cat /etc/biovm/workbench/token 2>&1 | sed 's/^.*denied.*$/denied/'; \
          sudo cat /etc/biovm/workbench/token",
     );
+    let lines: Vec<&str> = inside.lines().collect();
+    assert_eq!(lines.first(), Some(&"biovm"), "{inside}");
+    assert_eq!(lines.get(1), Some(&"isolated"), "restrict=on: {inside}");
     assert!(
         inside.contains("/usr/share/applications/seaview.desktop"),
         "{inside}"
     );
     assert!(inside.contains("denied"), "{inside}");
     assert!(inside.contains(&token), "{inside}");
+    let other = p.join("other");
+    common::ssh_keygen(&other);
+    assert!(
+        !ssh_with(&other, "true").status.success(),
+        "a key never injected was accepted"
+    );
 
     // Every route refuses a request without the token, or with another.
     let routes = [
@@ -564,16 +592,29 @@ fn browse(port: u16, token: &str, shots: &Path) {
     );
     b.open(&format!("http://127.0.0.1:{port}{DESKTOP_PATH}"));
     let canvas = b.wait_for("#noVNC_container canvas", Duration::from_secs(60));
-    b.wait_for(".noVNC_connected", Duration::from_secs(120));
-    // The desktop paints its panel and background after the connection.
-    std::thread::sleep(Duration::from_secs(15));
-    let png = b.element_screenshot(&canvas, &shots.join("desktop.png"));
+    // The first connection starts the VNC server and its Xfce session
+    // (biovm-desktop.socket): noVNC connects once the server answers, the
+    // session paints its panel and background after that.
+    b.wait_for(".noVNC_connected", Duration::from_secs(180));
     // Debian's Xfce: a light panel along the top over a dark blue
     // desktop, with icons; noVNC unconnected, or a blank X screen, is
     // none of that.
-    let p = pixels(&png);
+    let xfce = |p: &Pixels| p.colours >= 64 && p.top > 170.0 && p.middle < 90.0;
+    let since = std::time::Instant::now();
+    let p = loop {
+        let png = b.element_screenshot(&canvas, &shots.join("desktop.png"));
+        let p = pixels(&png);
+        if xfce(&p) || since.elapsed() > Duration::from_secs(180) {
+            break p;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    eprintln!(
+        "desktop painted {} s after noVNC connected",
+        since.elapsed().as_secs()
+    );
     assert!(
-        p.colours >= 64 && p.top > 170.0 && p.middle < 90.0,
+        xfce(&p),
         "the desktop's canvas ({} colours, top rows' luminance {:.0}, middle's {:.0}) is not an Xfce desktop",
         p.colours,
         p.top,
