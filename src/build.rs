@@ -304,7 +304,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let repo = work.path().join("locked-packages");
     let debs = timed(&mut stages, "bootstrap", || {
         let (sources, missing) = match &lock {
-            Some(l) => locked_sources(&image, l, opts, &pools, &repo)?,
+            Some(l) => locked_sources(&image, l, &lock_path, opts, &pools, &repo)?,
             None => (rootfs::Sources::Mirror, Vec::new()),
         };
         rootfs::bootstrap(&image, &packages, sources, &opts.cache_dir, epoch, &root).map_err(
@@ -871,6 +871,7 @@ fn tree_size(dir: &Path) -> u64 {
 fn locked_sources<'a>(
     image: &Image,
     lock: &Lock,
+    lock_path: &Path,
     opts: &BuildOptions,
     pools: &[Pool],
     repo: &'a Path,
@@ -885,7 +886,8 @@ fn locked_sources<'a>(
     if adopted > 0 {
         log::info!("kept {adopted} locked packages from the package cache in biovm's store");
     }
-    let missing: Vec<String> = crate::pool::apt_repo(pools, &lock.debian, repo, false)?
+    let missing_debs = crate::pool::apt_repo(pools, &lock.debian, repo, false)?;
+    let missing: Vec<String> = missing_debs
         .iter()
         .map(|d| format!("{} {}", d.name, d.version))
         .collect();
@@ -912,6 +914,36 @@ fn locked_sources<'a>(
         lock.debian.len(),
         lock.debian.len() - missing.len()
     );
+    // The mirror's signed indices first (what the bootstrap's apt reads
+    // anyway): a package it serves with other content, or no longer
+    // serves, stops the build now, not at the end of a bootstrap (ten
+    // minutes for BioLinux).
+    let wanted: Vec<LockedDeb> = missing_debs.into_iter().cloned().collect();
+    let gone = crate::lock::check::not_served(image, &opts.cache_dir, &wanted)?;
+    if let Some(g) = gone.iter().find(|g| g.mirror_sha256.is_some()) {
+        bail!(
+            "package {} {}: the mirror's signed index gives sha256 {}, {} locks {}; refusing to build",
+            g.deb.name,
+            g.deb.version,
+            g.mirror_sha256.as_deref().unwrap_or_default(),
+            lock_path.display(),
+            g.deb.sha256
+        );
+    }
+    if !gone.is_empty() {
+        bail!(
+            "{} locked package(s) are in neither biovm's store nor the mirror: {}; \
+             run `biovm lock --check {}` to see what the mirror dropped, or `biovm lock --update {}`",
+            gone.len(),
+            gone.iter()
+                .take(8)
+                .map(|g| format!("{} {}", g.deb.name, g.deb.version))
+                .collect::<Vec<_>>()
+                .join(", "),
+            image.source.display(),
+            image.source.display()
+        );
+    }
     Ok((rootfs::Sources::MirrorAndLocal(repo), missing))
 }
 

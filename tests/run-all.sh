@@ -101,14 +101,13 @@ test_binary() {
   shift
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
-# Balanced on a 2-core .ci/run of 2026-12-06 (seconds, the other lane
-# beside): e2e_minimal 731, reuse 383, workbench 633 (1747); BioLinux
-# 960, release 372, data 225, containment 222, catalogue 52, QEMU setup
-# 28 (1859). Since then e2e_minimal takes the main job's build instead of
-# building its own (about 100 s), and the catalogue and QEMU setup tests
-# moved to lane A.
-lane_a=(e2e_minimal e2e_reuse e2e_workbench e2e_catalogue setup_qemu)
-lane_b=(e2e_release e2e_data e2e_containment)
+# Balanced on 2-core .ci/runs of 2026-12-06 (seconds, the other lane
+# beside): e2e_minimal 533 (702 before its one-byte and run boots went
+# into other tests), reuse 376, workbench 543, catalogue 68, QEMU setup
+# 34; BioLinux 1042-1079, release 343, data 262, containment 190. The
+# containment test moved to lane A with those savings.
+lane_a=(e2e_minimal e2e_reuse e2e_workbench e2e_catalogue setup_qemu e2e_containment)
+lane_b=(e2e_release e2e_data)
 quick=()
 for f in tests/*.rs tests/*/main.rs; do
   case "$f" in

@@ -101,6 +101,14 @@ pub(crate) fn check(image: &Image, cache: &Path, vendor: Option<&Path>) -> Resul
     })
 }
 
+/// Of `want` (locked packages no pool has), those the mirror's current
+/// signed indices do not serve with their locked version and sha256: what
+/// a build would otherwise find missing or different only at the end of
+/// its bootstrap.
+pub(crate) fn not_served(image: &Image, cache: &Path, want: &[LockedDeb]) -> Result<Vec<Gone>> {
+    Ok(gone(want, &mirror_indices(image, cache)?))
+}
+
 /// The mirror's current Packages indices for `image`, downloaded (signature
 /// checked by apt) into a scratch folder of the cache that goes with them.
 fn mirror_indices(image: &Image, cache: &Path) -> Result<Vec<Index>> {
