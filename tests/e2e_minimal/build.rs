@@ -179,9 +179,10 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
 #[ignore = "needs root and mmdebstrap"]
 fn a_failed_build_leaves_no_artifact() {
     let _t = common::timed();
-    // Nothing listens on port 9: the bootstrap fails at its first download.
-    // With an empty cache, so that biovm's store (which would build the lock
-    // without any mirror) has nothing.
+    // Nothing listens on port 9: the build fails at its first download,
+    // the mirror's signed indices it reads before the bootstrap (the store
+    // lacks packages). With an empty cache, so that biovm's store (which
+    // would build the lock without any mirror) has nothing.
     let out = scratch("e2e-failed-build");
     let cache = scratch("e2e-failed-build-cache");
     let o = biovm(&[
@@ -196,10 +197,12 @@ fn a_failed_build_leaves_no_artifact() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    // The command (run in private namespaces: `unshare ... mmdebstrap`).
+    // What failed, and the command (run in private namespaces:
+    // `unshare ... mmdebstrap`).
     assert!(
-        stderr.contains(" mmdebstrap --variant=apt "),
-        "the error names the command: {stderr}"
+        stderr.contains("downloading the package indices of bookworm amd64 from http://127.0.0.1:9/debian failed")
+            && stderr.contains(" mmdebstrap --variant="),
+        "the error names what failed and the command: {stderr}"
     );
     assert!(stderr.contains("127.0.0.1:9"), "and the mirror: {stderr}");
     assert!(
