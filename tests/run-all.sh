@@ -101,11 +101,10 @@ test_binary() {
   shift
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
-# Balanced on 2-core .ci/runs of 2026-12-06 (seconds, the other lane
-# beside): e2e_minimal 533 (702 before its one-byte and run boots went
-# into other tests), reuse 376, workbench 543, catalogue 68, QEMU setup
-# 34; BioLinux 1042-1079, release 343, data 262, containment 190. The
-# containment test moved to lane A with those savings.
+# Balanced on the 2-core .ci/run of 8cd72db (seconds, the other lane
+# beside): e2e_minimal 427, reuse 255, workbench 567, catalogue 68, QEMU
+# setup 32, containment 270 (1619); BioLinux 1021, release 453, data 225
+# (1699).
 lane_a=(e2e_minimal e2e_reuse e2e_workbench e2e_catalogue setup_qemu e2e_containment)
 lane_b=(e2e_release e2e_data)
 quick=()
