@@ -478,15 +478,26 @@ fn locked_bootstrap_failed(
             image.source.display()
         ))
     } else {
-        e.context(format!(
-            "{} locked package(s) are in neither biovm's store nor (it seems) the mirror: {}; \
-             run `biovm lock --check {}` to see what the mirror dropped, or `biovm lock --update {}`",
-            missing.len(),
-            missing.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
-            image.source.display(),
-            image.source.display()
-        ))
+        e.context(in_neither(image, "(it seems) ", missing))
     }
+}
+
+/// What to say of locked packages (`name version`) that neither biovm's
+/// store nor the mirror has (`seems`: as far as the failure tells).
+fn in_neither(image: &Image, seems: &str, packages: &[String]) -> String {
+    format!(
+        "{} locked package(s) are in neither biovm's store nor {seems}the mirror: {}; \
+         run `biovm lock --check {}` to see what the mirror dropped, or `biovm lock --update {}`",
+        packages.len(),
+        packages
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        image.source.display(),
+        image.source.display()
+    )
 }
 
 /// The disk (when a disk format is asked for) and every format, while
@@ -867,7 +878,8 @@ fn tree_size(dir: &Path) -> u64 {
 
 /// Where a build from `lock` takes its packages: a local repository (in
 /// `repo`) of every locked package the pools have, alone when they have
-/// them all, else beside the mirror. Also returns the packages no pool has.
+/// them all, else beside the mirror, once the mirror's signed indices show
+/// it serves the rest as locked. Also returns the packages no pool has.
 fn locked_sources<'a>(
     image: &Image,
     lock: &Lock,
@@ -920,29 +932,19 @@ fn locked_sources<'a>(
     // minutes for BioLinux).
     let wanted: Vec<LockedDeb> = missing_debs.into_iter().cloned().collect();
     let gone = crate::lock::check::not_served(image, &opts.cache_dir, &wanted)?;
-    if let Some(g) = gone.iter().find(|g| g.mirror_sha256.is_some()) {
-        bail!(
-            "package {} {}: the mirror's signed index gives sha256 {}, {} locks {}; refusing to build",
-            g.deb.name,
-            g.deb.version,
-            g.mirror_sha256.as_deref().unwrap_or_default(),
-            lock_path.display(),
-            g.deb.sha256
-        );
+    let before = "found before the bootstrap, in the mirror's signed indices";
+    if let Some((g, sha)) = gone
+        .iter()
+        .find_map(|g| g.mirror_sha256.as_deref().map(|s| (g, s)))
+    {
+        return Err(crate::lock::other_content(&g.deb, sha, lock_path).context(before));
     }
     if !gone.is_empty() {
-        bail!(
-            "{} locked package(s) are in neither biovm's store nor the mirror: {}; \
-             run `biovm lock --check {}` to see what the mirror dropped, or `biovm lock --update {}`",
-            gone.len(),
-            gone.iter()
-                .take(8)
-                .map(|g| format!("{} {}", g.deb.name, g.deb.version))
-                .collect::<Vec<_>>()
-                .join(", "),
-            image.source.display(),
-            image.source.display()
-        );
+        let names: Vec<String> = gone
+            .iter()
+            .map(|g| format!("{} {}", g.deb.name, g.deb.version))
+            .collect();
+        return Err(anyhow::anyhow!(in_neither(image, "", &names)).context(before));
     }
     Ok((rootfs::Sources::MirrorAndLocal(repo), missing))
 }

@@ -407,14 +407,9 @@ impl Lock {
         if let Some(d) = have.difference(&want).next() {
             let locked = self.debian.iter().find(|l| l.name == d.name);
             match locked {
-                Some(l) if l.version == d.version => bail!(
-                    "package {} {}: the mirror's signed index gives sha256 {}, {} locks {}; refusing to build",
-                    d.name,
-                    d.version,
-                    d.sha256,
-                    lock_path.display(),
-                    l.sha256
-                ),
+                Some(l) if l.version == d.version => {
+                    return Err(other_content(l, &d.sha256, lock_path));
+                }
                 Some(l) => bail!(
                     "package {} was installed at {}, {} locks {}; run `biovm lock --update`",
                     d.name,
@@ -440,6 +435,23 @@ impl Lock {
         }
         Ok(())
     }
+}
+
+/// The refusal of a locked package whose version the mirror's signed
+/// index gives with another sha256 than `lock_path` locks.
+pub(crate) fn other_content(
+    locked: &LockedDeb,
+    mirror_sha256: &str,
+    lock_path: &Path,
+) -> anyhow::Error {
+    anyhow::anyhow!(
+        "package {} {}: the mirror's signed index gives sha256 {}, {} locks {}; refusing to build",
+        locked.name,
+        locked.version,
+        mirror_sha256,
+        lock_path.display(),
+        locked.sha256
+    )
 }
 
 #[cfg(test)]

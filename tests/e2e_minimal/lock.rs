@@ -52,7 +52,8 @@ fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
     .unwrap();
     build_fails_writing_nothing(&proj, &["bwa", "0.0.1-1", "biovm lock --update"]);
 
-    // 3. A tampered hash in the lock: the archive's signed index disagrees.
+    // 3. A tampered hash in the lock: the archive's signed index disagrees,
+    // which the build reads before its bootstrap.
     let proj = project_image("e2e-lock-tampered");
     let zeros = "0".repeat(64);
     fs::write(
@@ -60,7 +61,15 @@ fn the_lock_pins_every_package_and_refuses_what_does_not_match() {
         lock.replace(sha, &format!("sha256 = \"{zeros}\"")),
     )
     .unwrap();
-    build_fails_writing_nothing(&proj, &["package bwa ", &zeros, "refusing to build"]);
+    build_fails_writing_nothing(
+        &proj,
+        &[
+            "package bwa ",
+            &zeros,
+            "refusing to build",
+            "found before the bootstrap",
+        ],
+    );
 }
 
 /// Build `img` into a fresh folder: it must fail with an error containing

@@ -461,7 +461,12 @@ fn a_lock_builds_after_the_mirror_drops_a_locked_version() {
     );
     assert_eq!(o.status.code(), Some(1));
     let e = common::text(&o.stderr);
-    for needle in ["bwa", "biovm lock --update", "in neither biovm's store"] {
+    for needle in [
+        "bwa",
+        "biovm lock --update",
+        "in neither biovm's store",
+        "found before the bootstrap",
+    ] {
         assert!(e.contains(needle), "missing {needle:?} in: {e}");
     }
     assert!(names_in(&failed).is_empty(), "{:?}", names_in(&failed));
