@@ -78,16 +78,32 @@ part() {
   shift
   log=$(mktemp)
   t0=$(date +%s)
+  cpu=$(mktemp)
   set +e
-  "$@" 2>&1 | tee "$log"
+  # The part's CPU time: what its processes (and every process they
+  # waited for: test binaries, biovm, QEMU's guests) used, from bash's
+  # `times` in the subshell that ran it.
+  ( "$@"; rc=$?; times > "$cpu"; exit $rc ) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   if [ $rc != 0 ]; then
     failure_lines "$name" "$log" >> "$failures_file"
   fi
   rm -f "$log"
-  printf '%-22s %5d s%s\n' "$name" $(( $(date +%s) - t0 )) "$([ $rc = 0 ] || echo "  FAILED ($rc)")" >> "$parts_file"
+  printf '%-22s %5d s, %5d CPU s%s\n' "$name" $(( $(date +%s) - t0 )) "$(cpu_seconds < "$cpu")" \
+    "$([ $rc = 0 ] || echo "  FAILED ($rc)")" >> "$parts_file"
+  rm -f "$cpu"
   return $rc
+}
+
+# cpu_seconds: the children's user plus system seconds from the output
+# of bash's `times` (its second line, "XmY.YYYs XmY.YYYs").
+cpu_seconds() {
+  awk 'NR == 2 {
+    s = 0
+    for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); s += t[1] * 60 + t[2] }
+    printf "%d", s
+  }'
 }
 
 part compile cargo test --release --no-run
