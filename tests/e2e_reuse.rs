@@ -137,15 +137,23 @@ fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
     assert!(log.starts_with("BIOVM start ") && log.ends_with("BIOVM done\n"));
 
     // A check changed (its pattern): the stored result does not apply.
+    // The pattern is new to every run of this test (an alternative that
+    // never matches, naming the run): a run before this one, on this
+    // machine with this very biovm, stored the result of its own change.
     let recipes = project.join("recipes");
     copy_tree(&repo().join("recipes"), &recipes);
     let samtools = recipes.join("bam-vcf-utilities/samtools.toml");
     let s = fs::read_to_string(&samtools).unwrap();
-    fs::write(
-        &samtools,
-        s.replace(r"'^samtools 1\.\d+'", r"'^samtools 1\.\d*'"),
-    )
-    .unwrap();
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let changed = s.replace(
+        r"'^samtools 1\.\d+'",
+        &format!(r"'^samtools 1\.\d+|^never printed by run {run}'"),
+    );
+    assert_ne!(changed, s, "the recipe changed");
+    fs::write(&samtools, changed).unwrap();
     let (o, _) = biovm(&[
         "--recipes",
         recipes.to_str().unwrap(),

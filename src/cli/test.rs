@@ -31,10 +31,12 @@ pub(crate) struct TestArgs {
     /// Firmware to boot with (repeatable; default: the image's boot modes).
     #[arg(long, value_enum)]
     pub(crate) firmware: Vec<Firmware>,
-    /// Boot every artifact's disk, even one that is byte-for-byte the disk
-    /// of another artifact booted on the same controller and firmware (the
-    /// VMDK inside the OVA and the Vagrant box is the `vmdk` artifact's):
-    /// by default such a cell reports that boot's results and names it.
+    /// Boot every artifact's disk, even one that gives the guest exactly
+    /// what another artifact's disk booted on the same controller and
+    /// firmware gives it (the VMDK inside the OVA and the Vagrant box is
+    /// the `vmdk` artifact's, byte for byte; the VDI holds the same
+    /// sectors): by default such a cell reports that boot's results and
+    /// names it.
     #[arg(long)]
     pub(crate) boot_identical_disks: bool,
     #[command(flatten)]

@@ -25,7 +25,7 @@ pub fn qemu_format(artifact: &Path, format: Format) -> Result<DiskFormat> {
 }
 
 /// Whether the disk of a `format` artifact sits inside an archive.
-fn disk_in_archive(format: Format) -> bool {
+pub fn disk_in_archive(format: Format) -> bool {
     matches!(format, Format::Ova | Format::Vagrant)
 }
 
@@ -86,6 +86,36 @@ fn with_vmdk_member<T>(
         }
     }
     anyhow::bail!("{} holds no .vmdk disk", archive.display())
+}
+
+/// Whether disks `a` and `b` (in QEMU formats `fa` and `fb`) hold the same
+/// bytes as a guest reads them: the same virtual size, and `qemu-img
+/// compare` (QEMU's own block drivers, the ones a boot reads through) finds
+/// no sector that differs. A VDI and a VMDK the build wrote from one raw
+/// disk do; one changed byte anywhere does not.
+pub fn same_contents(a: &Path, fa: DiskFormat, b: &Path, fb: DiskFormat) -> Result<bool> {
+    use super::seed::virtual_size;
+    if virtual_size(a, fa)? != virtual_size(b, fb)? {
+        return Ok(false);
+    }
+    let o = std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", fa.name(), "-F", fb.name()])
+        .arg(a)
+        .arg(b)
+        .output()
+        .context("cannot run qemu-img")?;
+    // 0: identical, 1: a sector differs, anything else: it could not tell.
+    match o.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => anyhow::bail!(
+            "qemu-img compare {} {} failed ({}): {}",
+            a.display(),
+            b.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+    }
 }
 
 /// The SHA-256 of the disk QEMU boots for `artifact` (for an OVA or a

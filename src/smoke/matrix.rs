@@ -127,55 +127,119 @@ pub struct Sharing {
     pub same_boot_as: Option<usize>,
     /// The SHA-256 of the disk QEMU boots, where it was compared.
     pub disk_sha256: Option<String>,
+    /// Whether the disk is another file (another format) whose contents, as
+    /// the guest reads them, were compared sector by sector with that job's
+    /// (`qemu-img compare`); false when it is the very same bytes.
+    pub by_contents: bool,
 }
 
 /// For each job, whether it repeats an earlier job's boot: a VM cell whose
-/// disk is byte-for-byte an earlier cell's (an OVA and a Vagrant box carry
-/// the very VMDK the build wrote as the `vmdk` artifact), read by QEMU in
-/// the same format, on the same controller, under the same firmware and
-/// cloud. Only disks that another artifact could match are hashed. A disk
-/// that cannot be read is not shared: its own boot reports why.
+/// disk gives the guest exactly what an earlier cell's disk gives it, on
+/// the same controller, under the same firmware and cloud. Either the disk
+/// is byte-for-byte the earlier one (an OVA and a Vagrant box carry the
+/// very VMDK the build wrote as the `vmdk` artifact), or it is another
+/// format of the same disk (a VDI beside that VMDK, both VirtualBox's)
+/// whose virtual size and every sector QEMU reads from it are the earlier
+/// disk's. Only disks another artifact could match are read. A disk that
+/// cannot be read is not shared: its own boot reports why.
 pub fn shared_boots(jobs: &[Job]) -> Vec<Sharing> {
     use std::collections::HashMap;
-    // Each VM job's cell and how its disk boots, bytes aside: QEMU's disk
-    // format, the controller, the cloud data source.
-    type How = (DiskFormat, Bus, Cloud);
-    let vms: Vec<Option<(&Cell, How)>> = jobs
+    // Where a disk boots, bytes aside: the controller, the cloud data source.
+    type Dest = (Bus, Cloud);
+    // Each VM job's disk: its artifact, format, QEMU's format and where it boots.
+    struct Disk<'a> {
+        artifact: &'a Path,
+        format: Format,
+        qemu: DiskFormat,
+        dest: Dest,
+    }
+    let vms: Vec<Option<(&Cell, Disk)>> = jobs
         .iter()
         .map(|j| match j {
-            Job::Vm(c) => qemu_format(&c.artifact, c.format)
-                .ok()
-                .map(|f| (c, (f, c.bus, c.cloud))),
+            Job::Vm(c) => qemu_format(&c.artifact, c.format).ok().map(|qemu| {
+                let d = Disk {
+                    artifact: &c.artifact,
+                    format: c.format,
+                    qemu,
+                    dest: (c.bus, c.cloud),
+                };
+                (c, d)
+            }),
             Job::Container { .. } => None,
         })
         .collect();
-    let mut digests: HashMap<&Path, String> = HashMap::new();
-    for &(c, how) in vms.iter().flatten() {
+    // The distinct disks, in job order, each with its SHA-256 where another
+    // disk could give the same boot.
+    let mut disks: Vec<(&Disk, Option<String>)> = Vec::new();
+    for (_, d) in vms.iter().flatten() {
+        if disks.iter().any(|(o, _)| o.artifact == d.artifact) {
+            continue;
+        }
         let could_match = vms
             .iter()
             .flatten()
-            .any(|&(o, h)| o.artifact != c.artifact && h == how);
-        if !could_match || digests.contains_key(c.artifact.as_path()) {
-            continue;
-        }
-        match boot_disk_sha256(&c.artifact, c.format) {
-            Ok(sha) => {
-                digests.insert(&c.artifact, sha);
+            .any(|(_, o)| o.artifact != d.artifact && o.dest == d.dest);
+        let sha = could_match.then(|| boot_disk_sha256(d.artifact, d.format));
+        let sha = match sha {
+            Some(Ok(sha)) => Some(sha),
+            Some(Err(e)) => {
+                log::warn!("{e:#}: its cells boot on their own");
+                None
             }
-            Err(e) => log::warn!("{e:#}: its cells boot on their own"),
-        }
+            None => None,
+        };
+        disks.push((d, sha));
     }
-    // The first job of each disk, way of booting and firmware.
-    let mut first: HashMap<(&str, How, BootMode), usize> = HashMap::new();
+    // Each disk's first equal among the disks before it (itself if none),
+    // and whether that took comparing contents.
+    let mut equal_to: Vec<(usize, bool)> = Vec::with_capacity(disks.len());
+    for (i, (d, sha)) in disks.iter().enumerate() {
+        let found = sha.as_ref().and_then(|sha| {
+            (0..i)
+                .filter(|&j| equal_to[j].0 == j && disks[j].0.dest == d.dest)
+                .find_map(|j| {
+                    let (o, osha) = &disks[j];
+                    let osha = osha.as_ref()?;
+                    if osha == sha && o.qemu == d.qemu {
+                        return Some((j, false));
+                    }
+                    // Another format of the same disk: compared where QEMU
+                    // reads both files as they are (not inside an archive).
+                    if o.qemu == d.qemu
+                        || super::boot_disk::disk_in_archive(o.format)
+                        || super::boot_disk::disk_in_archive(d.format)
+                    {
+                        return None;
+                    }
+                    match super::boot_disk::same_contents(o.artifact, o.qemu, d.artifact, d.qemu) {
+                        Ok(true) => Some((j, true)),
+                        Ok(false) => None,
+                        Err(e) => {
+                            log::warn!("{e:#}: its cells boot on their own");
+                            None
+                        }
+                    }
+                })
+        });
+        equal_to.push(found.unwrap_or((i, false)));
+    }
+    let disk_of = |a: &Path| disks.iter().position(|(d, _)| d.artifact == a);
+    // The first job of each disk (up to equality), way of booting and firmware.
+    let mut first: HashMap<(usize, Dest, BootMode), usize> = HashMap::new();
     let mut sharing = vec![Sharing::default(); jobs.len()];
     for (i, vm) in vms.iter().enumerate() {
-        let Some((c, how)) = vm else { continue };
-        let Some(sha) = digests.get(c.artifact.as_path()) else {
+        let Some((c, d)) = vm else { continue };
+        let Some(k) = disk_of(d.artifact) else {
             continue;
         };
+        let Some(sha) = &disks[k].1 else { continue };
         sharing[i].disk_sha256 = Some(sha.clone());
-        let p = *first.entry((sha, *how, c.firmware)).or_insert(i);
-        sharing[i].same_boot_as = (p != i).then_some(p);
+        let (class, by_contents) = equal_to[k];
+        let p = *first.entry((class, d.dest, c.firmware)).or_insert(i);
+        if p != i {
+            sharing[i].same_boot_as = Some(p);
+            sharing[i].by_contents = by_contents;
+        }
     }
     sharing
 }
@@ -312,8 +376,10 @@ pub(super) mod tests {
         assert_eq!(
             shared_labels(&jobs),
             [
-                // The raw disk boots on NVMe with EC2's metadata service and
-                // the VDI is read as VDI: the same bytes, another boot.
+                // The raw disk boots on NVMe with EC2's metadata service;
+                // QEMU cannot read these bytes as a VMDK or a VDI, so the
+                // VDI's contents cannot be compared with the VMDK's: it
+                // boots on its own (see the next test for real disks).
                 s("raw-uefi", None),
                 s("raw-bios", None),
                 s("vmdk-uefi", None),
@@ -335,11 +401,14 @@ pub(super) mod tests {
             .filter(|(s, _)| s.disk_sha256.is_some())
             .map(|(_, j)| j.label())
             .collect();
+        // (The VDI boots where the VMDK does: it could have matched.)
         assert_eq!(
             hashed,
             [
                 "vmdk-uefi",
                 "vmdk-bios",
+                "vdi-uefi",
+                "vdi-bios",
                 "ova-uefi",
                 "ova-bios",
                 "vagrant-uefi",
@@ -354,6 +423,75 @@ pub(super) mod tests {
                     .as_str()
             )
         );
+    }
+
+    /// `raw` written by qemu-img as `name` in QEMU format `format` (a
+    /// streamOptimized VMDK, as the build writes them).
+    fn convert(raw: &Path, name: &Path, format: &str) {
+        let mut c = std::process::Command::new("qemu-img");
+        c.args(["convert", "-f", "raw", "-O", format]);
+        if format == "vmdk" {
+            c.args(["-o", "subformat=streamOptimized"]);
+        }
+        assert!(c.arg(raw).arg(name).status().unwrap().success());
+    }
+
+    #[test]
+    fn another_format_of_the_same_disk_shares_its_boot_and_one_changed_sector_does_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        let mut raw = vec![0u8; 4 << 20];
+        raw[..disk().len()].copy_from_slice(&disk());
+        raw[3 << 20] = 7;
+        std::fs::write(p("m.img"), &raw).unwrap();
+        convert(&p("m.img"), &p("m.vmdk"), "vmdk");
+        convert(&p("m.img"), &p("m.vdi"), "vdi");
+        convert(&p("m.img"), &p("m.qcow2"), "qcow2");
+        let arts: Vec<(PathBuf, Format)> = [
+            ("m.vmdk", Format::Vmdk),
+            ("m.vdi", Format::Vdi),
+            ("m.qcow2", Format::Qcow2),
+        ]
+        .iter()
+        .map(|(n, f)| (p(n), *f))
+        .collect();
+        let jobs = jobs(&arts, &[BootMode::Uefi, BootMode::Bios]);
+        let sharing = shared_boots(&jobs);
+        let s = |l: &str, p: Option<&str>| (l.to_string(), p.map(String::from));
+        assert_eq!(
+            shared_labels(&jobs),
+            [
+                s("vmdk-uefi", None),
+                s("vmdk-bios", None),
+                // VirtualBox's controller and cloud, the same sectors.
+                s("vdi-uefi", Some("vmdk-uefi")),
+                s("vdi-bios", Some("vmdk-bios")),
+                // The same sectors too, but another destination's controller.
+                s("qcow2-uefi", None),
+                s("qcow2-bios", None),
+            ]
+        );
+        assert!(sharing[2].by_contents && sharing[3].by_contents);
+        assert!(!sharing[0].by_contents);
+        // Its own file's digest, not the VMDK's.
+        assert_eq!(
+            sharing[2].disk_sha256.as_deref(),
+            Some(crate::fsutil::sha256_file(&p("m.vdi")).unwrap().as_str())
+        );
+        // One byte of the last megabyte changed: the VDI boots on its own.
+        raw[(3 << 20) + 1] = 1;
+        std::fs::write(p("m.img"), &raw).unwrap();
+        std::fs::remove_file(p("m.vdi")).unwrap();
+        convert(&p("m.img"), &p("m.vdi"), "vdi");
+        assert_eq!(shared_boots(&jobs)[2].same_boot_as, None);
+        // The same sectors on a larger disk (zeros after them): a guest
+        // sees another disk, which boots on its own.
+        raw[(3 << 20) + 1] = 0;
+        raw.resize(5 << 20, 0);
+        std::fs::write(p("m.img"), &raw).unwrap();
+        std::fs::remove_file(p("m.vdi")).unwrap();
+        convert(&p("m.img"), &p("m.vdi"), "vdi");
+        assert_eq!(shared_boots(&jobs)[2].same_boot_as, None);
     }
 
     #[test]

@@ -199,13 +199,24 @@ fn run_fresh<'t>(
         let mut r = reports[p].clone();
         r.name_cell(cell);
         r.same_boot_as = Some(reports[p].cell());
-        log::info!(
-            "{}: its disk is byte-for-byte the disk of {} (sha256 {}), booted the same way: \
-             its results are that boot's",
-            r.cell(),
-            reports[p].cell(),
-            share.disk_sha256.as_deref().unwrap_or("")
-        );
+        r.same_boot_by_contents = share.by_contents;
+        if share.by_contents {
+            log::info!(
+                "{}: its disk gives the guest what the disk of {} gives it (the same virtual \
+                 size, every sector equal: qemu-img compare), booted the same way: its results \
+                 are that boot's",
+                r.cell(),
+                reports[p].cell(),
+            );
+        } else {
+            log::info!(
+                "{}: its disk is byte-for-byte the disk of {} (sha256 {}), booted the same way: \
+                 its results are that boot's",
+                r.cell(),
+                reports[p].cell(),
+                share.disk_sha256.as_deref().unwrap_or("")
+            );
+        }
         reports[i] = r;
     }
     reports

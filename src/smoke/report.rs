@@ -204,6 +204,12 @@ pub struct BootReport {
     /// under the same firmware and cloud, so booting it again would repeat
     /// that boot.
     pub same_boot_as: Option<String>,
+    /// Whether that cell's disk is another file in another format, whose
+    /// contents as the guest reads them (virtual size and every sector)
+    /// were compared with this cell's and found equal; false where the
+    /// disks are the same bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_boot_by_contents: bool,
     /// The user the checks ran as, where not root (the native run runs
     /// them as the image's default user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,6 +253,7 @@ impl BootReport {
             boot_stages: Vec::new(),
             disk_sha256: None,
             same_boot_as: None,
+            same_boot_by_contents: false,
             user: None,
             reused: None,
             disk_mounted: false,
@@ -389,6 +396,11 @@ pub fn table(reports: &[BootReport]) -> String {
             None => String::new(),
         };
         let shared = match &r.same_boot_as {
+            Some(c) if r.same_boot_by_contents => {
+                format!(
+                    "same disk contents as {c} (compared sector by sector), results of that boot, "
+                )
+            }
             Some(c) => format!("same disk as {c}, results of that boot, "),
             None => String::new(),
         };
@@ -502,6 +514,10 @@ pub fn junit(reports: &[BootReport]) -> String {
             ("accel-note", r.accel_note.as_deref().unwrap_or("")),
             ("disk-sha256", r.disk_sha256.as_deref().unwrap_or("")),
             ("same-boot-as", r.same_boot_as.as_deref().unwrap_or("")),
+            (
+                "same-boot-by-contents",
+                if r.same_boot_by_contents { "true" } else { "" },
+            ),
         ] {
             if v.is_empty() {
                 continue;

@@ -313,9 +313,12 @@ pub fn test_container(
             let run_as = user.map(|u| account(&|rel| d.read(rel), u)).transpose()?;
             let host = valid_hostname(d.read("etc/hostname").ok());
             let (a, raw, data) = (artifact.to_path_buf(), d.raw.clone(), data_raw.clone());
+            let (offset, mnt) = (d.offset(), work.join("digest"));
             let digests = std::thread::spawn(move || -> Result<(String, Option<String>)> {
-                let t = tree::raw_disk_digest(&a, &raw)?;
-                let d = data.map(|p| tree::data_disk_digest(&p, None)).transpose()?;
+                let t = tree::built_disk_digest(&a, &raw, offset, &mnt.join("root"))?;
+                let d = data
+                    .map(|p| tree::mounted_digest(&p, 0, &mnt.join("data")))
+                    .transpose()?;
                 Ok((t, d))
             });
             (Digests::Reading(digests), run_as, host)

@@ -5,7 +5,8 @@
 //! checks run in that. Copying a large image's tree out of its disk cost
 //! minutes (BioLinux: 11 GB, 72 s on an idle machine, 187 s beside other
 //! work); mounting costs nothing, and the tree's digest is read from the
-//! disk while the checks run. Every mount lives only in that namespace:
+//! disk while the checks run (mounted read-only once more, in a namespace
+//! of the digest's own: see `tree::mounted_digest`). Every mount lives only in that namespace:
 //! it, and the loop device under it, go when the namespace's last process
 //! ends, however the run ends. A disk whose bytes differ from the build's
 //! (or one no manifest lists) is copied out as before.
@@ -63,6 +64,11 @@ pub(super) fn data_disk_as_built(d: Option<&crate::smoke::DataDiskFiles>) -> Res
 }
 
 impl BuiltDisk {
+    /// Where its root partition starts, in bytes.
+    pub(super) fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// `artifact` (of `format`) as a disk to mount, when a manifest beside
     /// it lists it with exactly its SHA-256; its raw copy, if one is
     /// needed, goes into `work`. None otherwise: the tree is then copied
