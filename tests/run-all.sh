@@ -82,7 +82,9 @@ part() {
   set +e
   # The part's CPU time: what its processes (and every process they
   # waited for: test binaries, biovm, QEMU's guests) used, from bash's
-  # `times` in the subshell that ran it.
+  # `times` in the subshell that ran it. Not the kernel's own threads
+  # (loop devices, writeback, page reclaim), which in a .ci/run were a
+  # third of the cores' busy time: the lanes' line gives that.
   ( "$@"; rc=$?; times > "$cpu"; exit $rc ) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
