@@ -82,9 +82,11 @@ part() {
   set +e
   # The part's CPU time: what its processes (and every process they
   # waited for: test binaries, biovm, QEMU's guests) used, from bash's
-  # `times` in the subshell that ran it. Not the kernel's own threads
-  # (loop devices, writeback, page reclaim), which in a .ci/run were a
-  # third of the cores' busy time: the lanes' line gives that.
+  # `times` in the subshell that ran it. Not what they did not wait for
+  # (a detached `biovm run` guest) nor the kernel's own threads (loop
+  # devices, writeback): in the .ci/run of 7a20e21 the lanes' parts
+  # summed to 2713 CPU s of the 3072 core-seconds the cores were busy
+  # meanwhile (the lanes' line gives that).
   ( "$@"; rc=$?; times > "$cpu"; exit $rc ) 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
@@ -119,10 +121,10 @@ test_binary() {
   shift
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
-# Balanced on the 2-core .ci/run of 8cd72db (seconds, the other lane
-# beside): e2e_minimal 427, reuse 255, workbench 567, catalogue 68, QEMU
-# setup 32, containment 270 (1619); BioLinux 1021, release 453, data 225
-# (1699).
+# Balanced on the 2-core .ci/run of 7a20e21 (seconds, the other lane
+# beside): e2e_minimal 453, reuse 255, workbench 574, catalogue 63, QEMU
+# setup 34, containment 255 (1634); BioLinux 969, release 413, data 252
+# (1634).
 lane_a=(e2e_minimal e2e_reuse e2e_workbench e2e_catalogue setup_qemu e2e_containment)
 lane_b=(e2e_release e2e_data)
 quick=()
