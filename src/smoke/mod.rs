@@ -63,8 +63,9 @@ pub struct TestOptions {
     pub jobs: usize,
     /// Memory of a guest per processor it has (MiB).
     pub memory_mib: u32,
-    /// Boot every cell, even one whose disk is byte-for-byte the disk of
-    /// another cell booted the same way (see `matrix::shared_boots`).
+    /// Boot every cell, even one whose disk gives the guest exactly what
+    /// another cell's disk booted the same way gives it (byte for byte, or
+    /// sector by sector in another format: see `matrix::shared_boots`).
     pub boot_identical_disks: bool,
     /// Every check in every boot, as well as natively (for runners where
     /// KVM makes boots cheap); otherwise boots run [`boot::boot_sample`].

@@ -200,23 +200,20 @@ fn run_fresh<'t>(
         r.name_cell(cell);
         r.same_boot_as = Some(reports[p].cell());
         r.same_boot_by_contents = share.by_contents;
-        if share.by_contents {
-            log::info!(
-                "{}: its disk gives the guest what the disk of {} gives it (the same virtual \
-                 size, every sector equal: qemu-img compare), booted the same way: its results \
-                 are that boot's",
-                r.cell(),
-                reports[p].cell(),
-            );
+        let other = reports[p].cell();
+        let same = if share.by_contents {
+            format!(
+                "gives the guest what the disk of {other} gives it (the same virtual size, \
+                 every sector equal: qemu-img compare)"
+            )
         } else {
-            log::info!(
-                "{}: its disk is byte-for-byte the disk of {} (sha256 {}), booted the same way: \
-                 its results are that boot's",
-                r.cell(),
-                reports[p].cell(),
-                share.disk_sha256.as_deref().unwrap_or("")
-            );
-        }
+            let sha = share.disk_sha256.as_deref().unwrap_or("");
+            format!("is byte-for-byte the disk of {other} (sha256 {sha})")
+        };
+        log::info!(
+            "{}: its disk {same}, booted the same way: its results are that boot's",
+            r.cell()
+        );
         reports[i] = r;
     }
     reports

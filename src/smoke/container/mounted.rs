@@ -6,9 +6,9 @@
 //! minutes (BioLinux: 11 GB, 72 s on an idle machine, 187 s beside other
 //! work); mounting costs nothing, and the tree's digest is read from the
 //! disk while the checks run (mounted read-only once more, in a namespace
-//! of the digest's own: see `tree::mounted_digest`). Every mount lives only in that namespace:
-//! it, and the loop device under it, go when the namespace's last process
-//! ends, however the run ends. A disk whose bytes differ from the build's
+//! of the digest's own: see `tree::mounted_digest`). Every mount lives
+//! only in its namespace: it, and the loop device under it, go when the
+//! namespace's last process (or thread) ends, however the run ends. A disk whose bytes differ from the build's
 //! (or one no manifest lists) is copied out as before.
 
 use std::fs;
