@@ -355,7 +355,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let mut ctx = FormatContext::new(&image.name, version, &seed, epoch);
     ctx.description = &image.description;
     ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
-    let (artifacts, tree_sha256) =
+    let (artifacts, tree_sha256, read_back) =
         write_artifacts(&image, &ids, &ctx, &root, out, work.path(), &mut stages)?;
     let sbom = write_sbom(&image, &ctx, &debs, &pypi_files, &data, out)?;
     let summed: Vec<Artifact> = artifacts
@@ -369,6 +369,10 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     manifest.tools.extend(crate::data::checks(&image, &data)?);
     manifest.data = data;
     manifest.tree_sha256 = Some(tree_sha256);
+    manifest.tree_read_back_from = artifacts
+        .iter()
+        .find(|a| read_back && a.format == Format::Raw)
+        .map(|a| a.sha256.clone());
     manifest.write(out)?;
     let report = BuildReport {
         image: image.name.clone(),
@@ -502,9 +506,13 @@ fn in_neither(image: &Image, seems: &str, packages: &[String]) -> String {
 
 /// The disk (when a disk format is asked for) and every format, while
 /// another thread digests the tree every artifact is made from (the
-/// formats only read it): `biovm test` recomputes that digest from each
-/// disk and from the tree the native checks run in. Returns the artifacts
-/// and the tree's digest.
+/// formats only read it): `biovm test` compares that digest with the tree
+/// of each disk it boots and of each tree the native checks run in.
+/// Once written, the raw disk's root filesystem is read back through the
+/// kernel (beside the formats, while its pages are fresh) and must hold
+/// that very tree: a native run in this disk, as built, need not read it
+/// again (see `smoke::tree::read_back_by_build`). Returns the artifacts,
+/// the tree's digest and whether the raw disk was read back.
 fn write_artifacts(
     image: &Image,
     ids: &DiskIds,
@@ -513,7 +521,7 @@ fn write_artifacts(
     out: &Path,
     work: &Path,
     stages: &mut Vec<StageTime>,
-) -> Result<(Vec<Artifact>, String)> {
+) -> Result<(Vec<Artifact>, String, bool)> {
     let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
     let needs_raw = image.formats.iter().any(|f| f.is_disk());
     let time = FsTime {
@@ -526,10 +534,17 @@ fn write_artifacts(
             log::info!("root tree digested in {:.1} s", t0.elapsed().as_secs_f64());
             d
         });
+        let mut read_back = None;
         if needs_raw {
             timed(stages, "disk", || {
                 disk::assemble(image, ids, root, work, &time, &raw)
             })?;
+            if crate::smoke::tree::can_loop_mount() {
+                let (raw, mnt) = (raw.clone(), work.join("read-back"));
+                read_back = Some(s.spawn(move || disk_tree_digest(&raw, &mnt)));
+            } else {
+                log::info!("no loop devices here: the disk's root filesystem is not read back");
+            }
         }
         let artifacts = timed(stages, "formats", || {
             convert_all(image, ctx, &raw, root, out, work)
@@ -537,8 +552,44 @@ fn write_artifacts(
         let tree = digest
             .join()
             .map_err(|_| anyhow::anyhow!("the tree digest thread died"))??;
-        Ok((artifacts, tree))
+        let Some(read_back) = read_back else {
+            return Ok((artifacts, tree, false));
+        };
+        // The time the build waits for it beyond the formats.
+        let on_disk = timed(stages, "read-back", || {
+            read_back
+                .join()
+                .map_err(|_| anyhow::anyhow!("the disk's read-back thread died"))?
+        })?;
+        same_tree_on_disk(&raw, &on_disk, &tree)?;
+        Ok((artifacts, tree, true))
     })
+}
+
+/// The digest of the root filesystem of the disk file `raw`, read through
+/// the kernel (mounted read-only at the empty folder `mnt`).
+fn disk_tree_digest(raw: &Path, mnt: &Path) -> Result<String> {
+    let t0 = std::time::Instant::now();
+    let offset = crate::smoke::tree::root_partition_offset(raw)?;
+    let d = crate::smoke::tree::mounted_digest(raw, offset, mnt)?;
+    log::info!(
+        "the disk's root filesystem read back in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(d)
+}
+
+/// Fail unless the digest `on_disk` of the root filesystem written to
+/// `raw` is the digest `tree` of the tree it was made from.
+fn same_tree_on_disk(raw: &Path, on_disk: &str, tree: &str) -> Result<()> {
+    if on_disk != tree {
+        bail!(
+            "the root filesystem written to {} is not the tree the build made: \
+             its digest is {on_disk}, the tree's {tree}",
+            raw.display()
+        );
+    }
+    Ok(())
 }
 
 /// Write the image's SPDX SBOM into `out` and return its path.
@@ -1133,5 +1184,45 @@ mod tests {
         ] {
             assert!(v.iter().any(|x| x == n), "{n} in {v:?}");
         }
+    }
+
+    #[test]
+    fn the_disk_is_read_back_and_a_tree_it_does_not_hold_fails_the_build() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/motd"), "as built\n").unwrap();
+        let raw = d.path().join("tiny.raw");
+        let ids = DiskIds::from_seed("seed");
+        let size = 1u64 << 30;
+        let table = disk::layout(size, &ids).unwrap();
+        let f = std::fs::File::create(&raw).unwrap();
+        f.set_len(size).unwrap();
+        table.write(&f, None).unwrap();
+        drop(f);
+        let root = &table.partitions[2];
+        crate::cmd::Cmd::new("mkfs.ext4")
+            .args(["-q", "-F", "-t", "ext4"])
+            .arg("-E")
+            .arg(format!("offset={},root_owner=0:0", root.offset()))
+            .arg("-d")
+            .arg(&tree)
+            .arg(&raw)
+            .arg(format!("{}k", root.size() / 1024))
+            .run()
+            .unwrap();
+        let on_disk = disk_tree_digest(&raw, &d.path().join("mnt")).unwrap();
+        let made = crate::smoke::tree::digest_dir(&tree).unwrap();
+        same_tree_on_disk(&raw, &on_disk, &made).unwrap();
+        // The tree changed after the disk was written: not the disk's.
+        std::fs::write(tree.join("etc/motd"), "as built!\n").unwrap();
+        let other = crate::smoke::tree::digest_dir(&tree).unwrap();
+        let e = same_tree_on_disk(&raw, &on_disk, &other).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains(&format!("its digest is {on_disk}, the tree's {other}")),
+            "{e}"
+        );
+        assert!(e.contains("tiny.raw"), "{e}");
     }
 }

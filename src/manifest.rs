@@ -25,6 +25,12 @@ pub struct Manifest {
     /// (see `smoke::tree`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_sha256: Option<String>,
+    /// The SHA-256 of the raw disk artifact whose root filesystem the
+    /// build read back (mounted read-only, once written) and found to hold
+    /// `tree_sha256`: a test of that disk, with those very bytes, need not
+    /// read its tree again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_read_back_from: Option<String>,
     /// The reference data sets in the image, with every file's digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<crate::data::BuiltData>,
@@ -254,6 +260,7 @@ impl Manifest {
             artifacts,
             tools: Tool::all_from_recipes(&image.recipes)?,
             tree_sha256: None,
+            tree_read_back_from: None,
             data: Vec::new(),
             workbench: image.workbench,
             data_disk: None,
@@ -341,6 +348,7 @@ mod tests {
                 .collect(),
             tools: vec![],
             tree_sha256: None,
+            tree_read_back_from: None,
             data: Vec::new(),
             workbench: None,
             data_disk: None,

@@ -250,7 +250,9 @@ impl<'a> Prepared<'a> {
             let cell = self.cell;
             let got = tree::disk_digest(&cell.artifact, cell.format, self.scratch.path(), None)
                 .unwrap_or_else(|e| format!("unreadable ({e:#})"));
-            report.results.push(tree::same_tree_result(want, &got));
+            report
+                .results
+                .push(tree::same_tree_result(&cell.artifact, want, &got));
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The digest of a root filesystem tree, the same whether it is read from
 //! a folder (the build's staging tree, a tree the native checks run in) or
 //! straight out of a disk artifact's ext4 root partition (no mount, no loop
-//! device). The build records the staging tree's digest in the manifest;
-//! the test recomputes it from every disk it boots and from the tree the
-//! native checks run in, so a check that passed natively stands for the
-//! disk: they are one tree. The comparison is the host-judged check
+//! device). The build records the staging tree's digest in the manifest,
+//! and reads the raw disk it wrote back through the kernel to check that
+//! the disk holds that tree; the test recomputes the digest from every
+//! disk it boots and from the tree the native checks run in (except a raw
+//! disk with the very bytes its build read back: its SHA-256 stands for
+//! that reading), so a check that passed natively stands for the disk:
+//! they are one tree. The comparison is the host-judged check
 //! `system/same-tree` ([`same_tree_result`]), in every VM boot's report and
 //! the native run's.
 //!
@@ -252,19 +255,72 @@ fn remembered_digest(
     }
     let t0 = std::time::Instant::now();
     let d = read()?;
-    log::info!(
-        "{}: root filesystem read in {:.1} s",
-        artifact.display(),
-        t0.elapsed().as_secs_f64()
-    );
+    if !read_back_at_build(artifact) {
+        log::info!(
+            "{}: root filesystem read in {:.1} s",
+            artifact.display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
     map.insert(artifact.to_path_buf(), d.clone());
     Ok(d)
+}
+
+/// Raw disks whose tree digest came from their build's read-back (see
+/// [`read_back_by_build`]) in this process.
+static READ_BACK: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The tree digest of `artifact` when its build read it back from these
+/// very bytes: a raw disk whose manifest's `tree_read_back_from` is its
+/// SHA-256 (and lists it with that SHA-256). The build mounted that disk
+/// once written and found the tree it made (or failed); a disk with one
+/// byte changed has another SHA-256 and is read again.
+fn read_back_by_build(artifact: &Path, format: crate::config::Format) -> Option<String> {
+    if format != crate::config::Format::Raw {
+        return None;
+    }
+    let m = crate::manifest::Manifest::for_artifact(artifact).ok()?;
+    let from = m.tree_read_back_from.as_deref()?;
+    let name = artifact.file_name()?.to_string_lossy();
+    m.artifacts
+        .iter()
+        .find(|a| a.format == format && a.file == name && a.sha256 == from)?;
+    let sha = crate::store::sha256(artifact).ok()?;
+    if sha != from {
+        return None;
+    }
+    log::info!(
+        "{}: its root filesystem is the tree its build read back from these very bytes (SHA-256 {}…): not read again",
+        artifact.display(),
+        &sha[..12]
+    );
+    READ_BACK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(artifact.to_path_buf());
+    m.tree_sha256
+}
+
+/// Whether this process took `artifact`'s tree digest from its build's
+/// read-back rather than reading the disk ([`read_back_by_build`]).
+pub fn read_back_at_build(artifact: &Path) -> bool {
+    READ_BACK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|p| p == artifact)
+}
+
+/// Whether the kernel offers loop devices (to mount a disk file).
+pub fn can_loop_mount() -> bool {
+    Path::new("/dev/loop-control").exists()
 }
 
 /// The digest of the root filesystem of the disk artifact `artifact`,
 /// read once per process: cells of one disk under two firmwares, and the
 /// native run that copied the tree out of it (`extract_to`), share it.
-/// With `extract_to` the tree is always read, and written there.
+/// With `extract_to` the tree is always read, and written there; without,
+/// a raw disk its build read back is not read ([`read_back_by_build`]).
 pub fn disk_digest(
     artifact: &Path,
     format: crate::config::Format,
@@ -272,6 +328,11 @@ pub fn disk_digest(
     extract_to: Option<&Path>,
 ) -> Result<String> {
     remembered_digest(artifact, extract_to.is_some(), || {
+        if extract_to.is_none() {
+            if let Some(d) = read_back_by_build(artifact, format) {
+                return Ok(d);
+            }
+        }
         let raw = raw_view(artifact, format, scratch)?;
         let d = digest_disk(&raw, extract_to);
         if raw != artifact {
@@ -285,8 +346,19 @@ pub fn disk_digest(
 /// build recorded, which the caller has as the raw file `raw` (see
 /// [`raw_view`]) with its root filesystem at byte `offset`: read through
 /// the kernel, see [`mounted_digest`].
-pub fn built_disk_digest(artifact: &Path, raw: &Path, offset: u64, mnt: &Path) -> Result<String> {
-    remembered_digest(artifact, false, || mounted_digest(raw, offset, mnt))
+pub fn built_disk_digest(
+    artifact: &Path,
+    format: crate::config::Format,
+    raw: &Path,
+    offset: u64,
+    mnt: &Path,
+) -> Result<String> {
+    remembered_digest(artifact, false, || {
+        match read_back_by_build(artifact, format) {
+            Some(d) => Ok(d),
+            None => mounted_digest(raw, offset, mnt),
+        }
+    })
 }
 
 /// The digest of the ext4 filesystem at byte `offset` of the disk file
@@ -352,16 +424,23 @@ fn private_mount_namespace() -> Result<()> {
 }
 
 /// The host-side check that a tree is the build's: `got` is the digest of
-/// the tree read from a disk (or the tree the native checks ran in),
-/// `want` the one the build recorded in the manifest.
-pub fn same_tree_result(want: &str, got: &str) -> CheckResult {
-    same_digest_result(
+/// the tree read from the disk `artifact` (or the tree the native checks
+/// ran in), `want` the one the build recorded in the manifest. Its output
+/// says when the digest is the build's read-back of these very bytes
+/// rather than the disk read now.
+pub fn same_tree_result(artifact: &Path, want: &str, got: &str) -> CheckResult {
+    let mut r = same_digest_result(
         "same-tree",
         "the digest of the root filesystem read from the disk",
         ("same tree as built", "root filesystem"),
         want,
         got,
-    )
+    );
+    if read_back_at_build(artifact) {
+        r.output
+            .push_str(" (read back from this disk by its build; its SHA-256 is unchanged)");
+    }
+    r
 }
 
 /// A host-side check `name` (of `what`) that the digest `got` is `want`:

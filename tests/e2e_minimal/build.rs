@@ -150,7 +150,8 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
             "configure",
             "clamp-times",
             "disk",
-            "formats"
+            "formats",
+            "read-back"
         ]
     );
     let m: serde_json::Value =
@@ -173,6 +174,10 @@ fn builds_a_gpt_hybrid_disk_with_nothing_left_over() {
         vec!["bcftools", "bwa", "fastp", "minimap2", "samtools"]
     );
     assert_eq!(m["artifacts"][0]["sha256"].as_str().unwrap().len(), 64);
+    // The build read the raw disk's tree back: a test of these very bytes
+    // need not read it again.
+    assert_eq!(m["artifacts"][0]["format"], "raw");
+    assert_eq!(m["tree_read_back_from"], m["artifacts"][0]["sha256"]);
 }
 
 #[test]

@@ -255,8 +255,9 @@ pub struct Native<'a> {
 /// container (see the module documentation) and judge the results as a
 /// boot's are. A disk artifact is read instead: the disk the build wrote
 /// is mounted read-only in the container's namespace (see `mounted`) and
-/// digested on the host meanwhile; any other disk's root filesystem is
-/// copied out of it (no mount) and digested on the way. With
+/// digested on the host meanwhile (unless its build read it back from
+/// those very bytes: see `tree::disk_digest`); any other disk's root
+/// filesystem is copied out of it (no mount) and digested on the way. With
 /// `native.expected_tree` (the build's tree digest) the report gets a
 /// `system/same-tree` result saying whether the tree the checks ran in is
 /// the one the build made, so these native checks stand for the disk's
@@ -315,7 +316,7 @@ pub fn test_container(
             let (a, raw, data) = (artifact.to_path_buf(), d.raw.clone(), data_raw.clone());
             let (offset, mnt) = (d.offset(), work.join("digest"));
             let digests = std::thread::spawn(move || -> Result<(String, Option<String>)> {
-                let t = tree::built_disk_digest(&a, &raw, offset, &mnt.join("root"))?;
+                let t = tree::built_disk_digest(&a, format, &raw, offset, &mnt.join("root"))?;
                 let d = data
                     .map(|p| tree::mounted_digest(&p, 0, &mnt.join("data")))
                     .transpose()?;
@@ -377,7 +378,9 @@ pub fn test_container(
     report.mark_not_run(tools);
     let (tree, data_tree) = digests.finish(artifact)?;
     if let (Some(got), Some(want)) = (&tree, expected_tree) {
-        report.results.push(tree::same_tree_result(want, got));
+        report
+            .results
+            .push(tree::same_tree_result(artifact, want, got));
     }
     if let (Some(got), Some(d)) = (&data_tree, data_disk) {
         report

@@ -42,7 +42,7 @@ fn kernel_can_mount() -> bool {
                 .any(|l| l.split_whitespace().last() == Some("overlay"))
         })
         .unwrap_or(false);
-    overlay && Path::new("/dev/loop-control").exists()
+    overlay && crate::smoke::tree::can_loop_mount()
 }
 
 /// Whether `file` has the SHA-256 its build recorded; says so when not.

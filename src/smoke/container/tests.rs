@@ -675,6 +675,12 @@ fn loops_of(file: &Path) -> Vec<String> {
 /// The manifest of a `tiny` image in `out` whose raw disk `tiny.raw` has
 /// the SHA-256 `sha` and the tree `tree_sha256`.
 fn tiny_manifest(out: &Path, sha: &str, tree_sha256: &str) {
+    tiny_manifest_read_back(out, sha, tree_sha256, None)
+}
+
+/// [`tiny_manifest`], saying the build read the tree back from the raw
+/// disk with the SHA-256 `read_back`.
+fn tiny_manifest_read_back(out: &Path, sha: &str, tree_sha256: &str, read_back: Option<&str>) {
     let m = crate::manifest::Manifest {
         image: "tiny".into(),
         description: String::new(),
@@ -690,6 +696,7 @@ fn tiny_manifest(out: &Path, sha: &str, tree_sha256: &str) {
         }],
         tools: Vec::new(),
         tree_sha256: Some(tree_sha256.into()),
+        tree_read_back_from: read_back.map(String::from),
         data: Vec::new(),
         workbench: None,
         data_disk: None,
@@ -775,6 +782,70 @@ fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
         .results
         .iter()
         .any(|c| c.tool == "system/same-tree" && c.outcome.passed()));
+}
+
+#[test]
+fn a_disk_its_build_read_back_is_not_read_again_and_one_changed_byte_is() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    tiny_root(&tree);
+    let text = "read back by the build: 0123456789abcdef\n";
+    fs::write(tree.join("etc/motd"), text).unwrap();
+    let want = tree::digest_dir(&tree).unwrap();
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let raw = out.join("tiny.raw");
+    raw_disk_of(&tree, &raw);
+    let sha = crate::fsutil::sha256_file(&raw).unwrap();
+    tiny_manifest_read_back(&out, &sha, &want, Some(&sha));
+    let tools = vec![tool("motd", "cat /etc/motd", "^read back by the build")];
+
+    // As built: the checks run in the disk, its tree is the build's read-back.
+    let r = native_run(&raw, &tools, d.path(), &want, None).unwrap();
+    assert!(r.disk_mounted);
+    assert!(r.passed(), "{}", report::table(std::slice::from_ref(&r)));
+    assert!(tree::read_back_at_build(&raw), "the disk was read again");
+    let same = r
+        .results
+        .iter()
+        .find(|c| c.tool == "system/same-tree")
+        .unwrap();
+    assert!(same.outcome.passed(), "{same:?}");
+    assert!(
+        same.output
+            .starts_with(&format!("same tree as built: {want} (read back")),
+        "{same:?}"
+    );
+
+    // The same manifest beside a copy with one byte of /etc/motd changed:
+    // another SHA-256, so the tree is read (copied out) and is not the build's.
+    let out2 = d.path().join("out2");
+    fs::create_dir(&out2).unwrap();
+    let mut bytes = fs::read(&raw).unwrap();
+    let at = bytes
+        .windows(text.len())
+        .position(|w| w == text.as_bytes())
+        .expect("the file's bytes in the disk");
+    bytes[at + text.len() - 2] = b'0';
+    let changed = out2.join("tiny.raw");
+    fs::write(&changed, bytes).unwrap();
+    tiny_manifest_read_back(&out2, &sha, &want, Some(&sha));
+    let r = native_run(&changed, &tools, &out2, &want, None).unwrap();
+    assert!(!r.disk_mounted, "a disk not as built is copied out");
+    assert!(!tree::read_back_at_build(&changed));
+    let same = r
+        .results
+        .iter()
+        .find(|c| c.tool == "system/same-tree")
+        .unwrap();
+    assert!(
+        !same.outcome.passed(),
+        "one changed byte is caught: {same:?}"
+    );
+    assert!(
+        same.output.contains(&format!("but the build made {want}")),
+        "{same:?}"
+    );
 }
 
 #[test]
