@@ -1225,4 +1225,66 @@ mod tests {
         );
         assert!(e.contains("tiny.raw"), "{e}");
     }
+
+    #[test]
+    fn a_complete_build_is_reused_until_an_artifact_or_output_changes() {
+        let img = crate::config::load_image(Path::new("images/minimal.toml"), Path::new("recipes"))
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path();
+        let raw = out.join("minimal.raw");
+        std::fs::write(&raw, b"the disk").unwrap();
+        let artifacts = vec![Artifact {
+            format: Format::Raw,
+            file: "minimal.raw".into(),
+            size: 8,
+            sha256: fsutil::sha256_file(&raw).unwrap(),
+        }];
+        Manifest::new(&img, artifacts.clone())
+            .unwrap()
+            .write(out)
+            .unwrap();
+        std::fs::write(out.join("SHA256SUMS"), b"sums\n").unwrap();
+        std::fs::write(out.join("minimal.spdx.json"), b"{}").unwrap();
+        let report = |inputs: &str| BuildReport {
+            image: "minimal".into(),
+            stages: Vec::new(),
+            artifacts: artifacts.clone(),
+            root_tree_bytes: 0,
+            source_date_epoch: 0,
+            locked: true,
+            debian_packages: 0,
+            inputs_sha256: Some(inputs.into()),
+            reused: false,
+        };
+        let write_report = |r: &BuildReport| {
+            std::fs::write(
+                report_path(out, "minimal"),
+                serde_json::to_string(r).unwrap(),
+            )
+            .unwrap()
+        };
+        let inputs = inputs_hash(&img, &crate::lock::path_for(&img.source)).unwrap();
+        write_report(&report(&inputs));
+        let again = reusable(&img, out)
+            .unwrap()
+            .expect("the same inputs, intact");
+        assert!(again.reused);
+        assert_eq!(again.artifacts, artifacts);
+
+        // One byte more in the disk: built again.
+        std::fs::write(&raw, b"the disk!").unwrap();
+        assert!(reusable(&img, out).unwrap().is_none());
+        // The same size, one byte changed: built again.
+        std::fs::write(&raw, b"the dusk").unwrap();
+        assert!(reusable(&img, out).unwrap().is_none());
+        std::fs::write(&raw, b"the disk").unwrap();
+        assert!(reusable(&img, out).unwrap().is_some(), "restored");
+        // Another output gone, or other inputs: built again.
+        std::fs::remove_file(out.join("SHA256SUMS")).unwrap();
+        assert!(reusable(&img, out).unwrap().is_none());
+        std::fs::write(out.join("SHA256SUMS"), b"sums\n").unwrap();
+        write_report(&report(&"0".repeat(64)));
+        assert!(reusable(&img, out).unwrap().is_none());
+    }
 }
