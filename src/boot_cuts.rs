@@ -24,8 +24,18 @@ use crate::confined::Tree;
 /// cloud host) can miss the check's window, and the kernel then panics
 /// ("IO-APIC + timer doesn't work!"), as a BIOS test boot of the minimal
 /// image did at load 8 on 2 cores. Cloud images of other distributions
-/// boot with it for the same reason.
-pub const KERNEL_ARGS: &str = "no_timer_check";
+/// boot with it for the same reason. `nvme_core.io_timeout=4294967295`:
+/// an NVMe request (EC2's EBS volumes; the test boots' EC2 disk) may take
+/// as long as the host needs, as AWS advises for Linux on EBS: at the
+/// default 30 s, a slow host made the driver give up on the root disk,
+/// reset the controller and leave the root filesystem read-only (a
+/// detached `biovm run` of BioLinux on a machine still writing out the
+/// last CI run's files, once in eight runs).
+pub const KERNEL_ARGS: &str = "no_timer_check nvme_core.io_timeout=4294967295";
+
+/// The NVMe request timeout [`KERNEL_ARGS`] sets, in seconds, as the
+/// guest's `/sys/module/nvme_core/parameters/io_timeout` shows it.
+pub const NVME_IO_TIMEOUT: &str = "4294967295";
 
 /// Kernel modules udev would load at every boot for devices a cloud VM
 /// either lacks or never uses; each load is a modprobe process and a

@@ -222,6 +222,7 @@ impl<'a> Prepared<'a> {
                 self.image_bytes,
                 self.disk_bytes,
                 self.cell.cloud,
+                self.cell.bus == Bus::Nvme,
             ))
             .chain(
                 opts.workbench

@@ -11,8 +11,21 @@ use crate::smoke::seed::{self, Cloud};
 /// unit; cloud-init reached its final stage from `cloud`'s data source,
 /// created the seed's user and installed its key (for the image's default
 /// user too); and the root filesystem grew past `image_bytes` (the disk as
-/// built) on the larger boot disk of `disk_bytes`.
-pub fn system_checks(image_bytes: u64, disk_bytes: u64, cloud: Cloud) -> Vec<Tool> {
+/// built) on the larger boot disk of `disk_bytes`, which on an `nvme`
+/// controller waits for its requests as long as the host needs (see
+/// `boot_cuts::KERNEL_ARGS`).
+pub fn system_checks(image_bytes: u64, disk_bytes: u64, cloud: Cloud, nvme: bool) -> Vec<Tool> {
+    let (nvme_line, nvme_expect) = if nvme {
+        (
+            "echo \"NVMe request timeout: $(cat /sys/module/nvme_core/parameters/io_timeout) s\"\n",
+            format!(
+                "(?s)^NVMe request timeout: {} s$.*",
+                crate::boot_cuts::NVME_IO_TIMEOUT
+            ),
+        )
+    } else {
+        ("", String::new())
+    };
     vec![
         // `running` means every unit started; otherwise the failed ones
         // are listed.
@@ -56,12 +69,12 @@ echo "SSH host keys made at first boot"
         system_check(
             "root-grown",
             format!(
-                r#"size=$(findmnt -bno SIZE /)
+                r#"{nvme_line}size=$(findmnt -bno SIZE /)
 echo "root filesystem: $size bytes; disk as built: {image_bytes} bytes; boot disk: {disk_bytes} bytes"
 if [ "$size" -gt {image_bytes} ]; then echo grown; else echo "not grown"; fi
 "#
             ),
-            "^grown$",
+            &format!("{nvme_expect}^grown$"),
             30,
         ),
     ]
@@ -76,4 +89,38 @@ pub fn imds_check() -> Tool {
         "^IMDSv2: every read carried a session token$",
         0,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smoke::checks::judge;
+
+    fn root_grown(nvme: bool) -> Tool {
+        system_checks(100, 200, Cloud::Ec2, nvme)
+            .into_iter()
+            .find(|t| t.name == "system/root-grown")
+            .unwrap()
+    }
+
+    #[test]
+    fn on_nvme_the_root_disk_must_wait_as_long_as_the_host_needs() {
+        let grown =
+            "root filesystem: 150 bytes; disk as built: 100 bytes; boot disk: 200 bytes\ngrown\n";
+        let nvme = root_grown(true);
+        assert!(nvme
+            .check
+            .command
+            .contains("nvme_core/parameters/io_timeout"));
+        let waits = format!("NVMe request timeout: 4294967295 s\n{grown}");
+        assert!(judge(&nvme, 0, &waits).passed());
+        // The kernel's default: a slow host fails the root disk.
+        let default = format!("NVMe request timeout: 30 s\n{grown}");
+        assert!(!judge(&nvme, 0, &default).passed());
+        assert!(!judge(&nvme, 0, "NVMe request timeout: 4294967295 s\nnot grown\n").passed());
+        // Other controllers: only the growth.
+        let other = root_grown(false);
+        assert!(!other.check.command.contains("nvme_core"));
+        assert!(judge(&other, 0, grown).passed());
+    }
 }
