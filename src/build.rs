@@ -1193,24 +1193,7 @@ mod tests {
         std::fs::create_dir_all(tree.join("etc")).unwrap();
         std::fs::write(tree.join("etc/motd"), "as built\n").unwrap();
         let raw = d.path().join("tiny.raw");
-        let ids = DiskIds::from_seed("seed");
-        let size = 1u64 << 30;
-        let table = disk::layout(size, &ids).unwrap();
-        let f = std::fs::File::create(&raw).unwrap();
-        f.set_len(size).unwrap();
-        table.write(&f, None).unwrap();
-        drop(f);
-        let root = &table.partitions[2];
-        crate::cmd::Cmd::new("mkfs.ext4")
-            .args(["-q", "-F", "-t", "ext4"])
-            .arg("-E")
-            .arg(format!("offset={},root_owner=0:0", root.offset()))
-            .arg("-d")
-            .arg(&tree)
-            .arg(&raw)
-            .arg(format!("{}k", root.size() / 1024))
-            .run()
-            .unwrap();
+        disk::raw_disk_of(&tree, &raw);
         let on_disk = disk_tree_digest(&raw, &d.path().join("mnt")).unwrap();
         let made = crate::smoke::tree::digest_dir(&tree).unwrap();
         same_tree_on_disk(&raw, &on_disk, &made).unwrap();

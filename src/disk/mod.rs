@@ -270,3 +270,28 @@ fn copy_into(src: &Path, dst: &std::fs::File, offset: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// For tests: a raw GPT disk of 1 GiB at `raw` whose root partition holds
+/// the tree `tree` (no boot loader: enough for what reads only the root
+/// filesystem).
+#[cfg(test)]
+pub(crate) fn raw_disk_of(tree: &Path, raw: &Path) {
+    let ids = DiskIds::from_seed("seed");
+    let size = 1u64 << 30;
+    let table = layout(size, &ids).unwrap();
+    let f = std::fs::File::create(raw).unwrap();
+    f.set_len(size).unwrap();
+    table.write(&f, None).unwrap();
+    drop(f);
+    let root = &table.partitions[2];
+    Cmd::new("mkfs.ext4")
+        .args(["-q", "-F", "-t", "ext4"])
+        .arg("-E")
+        .arg(format!("offset={},root_owner=0:0", root.offset()))
+        .arg("-d")
+        .arg(tree)
+        .arg(raw)
+        .arg(format!("{}k", root.size() / 1024))
+        .run()
+        .unwrap();
+}

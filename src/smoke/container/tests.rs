@@ -635,29 +635,6 @@ fn a_hung_check_is_stopped_at_the_timeout_with_its_whole_container() {
     assert_eq!(left, vec!["tarball.results.log".to_string()]);
 }
 
-/// A raw GPT disk at `raw` whose root partition holds the tree `tree`
-/// (no boot loader: the native run reads only the root filesystem).
-fn raw_disk_of(tree: &Path, raw: &Path) {
-    let ids = crate::disk::DiskIds::from_seed("seed");
-    let size = 1u64 << 30;
-    let table = crate::disk::layout(size, &ids).unwrap();
-    let f = File::create(raw).unwrap();
-    f.set_len(size).unwrap();
-    table.write(&f, None).unwrap();
-    drop(f);
-    let root = &table.partitions[2];
-    Cmd::new("mkfs.ext4")
-        .args(["-q", "-F", "-t", "ext4"])
-        .arg("-E")
-        .arg(format!("offset={},root_owner=0:0", root.offset()))
-        .arg("-d")
-        .arg(tree)
-        .arg(raw)
-        .arg(format!("{}k", root.size() / 1024))
-        .run()
-        .unwrap();
-}
-
 /// Loop devices backed by `file`.
 fn loops_of(file: &Path) -> Vec<String> {
     let file = fs::canonicalize(file).unwrap();
@@ -738,7 +715,7 @@ fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
     let out = d.path().join("out");
     fs::create_dir(&out).unwrap();
     let raw = out.join("tiny.raw");
-    raw_disk_of(&tree, &raw);
+    crate::disk::raw_disk_of(&tree, &raw);
     let built_sha = crate::fsutil::sha256_file(&raw).unwrap();
     let manifest = |sha: &str| tiny_manifest(&out, sha, &want);
     let tools = vec![
@@ -795,7 +772,7 @@ fn a_disk_its_build_read_back_is_not_read_again_and_one_changed_byte_is() {
     let out = d.path().join("out");
     fs::create_dir(&out).unwrap();
     let raw = out.join("tiny.raw");
-    raw_disk_of(&tree, &raw);
+    crate::disk::raw_disk_of(&tree, &raw);
     let sha = crate::fsutil::sha256_file(&raw).unwrap();
     tiny_manifest_read_back(&out, &sha, &want, Some(&sha));
     let tools = vec![tool("motd", "cat /etc/motd", "^read back by the build")];
@@ -861,7 +838,7 @@ fn a_data_mount_point_that_is_a_link_is_refused_mounted_or_copied_out() {
     let out = d.path().join("out");
     fs::create_dir(&out).unwrap();
     let raw = out.join("tiny.raw");
-    raw_disk_of(&tree, &raw);
+    crate::disk::raw_disk_of(&tree, &raw);
     let data_tree = d.path().join("data-tree");
     fs::create_dir(&data_tree).unwrap();
     fs::write(data_tree.join("ref.fa"), ">r\nACGT\n").unwrap();
