@@ -34,7 +34,9 @@ for r in m:
     if r["firmware"] == "native":
         how = "disk mounted" if r.get("disk_mounted") else "tree out of the disk"
         print(f"{'native: ' + how:<34} {r['prepare_secs']:7.1f}")
-        print(f"{'native: every check (wall)':<34} {r['total_secs'] - r['prepare_secs']:7.1f}   ({len(r['results'])} checks, as {r.get('user', 'root')}; the disk's digest read meanwhile)")
+        same = next((c["output"] for c in r["results"] if c["tool"] == "system/same-tree"), "")
+        how_tree = "its tree the build's read-back" if "read back" in same else "the disk's digest read meanwhile"
+        print(f"{'native: every check (wall)':<34} {r['total_secs'] - r['prepare_secs']:7.1f}   ({len(r['results'])} checks, as {r.get('user', 'root')}; {how_tree})")
     elif r["firmware"] == "container":
         print(f"{cell:<34} {r['total_secs']:7.1f}   (unpacked {r['prepare_secs']:.1f} s, {len(r['results'])} checks)")
     elif r.get("same_boot_as"):
