@@ -369,10 +369,12 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     manifest.tools.extend(crate::data::checks(&image, &data)?);
     manifest.data = data;
     manifest.tree_sha256 = Some(tree_sha256);
-    manifest.tree_read_back_from = artifacts
-        .iter()
-        .find(|a| read_back && a.format == Format::Raw)
-        .map(|a| a.sha256.clone());
+    if read_back {
+        manifest.tree_read_back_from = artifacts
+            .iter()
+            .find(|a| a.format == Format::Raw)
+            .map(|a| a.sha256.clone());
+    }
     manifest.write(out)?;
     let report = BuildReport {
         image: image.name.clone(),

@@ -283,6 +283,14 @@ impl Manifest {
             .with_context(|| format!("{} is not a biovm manifest", path.display()))
     }
 
+    /// Its entry for the artifact file `artifact` (by file name) of `format`.
+    pub fn entry(&self, artifact: &Path, format: Format) -> Option<&Artifact> {
+        let name = artifact.file_name()?.to_string_lossy();
+        self.artifacts
+            .iter()
+            .find(|a| a.format == format && a.file == name)
+    }
+
     /// The manifest of the image an artifact belongs to: the
     /// `*.manifest.json` in its folder that lists it (an OCI layout folder
     /// is listed by its `index.json`).

@@ -235,40 +235,62 @@ pub fn raw_view(artifact: &Path, format: crate::config::Format, scratch: &Path) 
     Ok(raw)
 }
 
-/// Digests of disks' root filesystems read so far in this process, by
+/// A disk's tree digest this process has: read from the disk, or taken
+/// from its build's read-back of the very same bytes.
+#[derive(Clone)]
+struct Known {
+    digest: String,
+    read_back: bool,
+}
+
+/// Digests of disks' root filesystems known so far in this process, by
 /// artifact.
-static DISK_DIGESTS: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, String>>> =
+static DISK_DIGESTS: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, Known>>> =
     std::sync::Mutex::new(None);
 
-/// The digest of `artifact`'s root filesystem: the one this process
-/// already read unless `again`, else `read()`'s, remembered. One disk is
-/// read at a time: two at once on two cores would only slow both.
+/// The digest of `artifact`'s root filesystem (a disk of `format`): the
+/// one this process already has unless `again`; else, unless `again`, the
+/// build's read-back of these very bytes ([`read_back_by_build`]); else
+/// `read()`'s. Remembered either way. One disk is read at a time: two at
+/// once on two cores would only slow both.
 fn remembered_digest(
     artifact: &Path,
+    format: crate::config::Format,
     again: bool,
     read: impl FnOnce() -> Result<String>,
 ) -> Result<String> {
     let mut done = DISK_DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
     let map = done.get_or_insert_with(Default::default);
-    if let (Some(d), false) = (map.get(artifact), again) {
-        return Ok(d.clone());
+    if let (Some(k), false) = (map.get(artifact), again) {
+        return Ok(k.digest.clone());
     }
-    let t0 = std::time::Instant::now();
-    let d = read()?;
-    if !read_back_at_build(artifact) {
-        log::info!(
-            "{}: root filesystem read in {:.1} s",
-            artifact.display(),
-            t0.elapsed().as_secs_f64()
-        );
-    }
-    map.insert(artifact.to_path_buf(), d.clone());
-    Ok(d)
+    let read_back = if again {
+        None
+    } else {
+        read_back_by_build(artifact, format)
+    };
+    let known = match read_back {
+        Some(digest) => Known {
+            digest,
+            read_back: true,
+        },
+        None => {
+            let t0 = std::time::Instant::now();
+            let digest = read()?;
+            log::info!(
+                "{}: root filesystem read in {:.1} s",
+                artifact.display(),
+                t0.elapsed().as_secs_f64()
+            );
+            Known {
+                digest,
+                read_back: false,
+            }
+        }
+    };
+    map.insert(artifact.to_path_buf(), known.clone());
+    Ok(known.digest)
 }
-
-/// Raw disks whose tree digest came from their build's read-back (see
-/// [`read_back_by_build`]) in this process.
-static READ_BACK: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// The tree digest of `artifact` when its build read it back from these
 /// very bytes: a raw disk whose manifest's `tree_read_back_from` is its
@@ -281,10 +303,9 @@ fn read_back_by_build(artifact: &Path, format: crate::config::Format) -> Option<
     }
     let m = crate::manifest::Manifest::for_artifact(artifact).ok()?;
     let from = m.tree_read_back_from.as_deref()?;
-    let name = artifact.file_name()?.to_string_lossy();
-    m.artifacts
-        .iter()
-        .find(|a| a.format == format && a.file == name && a.sha256 == from)?;
+    if m.entry(artifact, format)?.sha256 != from {
+        return None;
+    }
     let sha = crate::store::sha256(artifact).ok()?;
     if sha != from {
         return None;
@@ -294,21 +315,18 @@ fn read_back_by_build(artifact: &Path, format: crate::config::Format) -> Option<
         artifact.display(),
         &sha[..12]
     );
-    READ_BACK
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(artifact.to_path_buf());
     m.tree_sha256
 }
 
 /// Whether this process took `artifact`'s tree digest from its build's
 /// read-back rather than reading the disk ([`read_back_by_build`]).
 pub fn read_back_at_build(artifact: &Path) -> bool {
-    READ_BACK
+    DISK_DIGESTS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|p| p == artifact)
+        .as_ref()
+        .and_then(|m| m.get(artifact))
+        .is_some_and(|k| k.read_back)
 }
 
 /// Whether the kernel offers loop devices (to mount a disk file).
@@ -327,12 +345,7 @@ pub fn disk_digest(
     scratch: &Path,
     extract_to: Option<&Path>,
 ) -> Result<String> {
-    remembered_digest(artifact, extract_to.is_some(), || {
-        if extract_to.is_none() {
-            if let Some(d) = read_back_by_build(artifact, format) {
-                return Ok(d);
-            }
-        }
+    remembered_digest(artifact, format, extract_to.is_some(), || {
         let raw = raw_view(artifact, format, scratch)?;
         let d = digest_disk(&raw, extract_to);
         if raw != artifact {
@@ -353,12 +366,7 @@ pub fn built_disk_digest(
     offset: u64,
     mnt: &Path,
 ) -> Result<String> {
-    remembered_digest(artifact, false, || {
-        match read_back_by_build(artifact, format) {
-            Some(d) => Ok(d),
-            None => mounted_digest(raw, offset, mnt),
-        }
-    })
+    remembered_digest(artifact, format, false, || mounted_digest(raw, offset, mnt))
 }
 
 /// The digest of the ext4 filesystem at byte `offset` of the disk file

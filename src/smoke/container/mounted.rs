@@ -6,10 +6,12 @@
 //! minutes (BioLinux: 11 GB, 72 s on an idle machine, 187 s beside other
 //! work); mounting costs nothing, and the tree's digest is read from the
 //! disk while the checks run (mounted read-only once more, in a namespace
-//! of the digest's own: see `tree::mounted_digest`). Every mount lives
-//! only in its namespace: it, and the loop device under it, go when the
-//! namespace's last process (or thread) ends, however the run ends. A disk whose bytes differ from the build's
-//! (or one no manifest lists) is copied out as before.
+//! of the digest's own: see `tree::mounted_digest`), unless its build read
+//! it back from these very bytes. Every mount lives only in its
+//! namespace: it, and the loop device under it, go when the namespace's
+//! last process (or thread) ends, however the run ends. A disk whose
+//! bytes differ from the build's (or one no manifest lists) is copied out
+//! as before.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -81,18 +83,10 @@ impl BuiltDisk {
             );
             return Ok(None);
         }
-        let name = artifact
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let Ok(m) = Manifest::for_artifact(artifact) else {
             return Ok(None);
         };
-        let Some(built) = m
-            .artifacts
-            .iter()
-            .find(|a| a.format == format && a.file == name)
-        else {
+        let Some(built) = m.entry(artifact, format) else {
             return Ok(None);
         };
         if !as_built(artifact, &built.sha256)? {

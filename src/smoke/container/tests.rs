@@ -635,6 +635,23 @@ fn a_hung_check_is_stopped_at_the_timeout_with_its_whole_container() {
     assert_eq!(left, vec!["tarball.results.log".to_string()]);
 }
 
+/// A tiny tree under `dir` with `files` (path, text) written into it, and
+/// its raw disk `dir/out/tiny.raw`: the tree's digest, the output folder
+/// and the disk.
+fn tiny_built_disk(dir: &Path, files: &[(&str, &str)]) -> (String, PathBuf, PathBuf) {
+    let tree = dir.join("tree");
+    tiny_root(&tree);
+    for (path, text) in files {
+        fs::write(tree.join(path), text).unwrap();
+    }
+    let want = tree::digest_dir(&tree).unwrap();
+    let out = dir.join("out");
+    fs::create_dir(&out).unwrap();
+    let raw = out.join("tiny.raw");
+    crate::disk::raw_disk_of(&tree, &raw);
+    (want, out, raw)
+}
+
 /// Loop devices backed by `file`.
 fn loops_of(file: &Path) -> Vec<String> {
     let file = fs::canonicalize(file).unwrap();
@@ -707,15 +724,10 @@ fn native_run(
 #[test]
 fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
     let d = tempfile::tempdir().unwrap();
-    let tree = d.path().join("tree");
-    tiny_root(&tree);
-    fs::write(tree.join("etc/hostname"), "tiny-disk\n").unwrap();
-    fs::write(tree.join("etc/motd"), "built\n").unwrap();
-    let want = tree::digest_dir(&tree).unwrap();
-    let out = d.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let raw = out.join("tiny.raw");
-    crate::disk::raw_disk_of(&tree, &raw);
+    let (want, out, raw) = tiny_built_disk(
+        d.path(),
+        &[("etc/hostname", "tiny-disk\n"), ("etc/motd", "built\n")],
+    );
     let built_sha = crate::fsutil::sha256_file(&raw).unwrap();
     let manifest = |sha: &str| tiny_manifest(&out, sha, &want);
     let tools = vec![
@@ -764,15 +776,8 @@ fn the_build_s_own_disk_is_mounted_and_any_other_is_copied_out() {
 #[test]
 fn a_disk_its_build_read_back_is_not_read_again_and_one_changed_byte_is() {
     let d = tempfile::tempdir().unwrap();
-    let tree = d.path().join("tree");
-    tiny_root(&tree);
     let text = "read back by the build: 0123456789abcdef\n";
-    fs::write(tree.join("etc/motd"), text).unwrap();
-    let want = tree::digest_dir(&tree).unwrap();
-    let out = d.path().join("out");
-    fs::create_dir(&out).unwrap();
-    let raw = out.join("tiny.raw");
-    crate::disk::raw_disk_of(&tree, &raw);
+    let (want, out, raw) = tiny_built_disk(d.path(), &[("etc/motd", text)]);
     let sha = crate::fsutil::sha256_file(&raw).unwrap();
     tiny_manifest_read_back(&out, &sha, &want, Some(&sha));
     let tools = vec![tool("motd", "cat /etc/motd", "^read back by the build")];
