@@ -29,6 +29,9 @@ pub struct BuildOptions {
     /// A vendor folder (`biovm vendor`) to build from with no network: every
     /// file the lock names comes from it (or the cache's pool).
     pub vendor: Option<PathBuf>,
+    /// Bootstrap even when biovm's cache of bootstrapped trees has this
+    /// build's ([`rootfs::cache`]); the new tree replaces the entry.
+    pub fresh_bootstrap: bool,
 }
 
 impl BuildOptions {
@@ -65,6 +68,10 @@ pub struct BuildReport {
     /// Set when this report is an earlier build's, reused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
+    /// The key of the cached bootstrap the tree was unpacked from, when it
+    /// was ([`rootfs::cache`]); absent when this build bootstrapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_from_cache: Option<String>,
 }
 
 /// The hash of everything a build of `image` from the lock `lock_path`
@@ -302,7 +309,24 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         Ok((d, p, data))
     })?;
     let repo = work.path().join("locked-packages");
+    // A locked bootstrap is kept for, and taken from, biovm's cache of trees.
+    let cache = match &lock {
+        Some(_) => rootfs::cache::BootstrapCache::new(&opts.cache_dir)?,
+        None => None,
+    };
+    let key = match &cache {
+        Some(_) => Some(rootfs::cache::Key::of(&image, &packages, epoch)?),
+        None => None,
+    };
+    let mut from_cache = None;
     let debs = timed(&mut stages, "bootstrap", || {
+        if let (Some(c), Some(k), Some(l), false) = (&cache, &key, &lock, opts.fresh_bootstrap) {
+            if let Some(hit) = c.take(k, &root)? {
+                l.verify_tree(&hit.debian, &lock_path)?;
+                from_cache = Some(hit.key);
+                return Ok(hit.debian);
+            }
+        }
         let (sources, missing) = match &lock {
             Some(l) => locked_sources(&image, l, &lock_path, opts, &pools, &repo)?,
             None => (rootfs::Sources::Mirror, Vec::new()),
@@ -318,6 +342,9 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         if let Some(l) = &lock {
             l.verify_tree(&debs, &lock_path)?;
             keep_locked(l, &opts.cache_dir, &image, &downloads, &pypi_files);
+        }
+        if let (Some(c), Some(k)) = (&cache, &key) {
+            c.keep(k, &image.name, &root, &debs);
         }
         Ok(debs)
     })?;
@@ -386,6 +413,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         debian_packages: debs.len(),
         inputs_sha256: inputs,
         reused: false,
+        bootstrap_from_cache: from_cache,
     };
     fsutil::write_atomic(
         &report_path(out, &image.name),
@@ -879,6 +907,7 @@ pub fn verify_reproducible(image: &Image, opts: &BuildOptions, first: &BuildRepo
     let mut o = opts.clone();
     o.out_dir = second.path().to_path_buf();
     o.source_date_epoch = Some(first.source_date_epoch);
+    o.fresh_bootstrap = true;
     log::info!(
         "building {} again into {} to compare",
         image.name,
@@ -914,7 +943,7 @@ pub(crate) fn artifact(format: Format, path: &Path) -> Result<Artifact> {
 }
 
 /// Apparent size of every regular file under `dir` (symlinks not followed).
-fn tree_size(dir: &Path) -> u64 {
+pub(crate) fn tree_size(dir: &Path) -> u64 {
     let mut n = 0;
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
@@ -1241,6 +1270,7 @@ mod tests {
             debian_packages: 0,
             inputs_sha256: Some(inputs.into()),
             reused: false,
+            bootstrap_from_cache: None,
         };
         let write_report = |r: &BuildReport| {
             std::fs::write(

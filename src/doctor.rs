@@ -30,6 +30,12 @@ pub const HOST_TOOLS: &[HostTool] = &[
     },
     HostTool {
         needed_by: Need::Build,
+        name: "zstd",
+        package: "zstd",
+        used_for: "keeping bootstrapped trees for later builds of the same lock",
+    },
+    HostTool {
+        needed_by: Need::Build,
         name: "chroot",
         package: "coreutils",
         used_for: "configuring the root filesystem",

@@ -504,6 +504,7 @@ fn build_staged(
                 mirror: None,
                 source_date_epoch: None,
                 vendor: None,
+                fresh_bootstrap: false,
             };
             build(image, &bopts)
                 .with_context(|| format!("building {} failed", image.source.display()))?;

@@ -918,5 +918,7 @@ pub(crate) fn yaml_as_json(yaml: &str) -> serde_json::Value {
     serde_json::from_str(&json).unwrap()
 }
 
+pub(crate) mod cache;
+
 #[cfg(test)]
 mod tests;

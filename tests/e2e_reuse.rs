@@ -1,7 +1,9 @@
 //! End to end: nothing is done twice. A build whose inputs did not change
 //! is reused (and `--rebuild` builds afresh); a test of unchanged artifacts
 //! with unchanged checks takes the stored results (and `--rerun` runs them
-//! again), and `--verify-reproducible` builds twice and compares. Built
+//! again), and `--verify-reproducible` builds twice and compares; a build
+//! in another folder takes its tree from biovm's cache of bootstraps and
+//! gives the same artifact. Built
 //! from the committed lock of images/minimal.toml, docker-archive only
 //! (an uncompressed tar: the gzip of the rootfs tarball cost each build
 //! more than its disk would), so each build is a bootstrap and no disk.
@@ -103,6 +105,33 @@ fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
         "the verification build is removed: {names:?}"
     );
     assert_eq!(fs::read_to_string(out.join("SHA256SUMS")).unwrap(), sha);
+
+    // The fresh bootstrap of --rebuild was kept: a build of the same lock
+    // in another folder unpacks that tree instead of bootstrapping, and
+    // its artifact is the very one the fresh builds made.
+    let elsewhere = project.join("elsewhere");
+    let (o, secs) = biovm(&[
+        "--recipes",
+        "recipes",
+        "build",
+        img.to_str().unwrap(),
+        "--out",
+        elsewhere.to_str().unwrap(),
+        "--format",
+        "docker-archive",
+    ]);
+    assert!(o.status.success(), "the build in another folder failed");
+    let said = stdout(&o);
+    assert!(!said.contains(REUSED_BUILD), "{said}");
+    assert!(
+        said.contains("the tree of an earlier bootstrap of the same locked packages"),
+        "{said}"
+    );
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("SHA256SUMS")).unwrap(),
+        sha
+    );
+    eprintln!("build with a cached bootstrap: {secs:.1} s");
 
     // The test: run (--rerun: another test of these very bytes may have
     // stored its results already), then reused, then run again on demand.

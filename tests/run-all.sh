@@ -121,12 +121,13 @@ test_binary() {
   shift
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
-# Balanced on the 2-core .ci/run of 7a20e21 (seconds, the other lane
-# beside): e2e_minimal 453, reuse 255, workbench 574, catalogue 63, QEMU
-# setup 34, containment 255 (1634); BioLinux 969, release 413, data 252
-# (1634).
-lane_a=(e2e_minimal e2e_reuse e2e_workbench e2e_catalogue setup_qemu e2e_containment)
-lane_b=(e2e_release e2e_data)
+# Balanced for a warm machine, where biovm's cache of bootstraps has every
+# locked image's tree (seconds in the 2-core .ci/run of 278b5a2, before
+# that cache: e2e_minimal 471, reuse 192, workbench 562, containment 265;
+# BioLinux 973 with a 562 s bootstrap, release 460, data 161, catalogue
+# 57, QEMU setup 31).
+lane_a=(e2e_minimal e2e_reuse e2e_workbench e2e_containment)
+lane_b=(e2e_release e2e_data e2e_catalogue setup_qemu)
 quick=()
 for f in tests/*.rs tests/*/main.rs; do
   case "$f" in

@@ -83,9 +83,10 @@ pub(crate) fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         mirror: a.mirror.clone(),
         source_date_epoch: None,
         vendor: a.vendor.clone(),
+        // A reproducibility check compares two fresh builds.
+        fresh_bootstrap: a.rebuild || a.verify_reproducible,
     };
-    // A reproducibility check compares two fresh builds.
-    let rebuild = a.rebuild || a.verify_reproducible;
+    let rebuild = opts.fresh_bootstrap;
     let report = build_or_reuse(&image, &opts, rebuild)
         .with_context(|| format!("building {} failed", a.image.display()))?;
     if g.json {
@@ -107,6 +108,13 @@ pub(crate) fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
     } else {
         for s in &report.stages {
             println!("{:<10} {:>7.1} s", s.stage, s.seconds);
+        }
+        if let Some(key) = &report.bootstrap_from_cache {
+            println!(
+                "bootstrap: the tree of an earlier bootstrap of the same locked packages, mirror, \
+                 keyring, epoch and bootstrap code, from biovm's cache (key {key}; --rebuild \
+                 bootstraps afresh)"
+            );
         }
     }
     let manifest =
