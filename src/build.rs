@@ -323,6 +323,9 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         if let (Some(c), Some(k), Some(l), false) = (&cache, &key, &lock, opts.fresh_bootstrap) {
             if let Some(hit) = c.take(k, &root)? {
                 l.verify_tree(&hit.debian, &lock_path)?;
+                // This build's PyPI files and downloads go to the store
+                // as a bootstrapping build's do.
+                keep_locked(l, &opts.cache_dir, &image, &downloads, &pypi_files);
                 from_cache = Some(hit.key);
                 return Ok(hit.debian);
             }
