@@ -314,9 +314,9 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
         Some(_) => rootfs::cache::BootstrapCache::new(&opts.cache_dir)?,
         None => None,
     };
-    let key = match &cache {
-        Some(_) => Some(rootfs::cache::Key::of(&image, &packages, epoch)?),
-        None => None,
+    let key = match (&cache, &lock) {
+        (Some(_), Some(l)) => Some(rootfs::cache::Key::of(&image, &packages, &l.debian, epoch)?),
+        _ => None,
     };
     let mut from_cache = None;
     let debs = timed(&mut stages, "bootstrap", || {

@@ -77,8 +77,14 @@ pub(crate) struct Hit {
 
 impl Key {
     /// The key of bootstrapping `image` with exactly `packages` (a lock's
-    /// `name=version` specs) at `epoch`.
-    pub(crate) fn of(image: &Image, packages: &[String], epoch: u64) -> Result<Key> {
+    /// `name=version` specs), whose `.deb` files are `debs` (the lock's, by
+    /// SHA-256), at `epoch`.
+    pub(crate) fn of(
+        image: &Image,
+        packages: &[String],
+        debs: &[LockedDeb],
+        epoch: u64,
+    ) -> Result<Key> {
         let mut text = String::new();
         let mut line = |k: &str, v: &str| {
             text.push_str(k);
@@ -100,6 +106,13 @@ impl Key {
         line("keyring", &keyring);
         line("source-date-epoch", &epoch.to_string());
         line("packages", &packages.join(" "));
+        // A lock's hash that is not the archive's is refused before the
+        // bootstrap, naming both: never from a tree kept under the right one.
+        let files: Vec<String> = debs
+            .iter()
+            .map(|d| format!("{}_{}_{}={}", d.name, d.version, d.architecture, d.sha256))
+            .collect();
+        line("debs", &files.join(" "));
         line(
             "bootstrap-code",
             &fsutil::hex(&Sha256::digest(include_str!("../rootfs.rs"))),

@@ -244,26 +244,40 @@ fn the_key_changes_with_every_input_of_the_bootstrap() {
     let image = crate::config::load_image(&repo.join("images/minimal.toml"), &repo.join("recipes"))
         .unwrap();
     let pkgs = vec!["hello=2.10-3".to_string(), "sudo=1.9.13p3-1+deb12u1".into()];
-    let base = Key::of(&image, &pkgs, 1_700_000_000).unwrap();
+    let debs = vec![hello()];
+    let base = Key::of(&image, &pkgs, &debs, 1_700_000_000).unwrap();
     assert_eq!(
         base.sha256,
-        Key::of(&image, &pkgs, 1_700_000_000).unwrap().sha256
+        Key::of(&image, &pkgs, &debs, 1_700_000_000).unwrap().sha256
     );
     for t in HOST_TOOLS {
         assert!(base.text.contains(&format!("{t}: {t}=")), "{}", base.text);
     }
     let mut keys = vec![base.sha256.clone()];
-    keys.push(Key::of(&image, &pkgs, 1_700_000_001).unwrap().sha256);
-    keys.push(Key::of(&image, &pkgs[..1], 1_700_000_000).unwrap().sha256);
+    keys.push(Key::of(&image, &pkgs, &debs, 1_700_000_001).unwrap().sha256);
+    keys.push(
+        Key::of(&image, &pkgs[..1], &debs, 1_700_000_000)
+            .unwrap()
+            .sha256,
+    );
+    // One locked hash changed (a tampered lock): another key, so the
+    // bootstrap's own check refuses it before anything is unpacked.
+    let mut tampered = hello();
+    tampered.sha256 = "00".repeat(32);
+    keys.push(
+        Key::of(&image, &pkgs, &[tampered], 1_700_000_000)
+            .unwrap()
+            .sha256,
+    );
     let mut other = image.clone();
     other.base.mirror = Some("http://127.0.0.1:9/debian".into());
-    keys.push(Key::of(&other, &pkgs, 1_700_000_000).unwrap().sha256);
+    keys.push(Key::of(&other, &pkgs, &debs, 1_700_000_000).unwrap().sha256);
     let mut other = image.clone();
     other.base.keyring = Some(b"a keyring".to_vec());
-    keys.push(Key::of(&other, &pkgs, 1_700_000_000).unwrap().sha256);
+    keys.push(Key::of(&other, &pkgs, &debs, 1_700_000_000).unwrap().sha256);
     let mut other = image.clone();
     other.base.suite = "trixie".into();
-    keys.push(Key::of(&other, &pkgs, 1_700_000_000).unwrap().sha256);
+    keys.push(Key::of(&other, &pkgs, &debs, 1_700_000_000).unwrap().sha256);
     let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
     assert_eq!(distinct.len(), keys.len(), "{keys:?}");
 }
