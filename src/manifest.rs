@@ -40,6 +40,13 @@ pub struct Manifest {
     /// The data disk the data sets are on, when not in the root filesystem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_disk: Option<DataDisk>,
+    /// `[checks] every-boot`: every check in every boot, as `--full`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_check_in_every_boot: bool,
+    /// `[checks] boot-sample`: the tools whose check each boot runs
+    /// (empty: the first of each install source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_sample: Vec<String>,
 }
 
 /// A data disk (see `data::disk`): its files and the digest of its tree.
@@ -109,6 +116,28 @@ pub enum InstallSource {
     Debian,
     Pypi,
     Download,
+}
+
+impl InstallSource {
+    /// Where `recipe` installs its tool from: a download when it has one,
+    /// else PyPI when it has PyPI packages, else Debian.
+    pub(crate) fn of(recipe: &crate::config::Recipe) -> InstallSource {
+        if !recipe.install.downloads.is_empty() {
+            InstallSource::Download
+        } else if !recipe.install.pypi.is_empty() {
+            InstallSource::Pypi
+        } else {
+            InstallSource::Debian
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InstallSource::Debian => "Debian",
+            InstallSource::Pypi => "PyPI",
+            InstallSource::Download => "a download",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -232,13 +261,7 @@ impl Tool {
                 timeout: r.check.timeout_secs,
                 data: Vec::new(),
             },
-            source: Some(if !r.install.downloads.is_empty() {
-                InstallSource::Download
-            } else if !r.install.pypi.is_empty() {
-                InstallSource::Pypi
-            } else {
-                InstallSource::Debian
-            }),
+            source: Some(InstallSource::of(r)),
         }
     }
 }
@@ -264,6 +287,8 @@ impl Manifest {
             data: Vec::new(),
             workbench: image.workbench,
             data_disk: None,
+            every_check_in_every_boot: image.checks.every_boot,
+            boot_sample: image.checks.boot_sample.clone(),
         })
     }
 
@@ -335,6 +360,47 @@ impl Manifest {
 mod tests {
     use super::*;
 
+    /// An image's `[checks]` reach the manifest, which `biovm test` and
+    /// `biovm release` read (an artifact is tested without its image file).
+    #[test]
+    fn the_image_checks_settings_travel_in_the_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("x.toml");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let image = |checks: &str| {
+            std::fs::write(
+                &img,
+                format!(
+                    "name = \"x\"\n[base]\ndistribution = \"debian\"\n\
+                     [recipes]\ninclude = [\"samtools\", \"pyrodigal\"]\n\
+                     [disk]\nsize = \"2GiB\"\n{checks}"
+                ),
+            )
+            .unwrap();
+            crate::config::load_image(&img, &repo.join("recipes")).unwrap()
+        };
+        let m = Manifest::new(
+            &image("[checks]\nevery-boot = true\nboot-sample = [\"samtools\", \"pyrodigal\"]\n"),
+            vec![],
+        )
+        .unwrap();
+        assert!(m.every_check_in_every_boot);
+        assert_eq!(m.boot_sample, ["samtools", "pyrodigal"]);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["every_check_in_every_boot"], true);
+        assert_eq!(
+            json["boot_sample"],
+            serde_json::json!(["samtools", "pyrodigal"])
+        );
+        // Without the section: neither field, and the defaults.
+        let m = Manifest::new(&image(""), vec![]).unwrap();
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(
+            json.get("every_check_in_every_boot").is_none() && json.get("boot_sample").is_none()
+        );
+        assert!(!m.every_check_in_every_boot && m.boot_sample.is_empty());
+    }
+
     #[test]
     fn an_artifact_finds_its_manifest_and_an_oci_folder_too() {
         let d = tempfile::tempdir().unwrap();
@@ -360,6 +426,8 @@ mod tests {
             data: Vec::new(),
             workbench: None,
             data_disk: None,
+            every_check_in_every_boot: false,
+            boot_sample: Vec::new(),
         };
         m.write(d.path()).unwrap();
         for a in ["bio.raw", "bio.oci"] {

@@ -575,6 +575,8 @@ fn test_staged(
                     .map(|d| d.in_dir(dir))
                     .transpose()?,
                 native_first: true,
+                full: opts.test.full || manifest.every_check_in_every_boot,
+                boot_sample: manifest.boot_sample.clone(),
                 ..opts.test.clone()
             },
         )?;
@@ -769,7 +771,7 @@ fn write_image(s: &Staged, opts: &ReleaseOptions, version: &str) -> Result<Index
             junit: file_ref(out, &format!("{test_name}/junit.xml"))?,
             logs: logs_refs,
             cells,
-            checks: checks_rule(&opts.test).into(),
+            checks: checks_rule(opts.test.full || s.manifest.every_check_in_every_boot).into(),
             passed: true,
         },
         vagrant,
@@ -818,10 +820,11 @@ fn write_sources(
     fsutil::write_atomic(&opts.out_dir.join(sbom_name), sbom.as_bytes())
 }
 
-/// How `opts` spreads the checks over native runs and boots (recorded in
-/// release.json).
-pub(crate) fn checks_rule(opts: &TestOptions) -> &'static str {
-    if opts.full {
+/// How the checks were spread over native runs and boots (recorded in
+/// release.json): `full` when every check ran in every boot (`--full`, or
+/// the image's `[checks] every-boot`).
+pub(crate) fn checks_rule(full: bool) -> &'static str {
+    if full {
         "every-check-in-every-boot"
     } else {
         "native-and-boot-sample"

@@ -217,6 +217,16 @@ fn biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot() {
             .any(|r| r["tool"] == "system/same-tree" && r["result"] == "passed")
     };
     assert!(same_tree(native) && same_tree(boot), "{report}");
+    // The boot's tools are the image's [checks] boot-sample.
+    let mut sampled: Vec<&str> = boot["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["tool"].as_str())
+        .filter(|t| !t.starts_with("system/") && !t.starts_with("data/"))
+        .collect();
+    sampled.sort_unstable();
+    assert_eq!(sampled, ["pyrodigal", "samtools"], "{report}");
     let mut results: Vec<(f64, String, String)> = native["results"]
         .as_array()
         .unwrap()

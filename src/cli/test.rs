@@ -85,6 +85,7 @@ impl MatrixArgs {
             memory_mib: self.memory,
             boot_identical_disks: false,
             full: self.full,
+            boot_sample: Vec::new(),
             tree_sha256: None,
             default_user: None,
             rerun: self.rerun,
@@ -108,6 +109,9 @@ struct Plan {
     workbench: Option<crate::config::Workbench>,
     /// The image's data disk, which every boot attaches.
     data_disk: Option<smoke::DataDiskFiles>,
+    /// The image's `[checks]`: every check in every boot, the boot sample.
+    every_boot: bool,
+    boot_sample: Vec<String>,
     /// Where the reports go.
     report_dir: PathBuf,
 }
@@ -181,6 +185,8 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
             default_user: m.default_user.clone(),
             workbench: m.workbench,
             data_disk: m.data_disk.as_ref().map(|d| d.in_dir(&a.out)).transpose()?,
+            every_boot: m.every_check_in_every_boot,
+            boot_sample: m.boot_sample.clone(),
             artifacts,
             tools,
             boot,
@@ -205,6 +211,10 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         (None, Ok(m)) => (m.tools.clone(), m.boot_modes(), m.default_user.clone()),
         (None, Err(e)) => bail!("{e:#}"),
     };
+    let (every_boot, boot_sample) = manifest
+        .as_ref()
+        .map(|m| (m.every_check_in_every_boot, m.boot_sample.clone()))
+        .unwrap_or_default();
     let tree_sha256 = manifest.as_ref().ok().and_then(|m| m.tree_sha256.clone());
     let workbench = manifest.as_ref().ok().and_then(|m| m.workbench);
     let data_disk = match manifest.as_ref().ok().and_then(|m| m.data_disk.as_ref()) {
@@ -235,6 +245,8 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         default_user,
         workbench,
         data_disk,
+        every_boot,
+        boot_sample,
         report_dir: smoke::report_dir_for(&a.target),
     })
 }
@@ -252,13 +264,16 @@ pub(crate) fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
             })
             .collect()
     };
+    let base = a.matrix.options()?;
     let opts = TestOptions {
+        full: base.full || p.every_boot,
+        boot_sample: p.boot_sample.clone(),
         boot_identical_disks: a.boot_identical_disks,
         tree_sha256: p.tree_sha256.clone(),
         default_user: p.default_user.clone(),
         workbench: p.workbench,
         data_disk: p.data_disk.clone(),
-        ..a.matrix.options()?
+        ..base
     };
     let reports = smoke::test_artifacts(&p.artifacts, &p.tools, &modes, &p.report_dir, &opts)?;
     if g.json {

@@ -12,12 +12,12 @@ use crate::names::Named;
 use super::access::{HostAccess, Reading};
 use super::diag::{from_toml_error, quoted_list, Diagnostic, Diagnostics};
 use super::model::{
-    Base, BootMode, Catalog, DataSet, DebPackage, Disk, ExtraFile, Format, Image, Kernel, Recipe,
-    Snapshot, System, User, Workbench, WORKBENCH_RECIPE,
+    Base, BootMode, Catalog, Checks, DataSet, DebPackage, Disk, ExtraFile, Format, Image, Kernel,
+    Recipe, Snapshot, System, User, Workbench, WORKBENCH_RECIPE,
 };
 use super::paths::normalize_path;
 use super::raw::{
-    RawBase, RawDataSelection, RawFile, RawImage, RawSelection, RawSnapshot, RawSystem,
+    RawBase, RawChecks, RawDataSelection, RawFile, RawImage, RawSelection, RawSnapshot, RawSystem,
     RawWorkbench,
 };
 use super::recipe::{load_all, read_text};
@@ -182,6 +182,10 @@ pub(crate) fn load_image_and_catalog(
         cx.push(d);
     }
 
+    let checks = match &raw.checks {
+        Some(c) if catalog_diags.is_empty() => checks(&mut cx, c, &recipes),
+        _ => Checks::default(),
+    };
     let image = Image {
         name,
         description: raw.description.clone().unwrap_or_default(),
@@ -198,6 +202,7 @@ pub(crate) fn load_image_and_catalog(
         data,
         data_disk,
         workbench,
+        checks,
     };
     let mut diags = catalog_diags;
     diags.extend(data_diags);
@@ -244,6 +249,60 @@ fn workbench(
         desktop: w.desktop.unwrap_or(true),
         port: port?,
     })
+}
+
+/// `[checks]`: the boot sample must name recipes of the image, and take
+/// at least one tool of each install source the image has (each way a
+/// tool gets into the image is then proven in every booted system).
+fn checks(cx: &mut Ctx<'_>, raw: &Spanned<RawChecks>, recipes: &[Recipe]) -> Checks {
+    use crate::manifest::InstallSource;
+    let c = raw.get_ref();
+    let mut sample = Vec::new();
+    let mut covered = BTreeSet::new();
+    let named = c.boot_sample.as_ref().map_or(&[][..], |l| &l.get_ref()[..]);
+    for name in named {
+        match recipes.iter().find(|r| &r.name == name.get_ref()) {
+            Some(r) if sample.contains(&r.name) => {
+                let d = cx.diag(name.span(), format!("`{}` is named twice", r.name));
+                cx.push(d);
+            }
+            Some(r) => {
+                covered.insert(InstallSource::of(r));
+                sample.push(r.name.clone());
+            }
+            None => {
+                let d = cx
+                    .diag(
+                        name.span(),
+                        format!("`{}` is not a recipe of this image", name.get_ref()),
+                    )
+                    .with_help("name recipes the image's [recipes] selection has");
+                cx.push(d);
+            }
+        }
+    }
+    if let Some(list) = &c.boot_sample {
+        for r in recipes {
+            let source = InstallSource::of(r);
+            if covered.insert(source) {
+                let d = cx
+                    .diag(
+                        list.span(),
+                        format!(
+                            "boot-sample has no tool installed from {}, which the image has (`{}`, for one)",
+                            source.as_str(),
+                            r.name
+                        ),
+                    )
+                    .with_help("add one recipe of each install source the image has, or leave boot-sample out");
+                cx.push(d);
+            }
+        }
+    }
+    Checks {
+        every_boot: c.every_boot.unwrap_or(false),
+        boot_sample: sample,
+    }
 }
 
 /// A `[base] packages` entry with a version (`name=version`) pins that

@@ -128,6 +128,18 @@ pub struct Image {
     pub(crate) data_disk: bool,
     /// The browser workbench, when the image has one.
     pub(crate) workbench: Option<Workbench>,
+    /// Where `biovm test` runs the tools' checks (`[checks]`).
+    pub(crate) checks: Checks,
+}
+
+/// `[checks]`: what each VM boot runs beside the system's checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Checks {
+    /// Every check in every boot, as `--full`.
+    pub(crate) every_boot: bool,
+    /// The recipes whose version check each boot runs (empty: the first
+    /// of each install source, see `smoke::boot::boot_sample`).
+    pub(crate) boot_sample: Vec<String>,
 }
 
 /// `[workbench]`: what the image's browser workbench serves.

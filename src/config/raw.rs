@@ -123,6 +123,21 @@ pub(crate) struct RawImage {
     pub(crate) data: Option<Spanned<RawDataSelection>>,
     /// The browser workbench: JupyterLab, a desktop, the landing page.
     pub(crate) workbench: Option<Spanned<RawWorkbench>>,
+    /// Where `biovm test` runs the tools' checks.
+    pub(crate) checks: Option<Spanned<RawChecks>>,
+}
+
+/// `[checks]`: every check runs once natively in the disk's tree; each VM
+/// boot runs the system's checks and a sample of the tools'.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawChecks {
+    /// Every check in every boot as well (`--full`), for runners where
+    /// KVM makes boots cheap (default false).
+    pub(crate) every_boot: Option<bool>,
+    /// The recipes whose version check each boot runs; at least one per
+    /// install source the image has (default: the first of each source).
+    pub(crate) boot_sample: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[workbench]`: JupyterLab and (by default) an Xfce desktop in the

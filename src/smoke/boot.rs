@@ -125,17 +125,28 @@ const WORKBENCH_CATEGORY: &str = "workbench";
 /// (JupyterLab) are left to `system/workbench`, which runs their server in
 /// every boot; starting a second JupyterLab for its version took minutes
 /// of an emulated boot. Without sources (an old manifest), the first
-/// version check. Every data set's digest check (`data/<name>`) runs too:
+/// version check. An image's `[checks] boot-sample` names its own (tools
+/// whose checks are cheap under emulation; the image file's loader saw
+/// that it covers every source); names the tools no longer have are
+/// skipped. Every data set's digest check (`data/<name>`) runs too:
 /// the booted disk holds each reference file with the digest it was built
 /// with.
-pub fn boot_sample(tools: &[Tool], workbench: bool) -> Vec<Tool> {
+pub fn boot_sample(tools: &[Tool], workbench: bool, named: &[String]) -> Vec<Tool> {
     let mut seen = std::collections::BTreeSet::new();
-    let mut v: Vec<Tool> = tools
-        .iter()
-        .filter(|t| !(workbench && t.category == WORKBENCH_CATEGORY))
-        .filter(|t| t.source.is_some_and(|s| seen.insert(s)))
-        .cloned()
-        .collect();
+    let mut v: Vec<Tool> = if named.is_empty() {
+        tools
+            .iter()
+            .filter(|t| !(workbench && t.category == WORKBENCH_CATEGORY))
+            .filter(|t| t.source.is_some_and(|s| seen.insert(s)))
+            .cloned()
+            .collect()
+    } else {
+        tools
+            .iter()
+            .filter(|t| t.source.is_some() && named.contains(&t.name))
+            .cloned()
+            .collect()
+    };
     if v.is_empty() {
         v.extend(tools.iter().find(|t| !t.name.contains('/')).cloned());
     }
@@ -546,12 +557,23 @@ mod tests {
         ];
         let names = |v: Vec<Tool>| v.into_iter().map(|t| t.name).collect::<Vec<_>>();
         assert_eq!(
-            names(boot_sample(&tools, false)),
+            names(boot_sample(&tools, false, &[])),
             ["jupyterlab", "bwa", "data/lambda-phage"]
         );
         assert_eq!(
-            names(boot_sample(&tools, true)),
+            names(boot_sample(&tools, true, &[])),
             ["bwa", "nanoplot", "data/lambda-phage"]
+        );
+        // The image's own sample, in catalogue order; a functional test's
+        // name never makes it in, the data checks always do.
+        let named = [
+            "nanoplot".to_string(),
+            "samtools".into(),
+            "bwa/index-and-map".into(),
+        ];
+        assert_eq!(
+            names(boot_sample(&tools, true, &named)),
+            ["samtools", "nanoplot", "data/lambda-phage"]
         );
     }
 }

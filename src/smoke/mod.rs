@@ -70,6 +70,9 @@ pub struct TestOptions {
     /// Every check in every boot, as well as natively (for runners where
     /// KVM makes boots cheap); otherwise boots run [`boot::boot_sample`].
     pub full: bool,
+    /// The image's `[checks] boot-sample` (from the manifest): the tools
+    /// each boot checks; empty for [`boot::boot_sample`]'s default.
+    pub boot_sample: Vec<String>,
     /// The build's tree digest (from the manifest): every disk booted, and
     /// the tree the native checks run in, must have it.
     pub tree_sha256: Option<String>,
@@ -110,6 +113,7 @@ impl Default for TestOptions {
             memory_mib: 2048,
             boot_identical_disks: false,
             full: false,
+            boot_sample: Vec::new(),
             tree_sha256: None,
             default_user: None,
             workbench: None,

@@ -50,7 +50,7 @@ pub fn run_jobs(
         .any(|j| matches!(j, Job::Container { format, .. } if format.is_disk()));
     let sample;
     let boot_tools = if has_native && !opts.full {
-        sample = boot_sample(tools, opts.workbench.is_some());
+        sample = boot_sample(tools, opts.workbench.is_some(), &opts.boot_sample);
         &sample[..]
     } else {
         tools

@@ -694,6 +694,8 @@ fn tiny_manifest_read_back(out: &Path, sha: &str, tree_sha256: &str, read_back: 
         data: Vec::new(),
         workbench: None,
         data_disk: None,
+        every_check_in_every_boot: false,
+        boot_sample: Vec::new(),
     };
     m.write(out).unwrap();
 }
