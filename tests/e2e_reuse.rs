@@ -50,22 +50,27 @@ fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
     }
     let img = project.join("images/minimal.toml");
     let out = project.join("out");
-    let build = |extra: &[&str]| {
+    let build_in = |dir: &Path, extra: &[&str]| {
         let mut args = vec![
             "--recipes",
             "recipes",
             "build",
             img.to_str().unwrap(),
             "--out",
-            out.to_str().unwrap(),
+            dir.to_str().unwrap(),
             "--format",
             "docker-archive",
         ];
         args.extend(extra);
         let (o, secs) = biovm(&args);
-        assert!(o.status.success(), "build failed");
+        assert!(
+            o.status.success(),
+            "the build into {} failed",
+            dir.display()
+        );
         (stdout(&o), secs)
     };
+    let build = |extra: &[&str]| build_in(&out, extra);
     let archive = out.join("minimal.docker.tar");
     let identity = |p: &Path| {
         let m = fs::metadata(p).unwrap();
@@ -110,18 +115,7 @@ fn an_unchanged_build_and_test_are_reused_and_the_flags_run_them_again() {
     // in another folder unpacks that tree instead of bootstrapping, and
     // its artifact is the very one the fresh builds made.
     let elsewhere = project.join("elsewhere");
-    let (o, secs) = biovm(&[
-        "--recipes",
-        "recipes",
-        "build",
-        img.to_str().unwrap(),
-        "--out",
-        elsewhere.to_str().unwrap(),
-        "--format",
-        "docker-archive",
-    ]);
-    assert!(o.status.success(), "the build in another folder failed");
-    let said = stdout(&o);
+    let (said, secs) = build_in(&elsewhere, &[]);
     assert!(!said.contains(REUSED_BUILD), "{said}");
     assert!(
         said.contains("the tree of an earlier bootstrap of the same locked packages"),

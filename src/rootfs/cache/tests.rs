@@ -36,6 +36,42 @@ fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
 
+/// The extended attribute the tests set (a user one: any file system
+/// with xattrs takes it).
+fn xattr() -> CString {
+    CString::new("user.biovm").unwrap()
+}
+
+fn set_xattr(p: &Path, value: &[u8]) {
+    // SAFETY: valid C strings, and a buffer of the length given.
+    let r = unsafe {
+        libc::lsetxattr(
+            c(p).as_ptr(),
+            xattr().as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+}
+
+fn get_xattr(p: &Path) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings, and a buffer of the length given.
+    let n = unsafe {
+        libc::lgetxattr(
+            c(p).as_ptr(),
+            xattr().as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// A tree with what a bootstrap leaves that a careless copy loses: ids,
 /// set-id and sticky bits, a hard link, an absolute symbolic link, a hole,
 /// a FIFO, nanosecond mtimes and extended attributes (file capabilities
@@ -50,19 +86,7 @@ fn odd_tree(root: &Path) {
     fs::set_permissions(&tool, fs::Permissions::from_mode(0o4755)).unwrap();
     fs::hard_link(&tool, root.join("usr/bin/tool-again")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("usr/bin/host-link")).unwrap();
-    let value = b"biovm";
-    let name = CString::new("user.biovm").unwrap();
-    // SAFETY: valid C strings and buffer.
-    let r = unsafe {
-        libc::lsetxattr(
-            c(&tool).as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+    set_xattr(&tool, b"biovm");
     let sparse = root.join("var/log-lastlog");
     let f = fs::File::create(&sparse).unwrap();
     f.set_len(64 << 20).unwrap();
@@ -109,19 +133,8 @@ fn describe(root: &Path) -> BTreeMap<String, String> {
             let body = fs::read(&d).unwrap();
             what += &format!(" sha256 {}", fsutil::hex(&Sha256::digest(&body)));
             what += &format!(" holes {}", meta.blocks() * 512 < meta.len());
-            let mut buf = vec![0u8; 256];
-            let name = CString::new("user.biovm").unwrap();
-            // SAFETY: valid C strings and buffer.
-            let n = unsafe {
-                libc::lgetxattr(
-                    c(&d).as_ptr(),
-                    name.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n >= 0 {
-                what += &format!(" xattr {}", String::from_utf8_lossy(&buf[..n as usize]));
+            if let Some(v) = get_xattr(&d) {
+                what += &format!(" xattr {}", String::from_utf8_lossy(&v));
             }
         } else if t.is_dir() {
             for e in fs::read_dir(&d).unwrap() {
