@@ -146,14 +146,21 @@ fn describe(root: &Path) -> BTreeMap<String, String> {
     m
 }
 
-#[test]
-fn a_kept_tree_comes_back_exactly() {
+/// A cache in a new folder holding `odd_tree` (at `root` there) under
+/// `key(1)`, said to install `debian`.
+fn kept(debian: &[LockedDeb]) -> (tempfile::TempDir, BootstrapCache, Key) {
     let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("root");
-    odd_tree(&root);
+    odd_tree(&d.path().join("root"));
     let cache = cache_in(d.path(), 1 << 30);
     let k = key(1);
-    cache.keep(&k, "test", &root, &[hello()]);
+    cache.keep(&k, "test", &d.path().join("root"), debian);
+    (d, cache, k)
+}
+
+#[test]
+fn a_kept_tree_comes_back_exactly() {
+    let (d, cache, k) = kept(&[hello()]);
+    let root = d.path().join("root");
     assert!(cache.meta(&k.sha256).is_file() && cache.archive(&k.sha256).is_file());
     let again = d.path().join("again");
     let hit = cache.take(&k, &again).unwrap().expect("a hit");
@@ -180,12 +187,7 @@ fn a_kept_tree_comes_back_exactly() {
 
 #[test]
 fn a_damaged_archive_is_dropped_and_the_build_bootstraps() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("root");
-    odd_tree(&root);
-    let cache = cache_in(d.path(), 1 << 30);
-    let k = key(1);
-    cache.keep(&k, "test", &root, &[hello()]);
+    let (d, cache, k) = kept(&[hello()]);
     let archive = cache.archive(&k.sha256);
     let mut bytes = fs::read(&archive).unwrap();
     let mid = bytes.len() / 2;
@@ -202,14 +204,9 @@ fn a_damaged_archive_is_dropped_and_the_build_bootstraps() {
 
 #[test]
 fn an_entry_whose_tree_lacks_its_packages_is_not_used() {
-    let d = tempfile::tempdir().unwrap();
-    let root = d.path().join("root");
-    odd_tree(&root);
-    let cache = cache_in(d.path(), 1 << 30);
-    let k = key(1);
     let mut other = hello();
     other.version = "2.10-4".into();
-    cache.keep(&k, "test", &root, &[other]);
+    let (d, cache, k) = kept(&[other]);
     let again = d.path().join("again");
     assert!(cache.take(&k, &again).unwrap().is_none());
     assert!(!again.exists());
