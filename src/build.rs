@@ -310,43 +310,45 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     })?;
     let repo = work.path().join("locked-packages");
     // A locked bootstrap is kept for, and taken from, biovm's cache of trees.
-    let cache = match &lock {
-        Some(_) => rootfs::cache::BootstrapCache::new(&opts.cache_dir)?,
-        None => None,
-    };
-    let key = match (&cache, &lock) {
-        (Some(_), Some(l)) => Some(rootfs::cache::Key::of(&image, &packages, &l.debian, epoch)?),
+    let cached = match (&lock, rootfs::cache::BootstrapCache::new(&opts.cache_dir)?) {
+        (Some(l), Some(c)) => Some((
+            c,
+            rootfs::cache::Key::of(&image, &packages, &l.debian, epoch)?,
+        )),
         _ => None,
     };
     let mut from_cache = None;
     let debs = timed(&mut stages, "bootstrap", || {
-        if let (Some(c), Some(k), Some(l), false) = (&cache, &key, &lock, opts.fresh_bootstrap) {
-            if let Some(hit) = c.take(k, &root)? {
-                l.verify_tree(&hit.debian, &lock_path)?;
-                // This build's PyPI files and downloads go to the store
-                // as a bootstrapping build's do.
-                keep_locked(l, &opts.cache_dir, &image, &downloads, &pypi_files);
-                from_cache = Some(hit.key);
-                return Ok(hit.debian);
-            }
-        }
-        let (sources, missing) = match &lock {
-            Some(l) => locked_sources(&image, l, &lock_path, opts, &pools, &repo)?,
-            None => (rootfs::Sources::Mirror, Vec::new()),
+        let hit = match &cached {
+            Some((c, k)) if !opts.fresh_bootstrap => c.take(k, &root)?,
+            _ => None,
         };
-        rootfs::bootstrap(&image, &packages, sources, &opts.cache_dir, epoch, &root).map_err(
-            |e| match &lock {
-                Some(_) => locked_bootstrap_failed(e, &image, &lock_path, &missing),
-                None => e,
-            },
-        )?;
-        let indices = crate::lock::read_indices(&root)?;
-        let debs = crate::lock::debs_of(&root, &indices)?;
+        let bootstrapped = hit.is_none();
+        let debs = match hit {
+            Some(h) => {
+                from_cache = Some(h.key);
+                h.debian
+            }
+            None => {
+                let (sources, missing) = match &lock {
+                    Some(l) => locked_sources(&image, l, &lock_path, opts, &pools, &repo)?,
+                    None => (rootfs::Sources::Mirror, Vec::new()),
+                };
+                rootfs::bootstrap(&image, &packages, sources, &opts.cache_dir, epoch, &root)
+                    .map_err(|e| match &lock {
+                        Some(_) => locked_bootstrap_failed(e, &image, &lock_path, &missing),
+                        None => e,
+                    })?;
+                let indices = crate::lock::read_indices(&root)?;
+                crate::lock::debs_of(&root, &indices)?
+            }
+        };
+        // Unpacked or bootstrapped, the tree holds exactly the lock's packages.
         if let Some(l) = &lock {
             l.verify_tree(&debs, &lock_path)?;
             keep_locked(l, &opts.cache_dir, &image, &downloads, &pypi_files);
         }
-        if let (Some(c), Some(k)) = (&cache, &key) {
+        if let (true, Some((c, k))) = (bootstrapped, &cached) {
             c.keep(k, &image.name, &root, &debs);
         }
         Ok(debs)
