@@ -574,7 +574,7 @@ fn test_staged(
                     .as_ref()
                     .map(|d| d.in_dir(dir))
                     .transpose()?,
-                native_first: true,
+                stop_on_native_failure: true,
                 full: opts.test.full || manifest.every_check_in_every_boot,
                 boot_sample: manifest.boot_sample.clone(),
                 ..opts.test.clone()

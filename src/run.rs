@@ -169,6 +169,8 @@ fn prepare(o: &RunOptions, port: u16, forwards: &[(u16, u16)]) -> Result<(Cmd, P
         console_on_terminal: !o.detach,
         firmware: o.firmware,
         accel: kvm::accel(),
+        // A researcher runs any tool of the image in it.
+        work: qemu::GuestWork::Tools,
         cpus: o.cpus,
         memory_mib: o.memory_mib,
         run_dir: &o.state_dir,
@@ -208,12 +210,18 @@ pub fn run_detached(o: &RunOptions) -> Result<Detached> {
     // The guest holds its share of the machine's guest slots for as long
     // as it runs (QEMU inherits the locks), so tests and other guests on
     // this machine never start more guests than there are cores.
-    let slots = slots::take(&slots::folder(), slots::count()?, o.cpus, |n| {
-        log::info!(
+    let slots = slots::take(
+        &slots::folder(),
+        slots::count()?,
+        o.cpus,
+        slots::Fewer::Never,
+        |n| {
+            log::info!(
             "waiting for {n} free guest slot(s): other biovm guests on this machine hold them ({})",
             slots::folder().display()
         )
-    })?;
+        },
+    )?;
     slots.inherit()?;
     let t0 = Instant::now();
     // QEMU forks into the background once the machine is set up; the

@@ -217,6 +217,22 @@ fn a_release_is_tested_indexed_published_and_a_rerun_reuses_it() {
         .unwrap()
         .iter()
         .all(|c| c["error"].is_null()));
+    // As release.json says: every check ran in the native run, and each
+    // boot ran the system's checks and the sample, one tool for the one
+    // install source (Debian), though the native run went first and alone.
+    for cell in report.as_array().unwrap() {
+        let tools: Vec<&str> = cell["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["tool"].as_str().unwrap())
+            .filter(|t| !t.starts_with("system/"))
+            .collect();
+        match cell["firmware"].as_str().unwrap() {
+            "bios" => assert_eq!(tools.len(), 1, "{tools:?}"),
+            _ => assert!(tools.len() > 2, "{tools:?}"),
+        }
+    }
 
     // SHA256SUMS lists exactly those files and sha256sum agrees.
     let sums = fs::read_to_string(rel.join("SHA256SUMS")).unwrap();

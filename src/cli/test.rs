@@ -91,7 +91,7 @@ impl MatrixArgs {
             rerun: self.rerun,
             workbench: None,
             data_disk: None,
-            native_first: false,
+            stop_on_native_failure: false,
         })
     }
 }

@@ -50,13 +50,21 @@ use system::{imds_check, system_checks};
 const STALL_KVM: Duration = Duration::from_secs(30);
 const STALL_TCG: Duration = Duration::from_secs(120);
 
+/// A test guest: the processors it asks for (it may get fewer: see
+/// [`slots::Fewer`]) and what it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Guest {
+    pub cpus: u32,
+    pub work: qemu::GuestWork,
+}
+
 /// Boot `cell` once and run every check of `tools` and the system's: the
 /// boot is prepared, run and read.
 pub fn boot_and_check(
     cell: &Cell,
     tools: &[Tool],
     run_dir: &Path,
-    cpus: u32,
+    guest: Guest,
     opts: &TestOptions,
 ) -> Result<BootReport> {
     fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
@@ -72,7 +80,7 @@ pub fn boot_and_check(
     let checks = prepared.write_checks(tools, opts)?;
     let prepare_secs = t_prepare.elapsed().as_secs_f64();
     // Run: the guest, until its checks are done.
-    let mut report = run_with_retry(&prepared, &checks, cpus, opts)?;
+    let mut report = run_with_retry(&prepared, &checks, guest, opts)?;
     report.prepare_secs = prepare_secs;
     // Read: a check that never reported fails; then the host's own checks.
     report.mark_not_run(&checks);
@@ -86,15 +94,15 @@ pub fn boot_and_check(
 fn run_with_retry(
     prepared: &Prepared,
     checks: &[Tool],
-    cpus: u32,
+    guest: Guest,
     opts: &TestOptions,
 ) -> Result<BootReport> {
     let accel = kvm::accel();
-    Ok(match run_guest(prepared, checks, accel, cpus, opts)? {
+    Ok(match run_guest(prepared, checks, accel, guest, opts)? {
         Run::Finished(r) => r,
         Run::Stalled(r, why) if accel == Accel::Kvm => {
             kvm::demote(&why);
-            let mut again = match run_guest(prepared, checks, Accel::Tcg, cpus, opts)? {
+            let mut again = match run_guest(prepared, checks, Accel::Tcg, guest, opts)? {
                 Run::Finished(r) => r,
                 Run::Stalled(mut r, why) => {
                     r.error = Some(why);
@@ -285,19 +293,27 @@ fn run_guest(
     p: &Prepared,
     tools: &[Tool],
     accel: Accel,
-    cpus: u32,
+    guest: Guest,
     opts: &TestOptions,
 ) -> Result<Run> {
-    let (mut cmd, files) = guest_vm(p, accel, cpus, opts).command()?;
     // The machine's cores are shared with every other biovm's guests: wait
-    // for this guest's slots before its clock starts.
-    let slots = slots::take(&slots::folder(), slots::count()?, cpus, |n| {
-        log::info!(
-            "{}: waiting for {n} free guest slot(s): other biovm guests on this machine hold them ({})",
-            p.label,
-            slots::folder().display()
-        )
-    })?;
+    // for this guest's slots before its clock starts. It has as many
+    // processors as it got slots.
+    let slots = slots::take(
+        &slots::folder(),
+        slots::count()?,
+        guest.cpus,
+        slots::Fewer::After(slots::TEST_GRACE),
+        |n| {
+            log::info!(
+                "{}: waiting for {n} free guest slot(s): other biovm guests on this machine hold them ({})",
+                p.label,
+                slots::folder().display()
+            )
+        },
+    )?;
+    let cpus = slots.count();
+    let (mut cmd, files) = guest_vm(p, accel, cpus, guest.work, opts).command()?;
     for f in [&files.console_log, &files.results_log] {
         let _ = fs::remove_file(f);
     }
@@ -311,6 +327,7 @@ fn run_guest(
     );
     report.name_cell(cell);
     report.slot_wait_secs = slots.waited.as_secs_f64();
+    report.cpus = Some(cpus);
     let t0 = Instant::now();
     let mut guest = cmd.spawn()?;
     let mut watched = watch_guest(&mut guest, &files, tools, accel, opts, &mut report, t0);
@@ -348,7 +365,13 @@ fn run_guest(
 }
 
 /// The QEMU machine of the prepared boot `p` under `accel` with `cpus`.
-fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &'a TestOptions) -> qemu::Vm<'a> {
+fn guest_vm<'a>(
+    p: &'a Prepared,
+    accel: Accel,
+    cpus: u32,
+    work: qemu::GuestWork,
+    opts: &'a TestOptions,
+) -> qemu::Vm<'a> {
     let cell = p.cell;
     qemu::Vm {
         disk: &p.overlay,
@@ -367,6 +390,7 @@ fn guest_vm<'a>(p: &'a Prepared, accel: Accel, cpus: u32, opts: &'a TestOptions)
         console_on_terminal: false,
         firmware: cell.firmware,
         accel,
+        work,
         cpus,
         // Each processor runs a check at once: each gets the memory one
         // guest of one processor would have.

@@ -75,6 +75,11 @@ impl Job {
         }
     }
 
+    /// A native run: every check in a disk's root tree (see [`native_job`]).
+    pub fn is_native(&self) -> bool {
+        matches!(self, Job::Container { format, .. } if format.is_disk())
+    }
+
     /// The report of a job that could not even start.
     pub fn failed(&self, e: &anyhow::Error) -> BootReport {
         match self {

@@ -88,10 +88,10 @@ pub struct TestOptions {
     /// the native run reads it into its tree; container artifacts, which
     /// carry no data, skip the data checks.
     pub data_disk: Option<DataDiskFiles>,
-    /// Run the native checks alone first, and when one fails, boot
-    /// nothing: the verdict is already no (`biovm release`, which then
+    /// When a native check fails, boot nothing (the native run goes
+    /// first): the verdict is already no (`biovm release`, which then
     /// releases nothing, gives it without minutes of emulated boots).
-    pub native_first: bool,
+    pub stop_on_native_failure: bool,
 }
 
 /// A data disk's files, as a test attaches them (see `data::disk`).
@@ -119,7 +119,7 @@ impl Default for TestOptions {
             workbench: None,
             data_disk: None,
             rerun: false,
-            native_first: false,
+            stop_on_native_failure: false,
         }
     }
 }

@@ -13,13 +13,36 @@ use crate::config::{BootMode, Format};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-/// The CPU model under software emulation (override: BIOVM_TCG_CPU): the
+/// The CPU model under software emulation of a boot that runs the
+/// system's checks and a sample of tools (BIOVM_TCG_CPU overrides this
+/// and [`TCG_CPU_TOOLS`]): the
 /// x86-64-v2 level (what NumPy's wheels and the like require), no more.
 /// QEMU's `max` also offers AVX2 and more, which the guest's libraries
 /// then pick and TCG emulates slowly: a minimal image's boot took 78-86 s
 /// under `max` and 66-70 s with this model on an idle 2-core machine
 /// (cloud-init's stages most of the difference).
 pub const TCG_CPU: &str = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16";
+
+/// The CPU model under software emulation of a guest that runs the tools
+/// themselves (every check in every boot; `biovm run`, where a researcher
+/// works): the x86-64-v3 level (AVX2, FMA, BMI), which every x86 cloud
+/// machine has, and which TCG emulates. Tools that real machines run must
+/// not fail for want of it: Debian's `diamond` executes AVX instructions
+/// unconditionally (SIGILL under [`TCG_CPU`]), and R's OpenBLAS picks, on a
+/// CPU without AVX2, kernels that crash under TCG (`solve()` of a 3×3
+/// matrix: SIGSEGV under [`TCG_CPU`] and under QEMU's Nehalem and
+/// SandyBridge models; it passes with this one).
+pub const TCG_CPU_TOOLS: &str = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,\
+    +avx,+avx2,+bmi1,+bmi2,+f16c,+fma,+abm,+movbe,+xsave";
+
+/// What a guest runs, which sets its CPU model under software emulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestWork {
+    /// The system's checks and a sample of tools: [`TCG_CPU`].
+    Boot,
+    /// Any tool: [`TCG_CPU_TOOLS`].
+    Tools,
+}
 /// The SMBIOS system UUID (and serial) of a test boot of an EC2 disk: EC2
 /// machines' start with "ec2", which is how cloud-init recognizes them.
 const EC2_UUID: &str = "ec2e1f5a-1f0c-4d7b-9a55-0123456789ab";
@@ -182,6 +205,7 @@ pub struct Vm<'a> {
     pub console_on_terminal: bool,
     pub firmware: BootMode,
     pub accel: Accel,
+    pub work: GuestWork,
     pub cpus: u32,
     pub memory_mib: u32,
     /// Folder for the console log and result log.
@@ -207,7 +231,13 @@ impl Vm<'_> {
             results_log: self.run_dir.join(format!("{}.results.log", self.label)),
         };
         let mut c = Cmd::new(QEMU);
-        let tcg_cpu = std::env::var("BIOVM_TCG_CPU").unwrap_or_else(|_| TCG_CPU.into());
+        let tcg_cpu = std::env::var("BIOVM_TCG_CPU").unwrap_or_else(|_| {
+            match self.work {
+                GuestWork::Boot => TCG_CPU,
+                GuestWork::Tools => TCG_CPU_TOOLS,
+            }
+            .into()
+        });
         let cpu = match self.accel {
             Accel::Kvm => "host",
             Accel::Tcg => tcg_cpu.as_str(),
@@ -345,6 +375,7 @@ mod tests {
             console_on_terminal: false,
             firmware: BootMode::Bios,
             accel: Accel::Tcg,
+            work: GuestWork::Boot,
             cpus: 1,
             memory_mib: 1024,
             run_dir: d.path(),
@@ -373,5 +404,16 @@ mod tests {
             )),
             "{line}"
         );
+        // Under TCG: the x86-64-v2 model for a boot's sample, the v3 one
+        // (AVX2) where the guest runs any tool. BIOVM_TCG_CPU is not set
+        // by any test.
+        assert!(line.contains(&format!("-cpu {TCG_CPU} ")), "{line}");
+        let tools = Vm {
+            work: GuestWork::Tools,
+            ..vm
+        };
+        let line = tools.command().unwrap().0.display();
+        assert!(line.contains(&format!("-cpu {TCG_CPU_TOOLS} ")), "{line}");
+        assert!(TCG_CPU_TOOLS.starts_with(TCG_CPU) && TCG_CPU_TOOLS.contains(",+avx2,"));
     }
 }

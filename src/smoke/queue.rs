@@ -1,18 +1,20 @@
 //! The work queue that runs the test matrix ([`super::matrix`]) of a built
-//! image: up to `--jobs` jobs at once, each VM boot ([`super::boot`]) or
-//! native or container run ([`super::container`]) with an equal share of
-//! the cores; results stored from an earlier test are taken instead of
-//! running again ([`super::reuse`]), a cell that would repeat another's boot
-//! gets that boot's report, and the reports are written as `report.json`
-//! and `junit.xml` next to the serial logs ([`super::report`]).
+//! image: the native run first and alone, then up to `--jobs` jobs at once,
+//! VM boots ([`super::boot`]) with an equal share of the cores among the
+//! guests, and container runs ([`super::container`]); results stored from
+//! an earlier test are taken instead of running again ([`super::reuse`]),
+//! a cell that would repeat another's boot gets that boot's report, and the
+//! reports are written as `report.json` and `junit.xml` next to the serial
+//! logs ([`super::report`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::boot::{boot_and_check, boot_sample};
+use super::boot::{boot_and_check, boot_sample, Guest};
 use super::matrix::{self, shared_boots, Job, Sharing};
+use super::qemu::GuestWork;
 use super::report::{self, BootReport};
 use super::{container, default_jobs, reuse, TestOptions};
 use crate::config::{BootMode, Format};
@@ -30,26 +32,25 @@ fn container_timeout(tools: &[Tool]) -> Duration {
 }
 
 /// Run every job, up to `opts.jobs` at once; VM guests get an equal share
-/// of the cores. A job whose result is stored ([`super::reuse`]: the same
+/// of the cores among the guests. A job whose result is stored ([`super::reuse`]: the same
 /// artifact bytes, checks and runner passed before) is not run again
 /// unless `opts.rerun`: its report is the stored one and says so. A VM cell
 /// that would repeat an earlier cell's boot exactly ([`shared_boots`]) is
 /// not booted again unless `opts.boot_identical_disks`: its report is that
 /// boot's, naming it. Reports come back in the jobs' order; a job that
-/// fails to start gets a failed report naming why.
+/// fails to start gets a failed report naming why. `native`: the test has
+/// a native run of every check in the same tree (among `jobs` or not).
 pub fn run_jobs(
     jobs: &[Job],
+    native: bool,
     tools: &[Tool],
     run_dir: &Path,
     opts: &TestOptions,
 ) -> Vec<BootReport> {
     // With a native run of every check in the same tree, boots run the
     // system's checks and a sample; otherwise (or with --full) every check.
-    let has_native = jobs
-        .iter()
-        .any(|j| matches!(j, Job::Container { format, .. } if format.is_disk()));
     let sample;
-    let boot_tools = if has_native && !opts.full {
+    let boot_tools = if native && !opts.full {
         sample = boot_sample(tools, opts.workbench.is_some(), &opts.boot_sample);
         &sample[..]
     } else {
@@ -101,7 +102,14 @@ pub fn run_jobs(
         }
     }
     let fresh_jobs: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
-    let fresh = run_fresh(&fresh_jobs, &checks_of, run_dir, opts);
+    // Under software emulation, a guest that runs any tool gets a CPU that
+    // every tool runs on (see `qemu::TCG_CPU_TOOLS`).
+    let work = if native && !opts.full {
+        GuestWork::Boot
+    } else {
+        GuestWork::Tools
+    };
+    let fresh = run_fresh(&fresh_jobs, &checks_of, work, run_dir, opts);
     for (&i, r) in todo.iter().zip(fresh) {
         if let (true, Some(k)) = (r.passed(), &keys[i]) {
             if let Err(e) = reuse::keep(&store, k, &r, run_dir, &jobs[i].label()) {
@@ -114,10 +122,11 @@ pub fn run_jobs(
 }
 
 /// Run `jobs` (none of them reused), each with the checks `checks_of`
-/// gives it.
+/// gives it, its guests doing `work`.
 fn run_fresh<'t>(
     jobs: &[Job],
     checks_of: &(dyn Fn(&Job) -> &'t [Tool] + Sync),
+    work: GuestWork,
     run_dir: &Path,
     opts: &TestOptions,
 ) -> Vec<BootReport> {
@@ -133,7 +142,16 @@ fn run_fresh<'t>(
         .filter(|&i| sharing[i].same_boot_as.is_none())
         .collect();
     let workers = opts.jobs.clamp(1, own.len().max(1));
-    let cpus = (default_jobs() / workers).max(1) as u32;
+    // The cores are shared among the guests that run at once, not among
+    // every worker: a native or container run beside one guest (BioLinux's
+    // test) leaves it every core. Its checks in parallel with cloud-init
+    // and the workbench's servers made a one-processor boot of BioLinux
+    // take 129 s, a two-processor one 76 s.
+    let guests = own
+        .iter()
+        .filter(|&&i| matches!(jobs[i], Job::Vm(_)))
+        .count();
+    let cpus = (default_jobs() / workers.min(guests).max(1)).max(1) as u32;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<BootReport>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
@@ -148,7 +166,7 @@ fn run_fresh<'t>(
                 let r = match job {
                     Job::Vm(cell) => {
                         log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
-                        boot_and_check(cell, checks_of(job), run_dir, cpus, opts)
+                        boot_and_check(cell, checks_of(job), run_dir, Guest { cpus, work }, opts)
                     }
                     Job::Container { artifact, format } => {
                         log::info!("running the checks in {}", artifact.display());
@@ -243,13 +261,16 @@ pub fn test_artifacts(
         crate::doctor::require(crate::doctor::Need::Test)?;
     }
     let _lock = lock_report_dir(report_dir)?;
-    let native_alone = opts.native_first
-        && jobs.len() > 1
-        && matches!(&jobs[0], Job::Container { format, .. } if format.is_disk());
-    let reports = if native_alone {
-        let mut reports = run_jobs(&jobs[..1], tools, report_dir, opts);
-        if reports.iter().all(BootReport::passed) {
-            reports.extend(run_jobs(&jobs[1..], tools, report_dir, opts));
+    // The native run goes alone, before the rest: its checks fill every
+    // core, and a guest booted beside them ran as if on a slower machine
+    // (BioLinux: native run and boot together 109 s, the boot alone 76 s
+    // after it, each of its stages slower, even with the native run at a
+    // lower priority).
+    let native = jobs.iter().any(Job::is_native);
+    let reports = if native && jobs.len() > 1 {
+        let mut reports = run_jobs(&jobs[..1], native, tools, report_dir, opts);
+        if reports.iter().all(BootReport::passed) || !opts.stop_on_native_failure {
+            reports.extend(run_jobs(&jobs[1..], native, tools, report_dir, opts));
         } else {
             log::warn!(
                 "the native checks failed: none of the other {} cells was started",
@@ -258,7 +279,7 @@ pub fn test_artifacts(
         }
         reports
     } else {
-        run_jobs(&jobs, tools, report_dir, opts)
+        run_jobs(&jobs, native, tools, report_dir, opts)
     };
     let json = serde_json::to_string_pretty(&reports)? + "\n";
     crate::fsutil::write_atomic(&report_dir.join("report.json"), json.as_bytes())?;
@@ -326,7 +347,7 @@ mod tests {
             boot_identical_disks: false,
             ..TestOptions::default()
         };
-        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        let r = run_jobs(&jobs, false, &[], d.path(), &opts);
         assert_eq!(r.len(), 1);
         assert!(!r[0].passed());
         assert_eq!(
@@ -358,7 +379,7 @@ mod tests {
             boot_identical_disks: false,
             ..TestOptions::default()
         };
-        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        let r = run_jobs(&jobs, false, &[], d.path(), &opts);
         assert_eq!(
             (r[0].cell().as_str(), r[1].cell().as_str()),
             ("m.vmdk bios", "m.ova bios")
@@ -382,7 +403,7 @@ mod tests {
             "{junit}"
         );
         opts.boot_identical_disks = true;
-        let r = run_jobs(&jobs, &[], d.path(), &opts);
+        let r = run_jobs(&jobs, false, &[], d.path(), &opts);
         assert_eq!(r[1].same_boot_as, None);
         let e = r[1].error.as_deref().unwrap();
         assert!(e.contains("m.ova"), "{e}");

@@ -187,6 +187,9 @@ pub struct BootReport {
     /// other biovm guests on the machine held them; not part of its boot.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub slot_wait_secs: f64,
+    /// A VM boot's processors (its guest slots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
     pub total_secs: f64,
     pub results: Vec<CheckResult>,
     /// Why the boot itself failed, if it did.
@@ -240,6 +243,7 @@ impl BootReport {
             bus,
             prepare_secs: 0.0,
             slot_wait_secs: 0.0,
+            cpus: None,
             accel,
             accel_note: None,
             boot_secs: None,
@@ -404,9 +408,14 @@ pub fn table(reports: &[BootReport]) -> String {
             Some(c) => format!("same disk as {c}, results of that boot, "),
             None => String::new(),
         };
+        let cpus = match r.cpus {
+            Some(1) => ", 1 processor".to_string(),
+            Some(n) => format!(", {n} processors"),
+            None => String::new(),
+        };
         let _ = writeln!(
             s,
-            "{}: {} ({}, {}, {user}{shared}{prepare}{timing}, checks {:.1} s, total {:.1} s) {log}: {}",
+            "{}: {} ({}, {}{cpus}, {user}{shared}{prepare}{timing}, checks {:.1} s, total {:.1} s) {log}: {}",
             r.cell(),
             if r.passed() { "PASSED" } else { "FAILED" },
             r.accel,
