@@ -49,8 +49,9 @@ pub fn run_jobs(
 ) -> Vec<BootReport> {
     // With a native run of every check in the same tree, boots run the
     // system's checks and a sample; otherwise (or with --full) every check.
+    let sample_only = native && !opts.full;
     let sample;
-    let boot_tools = if native && !opts.full {
+    let boot_tools = if sample_only {
         sample = boot_sample(tools, opts.workbench.is_some(), &opts.boot_sample);
         &sample[..]
     } else {
@@ -70,7 +71,7 @@ pub fn run_jobs(
     };
     let checks_of = |j: &Job| match j {
         Job::Vm(_) => boot_tools,
-        Job::Container { format, .. } if format.is_disk() => tools,
+        j if j.is_native() => tools,
         Job::Container { .. } => container_tools,
     };
     let store = crate::store::Results::open();
@@ -104,7 +105,7 @@ pub fn run_jobs(
     let fresh_jobs: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
     // Under software emulation, a guest that runs any tool gets a CPU that
     // every tool runs on (see `qemu::TCG_CPU_TOOLS`).
-    let work = if native && !opts.full {
+    let work = if sample_only {
         GuestWork::Boot
     } else {
         GuestWork::Tools
@@ -266,7 +267,7 @@ pub fn test_artifacts(
     // (BioLinux: native run and boot together 109 s, the boot alone 76 s
     // after it, each of its stages slower, even with the native run at a
     // lower priority).
-    let native = jobs.iter().any(Job::is_native);
+    let native = jobs.first().is_some_and(Job::is_native);
     let reports = if native && jobs.len() > 1 {
         let mut reports = run_jobs(&jobs[..1], native, tools, report_dir, opts);
         if reports.iter().all(BootReport::passed) || !opts.stop_on_native_failure {
