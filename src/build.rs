@@ -16,6 +16,7 @@ use crate::lock::{Lock, LockedDeb, LockedDownload};
 use crate::manifest::{Artifact, Manifest};
 use crate::pool::Pool;
 use crate::rootfs;
+use crate::smoke::qemu::DiskFormat;
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -387,8 +388,12 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let mut ctx = FormatContext::new(&image.name, version, &seed, epoch);
     ctx.description = &image.description;
     ctx.user = image.system.user.as_ref().map(|u| u.name.as_str());
-    let (artifacts, tree_sha256, read_back) =
-        write_artifacts(&image, &ids, &ctx, &root, out, work.path(), &mut stages)?;
+    let Written {
+        artifacts,
+        tree_sha256,
+        read_back,
+        compared,
+    } = write_artifacts(&image, &ids, &ctx, &root, out, work.path(), &mut stages)?;
     let sbom = write_sbom(&image, &ctx, &debs, &pypi_files, &data, out)?;
     let summed: Vec<Artifact> = artifacts
         .iter()
@@ -407,6 +412,11 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
             .find(|a| a.format == Format::Raw)
             .map(|a| a.sha256.clone());
     }
+    manifest.sectors_compared_with_raw = artifacts
+        .iter()
+        .filter(|a| compared.contains(&a.format))
+        .map(|a| a.sha256.clone())
+        .collect();
     manifest.write(out)?;
     let report = BuildReport {
         image: image.name.clone(),
@@ -546,8 +556,7 @@ fn in_neither(image: &Image, seems: &str, packages: &[String]) -> String {
 /// Once written, the raw disk's root filesystem is read back through the
 /// kernel (beside the formats, while its pages are fresh) and must hold
 /// that very tree: a native run in this disk, as built, need not read it
-/// again (see `smoke::tree::read_back_by_build`). Returns the artifacts,
-/// the tree's digest and whether the raw disk was read back.
+/// again (see `smoke::tree::read_back_by_build`).
 fn write_artifacts(
     image: &Image,
     ids: &DiskIds,
@@ -556,7 +565,7 @@ fn write_artifacts(
     out: &Path,
     work: &Path,
     stages: &mut Vec<StageTime>,
-) -> Result<(Vec<Artifact>, String, bool)> {
+) -> Result<Written> {
     let raw = out.join(format!("{}.{}", image.name, Format::Raw.extension()));
     let needs_raw = image.formats.iter().any(|f| f.is_disk());
     let time = FsTime {
@@ -581,14 +590,20 @@ fn write_artifacts(
                 log::info!("no loop devices here: the disk's root filesystem is not read back");
             }
         }
-        let artifacts = timed(stages, "formats", || {
+        let (artifacts, compared) = timed(stages, "formats", || {
             convert_all(image, ctx, &raw, root, out, work)
         })?;
         let tree = digest
             .join()
             .map_err(|_| anyhow::anyhow!("the tree digest thread died"))??;
+        let mut written = Written {
+            artifacts,
+            tree_sha256: tree,
+            read_back: false,
+            compared,
+        };
         let Some(read_back) = read_back else {
-            return Ok((artifacts, tree, false));
+            return Ok(written);
         };
         // The time the build waits for it beyond the formats.
         let on_disk = timed(stages, "read-back", || {
@@ -596,9 +611,21 @@ fn write_artifacts(
                 .join()
                 .map_err(|_| anyhow::anyhow!("the disk's read-back thread died"))?
         })?;
-        same_tree_on_disk(&raw, &on_disk, &tree)?;
-        Ok((artifacts, tree, true))
+        same_tree_on_disk(&raw, &on_disk, &written.tree_sha256)?;
+        written.read_back = true;
+        Ok(written)
     })
+}
+
+/// What [`write_artifacts`] wrote, and what it proved of it.
+struct Written {
+    artifacts: Vec<Artifact>,
+    /// The digest of the tree every artifact was made from.
+    tree_sha256: String,
+    /// Whether the raw disk was read back and holds that tree.
+    read_back: bool,
+    /// The formats whose disk holds every sector of the raw disk.
+    compared: Vec<Format>,
 }
 
 /// The digest of the root filesystem of the disk file `raw`, read through
@@ -683,22 +710,38 @@ fn convert_all(
     root: &Path,
     out: &Path,
     work: &Path,
-) -> Result<Vec<Artifact>> {
+) -> Result<(Vec<Artifact>, Vec<Format>)> {
     let want = |f: Format| image.formats.contains(&f);
     let dest = |f: Format| artifact_path(out, &image.name, f);
+    // The formats whose disk was found to hold the raw disk's sectors.
+    let compared = std::sync::Mutex::new(Vec::new());
+    let compare = |disk: &Path, qf: DiskFormat, formats: &[Format]| -> Result<()> {
+        same_sectors_as_raw(raw, disk, qf)?;
+        compared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(formats);
+        Ok(())
+    };
     type Job<'a> = Box<dyn FnOnce() -> Result<()> + Send + 'a>;
     // Each chain is named by the format it writes first.
     let mut jobs: Vec<(Format, Job)> = Vec::new();
     if want(Format::Qcow2) {
         jobs.push((
             Format::Qcow2,
-            Box::new(|| formats::write_qcow2(raw, &dest(Format::Qcow2), ctx)),
+            Box::new(|| {
+                formats::write_qcow2(raw, &dest(Format::Qcow2), ctx)?;
+                compare(&dest(Format::Qcow2), DiskFormat::Qcow2, &[Format::Qcow2])
+            }),
         ));
     }
     if want(Format::Vdi) {
         jobs.push((
             Format::Vdi,
-            Box::new(|| formats::write_vdi(raw, &dest(Format::Vdi), ctx)),
+            Box::new(|| {
+                formats::write_vdi(raw, &dest(Format::Vdi), ctx)?;
+                compare(&dest(Format::Vdi), DiskFormat::Vdi, &[Format::Vdi])
+            }),
         ));
     }
     if want(Format::Vmdk) || want(Format::Ova) || want(Format::Vagrant) {
@@ -712,6 +755,10 @@ fn convert_all(
                     work.join("disk.vmdk")
                 };
                 formats::write_vmdk(raw, &vmdk, ctx)?;
+                // The OVA and the box carry this very VMDK.
+                let carriers = [Format::Vmdk, Format::Ova, Format::Vagrant];
+                let carriers: Vec<Format> = carriers.into_iter().filter(|f| want(*f)).collect();
+                compare(&vmdk, DiskFormat::Vmdk, &carriers)?;
                 if want(Format::Ova) {
                     formats::write_ova_from_vmdk(&vmdk, &dest(Format::Ova), ctx)?;
                 }
@@ -771,7 +818,35 @@ fn convert_all(
     for f in &image.formats {
         artifacts.push(artifact(*f, &dest(*f))?);
     }
-    Ok(artifacts)
+    let compared = compared.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok((artifacts, compared))
+}
+
+/// Fail unless every sector QEMU reads from `disk` (a disk of QEMU format
+/// `qf` the build just wrote from the raw disk `raw`) is `raw`'s, with the
+/// same virtual size (`qemu-img compare`): biovm's own writers must give
+/// back the disk they were given. The manifest then records the
+/// artifact's SHA-256 (`sectors_compared_with_raw`), and a test of those
+/// very bytes takes the raw disk's tree for its own (see `smoke::tree`):
+/// for BioLinux 13 s for the qcow2 and 50 s for the VMDK (QEMU inflates
+/// its grains), beside the OCI layout's writing, where a test would read
+/// or compare each disk again, beside its boots.
+fn same_sectors_as_raw(raw: &Path, disk: &Path, qf: DiskFormat) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    if !crate::smoke::boot_disk::same_contents(raw, DiskFormat::Raw, disk, qf)? {
+        bail!(
+            "{} does not hold the sectors of {}, the disk it was written from",
+            disk.display(),
+            raw.display()
+        );
+    }
+    log::info!(
+        "{}: every sector equal to {}'s ({:.1} s)",
+        disk.display(),
+        raw.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// SHA256SUMS (`sha256sum -c` reads it): every artifact, then the SBOM.

@@ -31,6 +31,13 @@ pub struct Manifest {
     /// read its tree again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_read_back_from: Option<String>,
+    /// The SHA-256 of each artifact whose disk (for an OVA or a Vagrant
+    /// box, the VMDK inside) the build compared, sector by sector as QEMU
+    /// reads it, with the raw disk it was written from, and found equal: a
+    /// test of that artifact, with those very bytes, takes the raw disk's
+    /// tree for its own without reading or comparing it again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sectors_compared_with_raw: Vec<String>,
     /// The reference data sets in the image, with every file's digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<crate::data::BuiltData>,
@@ -284,6 +291,7 @@ impl Manifest {
             tools: Tool::all_from_recipes(&image.recipes)?,
             tree_sha256: None,
             tree_read_back_from: None,
+            sectors_compared_with_raw: Vec::new(),
             data: Vec::new(),
             workbench: image.workbench,
             data_disk: None,
@@ -423,6 +431,7 @@ mod tests {
             tools: vec![],
             tree_sha256: None,
             tree_read_back_from: None,
+            sectors_compared_with_raw: Vec::new(),
             data: Vec::new(),
             workbench: None,
             data_disk: None,

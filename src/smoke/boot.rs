@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::boot_disk::disk_to_boot;
+use super::boot_disk::BootDisks;
 use super::checks::{judged_on_host, write_checks_drive, ResultsTail};
 use super::matrix::Cell;
 use super::qemu::{self, Accel, Bus, DiskFormat};
@@ -56,6 +56,10 @@ const STALL_TCG: Duration = Duration::from_secs(120);
 pub struct Guest {
     pub cpus: u32,
     pub work: qemu::GuestWork,
+    /// Whether it starts the workbench's servers through their sockets and
+    /// checks they answer (see `workbench::system_checks`): the matrix's
+    /// first VM cell, and every boot that runs every check.
+    pub servers: bool,
 }
 
 /// Boot `cell` once and run every check of `tools` and the system's: the
@@ -64,6 +68,7 @@ pub fn boot_and_check(
     cell: &Cell,
     tools: &[Tool],
     run_dir: &Path,
+    disks: &BootDisks,
     guest: Guest,
     opts: &TestOptions,
 ) -> Result<BootReport> {
@@ -71,13 +76,13 @@ pub fn boot_and_check(
     // Prepare: the disk behind its overlay, the instance data, and the
     // checks drive with the tools' checks and the system's.
     let t_prepare = Instant::now();
-    let prepared = Prepared::new(cell, run_dir).with_context(|| {
+    let prepared = Prepared::new(cell, run_dir, disks).with_context(|| {
         format!(
             "{}: its disk cannot be readied to boot",
             cell.artifact.display()
         )
     })?;
-    let checks = prepared.write_checks(tools, opts)?;
+    let checks = prepared.write_checks(tools, opts, guest.servers)?;
     let prepare_secs = t_prepare.elapsed().as_secs_f64();
     // Run: the guest, until its checks are done.
     let mut report = run_with_retry(&prepared, &checks, guest, opts)?;
@@ -171,6 +176,9 @@ pub fn boot_sample(tools: &[Tool], workbench: bool, named: &[String]) -> Vec<Too
 /// scratch files go when it is dropped, whichever way the boot ends.
 struct Prepared<'a> {
     cell: &'a Cell,
+    /// The disk QEMU boots under the overlay (the artifact, or the disk
+    /// copied out of its archive), and its QEMU format.
+    disk: (PathBuf, DiskFormat),
     label: String,
     run_dir: &'a Path,
     scratch: Scratch,
@@ -188,11 +196,10 @@ struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    fn new(cell: &'a Cell, run_dir: &'a Path) -> Result<Prepared<'a>> {
+    fn new(cell: &'a Cell, run_dir: &'a Path, disks: &BootDisks) -> Result<Prepared<'a>> {
         let label = cell.label();
         let scratch = Scratch::new_in(run_dir, &format!("{label}.boot"))?;
-        let (disk, disk_format) =
-            disk_to_boot(&cell.artifact, cell.format, &scratch.join("disk.tmp"))?;
+        let (disk, disk_format) = disks.get(&cell.artifact, cell.format)?;
         // The guest boots a larger disk than the image (as on a bigger
         // cloud volume) through an overlay, so the artifact is never written.
         let image_bytes = seed::virtual_size(&disk, disk_format)?;
@@ -219,6 +226,7 @@ impl<'a> Prepared<'a> {
         }
         Ok(Prepared {
             cell,
+            disk: (disk, disk_format),
             checks: scratch.join("checks.tar"),
             label,
             run_dir,
@@ -233,7 +241,7 @@ impl<'a> Prepared<'a> {
 
     /// Write the checks drive: every check of `tools`, then the system's
     /// (see [`system`]). Returns every check it holds.
-    fn write_checks(&self, tools: &[Tool], opts: &TestOptions) -> Result<Vec<Tool>> {
+    fn write_checks(&self, tools: &[Tool], opts: &TestOptions, servers: bool) -> Result<Vec<Tool>> {
         let all: Vec<Tool> = tools
             .iter()
             .cloned()
@@ -246,7 +254,7 @@ impl<'a> Prepared<'a> {
             .chain(
                 opts.workbench
                     .iter()
-                    .flat_map(crate::workbench::system_checks),
+                    .flat_map(|w| crate::workbench::system_checks(w, servers)),
             )
             .collect();
         write_checks_drive(&all, &self.checks)?;
@@ -268,8 +276,10 @@ impl<'a> Prepared<'a> {
         }
         if let Some(want) = &opts.tree_sha256 {
             let cell = self.cell;
-            let got = tree::disk_digest(&cell.artifact, cell.format, self.scratch.path(), None)
-                .unwrap_or_else(|e| format!("unreadable ({e:#})"));
+            let boot = (self.disk.0.as_path(), self.disk.1);
+            let got =
+                tree::booted_disk_digest(&cell.artifact, cell.format, boot, self.scratch.path())
+                    .unwrap_or_else(|e| format!("unreadable ({e:#})"));
             report
                 .results
                 .push(tree::same_tree_result(&cell.artifact, want, &got));

@@ -3,8 +3,10 @@
 //! VMDK inside it (copied out as VirtualBox would import it, or hashed in
 //! place).
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 
@@ -43,6 +45,57 @@ pub fn disk_to_boot(
         Ok((scratch.to_path_buf(), qf))
     } else {
         Ok((artifact.to_path_buf(), qf))
+    }
+}
+
+/// A copy of an archive's disk, made once (or the error that stopped it).
+type Copy = Arc<OnceLock<std::result::Result<PathBuf, String>>>;
+
+/// The disks one test boots: an archive's disk (an OVA's or a Vagrant
+/// box's VMDK) is copied out once for the whole test, not once per cell,
+/// and serves each cell that boots it (every firmware; QEMU opens it
+/// read-only under each cell's overlay) and the comparison of its sectors
+/// (see `tree`). The copies live in a scratch folder that goes with this.
+pub struct BootDisks {
+    scratch: crate::fsutil::Scratch,
+    copies: Mutex<HashMap<PathBuf, Copy>>,
+}
+
+impl BootDisks {
+    /// An empty set, whose copies go into a scratch folder in `run_dir`.
+    pub fn new(run_dir: &Path) -> Result<BootDisks> {
+        fs::create_dir_all(run_dir)
+            .with_context(|| format!("cannot create {}", run_dir.display()))?;
+        Ok(BootDisks {
+            scratch: crate::fsutil::Scratch::new_in(run_dir, "disks")?,
+            copies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The disk QEMU boots for `artifact` (of `format`) and its QEMU
+    /// format, as [`disk_to_boot`] gives it; an archive's disk is copied
+    /// out the first time it is asked for (a second caller meanwhile waits
+    /// for that copy).
+    pub fn get(&self, artifact: &Path, format: Format) -> Result<(PathBuf, DiskFormat)> {
+        let qf = qemu_format(artifact, format)?;
+        if !disk_in_archive(format) {
+            return Ok((artifact.to_path_buf(), qf));
+        }
+        let (copy, dest) = {
+            let mut m = self.copies.lock().unwrap_or_else(|e| e.into_inner());
+            let dest = self.scratch.join(format!("disk{}.vmdk", m.len()));
+            let copy = m.entry(artifact.to_path_buf()).or_default().clone();
+            (copy, dest)
+        };
+        let got = copy.get_or_init(|| {
+            extract_vmdk(artifact, &dest)
+                .map(|()| dest)
+                .map_err(|e| format!("{e:#}"))
+        });
+        match got {
+            Ok(p) => Ok((p.clone(), qf)),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        }
     }
 }
 
@@ -132,4 +185,52 @@ pub fn boot_disk_sha256(artifact: &Path, format: Format) -> Result<String> {
             .with_context(|| format!("reading {name} in {}", artifact.display()))?;
         Ok(crate::fsutil::hex(&h.finalize()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar archive `path` holding `disk.vmdk` with `bytes`.
+    fn ova(path: &Path, bytes: &[u8]) {
+        let mut b = tar::Builder::new(fs::File::create(path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "disk.vmdk", bytes).unwrap();
+        b.finish().unwrap();
+    }
+
+    #[test]
+    fn an_archive_s_disk_is_copied_out_once_per_test_and_goes_with_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.ova"), d.path().join("b.ova"));
+        ova(&a, b"disk of a");
+        ova(&b, b"disk of b");
+        let run = d.path().join("run");
+        let disks = BootDisks::new(&run).unwrap();
+        let (p1, f1) = disks.get(&a, Format::Ova).unwrap();
+        let (p2, _) = disks.get(&a, Format::Ova).unwrap();
+        let (p3, _) = disks.get(&b, Format::Ova).unwrap();
+        assert_eq!(f1, DiskFormat::Vmdk);
+        assert_eq!(p1, p2, "one copy for both cells");
+        assert_ne!(p1, p3);
+        assert_eq!(fs::read(&p1).unwrap(), b"disk of a");
+        assert_eq!(fs::read(&p3).unwrap(), b"disk of b");
+        // A disk outside an archive is booted where it is.
+        let raw = d.path().join("m.raw");
+        assert_eq!(disks.get(&raw, Format::Raw).unwrap().0, raw);
+        // An archive without a disk: an error naming it, each time asked.
+        let empty = d.path().join("empty.ova");
+        tar::Builder::new(fs::File::create(&empty).unwrap())
+            .finish()
+            .unwrap();
+        for _ in 0..2 {
+            let e = disks.get(&empty, Format::Ova).unwrap_err().to_string();
+            assert!(e.contains("empty.ova holds no .vmdk disk"), "{e}");
+        }
+        drop(disks);
+        assert_eq!(fs::read_dir(&run).unwrap().count(), 0, "the copies go");
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::boot::{boot_and_check, boot_sample, Guest};
+use super::boot_disk::BootDisks;
 use super::matrix::{self, shared_boots, Job, Sharing};
 use super::qemu::GuestWork;
 use super::report::{self, BootReport};
@@ -74,16 +75,26 @@ pub fn run_jobs(
         j if j.is_native() => tools,
         Job::Container { .. } => container_tools,
     };
+    // The matrix's first boot starts the workbench's servers (see
+    // `Guest::servers`), as does every boot that runs every check; a
+    // stored result counts only for a boot that did the same.
+    let first_vm = jobs.iter().position(|j| matches!(j, Job::Vm(_)));
+    let servers: Vec<bool> = (0..jobs.len())
+        .map(|i| opts.workbench.is_some() && (!sample_only || Some(i) == first_vm))
+        .collect();
     let store = crate::store::Results::open();
     let keys: Vec<Option<String>> = jobs
         .iter()
-        .map(|j| match reuse::key(j, checks_of(j), opts) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                log::warn!("{}: {e:#}; its result is not stored", j.label());
-                None
-            }
-        })
+        .zip(&servers)
+        .map(
+            |(j, &servers)| match reuse::key(j, checks_of(j), servers, opts) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    log::warn!("{}: {e:#}; its result is not stored", j.label());
+                    None
+                }
+            },
+        )
         .collect();
     let mut reports: Vec<Option<BootReport>> = keys
         .iter()
@@ -103,6 +114,7 @@ pub fn run_jobs(
         }
     }
     let fresh_jobs: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
+    let fresh_servers: Vec<bool> = todo.iter().map(|&i| servers[i]).collect();
     // Under software emulation, a guest that runs any tool gets a CPU that
     // every tool runs on (see `qemu::TCG_CPU_TOOLS`).
     let work = if sample_only {
@@ -110,7 +122,16 @@ pub fn run_jobs(
     } else {
         GuestWork::Tools
     };
-    let fresh = run_fresh(&fresh_jobs, &checks_of, work, run_dir, opts);
+    let fresh = run_fresh(
+        &fresh_jobs,
+        &checks_of,
+        Guests {
+            work,
+            servers: &fresh_servers,
+        },
+        run_dir,
+        opts,
+    );
     for (&i, r) in todo.iter().zip(fresh) {
         if let (true, Some(k)) = (r.passed(), &keys[i]) {
             if let Err(e) = reuse::keep(&store, k, &r, run_dir, &jobs[i].label()) {
@@ -122,12 +143,43 @@ pub fn run_jobs(
     reports.into_iter().flatten().collect()
 }
 
+/// Learn the root filesystem's tree of each distinct disk the VM jobs of
+/// `jobs` boot (see `tree::booted_disk_digest`), one after the other, so
+/// that their boots find it known. A disk that cannot be read here is
+/// read again by its boot, whose `system/same-tree` says why it failed.
+fn know_trees_of(jobs: &[&Job], disks: &BootDisks, run_dir: &Path) {
+    let mut seen = std::collections::HashSet::new();
+    let Ok(scratch) = crate::fsutil::Scratch::new_in(run_dir, "trees") else {
+        return;
+    };
+    for j in jobs {
+        let Job::Vm(cell) = j else { continue };
+        if !seen.insert(&cell.artifact) {
+            continue;
+        }
+        let known = disks.get(&cell.artifact, cell.format).and_then(|(d, qf)| {
+            super::tree::booted_disk_digest(&cell.artifact, cell.format, (&d, qf), scratch.path())
+        });
+        if let Err(e) = known {
+            log::warn!("{}: {e:#}", cell.artifact.display());
+        }
+    }
+}
+
+/// What the guests of a batch of jobs do: `work`, and for each job whether
+/// it starts the workbench's servers (see `Guest::servers`).
+#[derive(Clone, Copy)]
+struct Guests<'a> {
+    work: GuestWork,
+    servers: &'a [bool],
+}
+
 /// Run `jobs` (none of them reused), each with the checks `checks_of`
 /// gives it, its guests doing `work`.
 fn run_fresh<'t>(
     jobs: &[Job],
     checks_of: &(dyn Fn(&Job) -> &'t [Tool] + Sync),
-    work: GuestWork,
+    guests_do: Guests,
     run_dir: &Path,
     opts: &TestOptions,
 ) -> Vec<BootReport> {
@@ -156,8 +208,21 @@ fn run_fresh<'t>(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<BootReport>>> =
         jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let disks = match BootDisks::new(run_dir) {
+        Ok(d) => d,
+        Err(e) => return jobs.iter().map(|j| j.failed(&e)).collect(),
+    };
     let done = crate::progress::units("test", "boots", own.len() as u64, "boots");
     std::thread::scope(|s| {
+        // The tree on each disk the boots read, known while they boot
+        // rather than after each (a qcow2 or an OVA's VMDK compared with
+        // the build's raw disk, or read), once per disk; each boot's
+        // `system/same-tree` then takes it.
+        if opts.tree_sha256.is_some() {
+            let booted: Vec<&Job> = own.iter().map(|&i| &jobs[i]).collect();
+            let disks = &disks;
+            s.spawn(move || know_trees_of(&booted, disks, run_dir));
+        }
         for _ in 0..workers {
             s.spawn(|| loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -167,7 +232,12 @@ fn run_fresh<'t>(
                 let r = match job {
                     Job::Vm(cell) => {
                         log::info!("booting {} ({})", cell.label(), cell.bus.as_str());
-                        boot_and_check(cell, checks_of(job), run_dir, Guest { cpus, work }, opts)
+                        let guest = Guest {
+                            cpus,
+                            work: guests_do.work,
+                            servers: guests_do.servers[i],
+                        };
+                        boot_and_check(cell, checks_of(job), run_dir, &disks, guest, opts)
                     }
                     Job::Container { artifact, format } => {
                         log::info!("running the checks in {}", artifact.display());

@@ -27,9 +27,14 @@ struct Stored {
 }
 
 /// The key of `job` run with `checks` under `opts`.
-pub fn key(job: &Job, checks: &[Tool], opts: &TestOptions) -> Result<String> {
+pub fn key(job: &Job, checks: &[Tool], servers: bool, opts: &TestOptions) -> Result<String> {
     let mut k = store::Key::new();
     k.add("biovm", store::own_sha256()?.as_bytes());
+    if servers {
+        // The workbench's servers started in the boot (a part of
+        // `system/workbench`); a boot without them stands for no boot with.
+        k.add("workbench-servers", b"started");
+    }
     let (artifact, runner) = match job {
         Job::Vm(c) => (
             &c.artifact,

@@ -218,45 +218,72 @@ pub fn root_partition_offset(raw: &Path) -> Result<u64> {
 /// a copy when done with it.
 pub fn raw_view(artifact: &Path, format: crate::config::Format, scratch: &Path) -> Result<PathBuf> {
     let (disk, qf) = disk_to_boot(artifact, format, &scratch.join("disk.tmp"))?;
-    if qf == DiskFormat::Raw {
-        return Ok(disk);
-    }
-    let raw = scratch.join("disk.raw.tmp");
-    let converted = crate::cmd::Cmd::new("qemu-img")
-        .args(["convert", "-f", qf.name(), "-O", DiskFormat::Raw.name()])
-        .arg(&disk)
-        .arg(&raw)
-        .run()
-        .with_context(|| format!("cannot read the disk of {}", artifact.display()));
+    let raw = as_raw(artifact, (&disk, qf), scratch);
     if disk != artifact {
         let _ = fs::remove_file(&disk);
     }
-    converted?;
+    raw
+}
+
+/// The disk `disk` (of QEMU format `qf`, the disk of `artifact`) as a raw
+/// disk file: itself when raw, else a sparse raw copy in `scratch`.
+fn as_raw(artifact: &Path, (disk, qf): (&Path, DiskFormat), scratch: &Path) -> Result<PathBuf> {
+    if qf == DiskFormat::Raw {
+        return Ok(disk.to_path_buf());
+    }
+    let raw = scratch.join("disk.raw.tmp");
+    crate::cmd::Cmd::new("qemu-img")
+        .args(["convert", "-f", qf.name(), "-O", DiskFormat::Raw.name()])
+        .arg(disk)
+        .arg(&raw)
+        .run()
+        .with_context(|| format!("cannot read the disk of {}", artifact.display()))?;
     Ok(raw)
 }
 
-/// A disk's tree digest this process has: read from the disk, or taken
-/// from its build's read-back of the very same bytes.
+/// How this process came to know a disk's tree digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum How {
+    /// Its root filesystem was read.
+    Read,
+    /// Its build read it back from these very bytes ([`read_back_by_build`]).
+    ReadBack,
+    /// Every sector QEMU reads from it is the one of `disk`, the raw disk
+    /// of the same build, whose tree was known (`how`): they hold one
+    /// filesystem. Compared by its build, which recorded these very bytes
+    /// (`by_build`, see [`compared_by_build`]), or now
+    /// ([`same_sectors_as_raw`]).
+    SameSectors {
+        disk: PathBuf,
+        how: Box<How>,
+        by_build: bool,
+    },
+}
+
+/// A disk's tree digest this process has, and how it came to have it.
 #[derive(Clone)]
 struct Known {
     digest: String,
-    read_back: bool,
+    how: How,
 }
+
+type KnownDisks = std::collections::HashMap<PathBuf, Known>;
 
 /// Digests of disks' root filesystems known so far in this process, by
 /// artifact.
-static DISK_DIGESTS: std::sync::Mutex<Option<std::collections::HashMap<PathBuf, Known>>> =
-    std::sync::Mutex::new(None);
+static DISK_DIGESTS: std::sync::Mutex<Option<KnownDisks>> = std::sync::Mutex::new(None);
 
 /// The digest of `artifact`'s root filesystem (a disk of `format`): the
-/// one this process already has unless `again`; else, unless `again`, the
-/// build's read-back of these very bytes ([`read_back_by_build`]); else
-/// `read()`'s. Remembered either way. One disk is read at a time: two at
-/// once on two cores would only slow both.
+/// one this process already has unless `again`; else, unless `again`, one
+/// known without reading the disk ([`known_without_reading`]; `boot` is
+/// the disk QEMU boots for it and its QEMU format, where the caller has
+/// it); else `read()`'s. Remembered either way. One disk is read at a
+/// time: two at once on two cores would only slow both.
 fn remembered_digest(
     artifact: &Path,
     format: crate::config::Format,
     again: bool,
+    boot: Option<(&Path, DiskFormat)>,
     read: impl FnOnce() -> Result<String>,
 ) -> Result<String> {
     let mut done = DISK_DIGESTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -264,16 +291,13 @@ fn remembered_digest(
     if let (Some(k), false) = (map.get(artifact), again) {
         return Ok(k.digest.clone());
     }
-    let read_back = if again {
+    let known = if again {
         None
     } else {
-        read_back_by_build(artifact, format)
+        known_without_reading(map, artifact, format, boot)
     };
-    let known = match read_back {
-        Some(digest) => Known {
-            digest,
-            read_back: true,
-        },
+    let known = match known {
+        Some(k) => k,
         None => {
             let t0 = std::time::Instant::now();
             let digest = read()?;
@@ -284,12 +308,150 @@ fn remembered_digest(
             );
             Known {
                 digest,
-                read_back: false,
+                how: How::Read,
             }
         }
     };
     map.insert(artifact.to_path_buf(), known.clone());
     Ok(known.digest)
+}
+
+/// `artifact`'s tree digest where it can be known without reading its
+/// root filesystem: its build read it back from these very bytes
+/// ([`read_back_by_build`]), or (another format of the build's disk, with
+/// `boot`, the disk QEMU boots for it) every sector of it is the raw
+/// disk's beside it, whose tree is known ([`same_sectors_as_raw`]).
+fn known_without_reading(
+    map: &mut KnownDisks,
+    artifact: &Path,
+    format: crate::config::Format,
+    boot: Option<(&Path, DiskFormat)>,
+) -> Option<Known> {
+    if let Some(digest) = read_back_by_build(artifact, format) {
+        return Some(Known {
+            digest,
+            how: How::ReadBack,
+        });
+    }
+    if format == crate::config::Format::Raw {
+        return None;
+    }
+    let m = crate::manifest::Manifest::for_artifact(artifact).ok()?;
+    compared_by_build(map, &m, artifact, format)
+        .or_else(|| same_sectors_as_raw(map, &m, artifact, boot?))
+}
+
+/// The raw disk of the build that made `artifact` (listed in its manifest
+/// `m`, beside it) and its tree, when this process read it or its build
+/// read it back from its very bytes.
+fn known_raw(
+    map: &mut KnownDisks,
+    m: &crate::manifest::Manifest,
+    artifact: &Path,
+) -> Option<(PathBuf, Known)> {
+    use crate::config::Format;
+    let entry = m.artifacts.iter().find(|a| a.format == Format::Raw)?;
+    let raw = artifact.with_file_name(&entry.file);
+    let known = match map.get(&raw) {
+        Some(k) if !matches!(k.how, How::SameSectors { .. }) => k.clone(),
+        Some(_) => return None,
+        None => {
+            let k = Known {
+                digest: read_back_by_build(&raw, Format::Raw)?,
+                how: How::ReadBack,
+            };
+            map.insert(raw.clone(), k.clone());
+            k
+        }
+    };
+    Some((raw, known))
+}
+
+/// The tree of `artifact` (a disk of `format`, listed in its manifest
+/// `m`) when its build compared its disk sector by sector with the raw
+/// disk beside it and found them equal (`sectors_compared_with_raw`), and
+/// it still has those very bytes (its SHA-256 is the one recorded): the
+/// raw disk's tree, when known ([`known_raw`]). Nothing is read but the
+/// artifact's SHA-256, which a test has anyway (and remembers).
+fn compared_by_build(
+    map: &mut KnownDisks,
+    m: &crate::manifest::Manifest,
+    artifact: &Path,
+    format: crate::config::Format,
+) -> Option<Known> {
+    let recorded = &m.entry(artifact, format)?.sha256;
+    if !m.sectors_compared_with_raw.contains(recorded) {
+        return None;
+    }
+    if crate::store::sha256(artifact).ok()? != *recorded {
+        return None;
+    }
+    let (raw, raw_known) = known_raw(map, m, artifact)?;
+    log::info!(
+        "{}: its build found every sector equal to {}'s, and its SHA-256 is unchanged: its root filesystem is that disk's, not read",
+        artifact.display(),
+        raw.display()
+    );
+    Some(Known {
+        digest: raw_known.digest,
+        how: How::SameSectors {
+            disk: raw,
+            how: Box::new(raw_known.how),
+            by_build: true,
+        },
+    })
+}
+
+/// The tree of `artifact`, a disk of another format than raw whose QEMU
+/// view is `boot` (the artifact, or the VMDK copied out of its archive),
+/// when its build's raw disk sits beside it (listed in the same manifest)
+/// with a tree this process knows or its build read back from its very
+/// bytes, and every sector QEMU reads from `boot` is that disk's (the same
+/// virtual size; `qemu-img compare`): the two hold one root filesystem,
+/// so one tree. A qcow2 is compared at the speed of the disk (BioLinux's
+/// 11 GB: 12.6 s, where reading its tree took 67 s); a disk with one
+/// changed byte is not equal, and is read.
+fn same_sectors_as_raw(
+    map: &mut KnownDisks,
+    m: &crate::manifest::Manifest,
+    artifact: &Path,
+    boot: (&Path, DiskFormat),
+) -> Option<Known> {
+    if boot.1 == DiskFormat::Raw {
+        return None;
+    }
+    let (raw, raw_known) = known_raw(map, m, artifact)?;
+    let t0 = std::time::Instant::now();
+    match super::boot_disk::same_contents(&raw, DiskFormat::Raw, boot.0, boot.1) {
+        Ok(true) => {
+            log::info!(
+                "{}: every sector equal to {}'s ({:.1} s): its root filesystem is that disk's, not read",
+                artifact.display(),
+                raw.display(),
+                t0.elapsed().as_secs_f64()
+            );
+            Some(Known {
+                digest: raw_known.digest,
+                how: How::SameSectors {
+                    disk: raw,
+                    how: Box::new(raw_known.how),
+                    by_build: false,
+                },
+            })
+        }
+        Ok(false) => {
+            log::info!(
+                "{}: not every sector is {}'s: its root filesystem is read",
+                artifact.display(),
+                raw.display()
+            );
+            None
+        }
+        Err(e) => {
+            log::warn!("{e:#}: its root filesystem is read");
+            None
+        }
+    }
 }
 
 /// The tree digest of `artifact` when its build read it back from these
@@ -318,15 +480,14 @@ fn read_back_by_build(artifact: &Path, format: crate::config::Format) -> Option<
     m.tree_sha256
 }
 
-/// Whether this process took `artifact`'s tree digest from its build's
-/// read-back rather than reading the disk ([`read_back_by_build`]).
-pub fn read_back_at_build(artifact: &Path) -> bool {
+/// How this process came to know `artifact`'s tree digest, if it has it.
+pub fn how_known(artifact: &Path) -> Option<How> {
     DISK_DIGESTS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .and_then(|m| m.get(artifact))
-        .is_some_and(|k| k.read_back)
+        .map(|k| k.how.clone())
 }
 
 /// Whether the kernel offers loop devices (to mount a disk file).
@@ -345,7 +506,7 @@ pub fn disk_digest(
     scratch: &Path,
     extract_to: Option<&Path>,
 ) -> Result<String> {
-    remembered_digest(artifact, format, extract_to.is_some(), || {
+    remembered_digest(artifact, format, extract_to.is_some(), None, || {
         let raw = raw_view(artifact, format, scratch)?;
         let d = digest_disk(&raw, extract_to);
         if raw != artifact {
@@ -366,7 +527,30 @@ pub fn built_disk_digest(
     offset: u64,
     mnt: &Path,
 ) -> Result<String> {
-    remembered_digest(artifact, format, false, || mounted_digest(raw, offset, mnt))
+    remembered_digest(artifact, format, false, None, || {
+        mounted_digest(raw, offset, mnt)
+    })
+}
+
+/// [`disk_digest`] of `artifact`, whose disk QEMU boots is `boot` (and its
+/// QEMU format: the artifact, or the disk a test copied out of its
+/// archive, see `boot_disk::BootDisks`): another format of the build's raw
+/// disk is compared with it sector by sector ([`same_sectors_as_raw`])
+/// before its tree is read (through a raw copy in `scratch`).
+pub fn booted_disk_digest(
+    artifact: &Path,
+    format: crate::config::Format,
+    boot: (&Path, DiskFormat),
+    scratch: &Path,
+) -> Result<String> {
+    remembered_digest(artifact, format, false, Some(boot), || {
+        let raw = as_raw(artifact, boot, scratch)?;
+        let d = digest_disk(&raw, None);
+        if raw != boot.0 {
+            let _ = fs::remove_file(&raw);
+        }
+        d
+    })
 }
 
 /// The digest of the ext4 filesystem at byte `offset` of the disk file
@@ -444,11 +628,38 @@ pub fn same_tree_result(artifact: &Path, want: &str, got: &str) -> CheckResult {
         want,
         got,
     );
-    if read_back_at_build(artifact) {
-        r.output
-            .push_str(" (read back from this disk by its build; its SHA-256 is unchanged)");
+    if let Some(how) = how_known(artifact) {
+        r.output.push_str(&how_said(&how));
     }
     r
+}
+
+/// How a disk's tree digest was known, as the `system/same-tree` output's
+/// tail says it (nothing when the disk was read).
+fn how_said(how: &How) -> String {
+    match how {
+        How::Read => String::new(),
+        How::ReadBack => {
+            " (read back from this disk by its build; its SHA-256 is unchanged)".into()
+        }
+        How::SameSectors {
+            disk,
+            how,
+            by_build,
+        } => {
+            let name = disk.file_name().unwrap_or_default().to_string_lossy();
+            let of_it = match **how {
+                How::ReadBack => "read back from it by its build",
+                _ => "read from it",
+            };
+            let compared = if *by_build {
+                "compared by its build (qemu-img compare; its SHA-256 is unchanged)"
+            } else {
+                "by qemu-img compare"
+            };
+            format!(" (every sector equal to {name}'s, {compared}; that disk's tree {of_it})")
+        }
+    }
 }
 
 /// A host-side check `name` (of `what`) that the digest `got` is `want`:

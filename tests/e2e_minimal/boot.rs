@@ -134,6 +134,23 @@ fn the_whole_vm_matrix_boots_and_every_check_passes() {
             log.contains("Linux version"),
             "the serial log holds the guest's console: {r}"
         );
+        // The raw disk's tree is the build's read-back of its bytes; every
+        // other format's disk was compared with it sector by sector by the
+        // build, which recorded its SHA-256: neither is read again.
+        let same = r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["tool"] == "system/same-tree")
+            .unwrap_or_else(|| panic!("no same-tree check: {r}"));
+        let said = same["output"].as_str().unwrap();
+        let how = if r["artifact"] == "minimal.raw" {
+            "(read back from this disk by its build; its SHA-256 is unchanged)"
+        } else {
+            "(every sector equal to minimal.raw's, compared by its build (qemu-img compare; \
+             its SHA-256 is unchanged); that disk's tree read back from it by its build)"
+        };
+        assert!(said.ends_with(how), "{said}");
     }
     // The containers' unpacked trees are gone; their results logs stay.
     let left: Vec<String> = fs::read_dir(&rd)

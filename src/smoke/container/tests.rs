@@ -691,6 +691,7 @@ fn tiny_manifest_read_back(out: &Path, sha: &str, tree_sha256: &str, read_back: 
         tools: Vec::new(),
         tree_sha256: Some(tree_sha256.into()),
         tree_read_back_from: read_back.map(String::from),
+        sectors_compared_with_raw: Vec::new(),
         data: Vec::new(),
         workbench: None,
         data_disk: None,
@@ -788,7 +789,11 @@ fn a_disk_its_build_read_back_is_not_read_again_and_one_changed_byte_is() {
     let r = native_run(&raw, &tools, d.path(), &want, None).unwrap();
     assert!(r.disk_mounted);
     assert!(r.passed(), "{}", report::table(std::slice::from_ref(&r)));
-    assert!(tree::read_back_at_build(&raw), "the disk was read again");
+    assert_eq!(
+        tree::how_known(&raw),
+        Some(tree::How::ReadBack),
+        "the disk was read again"
+    );
     let same = r
         .results
         .iter()
@@ -816,7 +821,7 @@ fn a_disk_its_build_read_back_is_not_read_again_and_one_changed_byte_is() {
     tiny_manifest_read_back(&out2, &sha, &want, Some(&sha));
     let r = native_run(&changed, &tools, &out2, &want, None).unwrap();
     assert!(!r.disk_mounted, "a disk not as built is copied out");
-    assert!(!tree::read_back_at_build(&changed));
+    assert_eq!(tree::how_known(&changed), Some(tree::How::Read));
     let same = r
         .results
         .iter()
@@ -829,6 +834,142 @@ fn a_disk_its_build_read_back_is_not_read_again_and_one_changed_byte_is() {
     assert!(
         same.output.contains(&format!("but the build made {want}")),
         "{same:?}"
+    );
+}
+
+/// An empty folder `scratch` in `dir` (made once).
+fn scratch_of(dir: &Path) -> PathBuf {
+    let s = dir.join("scratch");
+    let _ = fs::create_dir(&s);
+    s
+}
+
+/// `raw` converted by `qemu-img` to a `fmt` disk at `dest`.
+fn converted(raw: &Path, fmt: &str, dest: &Path) {
+    crate::cmd::Cmd::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", fmt])
+        .arg(raw)
+        .arg(dest)
+        .run()
+        .unwrap();
+}
+
+#[test]
+fn another_format_of_the_read_back_disk_is_known_by_its_sectors_and_a_changed_one_is_read() {
+    use crate::smoke::qemu::DiskFormat;
+    let d = tempfile::tempdir().unwrap();
+    let text = "one filesystem in two formats: 0123456789\n";
+    let (want, out, raw) = tiny_built_disk(d.path(), &[("etc/motd", text)]);
+    let sha = crate::fsutil::sha256_file(&raw).unwrap();
+    tiny_manifest_read_back(&out, &sha, &want, Some(&sha));
+    // The qcow2 the build would write, and a qcow2 of the same disk with
+    // one byte of /etc/motd changed, both listed beside the raw disk.
+    let qcow2 = out.join("tiny.qcow2");
+    converted(&raw, "qcow2", &qcow2);
+    let mut bytes = fs::read(&raw).unwrap();
+    let at = bytes
+        .windows(text.len())
+        .position(|w| w == text.as_bytes())
+        .expect("the file's bytes in the disk");
+    bytes[at + 4] = b'N';
+    let changed_raw = d.path().join("changed.raw");
+    fs::write(&changed_raw, bytes).unwrap();
+    let changed = out.join("changed.qcow2");
+    converted(&changed_raw, "qcow2", &changed);
+    // A copy of the qcow2 its build compared with the raw disk (its SHA-256
+    // recorded as such); the changed one listed with that SHA-256 too, as
+    // if its bytes had changed since.
+    let built = out.join("built.qcow2");
+    fs::copy(&qcow2, &built).unwrap();
+    let good = crate::fsutil::sha256_file(&qcow2).unwrap();
+    let manifest = crate::manifest::Manifest::path_for(&out, "tiny");
+    let mut m = crate::manifest::Manifest::read(&manifest).unwrap();
+    for f in ["tiny.qcow2", "built.qcow2", "changed.qcow2"] {
+        m.artifacts.push(crate::manifest::Artifact {
+            format: Format::Qcow2,
+            file: f.into(),
+            size: 1 << 30,
+            sha256: good.clone(),
+        });
+    }
+    m.sectors_compared_with_raw = vec![good.clone()];
+    m.write(&out).unwrap();
+    // Listed as compared by the build, with those very bytes: known
+    // without a comparison.
+    let got = tree::booted_disk_digest(
+        &built,
+        Format::Qcow2,
+        (&built, DiskFormat::Qcow2),
+        &scratch_of(d.path()),
+    )
+    .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(
+        tree::how_known(&built),
+        Some(tree::How::SameSectors {
+            disk: raw.clone(),
+            how: Box::new(tree::How::ReadBack),
+            by_build: true,
+        })
+    );
+    let r = tree::same_tree_result(&built, &want, &got);
+    assert!(r.outcome.passed(), "{r:?}");
+    assert!(
+        r.output
+            .contains("compared by its build (qemu-img compare; its SHA-256 is unchanged)"),
+        "{r:?}"
+    );
+    // Not listed as compared: compared now.
+    m.sectors_compared_with_raw.clear();
+    m.write(&out).unwrap();
+    let scratch = scratch_of(d.path());
+
+    // Every sector is the raw disk's, whose tree its build read back: not read.
+    let got =
+        tree::booted_disk_digest(&qcow2, Format::Qcow2, (&qcow2, DiskFormat::Qcow2), &scratch)
+            .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(
+        tree::how_known(&qcow2),
+        Some(tree::How::SameSectors {
+            disk: raw.clone(),
+            how: Box::new(tree::How::ReadBack),
+            by_build: false,
+        })
+    );
+    let r = tree::same_tree_result(&qcow2, &want, &got);
+    assert!(r.outcome.passed(), "{r:?}");
+    assert!(
+        r.output.ends_with(
+            "(every sector equal to tiny.raw's, by qemu-img compare; \
+             that disk's tree read back from it by its build)"
+        ),
+        "{r:?}"
+    );
+
+    // One changed byte: not the bytes the build compared (another
+    // SHA-256), nor the raw disk's sectors, so its tree is read, and it is
+    // not the build's.
+    m.sectors_compared_with_raw = vec![good];
+    m.write(&out).unwrap();
+    let got = tree::booted_disk_digest(
+        &changed,
+        Format::Qcow2,
+        (&changed, DiskFormat::Qcow2),
+        &scratch,
+    )
+    .unwrap();
+    assert_eq!(tree::how_known(&changed), Some(tree::How::Read));
+    let r = tree::same_tree_result(&changed, &want, &got);
+    assert!(!r.outcome.passed(), "one changed byte is caught: {r:?}");
+    assert!(
+        r.output.contains(&format!("but the build made {want}")),
+        "{r:?}"
+    );
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "the raw copy read is removed"
     );
 }
 
