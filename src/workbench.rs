@@ -757,8 +757,8 @@ RestartSec=5
 /// websockify's socket, the one the proxy (nginx) and JupyterLab's
 /// launcher talk to: websockify starts at its first connection, with the
 /// desktop, not at boot. Its start imports numpy (173 ms of the 253 ms
-/// its imports take natively in BioLinux), seconds of a guest's processor
-/// under software emulation at every boot, for a desktop nobody may open.
+/// its imports take natively in BioLinux), many times that under software
+/// emulation, at every boot, for a desktop nobody may open.
 const WEBSOCKIFY_SOCKET: &str = "# Written by biovm.
 [Unit]
 Description=biovm workbench: websockify's socket (websockify starts at the first connection)

@@ -351,10 +351,17 @@ fn known_raw(
 ) -> Option<(PathBuf, Known)> {
     use crate::config::Format;
     let entry = m.artifacts.iter().find(|a| a.format == Format::Raw)?;
-    let raw = artifact.with_file_name(&entry.file);
+    // A file beside the artifact, never a path the manifest could point
+    // anywhere with.
+    let name = Path::new(&entry.file);
+    if name.file_name() != Some(name.as_os_str()) {
+        return None;
+    }
+    let raw = artifact.with_file_name(name);
+    // A raw disk's tree is only ever read or read back (never taken from
+    // another disk's sectors).
     let known = match map.get(&raw) {
-        Some(k) if !matches!(k.how, How::SameSectors { .. }) => k.clone(),
-        Some(_) => return None,
+        Some(k) => k.clone(),
         None => {
             let k = Known {
                 digest: read_back_by_build(&raw, Format::Raw)?,
@@ -380,10 +387,9 @@ fn compared_by_build(
     format: crate::config::Format,
 ) -> Option<Known> {
     let recorded = &m.entry(artifact, format)?.sha256;
-    if !m.sectors_compared_with_raw.contains(recorded) {
-        return None;
-    }
-    if crate::store::sha256(artifact).ok()? != *recorded {
+    if !m.sectors_compared_with_raw.contains(recorded)
+        || !has_recorded_bytes(m, artifact, format, recorded)
+    {
         return None;
     }
     let (raw, raw_known) = known_raw(map, m, artifact)?;
@@ -465,19 +471,29 @@ fn read_back_by_build(artifact: &Path, format: crate::config::Format) -> Option<
     }
     let m = crate::manifest::Manifest::for_artifact(artifact).ok()?;
     let from = m.tree_read_back_from.as_deref()?;
-    if m.entry(artifact, format)?.sha256 != from {
-        return None;
-    }
-    let sha = crate::store::sha256(artifact).ok()?;
-    if sha != from {
+    if !has_recorded_bytes(&m, artifact, format, from) {
         return None;
     }
     log::info!(
         "{}: its root filesystem is the tree its build read back from these very bytes (SHA-256 {}…): not read again",
         artifact.display(),
-        &sha[..12]
+        &from[..from.len().min(12)]
     );
     m.tree_sha256
+}
+
+/// Whether `artifact` (of `format`) is listed in its manifest `m` with the
+/// SHA-256 `recorded`, and still has it: the very bytes its build proved
+/// something of.
+fn has_recorded_bytes(
+    m: &crate::manifest::Manifest,
+    artifact: &Path,
+    format: crate::config::Format,
+    recorded: &str,
+) -> bool {
+    m.entry(artifact, format)
+        .is_some_and(|e| e.sha256 == recorded)
+        && crate::store::sha256(artifact).is_ok_and(|sha| sha == recorded)
 }
 
 /// How this process came to know `artifact`'s tree digest, if it has it.

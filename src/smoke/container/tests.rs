@@ -896,69 +896,46 @@ fn another_format_of_the_read_back_disk_is_known_by_its_sectors_and_a_changed_on
     m.write(&out).unwrap();
     // Listed as compared by the build, with those very bytes: known
     // without a comparison.
-    let got = tree::booted_disk_digest(
+    let scratch = scratch_of(d.path());
+    let known = |disk: &Path| {
+        tree::booted_disk_digest(disk, Format::Qcow2, (disk, DiskFormat::Qcow2), &scratch).unwrap()
+    };
+    // Known as the raw disk's tree, compared by the build or now, and said so.
+    let same_as_raw = |disk: &Path, by_build: bool, compared: &str| {
+        let got = known(disk);
+        assert_eq!(got, want);
+        assert_eq!(
+            tree::how_known(disk),
+            Some(tree::How::SameSectors {
+                disk: raw.clone(),
+                how: Box::new(tree::How::ReadBack),
+                by_build,
+            })
+        );
+        let r = tree::same_tree_result(disk, &want, &got);
+        assert!(r.outcome.passed(), "{r:?}");
+        let said = format!(
+            "(every sector equal to tiny.raw's, {compared}; \
+             that disk's tree read back from it by its build)"
+        );
+        assert!(r.output.ends_with(&said), "{r:?}");
+    };
+    same_as_raw(
         &built,
-        Format::Qcow2,
-        (&built, DiskFormat::Qcow2),
-        &scratch_of(d.path()),
-    )
-    .unwrap();
-    assert_eq!(got, want);
-    assert_eq!(
-        tree::how_known(&built),
-        Some(tree::How::SameSectors {
-            disk: raw.clone(),
-            how: Box::new(tree::How::ReadBack),
-            by_build: true,
-        })
+        true,
+        "compared by its build (qemu-img compare; its SHA-256 is unchanged)",
     );
-    let r = tree::same_tree_result(&built, &want, &got);
-    assert!(r.outcome.passed(), "{r:?}");
-    assert!(
-        r.output
-            .contains("compared by its build (qemu-img compare; its SHA-256 is unchanged)"),
-        "{r:?}"
-    );
-    // Not listed as compared: compared now.
+    // Not listed as compared: compared now, every sector the raw disk's.
     m.sectors_compared_with_raw.clear();
     m.write(&out).unwrap();
-    let scratch = scratch_of(d.path());
-
-    // Every sector is the raw disk's, whose tree its build read back: not read.
-    let got =
-        tree::booted_disk_digest(&qcow2, Format::Qcow2, (&qcow2, DiskFormat::Qcow2), &scratch)
-            .unwrap();
-    assert_eq!(got, want);
-    assert_eq!(
-        tree::how_known(&qcow2),
-        Some(tree::How::SameSectors {
-            disk: raw.clone(),
-            how: Box::new(tree::How::ReadBack),
-            by_build: false,
-        })
-    );
-    let r = tree::same_tree_result(&qcow2, &want, &got);
-    assert!(r.outcome.passed(), "{r:?}");
-    assert!(
-        r.output.ends_with(
-            "(every sector equal to tiny.raw's, by qemu-img compare; \
-             that disk's tree read back from it by its build)"
-        ),
-        "{r:?}"
-    );
+    same_as_raw(&qcow2, false, "by qemu-img compare");
 
     // One changed byte: not the bytes the build compared (another
     // SHA-256), nor the raw disk's sectors, so its tree is read, and it is
     // not the build's.
     m.sectors_compared_with_raw = vec![good];
     m.write(&out).unwrap();
-    let got = tree::booted_disk_digest(
-        &changed,
-        Format::Qcow2,
-        (&changed, DiskFormat::Qcow2),
-        &scratch,
-    )
-    .unwrap();
+    let got = known(&changed);
     assert_eq!(tree::how_known(&changed), Some(tree::How::Read));
     let r = tree::same_tree_result(&changed, &want, &got);
     assert!(!r.outcome.passed(), "one changed byte is caught: {r:?}");
