@@ -391,6 +391,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     let Written {
         artifacts,
         tree_sha256,
+        container_trees,
         read_back,
         compared,
     } = write_artifacts(&image, &ids, &ctx, &root, out, work.path(), &mut stages)?;
@@ -406,6 +407,7 @@ pub fn build(image: &Image, opts: &BuildOptions) -> Result<BuildReport> {
     manifest.tools.extend(crate::data::checks(&image, &data)?);
     manifest.data = data;
     manifest.tree_sha256 = Some(tree_sha256);
+    manifest.container_trees = container_trees;
     if read_back {
         manifest.tree_read_back_from = artifacts
             .iter()
@@ -572,9 +574,11 @@ fn write_artifacts(
         source_date_epoch: ctx.source_date_epoch,
     };
     std::thread::scope(|s| -> Result<_> {
+        // The walk also digests the tree each container format holds
+        // (the tree less what it leaves out).
         let digest = s.spawn(|| {
             let t0 = std::time::Instant::now();
-            let d = crate::smoke::tree::digest_dir(root);
+            let d = crate::smoke::tree::digest_dir_and_containers(root, &image.formats);
             log::info!("root tree digested in {:.1} s", t0.elapsed().as_secs_f64());
             d
         });
@@ -593,12 +597,13 @@ fn write_artifacts(
         let (artifacts, compared) = timed(stages, "formats", || {
             convert_all(image, ctx, &raw, root, out, work)
         })?;
-        let tree = digest
+        let (tree, container_trees) = digest
             .join()
             .map_err(|_| anyhow::anyhow!("the tree digest thread died"))??;
         let mut written = Written {
             artifacts,
             tree_sha256: tree,
+            container_trees,
             read_back: false,
             compared,
         };
@@ -622,6 +627,8 @@ struct Written {
     artifacts: Vec<Artifact>,
     /// The digest of the tree every artifact was made from.
     tree_sha256: String,
+    /// The digest of the tree each container format holds.
+    container_trees: std::collections::BTreeMap<Format, String>,
     /// Whether the raw disk was read back and holds that tree.
     read_back: bool,
     /// The formats whose disk holds every sector of the raw disk.

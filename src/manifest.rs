@@ -1,6 +1,7 @@
 //! `<image>.manifest.json`, written next to the artifacts by `biovm build`:
 //! what was built, and every tool with the check `biovm test` runs for it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -25,6 +26,14 @@ pub struct Manifest {
     /// (see `smoke::tree`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_sha256: Option<String>,
+    /// For each container format built, the digest of the tree its
+    /// artifact holds: the tree of `tree_sha256` less what the format
+    /// leaves out (the kernel, modules and firmware; a rootfs tarball
+    /// keeps them: see `smoke::tree::digest_dir_and_containers`). An
+    /// artifact unpacked to it holds the tree the native checks ran in,
+    /// so its test runs the boot sample, not every check again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub container_trees: BTreeMap<Format, String>,
     /// The SHA-256 of the raw disk artifact whose root filesystem the
     /// build read back (mounted read-only, once written) and found to hold
     /// `tree_sha256`: a test of that disk, with those very bytes, need not
@@ -290,6 +299,7 @@ impl Manifest {
             artifacts,
             tools: Tool::all_from_recipes(&image.recipes)?,
             tree_sha256: None,
+            container_trees: BTreeMap::new(),
             tree_read_back_from: None,
             sectors_compared_with_raw: Vec::new(),
             data: Vec::new(),
@@ -430,6 +440,7 @@ mod tests {
                 .collect(),
             tools: vec![],
             tree_sha256: None,
+            container_trees: BTreeMap::new(),
             tree_read_back_from: None,
             sectors_compared_with_raw: Vec::new(),
             data: Vec::new(),

@@ -137,8 +137,8 @@ pub struct IndexTests {
     pub cells: usize,
     /// Where the checks ran: `native-and-boot-sample` (every check once
     /// natively in the disk's own tree, each boot the system's checks and
-    /// one tool per install source) or `every-check-in-every-boot`
-    /// (`--full`).
+    /// one tool per install source, each container artifact holding the
+    /// build's tree the sample) or `every-check-in-every-boot` (`--full`).
     pub checks: String,
     /// Whether every cell passed: always true, since a release is only
     /// written when every cell passed.
@@ -567,6 +567,7 @@ fn test_staged(
             &report_dir,
             &TestOptions {
                 tree_sha256: manifest.tree_sha256.clone(),
+                container_trees: manifest.container_trees.clone(),
                 default_user: manifest.default_user.clone(),
                 workbench: manifest.workbench,
                 data_disk: manifest

@@ -87,6 +87,7 @@ impl MatrixArgs {
             full: self.full,
             boot_sample: Vec::new(),
             tree_sha256: None,
+            container_trees: Default::default(),
             default_user: None,
             rerun: self.rerun,
             workbench: None,
@@ -101,6 +102,8 @@ struct Plan {
     artifacts: Vec<(PathBuf, Format)>,
     /// The build's tree digest, from the manifest.
     tree_sha256: Option<String>,
+    /// The tree each container format holds, from the manifest.
+    container_trees: std::collections::BTreeMap<Format, String>,
     tools: Vec<Tool>,
     boot: Vec<BootMode>,
     /// The image's default user, who runs the native checks.
@@ -182,6 +185,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         tools.extend(data_checks(&m));
         return Ok(Plan {
             tree_sha256: m.tree_sha256.clone(),
+            container_trees: m.container_trees.clone(),
             default_user: m.default_user.clone(),
             workbench: m.workbench,
             data_disk: m.data_disk.as_ref().map(|d| d.in_dir(&a.out)).transpose()?,
@@ -216,6 +220,10 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
         .map(|m| (m.every_check_in_every_boot, m.boot_sample.clone()))
         .unwrap_or_default();
     let tree_sha256 = manifest.as_ref().ok().and_then(|m| m.tree_sha256.clone());
+    let container_trees = manifest
+        .as_ref()
+        .map(|m| m.container_trees.clone())
+        .unwrap_or_default();
     let workbench = manifest.as_ref().ok().and_then(|m| m.workbench);
     let data_disk = match manifest.as_ref().ok().and_then(|m| m.data_disk.as_ref()) {
         Some(d) => Some(d.in_dir(a.target.parent().unwrap_or(Path::new(".")))?),
@@ -240,6 +248,7 @@ fn plan(g: &GlobalArgs, a: &TestArgs) -> anyhow::Result<Plan> {
     Ok(Plan {
         artifacts: vec![(a.target.clone(), format)],
         tree_sha256,
+        container_trees,
         tools,
         boot,
         default_user,
@@ -270,6 +279,7 @@ pub(crate) fn run(g: &GlobalArgs, a: TestArgs) -> anyhow::Result<ExitCode> {
         boot_sample: p.boot_sample.clone(),
         boot_identical_disks: a.boot_identical_disks,
         tree_sha256: p.tree_sha256.clone(),
+        container_trees: p.container_trees.clone(),
         default_user: p.default_user.clone(),
         workbench: p.workbench,
         data_disk: p.data_disk.clone(),

@@ -48,6 +48,16 @@ pub(crate) const CONTAINER_EXCLUDES: &[&str] = &[
     "usr/lib/grub",
 ];
 
+/// What the container artifact `format` leaves out of the tree: a rootfs
+/// tarball is the whole tree, the images containers run leave out
+/// [`CONTAINER_EXCLUDES`].
+pub(crate) fn excludes_of(format: crate::config::Format) -> &'static [&'static str] {
+    match format {
+        crate::config::Format::Tarball => &[],
+        _ => CONTAINER_EXCLUDES,
+    }
+}
+
 /// Whether `rel` (relative, `/`-separated, no leading `./`) is excluded.
 pub(crate) fn is_excluded(rel: &str, excludes: &[&str]) -> bool {
     excludes.iter().any(|p| match p.strip_suffix("/*") {

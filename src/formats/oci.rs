@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::layer::{write_layer_gz, write_layer_tar, LayerDigests, CONTAINER_EXCLUDES};
+use super::layer::{excludes_of, write_layer_gz, write_layer_tar, LayerDigests};
 use super::tarball::DetTar;
 use super::{FormatContext, HashWriter};
+use crate::config::Format;
 use crate::fsutil::{self, AtomicFile};
 
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -92,7 +93,7 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
 }
 
 /// Write an OCI image layout folder at `dest_dir` (replacing it) from
-/// `rootfs`, leaving out [`CONTAINER_EXCLUDES`]. The manifest is tagged
+/// `rootfs`, leaving out [`super::layer::CONTAINER_EXCLUDES`]. The manifest is tagged
 /// [`FormatContext::tag`] (`org.opencontainers.image.ref.name`). Built in
 /// a hidden temporary folder beside `dest_dir` and renamed at the end.
 pub fn write_oci_layout(
@@ -115,7 +116,7 @@ pub fn write_oci_layout(
         .with_context(|| format!("cannot create {}", layer_tmp.display()))?;
     let (w, layer) = write_layer_gz(
         rootfs,
-        CONTAINER_EXCLUDES,
+        excludes_of(Format::Oci),
         ctx.source_date_epoch,
         BufWriter::new(f),
     )?;
@@ -162,7 +163,7 @@ pub fn write_oci_layout(
 }
 
 /// Write a `docker save`-style archive (what `docker load` and `podman
-/// load` take) of `rootfs`, leaving out [`CONTAINER_EXCLUDES`], tagged
+/// load` take) of `rootfs`, leaving out [`super::layer::CONTAINER_EXCLUDES`], tagged
 /// `<repo_name(name)>:<tag>`.
 pub fn write_docker_archive(rootfs: &Path, dest: &Path, ctx: &FormatContext) -> Result<()> {
     // The uncompressed layer goes to a hidden temporary file first: its
@@ -170,7 +171,7 @@ pub fn write_docker_archive(rootfs: &Path, dest: &Path, ctx: &FormatContext) -> 
     let (layer_tmp, f) = super::temp_beside(dest, "layer.tar")?;
     let hw = write_layer_tar(
         rootfs,
-        CONTAINER_EXCLUDES,
+        excludes_of(Format::DockerArchive),
         ctx.source_date_epoch,
         HashWriter::new(BufWriter::new(f)),
     )?;
@@ -217,7 +218,12 @@ pub fn write_rootfs_tarball(
     ctx: &FormatContext,
 ) -> Result<LayerDigests> {
     let (a, f) = AtomicFile::create(dest)?;
-    let (w, d) = write_layer_gz(rootfs, &[], ctx.source_date_epoch, BufWriter::new(f))?;
+    let (w, d) = write_layer_gz(
+        rootfs,
+        excludes_of(Format::Tarball),
+        ctx.source_date_epoch,
+        BufWriter::new(f),
+    )?;
     super::flush_buf(w, a.path())?;
     a.commit()?;
     Ok(d)

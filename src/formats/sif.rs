@@ -23,10 +23,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::layer::CONTAINER_EXCLUDES;
 use super::sparse::copy_file_into;
 use super::FormatContext;
 use crate::cmd::Cmd;
+use crate::config::Format;
 use crate::fsutil::AtomicFile;
 
 const LAUNCH: &[u8] = b"#!/usr/bin/env run-singularity\n";
@@ -234,7 +234,7 @@ pub(crate) fn system_partition(file: &Path) -> Result<(u64, u64)> {
     bail!("it holds no primary system partition")
 }
 
-/// Make the squashfs of `rootfs` (minus [`CONTAINER_EXCLUDES`]) at `out`.
+/// Make the squashfs of `rootfs` (minus [`super::layer::CONTAINER_EXCLUDES`]) at `out`.
 pub(crate) fn make_squashfs(rootfs: &Path, out: &Path, source_date_epoch: u64) -> Result<()> {
     let t = source_date_epoch.to_string();
     let mut c = Cmd::new("mksquashfs");
@@ -246,7 +246,7 @@ pub(crate) fn make_squashfs(rootfs: &Path, out: &Path, source_date_epoch: u64) -
         // -mkfs-time/-all-time options cannot be combined with it.
         .env("SOURCE_DATE_EPOCH", &t)
         .args(["-wildcards", "-e"])
-        .args(CONTAINER_EXCLUDES);
+        .args(super::layer::excludes_of(Format::Sif));
     c.run()?;
     Ok(())
 }

@@ -76,6 +76,10 @@ pub struct TestOptions {
     /// The build's tree digest (from the manifest): every disk booted, and
     /// the tree the native checks run in, must have it.
     pub tree_sha256: Option<String>,
+    /// The build's digest of the tree each container format holds (from
+    /// the manifest): a container artifact unpacked to it runs the boot
+    /// sample beside a native run, not every check again.
+    pub container_trees: std::collections::BTreeMap<crate::config::Format, String>,
     /// The image's default user (from the manifest): the native run runs
     /// every check as this user of the tree.
     pub default_user: Option<String>,
@@ -115,6 +119,7 @@ impl Default for TestOptions {
             full: false,
             boot_sample: Vec::new(),
             tree_sha256: None,
+            container_trees: Default::default(),
             default_user: None,
             workbench: None,
             data_disk: None,

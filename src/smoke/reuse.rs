@@ -66,6 +66,11 @@ pub fn key(job: &Job, checks: &[Tool], servers: bool, opts: &TestOptions) -> Res
         "tree",
         opts.tree_sha256.as_deref().unwrap_or_default().as_bytes(),
     );
+    if let Job::Container { format, .. } = job {
+        if let Some(t) = opts.container_trees.get(format) {
+            k.add("container-tree", t.as_bytes());
+        }
+    }
     if let Some(d) = &opts.data_disk {
         // The bytes the job reads, not what the manifest says of them.
         k.add("data-disk", store::sha256(&d.raw)?.as_bytes());

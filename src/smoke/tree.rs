@@ -17,9 +17,10 @@
 //! Times do not count (the build clamps them), nor `lost+found` at the
 //! root, which `mkfs.ext4` adds.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,7 @@ use super::boot_disk::disk_to_boot;
 use super::checks::{judged_on_host, system_check};
 use super::qemu::DiskFormat;
 use super::report::CheckResult;
+use crate::config::Format;
 
 /// Paths at the root the digest leaves out.
 const SKIP_AT_ROOT: &[&[u8]] = &[b"lost+found"];
@@ -118,20 +120,91 @@ fn each_child(
 
 /// The digest of the tree under the folder `root`.
 pub fn digest_dir(root: &Path) -> Result<String> {
-    let mut d = TreeDigest::default();
-    walk_dir(root, &mut Vec::new(), &mut d)?;
-    Ok(d.finish())
+    Ok(walk(root, &[])?.full.finish())
 }
 
-fn walk_dir(root: &Path, rel: &mut Vec<u8>, d: &mut TreeDigest) -> Result<()> {
+/// The digests of the tree under the folder `root`: the whole tree's, and
+/// for each container format of `formats` the tree an artifact of it made
+/// from `root` holds ([`container_digest`]), in one reading.
+pub fn digest_dir_and_containers(
+    root: &Path,
+    formats: &[Format],
+) -> Result<(String, BTreeMap<Format, String>)> {
+    let d = walk(root, formats)?;
+    let views = d.views.into_iter().map(|v| (v.format, v.digest.finish()));
+    Ok((d.full.finish(), views.collect()))
+}
+
+/// The digest of the tree under the folder `root` (an artifact of the
+/// container format `format`, as unpacked) as [`digest_dir_and_containers`]
+/// gives it for the tree the artifact was made from.
+pub fn container_digest(root: &Path, format: Format) -> Result<String> {
+    let d = walk(root, &[format])?;
+    let v = d.views.into_iter().next().context("no container format")?;
+    Ok(v.digest.finish())
+}
+
+/// The digests of one walk of `root`: the whole tree's, and the view of
+/// each container format of `formats`.
+fn walk(root: &Path, formats: &[Format]) -> Result<Digests> {
+    let mut d = Digests {
+        full: TreeDigest::default(),
+        views: formats
+            .iter()
+            .filter(|f| !f.is_disk())
+            .map(|&format| View {
+                format,
+                excludes: crate::formats::layer::excludes_of(format),
+                digest: TreeDigest::default(),
+            })
+            .collect(),
+    };
+    walk_dir(root, &mut Vec::new(), &mut d)?;
+    Ok(d)
+}
+
+/// What one walk of a folder feeds: the whole tree's digest, and the
+/// digest of each container format's view of it.
+struct Digests {
+    full: TreeDigest,
+    views: Vec<View>,
+}
+
+/// The tree a container artifact of `format` holds, as its writer made
+/// it (`formats::layer`, `formats::sif`): not the paths it leaves out
+/// (`excludes`: the kernel, modules and firmware, but for a rootfs
+/// tarball), not sockets (an archive cannot hold them), not the root
+/// folder itself (an archive has no entry for it; the runtime makes it).
+struct View {
+    format: Format,
+    excludes: &'static [&'static str],
+    digest: TreeDigest,
+}
+
+impl Digests {
+    fn add(&mut self, rel: &[u8], kind: Kind, meta: &fs::Metadata, content: &[u8]) {
+        let (mode, uid, gid) = (meta.mode(), meta.uid(), meta.gid());
+        self.full.add(rel, kind, mode, uid, gid, content);
+        if self.views.is_empty() || rel.is_empty() || meta.file_type().is_socket() {
+            return;
+        }
+        let path = String::from_utf8_lossy(rel);
+        for v in &mut self.views {
+            if !crate::formats::layer::is_excluded(&path, v.excludes) {
+                v.digest.add(rel, kind, mode, uid, gid, content);
+            }
+        }
+    }
+}
+
+fn walk_dir(root: &Path, rel: &mut Vec<u8>, d: &mut Digests) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let here = root.join(std::ffi::OsStr::from_bytes(rel));
     let meta =
         fs::symlink_metadata(&here).with_context(|| format!("cannot stat {}", here.display()))?;
     let ft = meta.file_type();
-    let (mode, uid, gid) = (meta.mode(), meta.uid(), meta.gid());
     if ft.is_dir() {
-        d.add(rel, Kind::Dir, mode, uid, gid, &[]);
+        d.add(rel, Kind::Dir, &meta, &[]);
         let names: Vec<Vec<u8>> = fs::read_dir(&here)
             .with_context(|| format!("cannot list {}", here.display()))?
             .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
@@ -144,21 +217,14 @@ fn walk_dir(root: &Path, rel: &mut Vec<u8>, d: &mut TreeDigest) -> Result<()> {
         let mut sha = Sha256::new();
         let size = std::io::copy(&mut f, &mut sha)
             .with_context(|| format!("cannot read {}", here.display()))?;
-        d.file_bytes += size;
-        d.add(rel, Kind::File, mode, uid, gid, &file_record(sha, size));
+        d.full.file_bytes += size;
+        d.add(rel, Kind::File, &meta, &file_record(sha, size));
     } else if ft.is_symlink() {
         let target =
             fs::read_link(&here).with_context(|| format!("cannot read {}", here.display()))?;
-        d.add(
-            rel,
-            Kind::Symlink,
-            mode,
-            uid,
-            gid,
-            target.as_os_str().as_bytes(),
-        );
+        d.add(rel, Kind::Symlink, &meta, target.as_os_str().as_bytes());
     } else {
-        d.add(rel, Kind::Special, mode, uid, gid, &[]);
+        d.add(rel, Kind::Special, &meta, &[]);
     }
     Ok(())
 }
@@ -648,6 +714,24 @@ pub fn same_tree_result(artifact: &Path, want: &str, got: &str) -> CheckResult {
         r.output.push_str(&how_said(&how));
     }
     r
+}
+
+/// The host-side check that a container artifact's tree, as unpacked
+/// (digest `got`: [`container_digest`]), is the build's tree less what
+/// its format leaves out (`want`, from the manifest): the tree the native
+/// checks ran in, so they stand for this artifact too.
+pub fn same_container_tree_result(want: &str, got: &str) -> CheckResult {
+    same_digest_result(
+        "same-tree",
+        "the digest of the container's root filesystem as unpacked, against the build's tree \
+         less what this format leaves out",
+        (
+            "same tree as built, as this format holds it",
+            "container root filesystem",
+        ),
+        want,
+        got,
+    )
 }
 
 /// How a disk's tree digest was known, as the `system/same-tree` output's

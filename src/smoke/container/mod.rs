@@ -239,10 +239,11 @@ fn account(read: &dyn Fn(&str) -> Result<String>, name: &str) -> Result<TreeUser
 }
 
 /// What a native run of the checks (in the tree read out of a disk) knows
-/// beside the checks; a container artifact's run has none of it.
+/// beside the checks; a container artifact's run knows only the tree.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Native<'a> {
-    /// The tree digest the build recorded, which the tree must have.
+    /// The tree digest the build recorded, which the tree must have (for
+    /// a container artifact, the digest of the tree its format holds).
     pub expected_tree: Option<&'a str>,
     /// The image's default user, who runs the checks.
     pub user: Option<&'a str>,
@@ -325,7 +326,7 @@ pub fn test_container(
             (Digests::Reading(digests), run_as, host)
         }
         None => {
-            let tree = unpack_tree(artifact, format, work.path(), &root)?;
+            let tree = unpack_tree(artifact, format, work.path(), &root, expected_tree)?;
             // The data disk's tree goes where the image mounts it: a real
             // folder of the tree, never through a link the image holds.
             let data_tree = data_raw
@@ -378,9 +379,10 @@ pub fn test_container(
     report.mark_not_run(tools);
     let (tree, data_tree) = digests.finish(artifact)?;
     if let (Some(got), Some(want)) = (&tree, expected_tree) {
-        report
-            .results
-            .push(tree::same_tree_result(artifact, want, got));
+        report.results.push(match native {
+            true => tree::same_tree_result(artifact, want, got),
+            false => tree::same_container_tree_result(want, got),
+        });
     }
     if let (Some(got), Some(d)) = (&data_tree, data_disk) {
         report
@@ -429,14 +431,26 @@ fn unpack_tree(
     format: Format,
     work: &Path,
     root: &Path,
+    expected: Option<&str>,
 ) -> Result<Option<String>> {
     if format.is_disk() {
         fs::create_dir(root).with_context(|| format!("cannot create {}", root.display()))?;
-        Ok(Some(tree::disk_digest(artifact, format, work, Some(root))?))
-    } else {
-        unpack_rootfs(artifact, format, root)?;
-        Ok(None)
+        return Ok(Some(tree::disk_digest(artifact, format, work, Some(root))?));
     }
+    unpack_rootfs(artifact, format, root)?;
+    if expected.is_none() {
+        return Ok(None);
+    }
+    // Before the checks run in it (as root, they could write to it).
+    let t0 = Instant::now();
+    let d = tree::container_digest(root, format)
+        .with_context(|| format!("cannot digest {}'s tree", artifact.display()))?;
+    log::info!(
+        "{}: its tree digested in {:.1} s",
+        artifact.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(Some(d))
 }
 
 /// The command that runs the checks archive `checks` in the tree at `root`

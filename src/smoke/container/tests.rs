@@ -63,9 +63,15 @@ struct Artifacts {
 }
 
 fn artifacts() -> Artifacts {
+    artifacts_with(|_| {})
+}
+
+/// Every container artifact of a tiny tree to which `more` added.
+fn artifacts_with(more: impl FnOnce(&Path)) -> Artifacts {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("tree");
     tiny_root(&root);
+    more(&root);
     let ctx = FormatContext::new("tiny", "1.0", "seed", 1_700_000_000);
     let out = |n: &str| dir.path().join(n);
     formats::write_oci_layout(&root, &out("tiny.oci"), &ctx).unwrap();
@@ -125,6 +131,115 @@ fn every_format_unpacks_to_the_tree_it_was_made_from() {
     // Into a folder that is not empty: refused, naming it.
     let err = unpack_rootfs(&a.files[0].1, Format::Oci, &d.path().join("oci")).unwrap_err();
     assert!(format!("{err:#}").contains("is not empty"), "{err:#}");
+}
+
+/// What a disk's tree holds that containers leave out or cannot carry
+/// (a kernel, modules, firmware, a socket), and what they carry with
+/// care (a setuid program, a device node, a hard link).
+fn disk_only_and_delicate_files(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for (p, body) in [
+        ("boot/vmlinuz-6.1.0", "kernel"),
+        ("usr/lib/modules/6.1.0/kernel/virtio_blk.ko", "module"),
+        ("usr/lib/firmware/blob.bin", "firmware"),
+        ("usr/bin/helper", "#!/bin/sh\n"),
+    ] {
+        let p = root.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, body).unwrap();
+    }
+    symlink("boot/vmlinuz-6.1.0", root.join("vmlinuz")).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/helper"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::hard_link(root.join("usr/bin/helper"), root.join("usr/bin/helper2")).unwrap();
+    Cmd::new("mknod")
+        .args(["-m", "0666"])
+        .arg(root.join("dev/null"))
+        .args(["c", "1", "3"])
+        .run()
+        .unwrap();
+    std::os::unix::net::UnixListener::bind(root.join("tmp/agent.sock")).unwrap();
+}
+
+#[test]
+fn every_container_format_holds_the_build_s_container_tree_and_a_changed_byte_shows() {
+    let a = artifacts_with(disk_only_and_delicate_files);
+    let formats: Vec<Format> = a.files.iter().map(|(f, _)| *f).collect();
+    let (whole, trees) = crate::smoke::tree::digest_dir_and_containers(&a.root, &formats).unwrap();
+    assert_eq!(trees.len(), 4);
+    // The images containers run leave the kernel, modules and firmware
+    // out; a rootfs tarball keeps them, but not the socket.
+    let images = &trees[&Format::Oci];
+    assert!(
+        [Format::DockerArchive, Format::Sif]
+            .iter()
+            .all(|f| &trees[f] == images),
+        "{trees:?}"
+    );
+    let tarball = &trees[&Format::Tarball];
+    assert!(images != tarball && &whole != tarball && &whole != images);
+    let d = tempfile::tempdir().unwrap();
+    let tools = vec![tool("greet", "echo hello", "^hello$")];
+    let same_tree = |r: &BootReport| {
+        r.results
+            .iter()
+            .find(|c| c.tool == "system/same-tree")
+            .cloned()
+            .unwrap_or_else(|| panic!("no system/same-tree in {:?}", r.results))
+    };
+    for (f, file) in &a.files {
+        let (label, want) = (f.as_str(), &trees[f]);
+        let dest = d.path().join(label);
+        unpack_rootfs(file, *f, &dest).unwrap();
+        assert_eq!(
+            dest.join("boot/vmlinuz-6.1.0").exists(),
+            *f == Format::Tarball,
+            "{label}"
+        );
+        assert_eq!(
+            &crate::smoke::tree::container_digest(&dest, *f).unwrap(),
+            want,
+            "{label}: unpacked, it is the build's tree less what its format leaves out"
+        );
+        let native = Native {
+            expected_tree: Some(want),
+            ..Native::default()
+        };
+        let run = d.path().join(format!("{label}.run"));
+        let r = test_container(file, *f, &tools, &run, Duration::from_secs(120), native).unwrap();
+        assert!(r.passed(), "{label}: {:?}", r.results);
+        let t = same_tree(&r);
+        assert_eq!(
+            t.output,
+            format!("same tree as built, as this format holds it: {want}"),
+            "{label}"
+        );
+    }
+    // One byte changed in one file of the container's tree: caught.
+    let changed = artifacts_with(|root| {
+        disk_only_and_delicate_files(root);
+        fs::write(root.join("etc/hostname"), "tiny-tesT\n").unwrap();
+    });
+    let (f, file) = &changed.files[0];
+    let want = &trees[f];
+    let native = Native {
+        expected_tree: Some(want),
+        ..Native::default()
+    };
+    let run = d.path().join("changed.run");
+    let r = test_container(file, *f, &tools, &run, Duration::from_secs(120), native).unwrap();
+    assert!(!r.passed());
+    let t = same_tree(&r);
+    assert!(!t.outcome.passed());
+    assert!(
+        t.output.starts_with("container root filesystem ")
+            && t.output.ends_with(&format!(", but the build made {want}")),
+        "{}",
+        t.output
+    );
 }
 
 #[test]
@@ -690,6 +805,7 @@ fn tiny_manifest_read_back(out: &Path, sha: &str, tree_sha256: &str, read_back: 
         }],
         tools: Vec::new(),
         tree_sha256: Some(tree_sha256.into()),
+        container_trees: BTreeMap::new(),
         tree_read_back_from: read_back.map(String::from),
         sectors_compared_with_raw: Vec::new(),
         data: Vec::new(),
