@@ -34,7 +34,7 @@ use crate::config::Format;
 use crate::fsutil;
 use crate::manifest::Tool;
 use unpack::set_mode;
-pub use unpack::unpack_rootfs;
+pub use unpack::{unpack_and_digest, unpack_rootfs};
 
 /// The container's fresh mount points; each must be a real folder in the
 /// image (or absent: it is then made).
@@ -437,18 +437,22 @@ fn unpack_tree(
         fs::create_dir(root).with_context(|| format!("cannot create {}", root.display()))?;
         return Ok(Some(tree::disk_digest(artifact, format, work, Some(root))?));
     }
-    unpack_rootfs(artifact, format, root)?;
     if expected.is_none() {
+        unpack_rootfs(artifact, format, root)?;
         return Ok(None);
     }
-    // Before the checks run in it (as root, they could write to it).
+    // Digested as unpacked, before the checks run in it (as root, they
+    // could write to it).
     let t0 = Instant::now();
-    let d = tree::container_digest(root, format)
-        .with_context(|| format!("cannot digest {}'s tree", artifact.display()))?;
+    let (d, recorded) = unpack_and_digest(artifact, format, root)?;
     log::info!(
-        "{}: its tree digested in {:.1} s",
+        "{}: unpacked and digested in {:.1} s ({})",
         artifact.display(),
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64(),
+        match recorded {
+            true => "each file as it was written",
+            false => "the tree read again",
+        }
     );
     Ok(Some(d))
 }

@@ -204,6 +204,11 @@ fn every_container_format_holds_the_build_s_container_tree_and_a_changed_byte_sh
             want,
             "{label}: unpacked, it is the build's tree less what its format leaves out"
         );
+        // Digested from each entry as the unpack wrote it (but the SIF's,
+        // which unsquashfs unpacks): the same.
+        let again = d.path().join(format!("{label}.again"));
+        let (digest, recorded) = unpack_and_digest(file, *f, &again).unwrap();
+        assert_eq!((&digest, recorded), (want, *f != Format::Sif), "{label}");
         let native = Native {
             expected_tree: Some(want),
             ..Native::default()
@@ -425,6 +430,7 @@ fn layers_apply_in_order_with_whiteouts_and_opaque_folders() {
         ("etc/f", "f"),
         ("link", &outside_link),
     ]);
+    let lower_again = lower.clone();
     let upper = layer(&[
         ("a/.wh.gone", ""),
         // Written before the opaque marker, in the same layer: kept.
@@ -448,6 +454,25 @@ fn layers_apply_in_order_with_whiteouts_and_opaque_folders() {
         fs::read_to_string(outside.join("precious")).unwrap(),
         "untouched"
     );
+    // Its digest as unpacked is the tree's, though whiteouts removed what
+    // the first layer wrote (the records are lost, the tree is read);
+    // the first layer alone is digested from its records, the same.
+    let again = d.path().join("again");
+    let (digest, recorded) = unpack_and_digest(&oci, Format::Oci, &again).unwrap();
+    assert!(!recorded);
+    let walked = crate::smoke::tree::container_digest(&again, Format::Oci).unwrap();
+    assert_eq!(digest, walked);
+    let one = d.path().join("one.oci");
+    oci_with_layers(&one, &[lower_again]);
+    let (dest, walked_dest) = (d.path().join("one"), d.path().join("one-walked"));
+    let (recorded, from_records) = unpack_and_digest(&one, Format::Oci, &dest).unwrap();
+    assert!(from_records);
+    unpack_rootfs(&one, Format::Oci, &walked_dest).unwrap();
+    assert_eq!(
+        recorded,
+        crate::smoke::tree::container_digest(&walked_dest, Format::Oci).unwrap()
+    );
+    assert_ne!(recorded, digest);
 }
 
 #[test]

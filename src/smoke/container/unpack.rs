@@ -23,11 +23,37 @@ use sha2::{Digest, Sha256};
 use crate::cmd::Cmd;
 use crate::config::Format;
 use crate::fsutil;
+use crate::smoke::tree::TreeRecords;
 
 /// Unpack the root filesystem of the container artifact `artifact` (of
 /// `format`) into `dest`, which must not exist or be empty. Must run as
 /// root (owners, device nodes).
 pub fn unpack_rootfs(artifact: &Path, format: Format, dest: &Path) -> Result<()> {
+    unpack_recording(artifact, format, dest, &mut None)
+}
+
+/// [`unpack_rootfs`], and the digest of the tree unpacked as
+/// `tree::container_digest` gives it: from each entry as it was written
+/// (see `tree::TreeRecords`), or, when the unpack removed or redirected
+/// anything (whiteouts, a path replaced) or cannot say what it wrote (a
+/// SIF, which `unsquashfs` unpacks), by reading the tree again; true
+/// when it came from the records.
+pub fn unpack_and_digest(artifact: &Path, format: Format, dest: &Path) -> Result<(String, bool)> {
+    let mut records = (format != Format::Sif).then(TreeRecords::default);
+    unpack_recording(artifact, format, dest, &mut records)?;
+    match records.and_then(|r| r.container_digest(format)) {
+        Some(d) => Ok((d, true)),
+        None => Ok((crate::smoke::tree::container_digest(dest, format)?, false)),
+    }
+}
+
+/// [`unpack_rootfs`], recording each entry written in `records`.
+fn unpack_recording(
+    artifact: &Path,
+    format: Format,
+    dest: &Path,
+    records: &mut Option<TreeRecords>,
+) -> Result<()> {
     if format.is_disk() {
         bail!(
             "{}: {} is a disk format, not a container format",
@@ -44,12 +70,12 @@ pub fn unpack_rootfs(artifact: &Path, format: Format, dest: &Path) -> Result<()>
         bail!("cannot unpack into {}: it is not empty", dest.display());
     }
     let r = match format {
-        Format::Oci => unpack_oci(artifact, dest),
-        Format::DockerArchive => unpack_docker_archive(artifact, dest),
+        Format::Oci => unpack_oci(artifact, dest, records),
+        Format::DockerArchive => unpack_docker_archive(artifact, dest, records),
         Format::Sif => unpack_sif(artifact, dest),
         _ => File::open(artifact)
             .context("cannot open it")
-            .and_then(|f| apply_stream(f, dest, false, None, None)),
+            .and_then(|f| apply_stream(f, dest, (false, records), None, None)),
     };
     r.with_context(|| {
         format!(
@@ -126,7 +152,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Resul
     serde_json::from_slice(bytes).with_context(|| format!("{what} is not what it should be"))
 }
 
-fn unpack_oci(dir: &Path, dest: &Path) -> Result<()> {
+fn unpack_oci(dir: &Path, dest: &Path, records: &mut Option<TreeRecords>) -> Result<()> {
     let layout = dir.join("oci-layout");
     let v: serde_json::Value = parse_json(
         &fs::read(&layout).with_context(|| format!("cannot read {}", layout.display()))?,
@@ -144,7 +170,7 @@ fn unpack_oci(dir: &Path, dest: &Path) -> Result<()> {
     for (i, l) in manifest.layers.iter().enumerate() {
         let (p, hex) = blob_path(dir, &l.digest)?;
         let f = File::open(&p).with_context(|| format!("cannot open {}", p.display()))?;
-        apply_stream(f, dest, true, Some(&hex), None).with_context(|| {
+        apply_stream(f, dest, (true, records), Some(&hex), None).with_context(|| {
             format!(
                 "layer {} of {} ({}, {})",
                 i + 1,
@@ -207,7 +233,11 @@ enum Member {
     Link(String),
 }
 
-fn unpack_docker_archive(file: &Path, dest: &Path) -> Result<()> {
+fn unpack_docker_archive(
+    file: &Path,
+    dest: &Path,
+    records: &mut Option<TreeRecords>,
+) -> Result<()> {
     let mut members = HashMap::new();
     let mut ar = tar::Archive::new(File::open(file).context("cannot open it")?);
     for e in ar.entries_with_seek().context("not a tar archive")? {
@@ -273,7 +303,7 @@ fn unpack_docker_archive(file: &Path, dest: &Path) -> Result<()> {
         let hex = diff_id
             .strip_prefix("sha256:")
             .with_context(|| format!("unsupported diff_id {diff_id}"))?;
-        apply_stream(read_member(layer)?, dest, true, None, Some(hex))
+        apply_stream(read_member(layer)?, dest, (true, records), None, Some(hex))
             .with_context(|| format!("layer {} of {} ({layer})", i + 1, image.layers.len()))?;
     }
     Ok(())
@@ -326,13 +356,14 @@ impl<R: Read> Read for Hashing<'_, R> {
     }
 }
 
-/// Apply one layer (a tar, gzip-compressed or not) to `dest`. When given,
-/// `blob_sha` is checked against the stream as read and `tar_sha` against
-/// the uncompressed tar.
+/// Apply one layer (a tar, gzip-compressed or not) to `dest`, with
+/// whiteouts or not, recording what it writes in the records when given.
+/// When given, `blob_sha` is checked against the stream as read and
+/// `tar_sha` against the uncompressed tar.
 fn apply_stream(
     raw: impl Read,
     dest: &Path,
-    whiteouts: bool,
+    (whiteouts, records): (bool, &mut Option<TreeRecords>),
     blob_sha: Option<&str>,
     tar_sha: Option<&str>,
 ) -> Result<()> {
@@ -360,7 +391,7 @@ fn apply_stream(
             inner: decoded,
             hasher: tar_sha.map(|_| &mut tar_h),
         };
-        apply_tar(&mut tar, dest, whiteouts)?;
+        apply_tar(&mut tar, dest, whiteouts, records.as_mut())?;
         // The end-of-archive blocks and any padding count for the digests.
         io::copy(&mut tar, &mut io::sink()).context("cannot read it to its end")?;
     }
@@ -412,8 +443,15 @@ fn resolve_in(root: &Path, rel: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Apply the tar `r` to `root`; with `whiteouts`, `.wh.` entries remove
-/// what lower layers put there instead of being unpacked.
-fn apply_tar(r: impl Read, root: &Path, whiteouts: bool) -> Result<()> {
+/// what lower layers put there instead of being unpacked. Each entry
+/// written is recorded in `records` (lost on any removal, or an entry
+/// whose folder is a link).
+fn apply_tar(
+    r: impl Read,
+    root: &Path,
+    whiteouts: bool,
+    mut records: Option<&mut TreeRecords>,
+) -> Result<()> {
     let root = root
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", root.display()))?;
@@ -437,6 +475,9 @@ fn apply_tar(r: impl Read, root: &Path, whiteouts: bool) -> Result<()> {
             .map(|n| n.as_bytes().to_vec())
             .unwrap_or_default();
         if whiteouts && name.starts_with(b".wh.") {
+            if let Some(r) = records.as_deref_mut() {
+                r.lose();
+            }
             let dir = rel.parent().unwrap_or(Path::new(""));
             if name == b".wh..wh..opq" {
                 make_opaque(&root, dir, &written).with_context(what)?;
@@ -457,8 +498,19 @@ fn apply_tar(r: impl Read, root: &Path, whiteouts: bool) -> Result<()> {
         if let Some(p) = resolve_in(&root, &rel).with_context(what)? {
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() && kind.is_dir() => {}
-                Ok(_) => fsutil::remove_tree(&p).with_context(what)?,
+                Ok(_) => {
+                    fsutil::remove_tree(&p).with_context(what)?;
+                    if let Some(r) = records.as_deref_mut() {
+                        r.lose();
+                    }
+                }
                 Err(_) => {}
+            }
+            if p != root.join(&rel) {
+                // Written through a link: not where its name says.
+                if let Some(r) = records.as_deref_mut() {
+                    r.lose();
+                }
             }
         }
         match kind {
@@ -471,6 +523,9 @@ fn apply_tar(r: impl Read, root: &Path, whiteouts: bool) -> Result<()> {
                     bail!("{} leads out of the root", what());
                 }
             }
+        }
+        if let Some(r) = records.as_deref_mut() {
+            r.record(&root, &rel).with_context(what)?;
         }
         if whiteouts {
             written.insert(rel);
