@@ -240,6 +240,9 @@ fn run_fresh<'t>(
         Err(e) => return jobs.iter().map(|j| j.failed(&e)).collect(),
     };
     let done = crate::progress::units("test", "boots", own.len() as u64, "boots");
+    // Container runs' trees are removed while the next jobs run; all are
+    // gone before the reports are.
+    let removals = crate::fsutil::Removals::default();
     std::thread::scope(|s| {
         // The tree on each disk the boots read, known while they boot
         // rather than after each (a qcow2 or an OVA's VMDK compared with
@@ -282,6 +285,7 @@ fn run_fresh<'t>(
                                 },
                                 user: opts.default_user.as_deref().filter(|_| format.is_disk()),
                                 data_disk: opts.data_disk.as_ref(),
+                                removals: Some(&removals),
                             },
                         )
                     }
@@ -302,6 +306,7 @@ fn run_fresh<'t>(
         }
     });
     done.finish();
+    drop(removals);
     let mut reports: Vec<BootReport> = slots
         .into_iter()
         .zip(jobs)

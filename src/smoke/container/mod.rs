@@ -249,6 +249,10 @@ pub struct Native<'a> {
     pub user: Option<&'a str>,
     /// The image's data disk, read into the tree where it is mounted.
     pub data_disk: Option<&'a super::DataDiskFiles>,
+    /// Where the run's scratch folder goes once the results are in: its
+    /// removal goes on while the caller does (the caller waits for it
+    /// before it ends); none: removed before returning.
+    pub removals: Option<&'a crate::fsutil::Removals>,
 }
 
 /// Unpack the container artifact `artifact` (of `format`) into a temporary
@@ -284,6 +288,7 @@ pub fn test_container(
         expected_tree,
         user,
         data_disk,
+        removals,
     } = native;
     let native = format.is_disk();
     let label = if native {
@@ -390,13 +395,19 @@ pub fn test_container(
             .push(tree::same_data_tree_result(&d.tree_sha256, got));
     }
     keep_results(&results, &log_path)?;
-    let t_rm = Instant::now();
-    drop(work);
-    log::info!(
-        "{}: the run's scratch folder (the unpacked tree or the overlay's writes) removed in {:.1} s",
-        artifact.display(),
-        t_rm.elapsed().as_secs_f64()
-    );
+    match removals {
+        Some(r) => r.remove(work),
+        None => {
+            let t_rm = Instant::now();
+            drop(work);
+            log::info!(
+                "{}: the run's scratch folder (the unpacked tree or the overlay's writes) \
+                 removed in {:.1} s",
+                artifact.display(),
+                t_rm.elapsed().as_secs_f64()
+            );
+        }
+    }
     Ok(report)
 }
 
