@@ -232,22 +232,7 @@ impl TreeRecords {
         let meta = fs::symlink_metadata(&here)
             .with_context(|| format!("cannot stat {}", here.display()))?;
         let ft = meta.file_type();
-        let (kind, content) = if ft.is_dir() {
-            (Kind::Dir, Vec::new())
-        } else if ft.is_file() {
-            let mut f =
-                fs::File::open(&here).with_context(|| format!("cannot open {}", here.display()))?;
-            let mut sha = Sha256::new();
-            let size = std::io::copy(&mut f, &mut sha)
-                .with_context(|| format!("cannot read {}", here.display()))?;
-            (Kind::File, file_record(sha, size))
-        } else if ft.is_symlink() {
-            let t =
-                fs::read_link(&here).with_context(|| format!("cannot read {}", here.display()))?;
-            (Kind::Symlink, t.as_os_str().as_bytes().to_vec())
-        } else {
-            (Kind::Special, Vec::new())
-        };
+        let (kind, content, _) = entry_content(&here, ft)?;
         let what = (kind, meta.mode(), meta.uid(), meta.gid(), ft.is_socket());
         let key = rel
             .as_os_str()
@@ -292,31 +277,39 @@ fn walk_dir(root: &Path, rel: &mut Vec<u8>, d: &mut Digests) -> Result<()> {
     let here = root.join(std::ffi::OsStr::from_bytes(rel));
     let meta =
         fs::symlink_metadata(&here).with_context(|| format!("cannot stat {}", here.display()))?;
-    let ft = meta.file_type();
-    if ft.is_dir() {
-        d.add(rel, Kind::Dir, &meta, &[]);
+    let (kind, content, size) = entry_content(&here, meta.file_type())?;
+    d.full.file_bytes += size;
+    d.add(rel, kind, &meta, &content);
+    if kind == Kind::Dir {
         let names: Vec<Vec<u8>> = fs::read_dir(&here)
             .with_context(|| format!("cannot list {}", here.display()))?
             .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
             .collect::<std::io::Result<_>>()
             .with_context(|| format!("cannot list {}", here.display()))?;
         each_child(rel, names, |rel, _| walk_dir(root, rel, d))?;
+    }
+    Ok(())
+}
+
+/// The kind of the entry at `here` (of type `ft`), what of it the digest
+/// counts (a file's record, a link's target, nothing), and a file's size.
+fn entry_content(here: &Path, ft: fs::FileType) -> Result<(Kind, Vec<u8>, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    if ft.is_dir() {
+        Ok((Kind::Dir, Vec::new(), 0))
     } else if ft.is_file() {
         let mut f =
-            fs::File::open(&here).with_context(|| format!("cannot open {}", here.display()))?;
+            fs::File::open(here).with_context(|| format!("cannot open {}", here.display()))?;
         let mut sha = Sha256::new();
         let size = std::io::copy(&mut f, &mut sha)
             .with_context(|| format!("cannot read {}", here.display()))?;
-        d.full.file_bytes += size;
-        d.add(rel, Kind::File, &meta, &file_record(sha, size));
+        Ok((Kind::File, file_record(sha, size), size))
     } else if ft.is_symlink() {
-        let target =
-            fs::read_link(&here).with_context(|| format!("cannot read {}", here.display()))?;
-        d.add(rel, Kind::Symlink, &meta, target.as_os_str().as_bytes());
+        let t = fs::read_link(here).with_context(|| format!("cannot read {}", here.display()))?;
+        Ok((Kind::Symlink, t.as_os_str().as_bytes().to_vec(), 0))
     } else {
-        d.add(rel, Kind::Special, &meta, &[]);
+        Ok((Kind::Special, Vec::new(), 0))
     }
-    Ok(())
 }
 
 /// A disk image file read from an offset (the root partition's start).
