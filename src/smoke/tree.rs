@@ -140,25 +140,18 @@ pub fn digest_dir_and_containers(
 /// gives it for the tree the artifact was made from.
 pub fn container_digest(root: &Path, format: Format) -> Result<String> {
     let d = walk(root, &[format])?;
-    let v = d.views.into_iter().next().context("no container format")?;
+    let v = d
+        .views
+        .into_iter()
+        .next()
+        .context("not a container format")?;
     Ok(v.digest.finish())
 }
 
 /// The digests of one walk of `root`: the whole tree's, and the view of
 /// each container format of `formats`.
 fn walk(root: &Path, formats: &[Format]) -> Result<Digests> {
-    let mut d = Digests {
-        full: TreeDigest::default(),
-        views: formats
-            .iter()
-            .filter(|f| !f.is_disk())
-            .map(|&format| View {
-                format,
-                excludes: crate::formats::layer::excludes_of(format),
-                digest: TreeDigest::default(),
-            })
-            .collect(),
-    };
+    let mut d = Digests::new(formats);
     walk_dir(root, &mut Vec::new(), &mut d)?;
     Ok(d)
 }
@@ -182,6 +175,23 @@ struct View {
 }
 
 impl Digests {
+    /// Fresh digests of the whole tree and of each container format's
+    /// view of it (disk formats have none).
+    fn new(formats: &[Format]) -> Digests {
+        Digests {
+            full: TreeDigest::default(),
+            views: formats
+                .iter()
+                .filter(|f| !f.is_disk())
+                .map(|&format| View {
+                    format,
+                    excludes: crate::formats::layer::excludes_of(format),
+                    digest: TreeDigest::default(),
+                })
+                .collect(),
+        }
+    }
+
     fn add(&mut self, rel: &[u8], kind: Kind, meta: &fs::Metadata, content: &[u8]) {
         let socket = meta.file_type().is_socket();
         let (mode, uid, gid) = (meta.mode(), meta.uid(), meta.gid());
@@ -256,14 +266,7 @@ impl TreeRecords {
         if self.lost {
             return None;
         }
-        let mut d = Digests {
-            full: TreeDigest::default(),
-            views: vec![View {
-                format,
-                excludes: crate::formats::layer::excludes_of(format),
-                digest: TreeDigest::default(),
-            }],
-        };
+        let mut d = Digests::new(&[format]);
         for (key, (what, content)) in self.entries {
             let rel: Vec<u8> = key.iter().map(|&b| if b == 0 { b'/' } else { b }).collect();
             d.add_entry(&rel, what, &content);

@@ -473,6 +473,21 @@ fn layers_apply_in_order_with_whiteouts_and_opaque_folders() {
         crate::smoke::tree::container_digest(&walked_dest, Format::Oci).unwrap()
     );
     assert_ne!(recorded, digest);
+    // An entry written through an earlier entry's link (inside the tree)
+    // lands elsewhere than its name: the tree is read, not the records.
+    let linked = d.path().join("linked.oci");
+    oci_with_layers(
+        &linked,
+        &[layer(&[("real/", ""), ("d", "-> real"), ("d/f", "x")])],
+    );
+    let dest = d.path().join("linked");
+    let (digest, recorded) = unpack_and_digest(&linked, Format::Oci, &dest).unwrap();
+    assert!(!recorded);
+    assert_eq!(fs::read_to_string(dest.join("real/f")).unwrap(), "x");
+    assert_eq!(
+        digest,
+        crate::smoke::tree::container_digest(&dest, Format::Oci).unwrap()
+    );
 }
 
 #[test]

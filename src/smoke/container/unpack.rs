@@ -506,12 +506,6 @@ fn apply_tar(
                 }
                 Err(_) => {}
             }
-            if p != root.join(&rel) {
-                // Written through a link: not where its name says.
-                if let Some(r) = records.as_deref_mut() {
-                    r.lose();
-                }
-            }
         }
         match kind {
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
@@ -525,7 +519,12 @@ fn apply_tar(
             }
         }
         if let Some(r) = records.as_deref_mut() {
-            r.record(&root, &rel).with_context(what)?;
+            // Written through a link (an earlier entry's) is not where its
+            // name says: the tree is read instead.
+            match resolve_in(&root, &rel).with_context(what)? {
+                Some(at) if at == root.join(&rel) => r.record(&root, &rel).with_context(what)?,
+                _ => r.lose(),
+            }
         }
         if whiteouts {
             written.insert(rel);
