@@ -38,7 +38,8 @@ for r in m:
         how_tree = "its tree the build's read-back" if "read back" in same else "the disk's digest read meanwhile"
         print(f"{'native: every check (wall)':<34} {r['total_secs'] - r['prepare_secs']:7.1f}   ({len(r['results'])} checks, as {r.get('user', 'root')}; {how_tree})")
     elif r["firmware"] == "container":
-        print(f"{cell:<34} {r['total_secs']:7.1f}   (unpacked {r['prepare_secs']:.1f} s, {len(r['results'])} checks)")
+        how = f"layers read {r['prepare_secs']:.1f} s, run in {r['tree_of']}'s tree" if r.get("tree_of") else f"unpacked {r['prepare_secs']:.1f} s"
+        print(f"{cell:<34} {r['total_secs']:7.1f}   ({how}, {len(r['results'])} checks)")
     elif r.get("same_boot_as"):
         print(f"{cell:<34} {'-':>7}   (same disk as {r['same_boot_as']})")
     else:

@@ -39,18 +39,18 @@ fn container_timeout(tools: &[Tool]) -> Duration {
 /// that would repeat an earlier cell's boot exactly ([`shared_boots`]) is
 /// not booted again unless `opts.boot_identical_disks`: its report is that
 /// boot's, naming it. Reports come back in the jobs' order; a job that
-/// fails to start gets a failed report naming why. `native`: the test has
-/// a native run of every check in the same tree (among `jobs` or not).
+/// fails to start gets a failed report naming why. `native`: the test's
+/// native run of every check in the same tree (among `jobs` or not).
 pub fn run_jobs(
     jobs: &[Job],
-    native: bool,
+    native: Option<&Job>,
     tools: &[Tool],
     run_dir: &Path,
     opts: &TestOptions,
 ) -> Vec<BootReport> {
     // With a native run of every check in the same tree, boots run the
     // system's checks and a sample; otherwise (or with --full) every check.
-    let sample_only = native && !opts.full;
+    let sample_only = native.is_some() && !opts.full;
     let sample;
     let boot_tools = if sample_only {
         sample = boot_sample(tools, opts.workbench.is_some(), &opts.boot_sample);
@@ -132,6 +132,15 @@ pub fn run_jobs(
     } else {
         GuestWork::Tools
     };
+    // The disk whose tree the native run runs every check in: a container
+    // artifact running the sample runs it there when its layers show it
+    // holds that tree (see `container::Native::tree_disk`).
+    let tree_disk = native.and_then(|j| match j {
+        Job::Container { artifact, format } if sample_only && format.is_disk() => {
+            Some((artifact.as_path(), *format))
+        }
+        _ => None,
+    });
     let fresh = run_fresh(
         &fresh_jobs,
         &checks_of,
@@ -139,7 +148,7 @@ pub fn run_jobs(
             work,
             servers: &fresh_servers,
         },
-        run_dir,
+        (run_dir, tree_disk),
         opts,
     );
     for (&i, r) in todo.iter().zip(fresh) {
@@ -207,7 +216,7 @@ fn run_fresh<'t>(
     jobs: &[Job],
     checks_of: &(dyn Fn(&Job) -> &'t [Tool] + Sync),
     guests_do: Guests,
-    run_dir: &Path,
+    (run_dir, tree_disk): (&Path, Option<(&Path, Format)>),
     opts: &TestOptions,
 ) -> Vec<BootReport> {
     if jobs.is_empty() {
@@ -286,6 +295,9 @@ fn run_fresh<'t>(
                                 user: opts.default_user.as_deref().filter(|_| format.is_disk()),
                                 data_disk: opts.data_disk.as_ref(),
                                 removals: Some(&removals),
+                                tree_disk: tree_disk.filter(|_| {
+                                    !format.is_disk() && opts.container_trees.contains_key(format)
+                                }),
                             },
                         )
                     }
@@ -373,8 +385,8 @@ pub fn test_artifacts(
     // (BioLinux: native run and boot together 109 s, the boot alone 76 s
     // after it, each of its stages slower, even with the native run at a
     // lower priority).
-    let native = jobs.first().is_some_and(Job::is_native);
-    let reports = if native && jobs.len() > 1 {
+    let native = jobs.first().filter(|j| j.is_native());
+    let reports = if native.is_some() && jobs.len() > 1 {
         let mut reports = run_jobs(&jobs[..1], native, tools, report_dir, opts);
         if reports.iter().all(BootReport::passed) || !opts.stop_on_native_failure {
             reports.extend(run_jobs(&jobs[1..], native, tools, report_dir, opts));
@@ -495,7 +507,7 @@ mod tests {
             boot_identical_disks: false,
             ..TestOptions::default()
         };
-        let r = run_jobs(&jobs, false, &[], d.path(), &opts);
+        let r = run_jobs(&jobs, None, &[], d.path(), &opts);
         assert_eq!(r.len(), 1);
         assert!(!r[0].passed());
         assert_eq!(
@@ -527,7 +539,7 @@ mod tests {
             boot_identical_disks: false,
             ..TestOptions::default()
         };
-        let r = run_jobs(&jobs, false, &[], d.path(), &opts);
+        let r = run_jobs(&jobs, None, &[], d.path(), &opts);
         assert_eq!(
             (r[0].cell().as_str(), r[1].cell().as_str()),
             ("m.vmdk bios", "m.ova bios")
@@ -551,7 +563,7 @@ mod tests {
             "{junit}"
         );
         opts.boot_identical_disks = true;
-        let r = run_jobs(&jobs, false, &[], d.path(), &opts);
+        let r = run_jobs(&jobs, None, &[], d.path(), &opts);
         assert_eq!(r[1].same_boot_as, None);
         let e = r[1].error.as_deref().unwrap();
         assert!(e.contains("m.ova"), "{e}");

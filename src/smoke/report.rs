@@ -225,6 +225,12 @@ pub struct BootReport {
     /// read-only under a writable overlay instead of copied out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disk_mounted: bool,
+    /// A container run whose checks ran in this disk artifact's tree (file
+    /// name), mounted as the native run's is, less what the container's
+    /// format leaves out: the container's layers were read and shown to
+    /// hold that very tree (its `system/same-tree`), so it was not unpacked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_of: Option<String>,
 }
 
 impl BootReport {
@@ -261,6 +267,7 @@ impl BootReport {
             user: None,
             reused: None,
             disk_mounted: false,
+            tree_of: None,
         }
     }
 
@@ -377,7 +384,13 @@ pub fn table(reports: &[BootReport]) -> String {
         };
         let container = r.firmware.in_namespaces();
         let prepare = match (r.prepare_secs >= 0.05, container) {
-            _ if r.disk_mounted => format!("disk mounted read-only {:.1} s, ", r.prepare_secs),
+            _ if r.disk_mounted => match &r.tree_of {
+                Some(d) => format!(
+                    "layers read {:.1} s, run in {d}'s tree (the same), ",
+                    r.prepare_secs
+                ),
+                None => format!("disk mounted read-only {:.1} s, ", r.prepare_secs),
+            },
             (false, _) => String::new(),
             (true, false) => format!("disk prepared {:.1} s, ", r.prepare_secs),
             (true, true) => format!("unpacked {:.1} s, ", r.prepare_secs),

@@ -244,14 +244,43 @@ impl TreeRecords {
         let ft = meta.file_type();
         let (kind, content, _) = entry_content(&here, ft)?;
         let what = (kind, meta.mode(), meta.uid(), meta.gid(), ft.is_socket());
-        let key = rel
-            .as_os_str()
-            .as_bytes()
-            .iter()
-            .map(|&b| if b == b'/' { 0 } else { b })
-            .collect();
-        self.entries.insert(key, (what, content));
+        self.entries
+            .insert(walk_key(rel.as_os_str().as_bytes()), (what, content));
         Ok(())
+    }
+
+    /// Record the entry at `rel` as an archive describes it, nothing
+    /// written (see `container::unpack::stream_digest`): what it is, its
+    /// permission bits, owner and group. A symbolic link's own bits are
+    /// always 0777 on Linux, whatever the archive says; a hard link is the
+    /// file it links to (one inode: its bits, owner and content), which must
+    /// be recorded already. A path described twice (a later entry replacing
+    /// an earlier one) or a link to nothing recorded loses the records.
+    pub fn describe(&mut self, rel: &Path, entry: Described<'_>, mode: u32, uid: u32, gid: u32) {
+        use std::os::unix::ffi::OsStrExt;
+        if self.lost {
+            return;
+        }
+        let key = walk_key(rel.as_os_str().as_bytes());
+        let record = match entry {
+            Described::Dir => ((Kind::Dir, mode, uid, gid, false), Vec::new()),
+            Described::File { sha, size } => {
+                ((Kind::File, mode, uid, gid, false), file_record(sha, size))
+            }
+            Described::Symlink(target) => {
+                ((Kind::Symlink, 0o777, uid, gid, false), target.to_vec())
+            }
+            Described::Special => ((Kind::Special, mode, uid, gid, false), Vec::new()),
+            Described::HardLink(target) => {
+                match self.entries.get(&walk_key(target.as_os_str().as_bytes())) {
+                    Some(r) if r.0 .0 == Kind::File => r.clone(),
+                    _ => return self.lose(),
+                }
+            }
+        };
+        if self.entries.insert(key, record).is_some() {
+            self.lose();
+        }
     }
 
     /// The records no longer say what the tree holds.
@@ -273,6 +302,29 @@ impl TreeRecords {
         }
         d.views.pop().map(|v| v.digest.finish())
     }
+}
+
+/// An entry as an archive describes it, for [`TreeRecords::describe`].
+pub enum Described<'a> {
+    Dir,
+    /// A regular file: the SHA-256 of its content, and its size.
+    File {
+        sha: Sha256,
+        size: u64,
+    },
+    /// A symbolic link and its target.
+    Symlink(&'a [u8]),
+    /// A device node or FIFO.
+    Special,
+    /// A second name of the regular file at this path (relative).
+    HardLink(&'a Path),
+}
+
+/// A relative path as [`TreeRecords`] keys it: `/` as the lowest byte, so
+/// that the keys' order is the walk's (a folder's entries right after it,
+/// names in byte order).
+fn walk_key(rel: &[u8]) -> Vec<u8> {
+    rel.iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
 }
 
 fn walk_dir(root: &Path, rel: &mut Vec<u8>, d: &mut Digests) -> Result<()> {

@@ -13,7 +13,8 @@ const VM_CELLS: &[(&str, &str)] = &[
     ("minimal.box", "ahci"),
 ];
 
-/// The container artifacts, whose checks run in their unpacked trees.
+/// The container artifacts: whose checks run in the raw disk's tree when
+/// their layers show they hold it, else (the SIF) in their unpacked trees.
 const CONTAINERS: &[&str] = &[
     "minimal.oci",
     "minimal.docker.tar",
@@ -144,6 +145,14 @@ fn the_whole_vm_matrix_boots_and_every_check_passes() {
             assert!(
                 said.starts_with("same tree as built, as this format holds it: "),
                 "{said}"
+            );
+            // Its layers, read as they stream past, showed that: it ran in
+            // the raw disk's tree, not unpacked; the SIF (a squashfs) was.
+            let in_disk = r["artifact"] != "minimal.sif";
+            assert_eq!(
+                r["tree_of"].as_str(),
+                in_disk.then_some("minimal.raw"),
+                "{r}"
             );
             continue;
         }

@@ -139,6 +139,61 @@ impl BuiltDisk {
         Ok(())
     }
 
+    /// Whether `rel` (relative, `/`-separated) and every folder on the way
+    /// to it are real folders of the disk's root filesystem (no link).
+    fn real_folder(&self, rel: &str) -> bool {
+        let mut p = String::new();
+        rel.split('/').all(|c| {
+            p = format!("{p}/{c}");
+            self.fs4
+                .symlink_metadata(p.as_str())
+                .is_ok_and(|m| m.is_dir())
+        })
+    }
+
+    /// What of the disk's root filesystem a container artifact of `format`
+    /// does not hold: what its writer leaves out
+    /// (`formats::layer::excludes_of`: the kernel, its modules, firmware),
+    /// and `lost+found` at the root, which `mkfs.ext4` made. Each as a path
+    /// relative to the root whose every folder on the way is a real folder
+    /// of the disk, so that removing it from the overlay (see `SETUP`)
+    /// removes only it, never anything a link leads to.
+    pub(super) fn left_out_of(&self, format: Format) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let whole = crate::formats::layer::excludes_of(format)
+            .iter()
+            .map(|p| (*p, false))
+            .chain([("lost+found", true)]);
+        for (pattern, at_root) in whole {
+            if let Some(dir) = pattern.strip_suffix("/*") {
+                if !self.real_folder(dir) {
+                    continue;
+                }
+                let entries = self
+                    .fs4
+                    .read_dir(format!("/{dir}").as_str())
+                    .map_err(|e| anyhow!("cannot list /{dir} of the image: {e}"))?;
+                for e in entries {
+                    let e = e.map_err(|e| anyhow!("cannot list /{dir} of the image: {e}"))?;
+                    let name = e.file_name();
+                    let name: &[u8] = name.as_ref();
+                    if name != b"." && name != b".." {
+                        out.push([dir.as_bytes(), b"/", name].concat());
+                    }
+                }
+                continue;
+            }
+            let parent = pattern.rsplit_once('/').map(|(d, _)| d);
+            let exists = self.fs4.symlink_metadata(format!("/{pattern}").as_str());
+            if parent.map_or(true, |d| self.real_folder(d))
+                && exists.is_ok_and(|m| !at_root || m.is_dir())
+            {
+                out.push(pattern.as_bytes().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
     /// Tell the container's setup (`SETUP`) to mount this disk at its
     /// root, with the overlay's layers in the new folder `layers`, and the
     /// data disk `data` (a bare ext4 filesystem) at the image's data

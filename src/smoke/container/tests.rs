@@ -204,6 +204,13 @@ fn every_container_format_holds_the_build_s_container_tree_and_a_changed_byte_sh
             want,
             "{label}: unpacked, it is the build's tree less what its format leaves out"
         );
+        // Read from its layers with nothing written (but the SIF's, a
+        // squashfs): the same.
+        assert_eq!(
+            stream_digest(file, *f).unwrap().as_ref(),
+            (*f != Format::Sif).then_some(want),
+            "{label}: its layers as they stream past"
+        );
         // Digested from each entry as the unpack wrote it (but the SIF's,
         // which unsquashfs unpacks): the same.
         let again = d.path().join(format!("{label}.again"));
@@ -234,6 +241,7 @@ fn every_container_format_holds_the_build_s_container_tree_and_a_changed_byte_sh
         expected_tree: Some(want),
         ..Native::default()
     };
+    assert_ne!(stream_digest(file, *f).unwrap().as_ref(), Some(want));
     let run = d.path().join("changed.run");
     let r = test_container(file, *f, &tools, &run, Duration::from_secs(120), native).unwrap();
     assert!(!r.passed());
@@ -788,6 +796,102 @@ fn a_hung_check_is_stopped_at_the_timeout_with_its_whole_container() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, vec!["tarball.results.log".to_string()]);
+}
+
+/// A container artifact whose layers show it holds the tree of the disk
+/// the native checks run in (less what its format leaves out) runs its
+/// checks in that disk's tree, mounted, with what it leaves out (and
+/// `lost+found`) gone, and the disk untouched; a SIF (not a stream) and an
+/// artifact one byte apart from the build's tree are unpacked as ever, and
+/// the changed one is caught.
+#[test]
+fn a_container_holding_the_disk_s_tree_runs_in_it_and_a_changed_one_is_unpacked() {
+    let a = artifacts_with(disk_only_and_delicate_files);
+    let formats: Vec<Format> = a.files.iter().map(|(f, _)| *f).collect();
+    let (whole, trees) = crate::smoke::tree::digest_dir_and_containers(&a.root, &formats).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let raw = out.join("tiny.raw");
+    crate::disk::raw_disk_of(&a.root, &raw);
+    let built_sha = crate::fsutil::sha256_file(&raw).unwrap();
+    tiny_manifest(&out, &built_sha, &whole);
+    // What the container holds, and nothing it leaves out: the tarball
+    // keeps the kernel, modules and firmware; none has lost+found.
+    let tools = |f: Format| {
+        let (test, gone) = match f {
+            Format::Tarball => ("-e", "kept"),
+            _ => ("! -e", "gone"),
+        };
+        vec![tool(
+            "tree",
+            &format!(
+                "cat /etc/hostname; test ! -e /lost+found && test -d /boot \
+                 && test {test} /boot/vmlinuz-6.1.0 && test {test} /usr/lib/modules/6.1.0 \
+                 && test {test} /usr/lib/firmware && test {test} /vmlinuz && echo {gone}; \
+                 test -u /usr/bin/helper && echo setuid"
+            ),
+            &format!("^tiny-test\n{gone}\nsetuid$"),
+        )]
+    };
+    let run = |f: Format, file: &Path, want: &str| {
+        let native = Native {
+            expected_tree: Some(want),
+            tree_disk: Some((&raw, Format::Raw)),
+            ..Native::default()
+        };
+        let run = d.path().join(format!("{}.run", f.as_str()));
+        test_container(file, f, &tools(f), &run, Duration::from_secs(120), native).unwrap()
+    };
+    let same_tree = |r: &BootReport| {
+        r.results
+            .iter()
+            .find(|c| c.tool == "system/same-tree")
+            .map(|c| (c.outcome.passed(), c.output.clone()))
+    };
+    for (f, file) in &a.files {
+        let (label, want) = (f.as_str(), &trees[f]);
+        let r = run(*f, file, want);
+        assert!(
+            r.passed(),
+            "{label}: {}",
+            report::table(std::slice::from_ref(&r))
+        );
+        let in_disk = *f != Format::Sif;
+        assert_eq!(r.tree_of.is_some(), in_disk, "{label}");
+        assert_eq!(r.disk_mounted, in_disk, "{label}");
+        if in_disk {
+            assert_eq!(r.tree_of.as_deref(), Some("tiny.raw"));
+            assert!(report::table(std::slice::from_ref(&r)).contains("run in tiny.raw's tree"));
+        }
+        assert_eq!(
+            same_tree(&r),
+            Some((
+                true,
+                format!("same tree as built, as this format holds it: {want}")
+            )),
+            "{label}"
+        );
+    }
+    assert_eq!(
+        crate::fsutil::sha256_file(&raw).unwrap(),
+        built_sha,
+        "the disk was not written"
+    );
+    assert!(loops_of(&raw).is_empty(), "no loop device is left");
+
+    // One byte changed: its layers do not hold the disk's tree; it is
+    // unpacked, its checks run in its own tree, and its tree is caught.
+    let changed = artifacts_with(|root| {
+        disk_only_and_delicate_files(root);
+        fs::write(root.join("etc/hostname"), "tiny-tesT\n").unwrap();
+    });
+    let (f, file) = &changed.files[0];
+    let r = run(*f, file, &trees[f]);
+    assert_eq!((r.tree_of.as_deref(), r.disk_mounted), (None, false));
+    assert!(!r.passed());
+    let (passed, output) = same_tree(&r).unwrap();
+    assert!(!passed && output.contains("but the build made"), "{output}");
 }
 
 /// A tiny tree under `dir` with `files` (path, text) written into it, and

@@ -47,6 +47,61 @@ pub fn unpack_and_digest(artifact: &Path, format: Format, dest: &Path) -> Result
     }
 }
 
+/// The digest of the tree the container artifact `artifact` (of `format`)
+/// unpacks to, as [`unpack_and_digest`] gives it, read from its layers as
+/// they stream past (every blob still checked against its digest), with
+/// nothing written: each entry as its archive describes it (see
+/// `tree::TreeRecords::describe`). None when the stream alone cannot say
+/// what the unpacked tree would hold: a later layer that removes or
+/// replaces what an earlier one put there (whiteouts, a path given twice),
+/// an entry kind the unpack would not write as it is, or a SIF (a
+/// squashfs, not a stream). Its tree is then unpacked to be known.
+pub fn stream_digest(artifact: &Path, format: Format) -> Result<Option<String>> {
+    if format.is_disk() {
+        bail!(
+            "{}: {} is a disk format, not a container format",
+            artifact.display(),
+            format.as_str()
+        );
+    }
+    if format == Format::Sif {
+        return Ok(None);
+    }
+    let mut records = TreeRecords::default();
+    read_layers(artifact, format, &mut Layers::Describe(&mut records)).with_context(|| {
+        format!(
+            "cannot read the {} artifact {}",
+            format.as_str(),
+            artifact.display()
+        )
+    })?;
+    Ok(records.container_digest(format))
+}
+
+/// What is done with each layer of an artifact: applied to a folder (the
+/// entries written recorded, when records are given), or only described
+/// to records.
+enum Layers<'a> {
+    Apply {
+        dest: &'a Path,
+        records: &'a mut Option<TreeRecords>,
+    },
+    Describe(&'a mut TreeRecords),
+}
+
+/// Read each layer of `artifact` (a layered container format) in order,
+/// doing `with` with it.
+fn read_layers(artifact: &Path, format: Format, with: &mut Layers) -> Result<()> {
+    match format {
+        Format::Oci => oci_layers(artifact, with),
+        Format::DockerArchive => docker_archive_layers(artifact, with),
+        Format::Sif => bail!("a SIF holds a squashfs, not layers"),
+        _ => File::open(artifact)
+            .context("cannot open it")
+            .and_then(|f| read_layer(f, with, false, (None, None))),
+    }
+}
+
 /// [`unpack_rootfs`], recording each entry written in `records`.
 fn unpack_recording(
     artifact: &Path,
@@ -70,12 +125,8 @@ fn unpack_recording(
         bail!("cannot unpack into {}: it is not empty", dest.display());
     }
     let r = match format {
-        Format::Oci => unpack_oci(artifact, dest, records),
-        Format::DockerArchive => unpack_docker_archive(artifact, dest, records),
         Format::Sif => unpack_sif(artifact, dest),
-        _ => File::open(artifact)
-            .context("cannot open it")
-            .and_then(|f| apply_stream(f, dest, (false, records), None, None)),
+        _ => read_layers(artifact, format, &mut Layers::Apply { dest, records }),
     };
     r.with_context(|| {
         format!(
@@ -152,7 +203,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Resul
     serde_json::from_slice(bytes).with_context(|| format!("{what} is not what it should be"))
 }
 
-fn unpack_oci(dir: &Path, dest: &Path, records: &mut Option<TreeRecords>) -> Result<()> {
+fn oci_layers(dir: &Path, with: &mut Layers) -> Result<()> {
     let layout = dir.join("oci-layout");
     let v: serde_json::Value = parse_json(
         &fs::read(&layout).with_context(|| format!("cannot read {}", layout.display()))?,
@@ -170,7 +221,7 @@ fn unpack_oci(dir: &Path, dest: &Path, records: &mut Option<TreeRecords>) -> Res
     for (i, l) in manifest.layers.iter().enumerate() {
         let (p, hex) = blob_path(dir, &l.digest)?;
         let f = File::open(&p).with_context(|| format!("cannot open {}", p.display()))?;
-        apply_stream(f, dest, (true, records), Some(&hex), None).with_context(|| {
+        read_layer(f, with, true, (Some(&hex), None)).with_context(|| {
             format!(
                 "layer {} of {} ({}, {})",
                 i + 1,
@@ -233,11 +284,7 @@ enum Member {
     Link(String),
 }
 
-fn unpack_docker_archive(
-    file: &Path,
-    dest: &Path,
-    records: &mut Option<TreeRecords>,
-) -> Result<()> {
+fn docker_archive_layers(file: &Path, with: &mut Layers) -> Result<()> {
     let mut members = HashMap::new();
     let mut ar = tar::Archive::new(File::open(file).context("cannot open it")?);
     for e in ar.entries_with_seek().context("not a tar archive")? {
@@ -303,7 +350,7 @@ fn unpack_docker_archive(
         let hex = diff_id
             .strip_prefix("sha256:")
             .with_context(|| format!("unsupported diff_id {diff_id}"))?;
-        apply_stream(read_member(layer)?, dest, (true, records), None, Some(hex))
+        read_layer(read_member(layer)?, with, true, (None, Some(hex)))
             .with_context(|| format!("layer {} of {} ({layer})", i + 1, image.layers.len()))?;
     }
     Ok(())
@@ -356,16 +403,14 @@ impl<R: Read> Read for Hashing<'_, R> {
     }
 }
 
-/// Apply one layer (a tar, gzip-compressed or not) to `dest`, with
-/// whiteouts or not, recording what it writes in the records when given.
-/// When given, `blob_sha` is checked against the stream as read and
-/// `tar_sha` against the uncompressed tar.
-fn apply_stream(
+/// Read one layer (a tar, gzip-compressed or not), with whiteouts or not,
+/// doing `with` with it. When given, `blob_sha` is checked against the
+/// stream as read and `tar_sha` against the uncompressed tar.
+fn read_layer(
     raw: impl Read,
-    dest: &Path,
-    (whiteouts, records): (bool, &mut Option<TreeRecords>),
-    blob_sha: Option<&str>,
-    tar_sha: Option<&str>,
+    with: &mut Layers,
+    whiteouts: bool,
+    (blob_sha, tar_sha): (Option<&str>, Option<&str>),
 ) -> Result<()> {
     let mut blob_h = Sha256::new();
     let mut tar_h = Sha256::new();
@@ -391,7 +436,12 @@ fn apply_stream(
             inner: decoded,
             hasher: tar_sha.map(|_| &mut tar_h),
         };
-        apply_tar(&mut tar, dest, whiteouts, records.as_mut())?;
+        match with {
+            Layers::Apply { dest, records } => {
+                apply_tar(&mut tar, dest, whiteouts, records.as_mut())?
+            }
+            Layers::Describe(records) => describe_tar(&mut tar, whiteouts, records)?,
+        }
         // The end-of-archive blocks and any padding count for the digests.
         io::copy(&mut tar, &mut io::sink()).context("cannot read it to its end")?;
     }
@@ -463,12 +513,7 @@ fn apply_tar(
     ar.set_overwrite(true);
     // What this layer has written so far: an opaque folder keeps it.
     let mut written: HashSet<PathBuf> = HashSet::new();
-    for e in ar.entries().context("it is not a tar archive")? {
-        let mut e = e.context("cannot read the next entry")?;
-        let path = e.path().context("entry with a bad path")?.into_owned();
-        let Some(rel) = relative(&path)? else {
-            continue;
-        };
+    each_entry(&mut ar, |mut e, path, rel| {
         let what = || format!("entry {}", path.display());
         let name = rel
             .file_name()
@@ -490,7 +535,7 @@ fn apply_tar(
                 }
             }
             // Other `.wh..wh.` names are aufs bookkeeping: nothing to do.
-            continue;
+            return Ok(true);
         }
         let kind = e.header().entry_type();
         // Replace whatever a lower layer left at this path, never writing
@@ -511,7 +556,7 @@ fn apply_tar(
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 make_node(&root, &rel, &e).with_context(what)?
             }
-            tar::EntryType::XGlobalHeader => continue,
+            tar::EntryType::XGlobalHeader => return Ok(true),
             _ => {
                 if !e.unpack_in(&root).with_context(what)? {
                     bail!("{} leads out of the root", what());
@@ -529,8 +574,89 @@ fn apply_tar(
         if whiteouts {
             written.insert(rel);
         }
+        Ok(true)
+    })
+}
+
+/// Do `f` with each entry of the archive `ar` but its root's, its path as
+/// named and relative to the root, until `f` says to stop (false).
+fn each_entry<R: Read>(
+    ar: &mut tar::Archive<R>,
+    mut f: impl FnMut(tar::Entry<'_, R>, &Path, PathBuf) -> Result<bool>,
+) -> Result<()> {
+    for e in ar.entries().context("it is not a tar archive")? {
+        let e = e.context("cannot read the next entry")?;
+        let path = e.path().context("entry with a bad path")?.into_owned();
+        let Some(rel) = relative(&path)? else {
+            continue;
+        };
+        if !f(e, &path, rel)? {
+            break;
+        }
     }
     Ok(())
+}
+
+/// Describe each entry of the tar `r` to `records`, as [`apply_tar`] would
+/// write it (nothing is written); whiteouts, pax owners (which the unpack
+/// does not apply) and kinds it does not write as they are lose them.
+fn describe_tar(r: impl Read, whiteouts: bool, records: &mut TreeRecords) -> Result<()> {
+    use crate::smoke::tree::Described;
+    each_entry(&mut tar::Archive::new(r), |mut e, path, rel| {
+        let what = || format!("entry {}", path.display());
+        let name = rel.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
+        let pax_owner = e
+            .pax_extensions()
+            .with_context(what)?
+            .into_iter()
+            .flatten()
+            .any(|x| x.is_ok_and(|x| matches!(x.key(), Ok("uid" | "gid"))));
+        if (whiteouts && name.starts_with(b".wh.")) || pax_owner {
+            records.lose();
+            return Ok(false);
+        }
+        let h = e.header();
+        let kind = h.entry_type();
+        let mode = h.mode().with_context(what)? & 0o7777;
+        let (uid, gid) = (h.uid().with_context(what)?, h.gid().with_context(what)?);
+        let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
+            records.lose();
+            return Ok(false);
+        };
+        let link = e.link_name_bytes().map(|l| l.into_owned());
+        let described = match kind {
+            tar::EntryType::Directory => Described::Dir,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut sha = Sha256::new();
+                let size = io::copy(&mut e, &mut sha).with_context(what)?;
+                Described::File { sha, size }
+            }
+            tar::EntryType::Symlink => Described::Symlink(link.as_deref().unwrap_or_default()),
+            tar::EntryType::Link => {
+                let target = link.as_deref().unwrap_or_default();
+                match relative(Path::new(std::ffi::OsStr::from_bytes(target)))? {
+                    Some(t) => {
+                        records.describe(&rel, Described::HardLink(&t), mode, uid, gid);
+                        return Ok(true);
+                    }
+                    None => {
+                        records.lose();
+                        return Ok(false);
+                    }
+                }
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                Described::Special
+            }
+            tar::EntryType::XGlobalHeader => return Ok(true),
+            _ => {
+                records.lose();
+                return Ok(false);
+            }
+        };
+        records.describe(&rel, described, mode, uid, gid);
+        Ok(true)
+    })
 }
 
 /// Remove from folder `dir` (relative to `root`) everything lower layers
