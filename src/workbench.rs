@@ -877,6 +877,12 @@ c.MultiKernelManager.default_kernel_name = \"biovm-python\"
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = \"jupyterlab.NeverCheckForUpdate\"
 c.LabApp.extension_manager = \"readonly\"
+# jupyter-lsp (a JupyterLab dependency) would look for every language
+# server it knows at each start, running R to ask for R's: the image has
+# none, and under software emulation the search took seconds of the
+# server's start. A language server added to the environment is named in
+# c.LanguageServerManager.language_servers to be used.
+c.LanguageServerManager.autodetect = False
 ",
     );
     if desktop {
