@@ -160,7 +160,7 @@ const CLOUD_INIT_ENTRY: &str = "cloud-init = cloudinit.cmd.main:main";
 fn cloud_init_direct(args: &str) -> String {
     format!(
         "/usr/bin/python3 -c \"import sys; sys.argv[0] = '/usr/bin/cloud-init'; \
-         from cloudinit.cmd.main import main; sys.exit(main())\" {args}"
+         sys.path[0] = '/usr/bin'; from cloudinit.cmd.main import main; sys.exit(main())\" {args}"
     )
 }
 
@@ -194,6 +194,20 @@ fn cloud_init_drop_ins(root: &Tree) -> Option<Vec<(String, String)>> {
     }
     let mut out = Vec::new();
     for (unit, args) in CLOUD_INIT_STAGES {
+        // Another unit file or drop-in (the image's files, a package's)
+        // may set what the unit runs: the units are left alone.
+        let elsewhere = [
+            format!("etc/systemd/system/{unit}"),
+            format!("etc/systemd/system/{unit}.d"),
+            format!("lib/systemd/system/{unit}.d"),
+            format!("usr/local/lib/systemd/system/{unit}"),
+        ];
+        if elsewhere
+            .iter()
+            .any(|p| root.open_file(Path::new(p)).is_ok())
+        {
+            return None;
+        }
         let unit_text = text(&format!("lib/systemd/system/{unit}"))?;
         let runs = unit_text
             .lines()
@@ -241,6 +255,12 @@ pub fn apply(root: &Tree) -> Result<()> {
         CLOUD_MODULES.as_bytes(),
         0o644,
     )?;
+    Ok(())
+}
+
+/// Write the cloud-init stages' drop-ins ([`cloud_init_drop_ins`]) into
+/// the image tree at `root`, last, once every file of the image is in it.
+pub fn apply_last(root: &Tree) -> Result<()> {
     match cloud_init_drop_ins(root) {
         Some(drop_ins) => {
             for (rel, text) in drop_ins {
@@ -331,7 +351,7 @@ mod tests {
     fn cloud_init_stages_call_its_main_directly_only_where_it_is_the_known_one() {
         let args: Vec<&str> = CLOUD_INIT_STAGES.iter().map(|(_, a)| *a).collect();
         let d = tree_with_cloud_init(&args);
-        apply(&Tree::open(d.path()).unwrap()).unwrap();
+        apply_last(&Tree::open(d.path()).unwrap()).unwrap();
         for (unit, args) in CLOUD_INIT_STAGES {
             let p = d
                 .path()
@@ -362,7 +382,7 @@ mod tests {
         }
         std::fs::write(
             pkg.join("main.py"),
-            "import sys\ndef main(sysv_args=None):\n    print(' '.join(sys.argv))\n    return 3\n",
+            "import sys\ndef main(sysv_args=None):\n    print(' '.join(sys.argv), sys.path[0])\n    return 3\n",
         )
         .unwrap();
         let line = cloud_init_direct("modules --mode=final");
@@ -375,14 +395,25 @@ mod tests {
         assert_eq!(o.status.code(), Some(3), "its exit status is main's");
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
-            "/usr/bin/cloud-init modules --mode=final\n"
+            "/usr/bin/cloud-init modules --mode=final /usr/bin\n"
         );
+
+        // A drop-in of the image's own for one unit: no unit is changed.
+        let d = tree_with_cloud_init(&args);
+        let own = d.path().join("etc/systemd/system/cloud-final.service.d");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("10-lab.conf"), "[Service]\nTimeoutSec=0\n").unwrap();
+        apply_last(&Tree::open(d.path()).unwrap()).unwrap();
+        for (unit, _) in CLOUD_INIT_STAGES {
+            let p = format!("etc/systemd/system/{unit}.d/biovm-direct.conf");
+            assert!(!d.path().join(p).exists(), "{unit}");
+        }
 
         // A unit that runs something else: no unit is changed.
         let mut other = args.clone();
         other[2] = "modules --mode=config --file /etc/x";
         let d = tree_with_cloud_init(&other);
-        apply(&Tree::open(d.path()).unwrap()).unwrap();
+        apply_last(&Tree::open(d.path()).unwrap()).unwrap();
         assert!(
             !d.path().join("etc/systemd/system").exists()
                 || std::fs::read_dir(d.path().join("etc/systemd/system"))

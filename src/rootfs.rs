@@ -753,7 +753,9 @@ fn write_system_files(tree: &Tree, image: &Image, ids: &DiskIds) -> Result<()> {
         tree.write(Path::new(&f.path), &f.content, f.mode)
             .with_context(|| format!("[[system.files]] of {}", image.source.display()))?;
     }
-    Ok(())
+    // After the image's own files: a unit of theirs leaves cloud-init's
+    // units alone.
+    crate::boot_cuts::apply_last(tree)
 }
 
 /// /etc/localtime to the image's time zone (which its tzdata must have),

@@ -262,6 +262,14 @@ impl TreeRecords {
             return;
         }
         let key = walk_key(rel.as_os_str().as_bytes());
+        // Below a link or a file (an earlier entry's), an unpack writes
+        // elsewhere than the name says: not described.
+        let parent = rel.parent().map(|p| walk_key(p.as_os_str().as_bytes()));
+        if let Some(r) = parent.and_then(|p| self.entries.get(&p)) {
+            if r.0 .0 != Kind::Dir {
+                return self.lose();
+            }
+        }
         let record = match entry {
             Described::Dir => ((Kind::Dir, mode, uid, gid, false), Vec::new()),
             Described::File { sha, size } => {

@@ -75,7 +75,7 @@ if [ -n "${BIOVM_DISK:-}" ]; then
     if [ -n "${BIOVM_LEFT_OUT:-}" ]; then
         # What a container artifact does not hold (mounted.rs: left_out_of),
         # removed from the overlay only: the disk stays as it is.
-        (cd "$root" && xargs -0 -r rm -rf -- <"$BIOVM_LEFT_OUT")
+        (cd "$root" && xargs -0 -r rm -rf --) <"$BIOVM_LEFT_OUT"
     fi
     for mp in $BIOVM_MOUNT_POINTS; do
         [ -d "$root/${mp%:*}" ] || mkdir -m "${mp#*:}" "$root/${mp%:*}"

@@ -873,6 +873,33 @@ fn a_container_holding_the_disk_s_tree_runs_in_it_and_a_changed_one_is_unpacked(
             "{label}"
         );
     }
+    // A report folder named relative to the working directory (`--out
+    // out`), as README command 1 names it.
+    let here = tempfile::Builder::new()
+        .prefix(".biovm-test-")
+        .tempdir_in(".")
+        .unwrap();
+    let rel_run = Path::new(here.path().file_name().unwrap()).join("run");
+    let (f, file) = &a.files[0];
+    let native = Native {
+        expected_tree: Some(&trees[f]),
+        tree_disk: Some((&raw, Format::Raw)),
+        ..Native::default()
+    };
+    let r = test_container(
+        file,
+        *f,
+        &tools(*f),
+        &rel_run,
+        Duration::from_secs(120),
+        native,
+    )
+    .unwrap();
+    assert!(
+        r.passed() && r.tree_of.is_some(),
+        "{}",
+        report::table(std::slice::from_ref(&r))
+    );
     assert_eq!(
         crate::fsutil::sha256_file(&raw).unwrap(),
         built_sha,
@@ -892,6 +919,48 @@ fn a_container_holding_the_disk_s_tree_runs_in_it_and_a_changed_one_is_unpacked(
     assert!(!r.passed());
     let (passed, output) = same_tree(&r).unwrap();
     assert!(!passed && output.contains("but the build made"), "{output}");
+}
+
+/// A layer that, unpacked, writes through a link at a path the format
+/// leaves out (so its digest would not show the link) is not taken from
+/// its stream: the records are lost and the tree is unpacked and read.
+#[test]
+fn a_layer_writing_through_a_left_out_link_is_not_taken_from_its_stream() {
+    let d = tempfile::tempdir().unwrap();
+    let base: &[(&str, &str)] = &[
+        ("etc/", ""),
+        ("etc/a", "as built\n"),
+        ("usr/", ""),
+        ("usr/lib/", ""),
+    ];
+    let plain = d.path().join("plain.oci");
+    oci_with_layers(&plain, &[layer(base)]);
+    let unpacked = d.path().join("plain");
+    unpack_rootfs(&plain, Format::Oci, &unpacked).unwrap();
+    assert_eq!(
+        stream_digest(&plain, Format::Oci).unwrap(),
+        Some(tree::container_digest(&unpacked, Format::Oci).unwrap()),
+        "a plain layer is digested from its stream"
+    );
+    let mut through = base.to_vec();
+    through.push(("usr/lib/firmware", "-> ../../etc"));
+    through.push(("usr/lib/firmware/a", "changed\n"));
+    let sneaky = d.path().join("sneaky.oci");
+    oci_with_layers(&sneaky, &[layer(&through)]);
+    assert_eq!(stream_digest(&sneaky, Format::Oci).unwrap(), None);
+    let unpacked = d.path().join("sneaky");
+    unpack_rootfs(&sneaky, Format::Oci, &unpacked).unwrap();
+    assert_eq!(
+        fs::read_to_string(unpacked.join("etc/a")).unwrap(),
+        "changed\n"
+    );
+    // Below a link that is not left out: lost too.
+    let mut below = base.to_vec();
+    below.push(("usr/share", "-> ../etc"));
+    below.push(("usr/share/a", "changed\n"));
+    let file = d.path().join("below.oci");
+    oci_with_layers(&file, &[layer(&below)]);
+    assert_eq!(stream_digest(&file, Format::Oci).unwrap(), None);
 }
 
 /// A tiny tree under `dir` with `files` (path, text) written into it, and

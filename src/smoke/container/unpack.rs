@@ -68,7 +68,9 @@ pub fn stream_digest(artifact: &Path, format: Format) -> Result<Option<String>> 
         return Ok(None);
     }
     let mut records = TreeRecords::default();
-    read_layers(artifact, format, &mut Layers::Describe(&mut records)).with_context(|| {
+    let excludes = crate::formats::layer::excludes_of(format);
+    let mut with = Layers::Describe(&mut records, excludes);
+    read_layers(artifact, format, &mut with).with_context(|| {
         format!(
             "cannot read the {} artifact {}",
             format.as_str(),
@@ -86,7 +88,10 @@ enum Layers<'a> {
         dest: &'a Path,
         records: &'a mut Option<TreeRecords>,
     },
-    Describe(&'a mut TreeRecords),
+    /// With the paths the format's writer leaves out: an entry there
+    /// loses the records (the digest would not count it, but an unpack
+    /// would write it, and through it, if it is a link).
+    Describe(&'a mut TreeRecords, &'a [&'a str]),
 }
 
 /// Read each layer of `artifact` (a layered container format) in order,
@@ -440,7 +445,9 @@ fn read_layer(
             Layers::Apply { dest, records } => {
                 apply_tar(&mut tar, dest, whiteouts, records.as_mut())?
             }
-            Layers::Describe(records) => describe_tar(&mut tar, whiteouts, records)?,
+            Layers::Describe(records, excludes) => {
+                describe_tar(&mut tar, (whiteouts, excludes), records)?
+            }
         }
         // The end-of-archive blocks and any padding count for the digests.
         io::copy(&mut tar, &mut io::sink()).context("cannot read it to its end")?;
@@ -598,13 +605,28 @@ fn each_entry<R: Read>(
 }
 
 /// Describe each entry of the tar `r` to `records`, as [`apply_tar`] would
-/// write it (nothing is written); whiteouts, pax owners (which the unpack
-/// does not apply) and kinds it does not write as they are lose them.
-fn describe_tar(r: impl Read, whiteouts: bool, records: &mut TreeRecords) -> Result<()> {
+/// write it (nothing is written). What the description could get wrong
+/// loses them: whiteouts, pax owners (which the unpack does not apply),
+/// kinds it does not write as they are, an entry at a path of `excludes`
+/// (the format's writer never makes one), a name ending in `/` in an old
+/// (not ustar) header that is no folder's (the unpack makes a folder), a
+/// hard link to an absolute or outward name.
+fn describe_tar(
+    r: impl Read,
+    (whiteouts, excludes): (bool, &[&str]),
+    records: &mut TreeRecords,
+) -> Result<()> {
     use crate::smoke::tree::Described;
     each_entry(&mut tar::Archive::new(r), |mut e, path, rel| {
         let what = || format!("entry {}", path.display());
         let name = rel.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
+        let old_folder_name = e.header().as_ustar().is_none()
+            && e.path_bytes().ends_with(b"/")
+            && e.header().entry_type() != tar::EntryType::Directory;
+        if old_folder_name || crate::formats::layer::is_excluded(&rel.to_string_lossy(), excludes) {
+            records.lose();
+            return Ok(false);
+        }
         let pax_owner = e
             .pax_extensions()
             .with_context(what)?
@@ -634,7 +656,8 @@ fn describe_tar(r: impl Read, whiteouts: bool, records: &mut TreeRecords) -> Res
             tar::EntryType::Symlink => Described::Symlink(link.as_deref().unwrap_or_default()),
             tar::EntryType::Link => {
                 let target = link.as_deref().unwrap_or_default();
-                match relative(Path::new(std::ffi::OsStr::from_bytes(target)))? {
+                let t = Path::new(std::ffi::OsStr::from_bytes(target));
+                match relative(t).ok().flatten().filter(|_| !t.is_absolute()) {
                     Some(t) => {
                         records.describe(&rel, Described::HardLink(&t), mode, uid, gid);
                         return Ok(true);
