@@ -506,6 +506,11 @@ fn in_disk_tree(
     want: &str,
     work: &Path,
 ) -> Result<Option<(mounted::BuiltDisk, String)>> {
+    // The disk first: when it cannot be mounted, the layers' reading
+    // would be thrown away, and the unpack read them again.
+    let Some(d) = mounted::BuiltDisk::of(disk, disk_format, work)? else {
+        return Ok(None);
+    };
     let t0 = Instant::now();
     let Some(got) = stream_digest(artifact, format)? else {
         log::info!(
@@ -522,9 +527,6 @@ fn in_disk_tree(
         );
         return Ok(None);
     }
-    let Some(d) = mounted::BuiltDisk::of(disk, disk_format, work)? else {
-        return Ok(None);
-    };
     log::info!(
         "{}: its layers, read in {:.1} s with nothing written, hold the tree of {} \
          (less what the format leaves out): its checks run in that tree",

@@ -834,14 +834,16 @@ fn a_container_holding_the_disk_s_tree_runs_in_it_and_a_changed_one_is_unpacked(
             &format!("^tiny-test\n{gone}\nsetuid$"),
         )]
     };
-    let run = |f: Format, file: &Path, want: &str| {
+    let run_in = |f: Format, file: &Path, want: &str, run: &Path| {
         let native = Native {
             expected_tree: Some(want),
             tree_disk: Some((&raw, Format::Raw)),
             ..Native::default()
         };
-        let run = d.path().join(format!("{}.run", f.as_str()));
-        test_container(file, f, &tools(f), &run, Duration::from_secs(120), native).unwrap()
+        test_container(file, f, &tools(f), run, Duration::from_secs(120), native).unwrap()
+    };
+    let run = |f: Format, file: &Path, want: &str| {
+        run_in(f, file, want, &d.path().join(format!("{}.run", f.as_str())))
     };
     let same_tree = |r: &BootReport| {
         r.results
@@ -881,20 +883,7 @@ fn a_container_holding_the_disk_s_tree_runs_in_it_and_a_changed_one_is_unpacked(
         .unwrap();
     let rel_run = Path::new(here.path().file_name().unwrap()).join("run");
     let (f, file) = &a.files[0];
-    let native = Native {
-        expected_tree: Some(&trees[f]),
-        tree_disk: Some((&raw, Format::Raw)),
-        ..Native::default()
-    };
-    let r = test_container(
-        file,
-        *f,
-        &tools(*f),
-        &rel_run,
-        Duration::from_secs(120),
-        native,
-    )
-    .unwrap();
+    let r = run_in(*f, file, &trees[f], &rel_run);
     assert!(
         r.passed() && r.tree_of.is_some(),
         "{}",

@@ -57,13 +57,7 @@ pub fn unpack_and_digest(artifact: &Path, format: Format, dest: &Path) -> Result
 /// an entry kind the unpack would not write as it is, or a SIF (a
 /// squashfs, not a stream). Its tree is then unpacked to be known.
 pub fn stream_digest(artifact: &Path, format: Format) -> Result<Option<String>> {
-    if format.is_disk() {
-        bail!(
-            "{}: {} is a disk format, not a container format",
-            artifact.display(),
-            format.as_str()
-        );
-    }
+    not_a_disk(artifact, format)?;
     if format == Format::Sif {
         return Ok(None);
     }
@@ -78,6 +72,18 @@ pub fn stream_digest(artifact: &Path, format: Format) -> Result<Option<String>> 
         )
     })?;
     Ok(records.container_digest(format))
+}
+
+/// Refuse a disk format where a container format must be.
+fn not_a_disk(artifact: &Path, format: Format) -> Result<()> {
+    if format.is_disk() {
+        bail!(
+            "{}: {} is a disk format, not a container format",
+            artifact.display(),
+            format.as_str()
+        );
+    }
+    Ok(())
 }
 
 /// What is done with each layer of an artifact: applied to a folder (the
@@ -114,13 +120,7 @@ fn unpack_recording(
     dest: &Path,
     records: &mut Option<TreeRecords>,
 ) -> Result<()> {
-    if format.is_disk() {
-        bail!(
-            "{}: {} is a disk format, not a container format",
-            artifact.display(),
-            format.as_str()
-        );
-    }
+    not_a_disk(artifact, format)?;
     fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     if fs::read_dir(dest)
         .with_context(|| format!("cannot read {}", dest.display()))?
