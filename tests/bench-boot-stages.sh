@@ -28,7 +28,7 @@ run=1
 while [ "$run" -le "$runs" ]; do
     for fw in bios uefi; do
         load0=$(cut -d' ' -f1-3 /proc/loadavg)
-        biovm test "$out/minimal.raw" --firmware "$fw" >/dev/null || echo "run $run $fw: the test FAILED (figures below anyway)"
+        biovm test "$out/minimal.raw" --firmware "$fw" --rerun >/dev/null || echo "run $run $fw: the test FAILED (figures below anyway)"
         load1=$(cut -d' ' -f1-3 /proc/loadavg)
         python3 - "$out/minimal.test/report.json" "$fw" "$run" "$load0" "$load1" <<'EOF'
 import json, sys

@@ -31,6 +31,7 @@ const CREDS: [(&str, &str); 2] = [
 fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let t = Instant::now();
     let o = biovm(cwd, args, env);
+    common::biovm_time(args, t.elapsed().as_secs_f64());
     eprintln!(
         "$ biovm {} ({:.1} s, {})\n--- stdout\n{}--- stderr\n{}",
         args.join(" "),

@@ -67,7 +67,9 @@ pub fn biovm_command(cwd: &Path) -> Command {
 /// Run `c` (a [`biovm_command`] with its arguments `args`) and show what
 /// it printed on the test's stderr (seen when the test fails).
 pub fn run_logged(mut c: Command, args: &[&str]) -> Output {
+    let t0 = Instant::now();
     let out = c.args(args).output().expect("run biovm");
+    biovm_time(args, t0.elapsed().as_secs_f64());
     eprintln!(
         "$ biovm {}\n--- stdout\n{}--- stderr\n{}",
         args.join(" "),
@@ -109,6 +111,24 @@ impl Drop for Timed {
         );
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
+}
+
+/// Print one biovm run's seconds on the real standard error (past the
+/// harness's capture, as [`Timed`] does), with the test that ran it and
+/// its arguments shortened to file names, so the suite's log shows which
+/// of a test's builds and boots took its time.
+pub fn biovm_time(args: &[&str], secs: f64) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let said: Vec<&str> = args
+        .iter()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .collect();
+    let line = format!(
+        "[biovm time] {test}: biovm {}: {secs:.0} s\n",
+        said.join(" ")
+    );
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// A new ed25519 key pair without a passphrase: `path` and `path.pub`.
