@@ -986,9 +986,13 @@ pub fn compare_outputs(a: &Path, b: &Path, names: &[String]) -> Result<u64> {
 }
 
 /// `biovm build --verify-reproducible`: after the build `first` into
-/// `opts.out_dir`, build again into a hidden temporary folder inside it
-/// (same lock, same SOURCE_DATE_EPOCH, another folder and time), compare
-/// every output and remove the second build. Returns the bytes compared.
+/// `opts.out_dir` (reused, from a kept bootstrap or fresh), build again
+/// from a fresh bootstrap into a hidden temporary folder inside it (same
+/// lock, same SOURCE_DATE_EPOCH, another folder and time), compare every
+/// output and remove the second build. Returns the bytes compared. The
+/// first build's tree came from a bootstrap too, at another time (a kept
+/// one is a fresh bootstrap's tree), so equal outputs show two bootstraps
+/// giving the same bytes.
 pub fn verify_reproducible(image: &Image, opts: &BuildOptions, first: &BuildReport) -> Result<u64> {
     let second = fsutil::Scratch::new_in(&opts.out_dir, &format!("{}.verify", image.name))?;
     let mut o = opts.clone();

@@ -217,6 +217,25 @@ fn biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot() {
             .any(|r| r["tool"] == "system/same-tree" && r["result"] == "passed")
     };
     assert!(same_tree(native) && same_tree(boot), "{report}");
+    // The workbench's boot check, with its servers (this test's first
+    // boot): JupyterLab and the desktop started through their sockets.
+    // It is the workbench's boot test in this suite (e2e_workbench boots
+    // its image once, with `biovm run`).
+    let workbench = boot["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["tool"] == "system/workbench")
+        .unwrap_or_else(|| panic!("no system/workbench in the boot: {boot}"));
+    assert_eq!(workbench["result"], "passed", "{workbench}");
+    let said = workbench["output"].as_str().unwrap_or_default();
+    for line in [
+        "token made at this boot",
+        "JupyterLab started at its socket's first connection, answered with the token",
+        "desktop stopped, its socket listening",
+    ] {
+        assert!(said.contains(line), "{line:?} not in {workbench}");
+    }
     // The boot's tools are the image's [checks] boot-sample.
     let mut sampled: Vec<&str> = boot["results"]
         .as_array()
@@ -266,19 +285,9 @@ fn biolinux_builds_from_its_lock_and_every_check_passes_in_one_boot() {
 #[ignore = "needs root, network and many minutes"]
 fn a_tampered_pypi_hash_in_the_lock_stops_the_build_writing_nothing() {
     let _t = common::timed();
-    // A small image with one PyPI recipe, locked here (a short bootstrap).
-    let images = scratch("e2e-pypi-tampered").join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    let img = images.join("pypi.toml");
-    std::fs::write(
-        &img,
-        "name = \"pypi\"\n[base]\ndistribution = \"debian\"\n\
-         [recipes]\ninclude = [\"pyrodigal\"]\n[disk]\nsize = \"3GiB\"\n\
-         [output]\nformats = [\"raw\"]\n",
-    )
-    .unwrap();
-    let o = biovm(&["--recipes", "recipes", "lock", img.to_str().unwrap()]);
-    assert!(o.status.success(), "lock failed");
+    // BioLinux's committed lock, whose PyPI files the build checks before
+    // its bootstrap (no bootstrap needed here, nor a lock made for it).
+    let img = project_image("e2e-pypi-tampered");
     let lock = std::fs::read_to_string(img.with_extension("lock")).unwrap();
     // The first locked PyPI file: its recipe and sha256.
     let block = lock

@@ -111,8 +111,6 @@ cpu_seconds() {
 }
 
 part compile cargo test --release --no-run
-part unit cargo test --release --lib --bins -- --include-ignored
-part doc cargo test --release --doc
 
 # test NAME [ARGS...]: one test binary, tests/NAME.rs or tests/NAME/main.rs
 # (tests/common and tests/publish_common are modules the binaries share).
@@ -122,12 +120,14 @@ test_binary() {
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
 # Balanced for a warm machine, where biovm's cache of bootstraps has every
-# locked image's tree (seconds in the 2-core .ci/run of 559c226:
-# e2e_minimal 517, reuse 239, workbench 407 (1163); BioLinux 475 with its
-# tree unpacked in 64 s, release 333, data 189, catalogue 60, QEMU setup
-# 34, containment 85 (1176)).
-lane_a=(e2e_minimal e2e_reuse e2e_workbench)
-lane_b=(e2e_release e2e_data e2e_catalogue setup_qemu e2e_containment)
+# locked image's tree (seconds in the 2-core .ci/run of 1ee730a, with the
+# cuts of the next commit taken off: unit tests 40, doc 1, the quick
+# binaries 33; e2e_minimal 717, reuse 293-95, workbench 512-164,
+# containment 116 (1432); BioLinux 674, release 374, data 252, catalogue
+# 77-74, QEMU setup 28 (1331)). The unit tests and the quick binaries
+# were a serial part before the lanes, the cores a third idle meanwhile.
+lane_a=(unit doc e2e_minimal e2e_reuse e2e_workbench e2e_containment)
+lane_b=(e2e_release e2e_data e2e_catalogue setup_qemu)
 quick=()
 for f in tests/*.rs tests/*/main.rs; do
   case "$f" in
@@ -140,9 +140,8 @@ for f in tests/*.rs tests/*/main.rs; do
   esac
 done
 # Every binary is in one list: a new tests/NAME.rs is quick unless listed.
-for name in "${quick[@]}"; do
-  part "$name" test_binary "$name"
-done
+# The quick ones run first in lane A, after the unit tests.
+lane_a=(unit doc "${quick[@]}" "${lane_a[@]:2}")
 
 # lane BINARY...: run the binaries one after another (the BioLinux test
 # as `biolinux`), stopping at the first that fails.
@@ -152,6 +151,8 @@ lane() {
     case "$name" in
       biolinux)
         part biolinux test_binary e2e_catalogue --exact "$biolinux_test" --nocapture ;;
+      unit) part unit cargo test --release --lib --bins -- --include-ignored ;;
+      doc) part doc cargo test --release --doc ;;
       *)
         part "$name" test_binary "$name" --skip "$biolinux_test" ;;
     esac || return 1

@@ -26,9 +26,11 @@ pub(crate) struct BuildArgs {
     /// from it (or biovm's own store).
     #[arg(long, value_name = "DIR")]
     pub(crate) vendor: Option<PathBuf>,
-    /// Build a second time (in a temporary folder inside --out, removed
-    /// afterwards) and compare every artifact byte for byte; a difference
-    /// fails, naming the file and the first differing offset.
+    /// Build a second time, from a fresh bootstrap, in a temporary folder
+    /// inside --out (removed afterwards), and compare every output byte
+    /// for byte with the first build (made as usual: reused, from a kept
+    /// bootstrap, or afresh with --rebuild); a difference fails, naming
+    /// the file and the first differing offset.
     #[arg(long)]
     pub(crate) verify_reproducible: bool,
     /// Build afresh even when --out holds a complete build from the same
@@ -83,8 +85,10 @@ pub(crate) fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
         mirror: a.mirror.clone(),
         source_date_epoch: None,
         vendor: a.vendor.clone(),
-        // A reproducibility check compares two fresh builds.
-        fresh_bootstrap: a.rebuild || a.verify_reproducible,
+        // --verify-reproducible's second build bootstraps afresh
+        // (`build::verify_reproducible`); the first is made as usual, so a
+        // complete build already in --out costs no second bootstrap.
+        fresh_bootstrap: a.rebuild,
     };
     let rebuild = opts.fresh_bootstrap;
     let report = build_or_reuse(&image, &opts, rebuild)
@@ -146,7 +150,7 @@ pub(crate) fn run(g: &GlobalArgs, a: BuildArgs) -> anyhow::Result<ExitCode> {
     if a.verify_reproducible {
         let bytes = verify(&image, &opts, &report, &a)?;
         println!(
-            "reproducible: a second build gave the same {} bytes in every artifact, SHA256SUMS, the SBOM and the manifest",
+            "reproducible: a second build, from a fresh bootstrap, gave the same {} bytes in every artifact, SHA256SUMS, the SBOM and the manifest",
             bytes
         );
     }

@@ -22,6 +22,16 @@ use serde::{Deserialize, Serialize};
 /// The guest's address of the metadata service.
 pub const ADDRESS: &str = "169.254.169.254";
 
+/// The MAC address of a test guest's one network interface: QEMU's default
+/// for the first NIC, which biovm's guests do not change.
+macro_rules! guest_mac {
+    () => {
+        "52:54:00:12:34:56"
+    };
+}
+/// [`guest_mac!`] as a constant.
+pub const GUEST_MAC: &str = guest_mac!();
+
 /// What the service tells the instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -49,6 +59,14 @@ impl Config {
     }
 
     /// The meta-data tree: folders end with `/`.
+    ///
+    /// With the instance's network interface under `network/`, as EC2
+    /// always serves it: cloud-init (22.4) reads the metadata of an AWS
+    /// machine without `network` as stale and crawls the whole service
+    /// again each time it asks for the network configuration, twice a
+    /// boot (63 requests, not 29). The guest's one NIC has QEMU's default
+    /// address ([`GUEST_MAC`]); the image's cloud-init does not apply the
+    /// configuration (biovm's images configure DHCP themselves).
     fn meta_data(&self) -> BTreeMap<&'static str, String> {
         let az = format!("{}a", self.region);
         [
@@ -59,6 +77,19 @@ impl Config {
             ("instance-type", self.instance_type.clone()),
             ("local-hostname", "ip-169-254-0-15.ec2.internal".into()),
             ("local-ipv4", "169.254.0.15".into()),
+            ("mac", GUEST_MAC.into()),
+            (
+                concat!("network/interfaces/macs/", guest_mac!(), "/device-number"),
+                "0".into(),
+            ),
+            (
+                concat!("network/interfaces/macs/", guest_mac!(), "/local-ipv4s"),
+                "169.254.0.15".into(),
+            ),
+            (
+                concat!("network/interfaces/macs/", guest_mac!(), "/vpc-id"),
+                "vpc-0b1a5e5e0b1a5e5e0".into(),
+            ),
             ("placement/availability-zone", az),
             ("placement/region", self.region.clone()),
             ("public-keys/0/openssh-key", self.public_key.clone()),
@@ -292,7 +323,7 @@ GET /2021-03-23/dynamic/instance-identity/document HTTP/1.1\r\nX-aws-ec2-metadat
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
         assert!(bodies[0].starts_with("tok"), "{out}");
         assert!(
-            bodies[1].starts_with("ami-id\nami-launch-index\nhostname\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nplacement/\npublic-keys/\nservices/"),
+            bodies[1].starts_with("ami-id\nami-launch-index\nhostname\ninstance-id\ninstance-type\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/\npublic-keys/\nservices/"),
             "{out}"
         );
         assert!(bodies[2].starts_with("ssh-ed25519 AAAA k"), "{out}");
@@ -303,6 +334,21 @@ GET /2021-03-23/dynamic/instance-identity/document HTTP/1.1\r\nX-aws-ec2-metadat
             serde_json::from_str(bodies[6].split("HTTP/1.1").next().unwrap()).unwrap();
         assert_eq!(doc["instanceId"], "i-0123");
         assert_eq!(doc["region"], "us-east-1");
+        // The network interface, as EC2 serves it.
+        let out = exchange(
+            d.path(),
+            "PUT /latest/api/token HTTP/1.1\r\n\r\n\
+GET /2021-03-23/meta-data/network/interfaces/macs/ HTTP/1.1\r\nX-aws-ec2-metadata-token: tok\r\n\r\n\
+GET /2021-03-23/meta-data/network/interfaces/macs/52:54:00:12:34:56/ HTTP/1.1\r\nX-aws-ec2-metadata-token: tok\r\n\r\n\
+GET /2021-03-23/meta-data/network/interfaces/macs/52:54:00:12:34:56/vpc-id HTTP/1.1\r\nX-aws-ec2-metadata-token: tok\r\n\r\n",
+        );
+        let bodies: Vec<&str> = out.split("\r\n\r\n").skip(1).collect();
+        assert!(bodies[1].starts_with("52:54:00:12:34:56/"), "{out}");
+        assert!(
+            bodies[2].starts_with("device-number\nlocal-ipv4s\nvpc-id"),
+            "{out}"
+        );
+        assert!(bodies[3].starts_with("vpc-"), "{out}");
         assert!(audit(d.path()).ends_with("IMDSv2: every read carried a session token\n"));
     }
 
