@@ -120,14 +120,13 @@ test_binary() {
   cargo test --release --test "$name" -- --include-ignored "$@"
 }
 # Balanced for a warm machine, where biovm's cache of bootstraps has every
-# locked image's tree (seconds in the 2-core .ci/run of 1ee730a, with the
-# cuts of the next commit taken off: unit tests 40, doc 1, the quick
-# binaries 33; e2e_minimal 717, reuse 293-95, workbench 512-164,
-# containment 116 (1432); BioLinux 674, release 374, data 252, catalogue
-# 77-74, QEMU setup 28 (1331)). The unit tests and the quick binaries
+# locked image's tree (seconds in the 2-core .ci/run of f320db6: unit tests
+# 64, doc 3, the quick binaries 42, e2e_minimal 656, reuse 216, workbench
+# 379 (1360); BioLinux 615, release 346, data 250, catalogue 26, QEMU
+# setup 38, containment 95 (1370)). The unit tests and the quick binaries
 # were a serial part before the lanes, the cores a third idle meanwhile.
-lane_a=(unit doc e2e_minimal e2e_reuse e2e_workbench e2e_containment)
-lane_b=(e2e_release e2e_data e2e_catalogue setup_qemu)
+lane_a=(unit doc e2e_minimal e2e_reuse e2e_workbench)
+lane_b=(e2e_release e2e_data e2e_catalogue setup_qemu e2e_containment)
 quick=()
 for f in tests/*.rs tests/*/main.rs; do
   case "$f" in
